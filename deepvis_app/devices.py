@@ -1,0 +1,34 @@
+"""Device selection: `auto` picks CUDA when present, otherwise the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DeepVisError
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Turn `auto|cpu|cuda|cuda:N` (or a `torch.device`) into a usable `torch.device`.
+
+    Raises `DeepVisError` for CUDA requests on a machine without CUDA, or an index past the last GPU,
+    so the user learns at start-up, not at the first frame.
+    """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index_text = spec.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise DeepVisError(f"bad --device {spec!r}: use auto, cpu, cuda or cuda:N")
+        if not torch.cuda.is_available():
+            raise DeepVisError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        count = torch.cuda.device_count()
+        index = int(index_text)
+        if index >= count:
+            raise DeepVisError(f"--device {spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+        return torch.device(f"cuda:{index}")
+    raise DeepVisError(f"bad --device {spec!r}: use auto, cpu, cuda or cuda:N")

@@ -1,0 +1,385 @@
+"""The model registry: specs (TOML) carrying builder, weights, preprocessing, labels and shown layers together.
+
+Curated specs live in the top-level `models/` folder; `--model` also takes a path to a user's own spec file.
+`load_model` returns a `VisModel`, the one object the rest of DeepVis needs to know about a network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .devices import resolve_device
+from .errors import DeepVisError, WeightsMissingError
+from .probe import LayerInfo, layer_table
+
+DEFAULT_MODEL = "efficientnet_lite0"
+SPEC_DIR = Path(os.environ.get("DEEPVIS_MODELS", Path(__file__).resolve().parent.parent / "models"))
+_CROPS = ("center", "stretch")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str
+    title: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model spec; see `models/*.toml` and docs/models.md for the fields."""
+
+    name: str
+    title: str
+    builder: str
+    weights: str
+    input_size: int
+    resize: int
+    crop: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    labels: str
+    layers: tuple[LayerSpec, ...] = ()
+    default_layer: str | None = None
+    path: Path | None = None
+
+
+def available_models() -> list[str]:
+    """Names of the curated specs."""
+    return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
+
+
+def find_spec(name_or_path: str | os.PathLike) -> Path:
+    """Resolve a curated model name or a spec file path."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text.endswith(".toml") or os.sep in text:
+        if not path.is_file():
+            raise DeepVisError(f"model spec file not found: {path}")
+        return path
+    curated = SPEC_DIR / f"{text}.toml"
+    if curated.is_file():
+        return curated
+    raise DeepVisError(f"unknown model {text!r}; curated models: {', '.join(available_models())} "
+                       "(or pass a path to a .toml spec)")
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """Parse and validate one spec file; every problem names the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DeepVisError(f"{path}: cannot read model spec ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise DeepVisError(f"{path}: not valid TOML ({err})") from None
+
+    def need(key: str, kind: type, default: Any = ...) -> Any:
+        if key not in data:
+            if default is ...:
+                raise DeepVisError(f"{path}: missing field '{key}'")
+            return default
+        value = data[key]
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise DeepVisError(f"{path}: field '{key}' must be {kind.__name__}, got {value!r}")
+        return value
+
+    def triple(key: str, default: list[float]) -> tuple[float, float, float]:
+        value = need(key, list, default)
+        if len(value) != 3 or not all(isinstance(v, int | float) for v in value):
+            raise DeepVisError(f"{path}: field '{key}' must be a list of 3 numbers, got {value!r}")
+        if key == "std" and any(v <= 0 for v in value):
+            raise DeepVisError(f"{path}: field 'std' must be positive, got {value!r}")
+        return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+    builder = need("builder", str)
+    if ":" not in builder:
+        raise DeepVisError(f"{path}: field 'builder' must look like 'torchvision:NAME' or 'package.module:callable'")
+    input_size = need("input_size", int)
+    if input_size < 8:
+        raise DeepVisError(f"{path}: field 'input_size' must be at least 8, got {input_size}")
+    crop = need("crop", str, "center")
+    if crop not in _CROPS:
+        raise DeepVisError(f"{path}: field 'crop' must be one of {', '.join(_CROPS)}, got {crop!r}")
+    layers = []
+    for i, entry in enumerate(need("layers", list, [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise DeepVisError(f"{path}: field 'layers[{i}]' needs a string 'name'")
+        layers.append(LayerSpec(entry["name"], str(entry.get("title", entry["name"]))))
+    return ModelSpec(
+        name=need("name", str, path.stem),
+        title=need("title", str, path.stem),
+        builder=builder,
+        weights=need("weights", str, "default"),
+        input_size=input_size,
+        resize=need("resize", int, input_size),
+        crop=crop,
+        mean=triple("mean", [0.485, 0.456, 0.406]),
+        std=triple("std", [0.229, 0.224, 0.225]),
+        labels=need("labels", str, "imagenet"),
+        layers=tuple(layers),
+        default_layer=need("default_layer", str, None),
+        path=path,
+    )
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, from torchvision's weight metadata (offline)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _load_labels(spec: ModelSpec) -> list[str]:
+    if spec.labels == "imagenet":
+        return imagenet_categories()
+    if spec.labels in ("", "none"):
+        return []
+    path = Path(spec.labels)
+    if not path.is_absolute() and spec.path is not None:
+        path = spec.path.parent / path
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise DeepVisError(f"{spec.path}: field 'labels': cannot read {path} ({err.strerror})") from None
+
+
+def _torchvision_weights(spec: ModelSpec, arch: str):
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(arch)
+    except (ValueError, KeyError):
+        raise DeepVisError(f"{spec.path}: field 'builder': torchvision has no model {arch!r}") from None
+    key = spec.weights.split(".")[-1]
+    if key in ("default", "DEFAULT"):
+        return enum.DEFAULT
+    try:
+        return enum[key]
+    except KeyError:
+        valid = ", ".join(w.name for w in enum)
+        raise DeepVisError(f"{spec.path}: field 'weights': {spec.weights!r} is not one of {valid}") from None
+
+
+def _ensure_cached(url: str, arch: str) -> None:
+    """Make sure torchvision's weight file is in the hub cache; one clear line when it cannot be had."""
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    filename = url.rsplit("/", 1)[-1]
+    if (checkpoints / filename).is_file():
+        return
+    hint = f"weights for {arch} are not cached: download {url} and put {filename} in {checkpoints}"
+    if os.environ.get("DEEPVIS_OFFLINE"):
+        raise WeightsMissingError(hint)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False)
+    except Exception:  # noqa: BLE001 - any network failure means the same thing to the user
+        raise WeightsMissingError(hint + " (no network)") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _build(spec: ModelSpec, pretrained: bool) -> nn.Module:
+    source, _, target = spec.builder.partition(":")
+    if source == "torchvision":
+        from torchvision import models as tvm
+
+        weights = _torchvision_weights(spec, target) if pretrained else None
+        if weights is not None:
+            _ensure_cached(weights.url, target)
+        kwargs: dict[str, Any] = {}
+        if target in ("googlenet", "inception_v3"):
+            kwargs["aux_logits"] = False if weights is None else None  # aux heads are training-only
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            return tvm.get_model(target, weights=weights, **kwargs)
+        except ValueError:
+            raise DeepVisError(f"{spec.path}: field 'builder': torchvision has no model {target!r}") from None
+    try:
+        module = importlib.import_module(source)
+        fn = getattr(module, target)
+    except (ImportError, AttributeError) as err:
+        raise DeepVisError(f"{spec.path}: field 'builder': cannot import {spec.builder!r} ({err})") from None
+    net = fn(pretrained=pretrained)
+    if not isinstance(net, nn.Module):
+        raise DeepVisError(f"{spec.path}: field 'builder': {spec.builder!r} returned {type(net).__name__}, "
+                           "not a torch.nn.Module")
+    return net
+
+
+def _load_state_dict_file(net: nn.Module, path: Path) -> None:
+    """Load user weights safely: `weights_only=True` never unpickles code."""
+    if not path.is_file():
+        raise DeepVisError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DeepVisError(f"{path}: not a PyTorch state dict ({first[:160]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DeepVisError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = net.load_state_dict(state, strict=False)
+    expected = len(net.state_dict())
+    if result.missing_keys and len(result.missing_keys) == expected:
+        raise DeepVisError(f"{path}: no parameter name matches this model (e.g. {next(iter(state), '?')!r})")
+    if result.missing_keys or result.unexpected_keys:
+        raise DeepVisError(f"{path}: does not fit this model: {len(result.missing_keys)} missing, "
+                           f"{len(result.unexpected_keys)} unexpected keys "
+                           f"(first: {(result.missing_keys + result.unexpected_keys)[0]!r})")
+
+
+class Preprocessor:
+    """RGB uint8 HxWx3 -> normalized Tensor[1,3,S,S] on the model's device.
+
+    Crop and resize run in OpenCV on the host (one pass); the uint8 image crosses to the GPU through a pair
+    of pinned buffers with a non-blocking copy, and normalization runs on the device.
+    """
+
+    def __init__(self, spec: ModelSpec, device: torch.device) -> None:
+        self.size = spec.input_size
+        self.crop = spec.crop
+        self.device = device
+        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0)
+        self._pinned: list[torch.Tensor] = []
+        self._turn = 0
+        if device.type == "cuda":
+            self._pinned = [torch.empty((self.size, self.size, 3), dtype=torch.uint8).pin_memory() for _ in range(2)]
+
+    def fit(self, rgb: np.ndarray, crop: str | None = None) -> np.ndarray:
+        """Crop/resize to the network's input as uint8 HxWx3: the frame exactly as the network sees it."""
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise DeepVisError(f"expected an RGB uint8 image of shape HxWx3, got {getattr(rgb, 'shape', rgb)!r}")
+        h, w = rgb.shape[:2]
+        if (crop or self.crop) == "center" and h != w:
+            s = min(h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            rgb = rgb[top:top + s, left:left + s]
+        if rgb.shape[0] != self.size or rgb.shape[1] != self.size:
+            shrinking = rgb.shape[0] > self.size
+            rgb = cv2.resize(rgb, (self.size, self.size),
+                             interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        return np.ascontiguousarray(rgb)
+
+    def to_tensor(self, fitted: np.ndarray) -> torch.Tensor:
+        """Normalize an already fitted uint8 image on the device."""
+        host = torch.from_numpy(fitted)
+        if self._pinned:
+            buf = self._pinned[self._turn]
+            self._turn ^= 1
+            buf.copy_(host)
+            host = buf.to(self.device, non_blocking=True)
+        else:
+            host = host.to(self.device)
+        x = host.permute(2, 0, 1).unsqueeze(0).float()
+        return (x - self.mean) * self.inv_std
+
+    def __call__(self, rgb: np.ndarray, crop: str | None = None) -> torch.Tensor:
+        return self.to_tensor(self.fit(rgb, crop))
+
+    def deprocess(self, x: torch.Tensor) -> np.ndarray:
+        """Inverse of normalization: Tensor[1,3,H,W] -> uint8 HxWx3 (clipped), e.g. for optimized images."""
+        img = (x.detach()[:1] / self.inv_std + self.mean).clamp(0, 255).round().to(torch.uint8)
+        return img[0].permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass
+class VisModel:
+    """A network ready to be looked at.
+
+    `net` is in eval mode with frozen parameters; `preprocess(rgb_uint8_hwc)` gives Tensor[1,3,H,W] on
+    `device`; `categories` are class names (1000 for ImageNet); `layers` are probe-able layer names in
+    forward order (`layer_info` adds shapes); `shown_layers` are the spec's curated layers with titles.
+    """
+
+    spec: ModelSpec
+    net: nn.Module
+    device: torch.device
+    categories: list[str]
+    preprocess: Preprocessor
+    weights: str = "default"
+    _table: list[LayerInfo] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @cached_property
+    def layer_info(self) -> list[LayerInfo]:
+        example = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
+        return layer_table(self.net, example)
+
+    @property
+    def layers(self) -> list[str]:
+        return [info.name for info in self.layer_info]
+
+    def info(self, layer: str) -> LayerInfo:
+        for info in self.layer_info:
+            if info.name == layer:
+                return info
+        for info in self.layer_info:  # a bare name of a reused module means its last call
+            if info.name.partition("@")[0] == layer:
+                last = info
+        if "last" in locals():
+            return LayerInfo(layer, last.kind, last.shape)
+        from .probe import unknown_layer_message
+
+        raise DeepVisError(unknown_layer_message(layer, self.layers))
+
+    @property
+    def shown_layers(self) -> list[LayerSpec]:
+        known = set(self.layers) | {n.partition("@")[0] for n in self.layers}
+        return [ls for ls in self.spec.layers if ls.name in known]
+
+    @property
+    def default_layer(self) -> str:
+        if self.spec.default_layer:
+            return self.spec.default_layer
+        shown = self.shown_layers
+        return shown[len(shown) // 2].name if shown else self.layers[len(self.layers) // 2]
+
+
+def load_model(name_or_spec: str | os.PathLike = DEFAULT_MODEL, *, weights: str = "default",
+               device: str | torch.device = "auto", seed: int = 0) -> VisModel:
+    """Load a curated model by name (see `models/`) or from a spec file path.
+
+    weights: `"default"` (the spec's pretrained weights), `"random"` (seeded initialization, to compare a
+    trained and an untrained net), or a path to a state dict (loaded with `weights_only=True`).
+    device: `"auto"` (CUDA if available), `"cpu"`, `"cuda"` or `"cuda:N"`.
+    Every user error raises `DeepVisError` with a one-line message.
+    """
+    spec = read_spec(find_spec(name_or_spec))
+    dev = resolve_device(device)
+    if weights == "random":
+        torch.manual_seed(seed)
+        net = _build(spec, pretrained=False)
+    elif weights == "default":
+        net = _build(spec, pretrained=True)
+    else:
+        net = _build(spec, pretrained=False)
+        _load_state_dict_file(net, Path(weights).expanduser())
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    net.to(dev)
+    return VisModel(spec=spec, net=net, device=dev, categories=_load_labels(spec),
+                    preprocess=Preprocessor(spec, dev), weights=weights)
