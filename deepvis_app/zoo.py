@@ -6,7 +6,9 @@ Curated specs live in the top-level `models/` folder; `--model` also takes a pat
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import socket
 import tomllib
@@ -184,7 +186,8 @@ def _ensure_cached(url: str, arch: str) -> None:
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(15)
     try:
-        torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False)
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub announces the download on stderr
+            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False)
     except Exception:  # noqa: BLE001 - any network failure means the same thing to the user
         raise WeightsMissingError(hint + " (no network)") from None
     finally:

@@ -1,0 +1,79 @@
+"""Command line: argument parsing only; every subcommand calls the core.
+
+`deepvis` with no subcommand opens the window; `python -m deepvis_app` is the same program (torchrun needs it).
+User errors print one line `deepvis: error: ...` and exit 2; nothing a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import DeepVisError
+
+# Subcommand modules (deepvis_app/commands/<name>.py), each with register(subparsers) and run(args).
+COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize")
+
+
+def add_gui_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Options of the live window (shared by bare `deepvis` and `deepvis run`)."""
+    from .commands.common import _default, add_model_args, add_source_args
+
+    add_model_args(parser, top=top)
+    add_source_args(parser, top=top)
+    parser.add_argument("--layer", default=_default(top, None),
+                        help="layer shown first (default: the model spec's default layer)")
+    parser.add_argument("--select", metavar="LAYER:UNIT", default=_default(top, None),
+                        help="select a unit at start, e.g. _blocks.3:7")
+    parser.add_argument("--store", default=_default(top, None),
+                        help="a top-k STORE (from `deepvis scan`) for the inspector")
+    parser.add_argument("--snapshot", metavar="DIR", default=_default(top, None),
+                        help="write a snapshot (PNGs + state JSON) into DIR")
+    parser.add_argument("--exit-after", type=float, metavar="SECONDS", default=_default(top, None),
+                        help="quit after SECONDS (with --snapshot: take the snapshot just before)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepvis",
+        description="Watch every layer of a CNN see, live. Without a subcommand, opens the window.")
+    add_gui_args(parser, top=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith(__package__):
+                continue  # a feature not installed in this tree
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def _launch_gui(args: argparse.Namespace) -> int:
+    from .gui.app import main_gui  # Qt is imported only when a window is wanted
+
+    return main_gui(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None) or _launch_gui
+    try:
+        return int(func(args) or 0)
+    except DeepVisError as err:
+        print(f"deepvis: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("deepvis: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`deepvis run`: the live pipeline, in the window or `--headless` (printing a JSON report)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ..errors import DeepVisError
+from ..pipeline import ATTRIBUTION_METHODS, Unit, ViewRequest, run_headless, validate_request
+from ..render import NORM_MODES
+from ..sources import open_source
+from .common import json_dump, model_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import add_gui_args
+
+    p = subparsers.add_parser("run", help="run the live pipeline (window, or --headless with a JSON report)",
+                              description="Run the live pipeline. With --headless no window is opened and a "
+                                          "report (fps, drops, latency) is printed.")
+    add_gui_args(p)
+    p.add_argument("--headless", action="store_true", help="no window: process --frames frames and report")
+    p.add_argument("--frames", type=int, default=100, help="frames to process in --headless mode (default 100)")
+    p.add_argument("--norm", choices=NORM_MODES, default="layer", help="grid normalization (default: layer)")
+    p.add_argument("--gamma", type=float, default=1.0, help="gamma boost of the grid (< 1 lifts faint units)")
+    p.add_argument("--attribution", default="",
+                   help=f"comma-separated methods for the selected unit: {','.join(ATTRIBUTION_METHODS)}")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (headless)")
+    p.add_argument("--json", action="store_true", help="print the headless report as JSON")
+    p.set_defaults(func=run)
+
+
+def request_from_args(args: argparse.Namespace, default_layer: str) -> ViewRequest:
+    unit = Unit.parse(args.select) if getattr(args, "select", None) else None
+    methods = tuple(m.strip() for m in (getattr(args, "attribution", "") or "").split(",") if m.strip())
+    if methods and unit is None:
+        raise DeepVisError("--attribution needs a unit: add --select LAYER:UNIT")
+    return ViewRequest(layer=args.layer or default_layer, unit=unit, norm=getattr(args, "norm", "layer"),
+                       gamma=getattr(args, "gamma", 1.0), crop=args.crop, attribution=methods)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.headless:
+        from ..cli import _launch_gui
+
+        return _launch_gui(args)
+    model = model_from_args(args)
+    request = request_from_args(args, model.default_layer)
+    validate_request(model, request)
+    notices: list[str] = []
+    source = open_source(args.source, fallback_to_demo=args.source is None, notice=notices.append)
+    for note in notices:
+        print(f"deepvis: {note}", file=sys.stderr)
+    report = run_headless(model, source, frames=args.frames, request=request, fps=args.fps,
+                          mirror=args.mirror, timeout=args.timeout,
+                          on_status=lambda msg: print(f"deepvis: {msg}", file=sys.stderr))
+    if args.json:
+        print(json_dump(dataclasses.asdict(report)))
+    else:
+        print(f"{report.frames_processed} frames of {report.source} through {report.model} on {report.device}: "
+              f"{report.pipeline_fps:.1f} fps, {report.frames_dropped} dropped, latency p50 "
+              f"{report.latency_ms_p50:.0f} ms / p95 {report.latency_ms_p95:.0f} ms")
+    return 0

@@ -1,0 +1,445 @@
+"""The live pipeline: capture thread -> latest-frame slot -> inference worker -> immutable FrameResult.
+
+Nothing here knows about Qt. The GUI hands the worker small immutable `ViewRequest`s (newest wins) and
+receives `FrameResult`s through a callback that it turns into a queued signal; `run_headless` drives the
+exact same objects without a window.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .errors import DeepVisError, SourceError
+from .probe import Probe
+from .render import Grid, render_grid, top_predictions, upscale_map
+from .sources import FrameSource
+from .zoo import VisModel
+
+StatusFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Frame:
+    frame_id: int
+    rgb: np.ndarray
+    t_capture: float  # time.perf_counter() when the frame was read
+
+
+class LatestSlot:
+    """A one-frame mailbox: `put` overwrites (counting the frame it drops), `take` blocks until a new one.
+
+    A slow consumer therefore always gets the newest frame and nothing queues up.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.put_count += 1
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> Frame | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
+
+    def wait_taken(self, timeout: float | None = None) -> bool:
+        """Block until the slot is empty (the consumer took the frame); used by pull-paced sources."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._frame is None or self._closed, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class Capture(threading.Thread):
+    """Reads a source on its own thread at the requested pace and posts frames into a `LatestSlot`.
+
+    fps: None = the source's own rate (cameras: as they deliver), 0 = as fast as the consumer takes frames,
+    N = paced to N per second. A source that stops delivering (a camera unplugged) is reported through
+    `on_status` and re-opened once a second until it comes back; the thread never dies for it.
+    """
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, source: FrameSource, slot: LatestSlot, *, fps: float | None = None, mirror: bool = False,
+                 on_status: StatusFn | None = None) -> None:
+        super().__init__(name="deepvis-capture", daemon=True)
+        self.source = source
+        self.slot = slot
+        self.fps = fps
+        self.mirror = mirror
+        self.on_status = on_status or (lambda _msg: None)
+        self._halt = threading.Event()
+        self.frames_read = 0
+        self.lost = False
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.slot.close()
+
+    def _rate(self) -> float | None:
+        if self.fps is not None:
+            return self.fps
+        if self.source.reconnectable:  # a camera paces itself
+            return None
+        return self.source.native_fps
+
+    def run(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # leave the cores to the network
+        next_t = time.perf_counter()
+        frame_id = 0
+        try:
+            while not self._halt.is_set():
+                rate = self._rate()
+                if rate == 0:
+                    self.slot.wait_taken(timeout=0.5)
+                    if self._halt.is_set():
+                        break
+                try:
+                    rgb = self.source.read()
+                except SourceError as err:
+                    self.on_status(f"source error: {err}")
+                    rgb = None
+                if rgb is None:
+                    self._recover()
+                    next_t = time.perf_counter()
+                    continue
+                if self.mirror:
+                    rgb = np.ascontiguousarray(rgb[:, ::-1])
+                self.slot.put(Frame(frame_id, rgb, time.perf_counter()))
+                frame_id += 1
+                self.frames_read += 1
+                if rate:
+                    next_t += 1.0 / rate
+                    delay = next_t - time.perf_counter()
+                    if delay > 0:
+                        self._halt.wait(delay)
+                    else:
+                        next_t = time.perf_counter()  # fell behind: do not burst to catch up
+        finally:
+            self.source.close()
+
+    def _recover(self) -> None:
+        self.lost = True
+        self.on_status(f"{self.source.name}: lost (no frames); retrying every {self.RETRY_SECONDS:g} s")
+        self.source.close()
+        while not self._halt.wait(self.RETRY_SECONDS):
+            try:
+                self.source.open()
+            except SourceError:
+                continue
+            self.lost = False
+            self.on_status(f"{self.source.name}: reconnected")
+            return
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit: a layer's channel, optionally at a spatial position (default: the channel's argmax)."""
+
+    layer: str
+    channel: int
+    y: int | None = None
+    x: int | None = None
+
+    @staticmethod
+    def parse(text: str) -> Unit:
+        """`LAYER:CHANNEL` or `LAYER:CHANNEL:Y:X` (as used by `--select`)."""
+        parts = text.split(":")
+        numbers = parts[1:]
+        if len(parts) not in (2, 4) or not parts[0] or not all(n.isdigit() for n in numbers):
+            raise DeepVisError(f"bad unit {text!r}: use LAYER:CHANNEL or LAYER:CHANNEL:Y:X")
+        if len(parts) == 2:
+            return Unit(parts[0], int(numbers[0]))
+        return Unit(parts[0], int(numbers[0]), int(numbers[1]), int(numbers[2]))
+
+    def __str__(self) -> str:
+        return f"{self.layer}:{self.channel}" + (f":{self.y}:{self.x}" if self.y is not None else "")
+
+
+ATTRIBUTION_METHODS = ("gradient", "deconv", "guided")
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """What the user currently wants to see; replaced wholesale (never mutated) whenever it changes."""
+
+    request_id: int = 0
+    layer: str = ""
+    unit: Unit | None = None
+    norm: str = "layer"
+    gamma: float = 1.0
+    crop: str | None = None
+    attribution: tuple[str, ...] = ()
+    attribution_view: str = "norm"
+    paused: bool = False
+
+    def with_changes(self, **changes) -> ViewRequest:
+        return replace(self, request_id=self.request_id + 1, **changes)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything one frame produced; immutable, safe to hand to any thread."""
+
+    frame_id: int
+    request_id: int
+    model: str
+    layer: str
+    image: np.ndarray  # uint8 SxSx3: the frame as the network saw it
+    grid: Grid
+    predictions: list[tuple[int, str, float]]
+    unit: Unit | None = None
+    unit_map: np.ndarray | None = None  # uint8 SxS: the unit's channel map, upscaled to the input
+    unit_value: float | None = None
+    attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 SxSx3
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    t_capture: float = 0.0
+    t_done: float = 0.0
+
+    @property
+    def latency(self) -> float:
+        return self.t_done - self.t_capture
+
+
+class FrameProcessor:
+    """Turns one frame + one request into a FrameResult with a single forward pass (no threads here)."""
+
+    def __init__(self, model: VisModel) -> None:
+        self.model = model
+        self._sync = model.device.type == "cuda"
+
+    def process(self, frame: Frame, req: ViewRequest) -> FrameResult:
+        vm = self.model
+        layer = req.layer or vm.default_layer
+        unit = req.unit
+        methods = tuple(m for m in req.attribution if m) if unit is not None else ()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        fitted = vm.preprocess.fit(frame.rgb, req.crop)
+        x = vm.preprocess.to_tensor(fitted)
+        t1 = time.perf_counter()
+        timings["preprocess"] = t1 - t0
+        layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
+        explanation = None
+        if methods:
+            from .attribution import explain_frame  # heavy only when asked for
+
+            explanation = explain_frame(vm.net, x, layers, unit, methods)
+            acts, logits = explanation.activations, explanation.logits
+        else:
+            with Probe(vm.net, layers, detach=True) as probe, torch.inference_mode():
+                logits = vm.net(x)
+                acts = dict(probe.activations)
+        if self._sync:
+            torch.cuda.synchronize(vm.device)
+        t2 = time.perf_counter()
+        timings["forward"] = t2 - t1
+        grid = render_grid(acts[layer][0], norm=req.norm, gamma=req.gamma, min_tile=8)
+        predictions = top_predictions(logits[0], vm.categories) if logits.dim() == 2 else []
+        unit_map = unit_value = None
+        if unit is not None:
+            ua = acts[unit.layer][0]
+            if ua.dim() == 3 and 0 <= unit.channel < ua.shape[0]:
+                unit_map = upscale_map(ua[unit.channel], vm.input_size)
+                unit_value = float(ua[unit.channel].max())
+            elif ua.dim() == 1 and 0 <= unit.channel < ua.shape[0]:
+                unit_value = float(ua[unit.channel])
+        t3 = time.perf_counter()
+        timings["render"] = t3 - t2
+        attributions: dict[str, np.ndarray] = {}
+        if explanation is not None:
+            attributions = explanation.render(req.attribution_view)
+            timings["attribution"] = time.perf_counter() - t3
+        t_done = time.perf_counter()
+        timings["total"] = t_done - t0
+        return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=layer,
+                           image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
+                           unit_value=unit_value, attributions=attributions, timings=timings,
+                           t_capture=frame.t_capture, t_done=t_done)
+
+
+class InferenceWorker(threading.Thread):
+    """Owns the model: takes the newest frame, processes it with the newest request, publishes the result.
+
+    `set_request` and `set_model` only swap references; they take effect at the next frame boundary, so the
+    caller (the GUI thread) never waits on inference. Errors are reported through `on_error` and the loop
+    goes on with the next frame.
+    """
+
+    def __init__(self, model: VisModel, slot: LatestSlot, publish: Callable[[FrameResult], None], *,
+                 request: ViewRequest | None = None, on_error: StatusFn | None = None) -> None:
+        super().__init__(name="deepvis-inference", daemon=True)
+        self.slot = slot
+        self.publish = publish
+        self.on_error = on_error or (lambda _msg: None)
+        self._processor = FrameProcessor(model)
+        self._request = request or ViewRequest(layer=model.default_layer)
+        self._pending_model: VisModel | None = None
+        self._halt = threading.Event()
+        self.frames_done = 0
+
+    @property
+    def model(self) -> VisModel:
+        return self._processor.model
+
+    def set_request(self, request: ViewRequest) -> None:
+        self._request = request  # atomic reference swap: newest wins
+
+    def set_model(self, model: VisModel, request: ViewRequest | None = None) -> None:
+        self._pending_model = model
+        if request is not None:
+            self._request = request
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.slot.close()
+
+    def run(self) -> None:
+        last_error = ""
+        while not self._halt.is_set():
+            frame = self.slot.take(timeout=0.5)
+            if frame is None:
+                continue
+            if self._pending_model is not None:
+                self._processor = FrameProcessor(self._pending_model)
+                self._pending_model = None
+            req = self._request
+            if req.paused:
+                continue
+            try:
+                result = self._processor.process(frame, req)
+            except DeepVisError as err:
+                if str(err) != last_error:
+                    self.on_error(str(err))
+                    last_error = str(err)
+                continue
+            except Exception as err:  # noqa: BLE001 - a bad frame must not kill the live loop
+                msg = f"inference failed: {type(err).__name__}: {err}"
+                if msg != last_error:
+                    self.on_error(msg)
+                    last_error = msg
+                continue
+            last_error = ""
+            self.frames_done += 1
+            self.publish(result)
+
+
+@dataclass(frozen=True)
+class HeadlessReport:
+    """What `deepvis run --headless --json` prints (field names are stable; see docs/cli.md)."""
+
+    model: str
+    device: str
+    source: str
+    layer: str
+    frames_processed: int
+    frames_captured: int
+    frames_dropped: int
+    seconds: float
+    pipeline_fps: float
+    capture_fps: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    stage_ms_mean: dict[str, float]
+    attribution_fps: float | None
+    unit: str | None
+
+
+def run_headless(model: VisModel, source: FrameSource, *, frames: int, request: ViewRequest,
+                 fps: float | None = None, mirror: bool = False, warmup: int = 2,
+                 timeout: float | None = None, on_status: StatusFn | None = None) -> HeadlessReport:
+    """Run the live pipeline with no window until `frames` results arrived (after `warmup` ignored ones)."""
+    if frames < 1:
+        raise DeepVisError(f"--frames must be at least 1, got {frames}")
+    warmup = max(1, warmup)
+    slot = LatestSlot()
+    results: list[FrameResult] = []
+    done = threading.Event()
+    errors: list[str] = []
+    target = frames + warmup
+
+    def publish(result: FrameResult) -> None:
+        results.append(result)
+        if len(results) >= target:
+            done.set()
+
+    def on_error(msg: str) -> None:
+        errors.append(msg)
+        done.set()
+
+    capture = Capture(source, slot, fps=fps, mirror=mirror, on_status=on_status)
+    worker = InferenceWorker(model, slot, publish, request=request, on_error=on_error)
+    worker.start()
+    capture.start()
+    try:
+        finished = done.wait(timeout)
+    finally:
+        capture.stop()
+        worker.stop()
+        worker.join(5)
+        capture.join(5)
+    if errors:
+        raise DeepVisError(errors[0])
+    if not finished:
+        raise DeepVisError(f"timed out after {timeout:g} s with {len(results)} of {target} frames")
+    measured = results[warmup:target]
+    span = max(1e-9, measured[-1].t_done - results[warmup - 1].t_done)
+    lat = np.array([r.latency for r in measured]) * 1000.0
+    stages = sorted({k for r in measured for k in r.timings})
+    stage_ms = {k: float(np.mean([r.timings.get(k, 0.0) for r in measured]) * 1000) for k in stages}
+    first_id, last_id = measured[0].frame_id, measured[-1].frame_id
+    captured = last_id - first_id + 1
+    attr_fps = (len(measured) / span) if request.attribution and request.unit is not None else None
+    return HeadlessReport(
+        model=model.name, device=str(model.device), source=source.name, layer=measured[-1].layer,
+        frames_processed=len(measured), frames_captured=captured, frames_dropped=captured - len(measured),
+        seconds=span, pipeline_fps=len(measured) / span,
+        capture_fps=captured / span, latency_ms_p50=float(np.percentile(lat, 50)),
+        latency_ms_p95=float(np.percentile(lat, 95)), stage_ms_mean=stage_ms, attribution_fps=attr_fps,
+        unit=str(request.unit) if request.unit else None)
+
+
+def validate_request(model: VisModel, request: ViewRequest) -> None:
+    """Fail early with one line (listing what is valid) for a layer or unit the model does not have."""
+    if request.layer:
+        model.info(request.layer)
+    unit = request.unit
+    if unit is None:
+        return
+    shape = model.info(unit.layer).shape
+    channels = shape[0] if shape else 1
+    if not 0 <= unit.channel < channels:
+        raise DeepVisError(f"unit {unit.channel} out of range for layer {unit.layer!r}: "
+                           f"valid units are 0..{channels - 1}")
+    if unit.y is not None and len(shape) == 3 and not (0 <= unit.y < shape[1] and 0 <= unit.x < shape[2]):
+        raise DeepVisError(f"position ({unit.y}, {unit.x}) outside layer {unit.layer!r}: "
+                           f"y in 0..{shape[1] - 1}, x in 0..{shape[2] - 1}")
+    bad = [m for m in request.attribution if m not in ATTRIBUTION_METHODS]
+    if bad:
+        raise DeepVisError(f"unknown attribution method {bad[0]!r}; valid: {', '.join(ATTRIBUTION_METHODS)}")

@@ -1,0 +1,149 @@
+"""Activations -> one tiled uint8 grid, computed with torch on the model's device.
+
+Normalization follows the old toolbox: scale by the whole layer's range (channels comparable), by each
+channel's own range (weak channels visible), then a gamma boost (< 1 lifts faint activity). Signed layers
+(conv/BN outputs before a ReLU) map zero to mid-gray so negative and positive responses stay distinguishable.
+Only the finished uint8 grid and the per-channel maxima cross to the host.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+NORM_MODES = ("layer", "channel")
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where tile `c` sits: row c // cols, column c % cols; each tile is tile_h x tile_w plus `pad` pixels."""
+
+    channels: int
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+    pad: int
+
+    @property
+    def height(self) -> int:
+        return self.rows * (self.tile_h + self.pad) + self.pad
+
+    @property
+    def width(self) -> int:
+        return self.cols * (self.tile_w + self.pad) + self.pad
+
+    def tile_origin(self, channel: int) -> tuple[int, int]:
+        """Top-left pixel (y, x) of a channel's tile inside the grid image."""
+        r, c = divmod(channel, self.cols)
+        return self.pad + r * (self.tile_h + self.pad), self.pad + c * (self.tile_w + self.pad)
+
+    def channel_at(self, y: float, x: float) -> int | None:
+        """The channel whose tile (or its right/bottom padding) holds grid pixel (y, x); None outside tiles."""
+        if y < self.pad or x < self.pad:
+            return None
+        r = int((y - self.pad) // (self.tile_h + self.pad))
+        c = int((x - self.pad) // (self.tile_w + self.pad))
+        if r >= self.rows or c >= self.cols:
+            return None
+        ch = r * self.cols + c
+        return ch if ch < self.channels else None
+
+
+def grid_layout(channels: int, tile_h: int, tile_w: int, *, pad: int = 1, aspect: float = 1.0) -> GridLayout:
+    """Choose rows x cols so the grid's pixel aspect ratio is close to `aspect` (width / height)."""
+    cols = max(1, round(math.sqrt(channels * aspect * (tile_h + pad) / (tile_w + pad))))
+    cols = min(cols, channels)
+    rows = math.ceil(channels / cols)
+    return GridLayout(channels, rows, cols, tile_h, tile_w, pad)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A rendered grid: `image` uint8 HxW (border pixels are 0), its layout, and per-channel max activation."""
+
+    image: np.ndarray
+    layout: GridLayout
+    channel_max: np.ndarray
+    signed: bool
+
+
+def as_maps(act: torch.Tensor) -> torch.Tensor:
+    """Any layer output (without batch dim) as C x H x W maps: vectors become 1x1 tiles."""
+    if act.dim() == 1:
+        return act.view(-1, 1, 1)
+    if act.dim() == 2:  # e.g. sequence x features: treat features as channels
+        return act.t().unsqueeze(1)
+    if act.dim() == 3:
+        return act
+    return act.flatten(0, act.dim() - 3)
+
+
+def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) -> tuple[torch.Tensor, bool]:
+    """Map C x H x W activations into [0, 1]; returns (normalized, signed)."""
+    if norm not in NORM_MODES:
+        raise ValueError(f"norm must be one of {NORM_MODES}, got {norm!r}")
+    maps = maps.float()
+    signed = bool((maps.amin() < 0).item()) if maps.numel() else False
+    flat = maps.flatten(1)
+    if norm == "layer":
+        scale = flat.abs().amax() if signed else flat.amax()
+        scale = scale.clamp_min(1e-12).view(1, 1, 1)
+    else:
+        scale = (flat.abs() if signed else flat).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    if signed:
+        out = maps / scale  # [-1, 1]
+        if gamma != 1.0:
+            out = out.sign() * out.abs().pow(gamma)
+        out = 0.5 + 0.5 * out
+    else:
+        out = (maps / scale).clamp(0, 1)
+        if gamma != 1.0:
+            out = out.pow(gamma)
+    return out, signed
+
+
+def render_grid(act: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
+                aspect: float = 1.0, min_tile: int = 1) -> Grid:
+    """Render one image's layer output (no batch dim) as a tiled grid; tiles smaller than `min_tile` are
+    enlarged by an integer factor (nearest) so e.g. 7x7 maps and FC units stay visible."""
+    maps = as_maps(act.detach())
+    c, h, w = maps.shape
+    channel_max = maps.flatten(1).amax(dim=1)
+    unit, signed = normalize(maps, norm=norm, gamma=gamma)
+    factor = max(1, math.ceil(min_tile / max(h, w)))
+    if factor > 1:
+        unit = unit.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
+        h, w = h * factor, w * factor
+    layout = grid_layout(c, h, w, pad=pad, aspect=aspect)
+    tiles = (unit * 254 + 1).round().to(torch.uint8)  # 1..255 inside tiles, 0 reserved for borders
+    total = layout.rows * layout.cols
+    if total > c:
+        tiles = torch.cat([tiles, tiles.new_zeros((total - c, h, w))])
+    tiles = torch.nn.functional.pad(tiles, (0, pad, 0, pad))  # right/bottom border per tile
+    grid = tiles.view(layout.rows, layout.cols, h + pad, w + pad).permute(0, 2, 1, 3)
+    grid = grid.reshape(layout.rows * (h + pad), layout.cols * (w + pad))
+    grid = torch.nn.functional.pad(grid, (pad, 0, pad, 0))
+    return Grid(image=grid.cpu().numpy(), layout=layout, channel_max=channel_max.float().cpu().numpy(),
+                signed=signed)
+
+
+def upscale_map(act_map: torch.Tensor, size: int, *, signed: bool | None = None) -> np.ndarray:
+    """One channel's H x W map -> uint8 size x size (bilinear), scaled like a 'channel' tile."""
+    m = act_map.detach().float()[None, None]
+    norm, _ = normalize(m[0], norm="channel") if signed is None else (m[0], signed)
+    big = torch.nn.functional.interpolate(norm[None], size=(size, size), mode="bilinear", align_corners=False)
+    return (big[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def top_predictions(logits: torch.Tensor, categories: list[str], k: int = 5) -> list[tuple[int, str, float]]:
+    """Top-k (class index, name, probability) from one image's logits."""
+    probs = torch.softmax(logits.detach().float().flatten(), dim=0)
+    values, indices = probs.topk(min(k, probs.numel()))
+    out = []
+    for v, i in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
+        out.append((i, categories[i] if i < len(categories) else str(i), v))
+    return out

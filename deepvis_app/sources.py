@@ -1,0 +1,300 @@
+"""Frame sources: webcam, video file, image folder, single image and a moving demo made of real photos.
+
+Every source yields RGB uint8 HxWx3 frames from `read()`; `None` means "no frame now" (a camera that
+vanished, a video that cannot be decoded) and the capture thread decides what to do about it.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"}
+DEFAULT_FPS = 30.0
+
+cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # OpenCV's probing noise is not for users
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8; `SourceError` with one line for missing, unreadable or corrupt files."""
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"image not found: {p}")
+    if not p.is_file():
+        raise SourceError(f"not a file: {p}")
+    if not os.access(p, os.R_OK):
+        raise SourceError(f"image not readable (permission denied): {p}")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise SourceError(f"not a readable image (corrupt or unsupported format): {p}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class FrameSource:
+    """Base class: `open()` may raise `SourceError`; `read()` returns a frame or None; `close()` is idempotent."""
+
+    name = "source"
+    native_fps: float | None = None
+    #: a live device may come back after `read()` returned None (the capture thread re-opens it)
+    reconnectable = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class CameraSource(FrameSource):
+    """A webcam by OpenCV index."""
+
+    reconnectable = True
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.name = f"camera {index}"
+        self._cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        if os.name == "posix" and not os.path.exists(f"/dev/video{self.index}") and not glob.glob("/dev/video*"):
+            raise SourceError(f"camera {self.index} not found (no /dev/video* devices on this machine)")
+        cap = cv2.VideoCapture(self.index)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"camera {self.index} could not be opened (no such camera, or it is in use)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.native_fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoSource(FrameSource):
+    """A video file, looped at its end."""
+
+    def __init__(self, path: str | os.PathLike, *, loop: bool = True) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.loop = loop
+        self._cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"video not found: {self.path}")
+        if not os.access(self.path, os.R_OK):
+            raise SourceError(f"video not readable (permission denied): {self.path}")
+        cap = cv2.VideoCapture(str(self.path))
+        ok, _ = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            cap.release()
+            raise SourceError(f"not a readable video (corrupt or unsupported format): {self.path}")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.native_fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, frame = self._cap.read()
+        if not ok and self.loop:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under `folder`, recursive, any-case extensions, sorted for a stable order."""
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+class FolderSource(FrameSource):
+    """Cycles through the images of a folder; corrupt files are skipped (and counted), not fatal."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.name = f"{self.path.name}/"
+        self.native_fps = DEFAULT_FPS
+        self.skipped: list[Path] = []
+        self._files: list[Path] = []
+        self._i = 0
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceError(f"folder not found: {self.path}")
+        self._files = list_images(self.path)
+        if not self._files:
+            raise SourceError(f"no images in {self.path} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+
+    def read(self) -> np.ndarray | None:
+        for _ in range(len(self._files)):
+            path = self._files[self._i % len(self._files)]
+            self._i += 1
+            try:
+                return read_image(path)
+            except SourceError:
+                if path not in self.skipped:
+                    self.skipped.append(path)
+        raise SourceError(f"none of the images in {self.path} could be read")
+
+
+class ImageSource(FrameSource):
+    """One image, repeated (a still scene)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.native_fps = DEFAULT_FPS
+        self._img: np.ndarray | None = None
+
+    def open(self) -> None:
+        self._img = read_image(self.path)
+
+    def read(self) -> np.ndarray | None:
+        return self._img
+
+
+DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat")
+
+
+class DemoSource(FrameSource):
+    """scikit-image's photos with a slow pan and zoom, so the network sees something like a moving camera."""
+
+    name = "demo"
+
+    def __init__(self, *, size: tuple[int, int] = (640, 480), seconds_per_photo: float = 6.0,
+                 fps: float = DEFAULT_FPS, photos: tuple[str, ...] = DEMO_PHOTOS) -> None:
+        self.size = size
+        self.native_fps = fps
+        self.frames_per_photo = max(1, int(seconds_per_photo * fps))
+        self.photos = photos
+        self._images: list[np.ndarray] = []
+        self._t = 0
+
+    def open(self) -> None:
+        import skimage.data
+
+        images = []
+        for name in self.photos:
+            img = getattr(skimage.data, name)()
+            if img.ndim == 2:
+                img = np.stack([img] * 3, axis=-1)
+            images.append(np.ascontiguousarray(img[..., :3]))
+        self._images = images
+
+    def read(self) -> np.ndarray | None:
+        t = self._t
+        self._t += 1
+        img = self._images[(t // self.frames_per_photo) % len(self._images)]
+        phase = (t % self.frames_per_photo) / self.frames_per_photo
+        w, h = self.size
+        ih, iw = img.shape[:2]
+        # Cover the output, then zoom 1.0 -> 1.25 while drifting in a small circle.
+        base = max(w / iw, h / ih)
+        zoom = base * (1.0 + 0.25 * phase)
+        slack_x, slack_y = iw * zoom - w, ih * zoom - h
+        cx = 0.5 + 0.35 * math.cos(2 * math.pi * phase) * (slack_x > 0)
+        cy = 0.5 + 0.35 * math.sin(2 * math.pi * phase) * (slack_y > 0)
+        tx, ty = -slack_x * cx, -slack_y * cy
+        m = np.array([[zoom, 0, tx], [0, zoom, ty]], dtype=np.float32)
+        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What `--source` asked for, before opening (so the GUI can describe and re-open it)."""
+
+    kind: str  # camera | video | folder | image | demo
+    target: str
+
+
+def parse_source(text: str | None) -> SourceSpec:
+    """`0` / `camera:1` -> camera; `demo`; an existing folder; a video or image path by extension."""
+    if text is None or text == "":
+        return SourceSpec("camera", "0")
+    t = text.strip()
+    if t.isdigit():
+        return SourceSpec("camera", t)
+    if t.lower().startswith(("camera:", "cam:")):
+        index = t.split(":", 1)[1]
+        if not index.isdigit():
+            raise SourceError(f"bad camera index in --source {text!r} (use e.g. camera:0)")
+        return SourceSpec("camera", index)
+    if t.lower() == "demo":
+        return SourceSpec("demo", "")
+    p = Path(t).expanduser()
+    if p.is_dir():
+        return SourceSpec("folder", str(p))
+    ext = p.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return SourceSpec("video", str(p))
+    if ext in IMAGE_EXTS:
+        return SourceSpec("image", str(p))
+    if not p.exists():
+        raise SourceError(f"source not found: {t} (give a camera index, 'demo', a folder, a video or an image)")
+    raise SourceError(f"unknown source type for {t}: use an image ({', '.join(sorted(IMAGE_EXTS))}) "
+                      f"or video ({', '.join(sorted(VIDEO_EXTS))}) file")
+
+
+_MAKERS: dict[str, Callable[[str], FrameSource]] = {
+    "camera": lambda target: CameraSource(int(target)),
+    "video": VideoSource,
+    "folder": FolderSource,
+    "image": ImageSource,
+    "demo": lambda _target: DemoSource(),
+}
+
+
+def make_source(spec: SourceSpec) -> FrameSource:
+    return _MAKERS[spec.kind](spec.target)
+
+
+def open_source(text: str | None, *, fallback_to_demo: bool = False,
+                notice: Callable[[str], None] | None = None) -> FrameSource:
+    """Parse and open a source. With `fallback_to_demo` (the default camera when none was named), a camera
+    that does not open becomes the demo source and `notice` is told why."""
+    spec = parse_source(text)
+    source = make_source(spec)
+    try:
+        source.open()
+    except SourceError as err:
+        if not (fallback_to_demo and spec.kind == "camera"):
+            raise
+        if notice is not None:
+            notice(f"{err}; showing the demo source instead")
+        source = DemoSource()
+        source.open()
+    return source
