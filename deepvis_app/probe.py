@@ -140,8 +140,8 @@ def layer_table(net: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
         name = names.get(id(module))
         if name is None or not isinstance(output, torch.Tensor) or isinstance(module, _SKIPPED_TYPES):
             return
-        if inputs and output is inputs[0]:  # identity stand-ins (e.g. 'static_padding' of size 0)
-            return
+        if inputs and output is inputs[0] and not getattr(module, "inplace", False):
+            return  # identity stand-ins (e.g. 'static_padding' of size 0)
         calls[name] = calls.get(name, 0) + 1
         order.append((name, type(module).__name__, tuple(output.shape[1:])))
 

@@ -236,10 +236,9 @@ def _load_state_dict_file(net: nn.Module, path: Path) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DeepVisError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    result = net.load_state_dict(state, strict=False)
-    expected = len(net.state_dict())
-    if result.missing_keys and len(result.missing_keys) == expected:
+    if not set(state) & set(net.state_dict()):
         raise DeepVisError(f"{path}: no parameter name matches this model (e.g. {next(iter(state), '?')!r})")
+    result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise DeepVisError(f"{path}: does not fit this model: {len(result.missing_keys)} missing, "
                            f"{len(result.unexpected_keys)} unexpected keys "

@@ -101,10 +101,11 @@ class FourierImage(ImageParam):
 
 
 def make_param(kind: str, batch: int, size: int, *, center: torch.Tensor, std: float, decorrelate: bool,
-               generator: torch.Generator, device: torch.device) -> ImageParam:
+               generator: torch.Generator, device: torch.device, fft_decay: float = 1.0) -> ImageParam:
     if kind == "pixel":
         return PixelImage(batch, size, center=center, std=std, decorrelate=decorrelate, generator=generator,
                           device=device)
     if kind == "fourier":
-        return FourierImage(batch, size, std=std, decorrelate=decorrelate, generator=generator, device=device)
+        return FourierImage(batch, size, std=std, decorrelate=decorrelate, generator=generator, device=device,
+                            decay_power=fft_decay)
     raise ValueError(f"unknown parameterization {kind!r} (pixel | fourier)")

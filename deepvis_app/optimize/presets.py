@@ -16,7 +16,7 @@ from ..errors import DeepVisError
 class Preset:
     """How to optimize. Units: image pixels in [0, 1]; percentiles in 0..100.
 
-    param/decorrelate/init_std: parameterization (see `param.py`). optimizer: "adam", or "sgd" = gradient
+    param/decorrelate/init_std/fft_decay: parameterization (fft_decay: spectrum scaled by 1/f^fft_decay) (see `param.py`). optimizer: "adam", or "sgd" = gradient
     ascent with the gradient normalized by its mean absolute value (so `lr` is a step in pixel units for
     any model). transforms: "none" | "light" | "standard" (Lucid) | "strong". l2 / tv: penalty weights
     (Simonyan's L2 from the mean image; total variation). decay, blur_every, blur_width, norm_pct,
@@ -26,6 +26,7 @@ class Preset:
     param: str = "fourier"
     decorrelate: bool = True
     init_std: float = 0.01
+    fft_decay: float = 1.0
     optimizer: str = "adam"
     lr: float = 0.05
     steps: int = 256

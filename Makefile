@@ -1,0 +1,59 @@
+# DeepVis: `make run` opens the app on the default model; `make test` runs the whole suite.
+# Both create .venv and install the project on first use (pip takes torch from this machine's local files).
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Qt's xcb platform plugin needs these for a real window; xvfb gives a virtual screen on headless machines.
+QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxkbcommon-x11-0 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+           libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libegl1 libgl1 libfontconfig1 libdbus-1-3
+
+.PHONY: run test setup syslibs lint bench demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@# Prefer the pinned local torch build; fall back to the declared range where those files are absent.
+	$(BIN)/pip install -q $(TORCH_PINS) || $(BIN)/pip install -q "torch>=2.4" "torchvision>=0.19"
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Install Qt's system libraries (and xvfb) when missing and we can; otherwise say what to install.
+syslibs:
+	@missing=""; for p in $(QT_LIBS) xvfb; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system libraries for Qt:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+	      apt-get install -y -q $$missing >/dev/null 2>&1)) || echo "could not install:$$missing"; \
+	  elif command -v apt-get >/dev/null; then \
+	    echo "Qt needs system libraries; install them with: sudo apt-get install$$missing"; \
+	  fi; \
+	fi
+
+# Opens the window on the default model; the demo source when there is no camera. Without a display,
+# it runs under xvfb-run (a virtual screen) so the app still starts.
+run: setup syslibs
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || ! command -v xvfb-run >/dev/null; then \
+	  $(BIN)/deepvis $(ARGS); \
+	else \
+	  echo "no display: running under xvfb-run (set DISPLAY to see the window)"; \
+	  xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/deepvis $(ARGS); \
+	fi
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,484 @@
+"""Neuron attribution: gradient, deconvnet, guided backprop, saliency, gradient x input, (guided) Grad-CAM.
+
+How it works (see docs/attribution.md): while a forward runs inside `AttributionContext`, every ReLU-family
+call -- `nn.ReLU`/`nn.ReLU6` modules (reused or inplace), `F.relu`, `torch.relu`, `relu_`, `Tensor.relu`,
+`F.relu6`, `F.hardtanh(x, 0, m)` -- is routed through one custom autograd Function by a
+`torch.overrides.TorchFunctionMode`, so functional calls are covered too and the model itself is never touched
+(no hooks, no module swaps). That Function's backward reads a rule chosen *at backward time*:
+
+* ``gradient``: the true derivative (pass where 0 < x (< upper));
+* ``deconv``:  relu(upstream), the forward mask ignored (Zeiler & Fergus);
+* ``guided``:  relu(upstream) where 0 < x (< upper) (Springenberg et al.).
+
+So one forward serves all three rules: the live pipeline reuses the frame's forward and calls
+`torch.autograd.grad` once per rule on the same graph, backpropagating only from the selected layer.
+Other activations (SiLU, GELU, Hardswish, sigmoid, ...) keep their plain derivative under every rule.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from .errors import DeepVisError
+from .probe import Probe
+
+RULES = ("gradient", "deconv", "guided")
+METHODS = ("gradient", "deconv", "guided", "saliency", "input_x_gradient", "gradcam", "guided_gradcam")
+OBJECTIVES = ("neuron", "channel", "seed", "logit", "prob")
+VIEWS = ("raw", "gray", "norm", "normblur")
+
+__all__ = [
+    "METHODS", "OBJECTIVES", "RULES", "VIEWS", "AttributionContext", "Explanation", "Unit", "attribute",
+    "attribution_context", "explain_unit", "gradcam_map", "render_view", "unit_objective",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The ReLU-family autograd Function and the mode that routes calls to it
+
+
+class _RuleState:
+    """Which backward rule rectifiers apply right now; shared by every node one context created."""
+
+    def __init__(self) -> None:
+        self.rule = "gradient"
+        self.lock = threading.Lock()  # one rule-switching backward at a time per context
+
+
+class _Rectifier(torch.autograd.Function):
+    """clamp(x, 0, upper) (upper=None: relu) whose backward follows `state.rule`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, upper: float | None, inplace: bool, state: _RuleState) -> Tensor:  # noqa: D401
+        if inplace:
+            out = torch.relu_(x) if upper is None else x.clamp_(0.0, upper)
+            ctx.mark_dirty(x)
+        else:
+            out = torch.relu(x) if upper is None else x.clamp(0.0, upper)
+        ctx.save_for_backward(out)  # 0 < out (< upper) exactly where 0 < x (< upper)
+        ctx.upper = upper
+        ctx.state = state
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        rule = ctx.state.rule
+        if rule == "deconv":
+            return grad.clamp(min=0), None, None, None
+        if rule == "guided":
+            grad = grad.clamp(min=0)
+        if ctx.upper is None:
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        else:
+            grad = torch.ops.aten.hardtanh_backward(grad, out, 0.0, ctx.upper)
+        return grad, None, None, None
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _relu_spec(args, kwargs, inplace_default):
+    return None, bool(_arg(args, kwargs, 1, "inplace", inplace_default))
+
+
+def _hardtanh_spec(args, kwargs, inplace_default):
+    lo = float(_arg(args, kwargs, 1, "min_val", -1.0))
+    hi = float(_arg(args, kwargs, 2, "max_val", 1.0))
+    if lo != 0.0 or hi <= 0.0:
+        return False, False  # not a rectifier: plain gradient
+    return hi, bool(_arg(args, kwargs, 3, "inplace", inplace_default))
+
+
+def _relu6_spec(args, kwargs, inplace_default):
+    return 6.0, bool(_arg(args, kwargs, 1, "inplace", inplace_default))
+
+
+def _fixed(upper, inplace):
+    return lambda args, kwargs, _d: (upper, inplace)
+
+
+# func -> parser returning (upper or None for relu, or False for "not ours", inplace)
+_INTERCEPT = {
+    F.relu: lambda a, k, d: _relu_spec(a, k, False),
+    torch.relu: _fixed(None, False),
+    torch.relu_: _fixed(None, True),
+    torch.Tensor.relu: _fixed(None, False),
+    torch.Tensor.relu_: _fixed(None, True),
+    F.relu6: lambda a, k, d: _relu6_spec(a, k, False),
+    F.hardtanh: lambda a, k, d: _hardtanh_spec(a, k, False),
+    F.hardtanh_: lambda a, k, d: _hardtanh_spec(a[:3], k, True),
+}
+
+
+class _RectifierMode(TorchFunctionMode):
+    def __init__(self, state: _RuleState) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        parse = _INTERCEPT.get(func)
+        if parse is not None and torch.is_grad_enabled():
+            x = args[0] if args else kwargs.get("input")
+            if isinstance(x, Tensor) and x.requires_grad:
+                upper, inplace = parse(args, kwargs, None)
+                if upper is not False:
+                    return _Rectifier.apply(x, upper, inplace, self.state)
+        return func(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Units and objectives
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What to explain.
+
+    objective: ``neuron`` = act[c, y, x] (y, x default to the channel's argmax in the current frame);
+    ``channel`` = sum of act[c]; ``seed`` = the old toolbox's seeding: backprop act[c] itself as the
+    upstream gradient (objective sum(act_c * act_c.detach())); ``logit`` / ``prob`` = class `channel`'s logit
+    or softmax probability (taken from the network output).
+    """
+
+    channel: int
+    y: int | None = None
+    x: int | None = None
+    objective: str = "neuron"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise DeepVisError(f"unknown objective {self.objective!r}; use one of {', '.join(OBJECTIVES)}")
+
+    @classmethod
+    def coerce(cls, unit: int | Sequence[int] | Unit, objective: str = "neuron") -> Unit:
+        """`5` -> channel 5; `(5, 3, 4)` -> neuron (5, y=3, x=4); a `Unit` passes through."""
+        if isinstance(unit, Unit):
+            return unit
+        if isinstance(unit, int | np.integer):
+            return cls(int(unit), objective=objective)
+        parts = [int(v) for v in unit]
+        if len(parts) == 1:
+            return cls(parts[0], objective=objective)
+        if len(parts) == 3:
+            return cls(parts[0], parts[1], parts[2], objective=objective)
+        raise DeepVisError(f"a unit is a channel or (channel, y, x), got {tuple(unit)!r}")
+
+
+def check_unit(act_shape: Sequence[int], unit: Unit, layer: str = "layer") -> None:
+    """One-line DeepVisError when `unit` does not exist in an activation of shape [N, C, (H, W)]."""
+    channels = act_shape[1] if len(act_shape) > 1 else 1
+    if not 0 <= unit.channel < channels:
+        raise DeepVisError(f"unit {unit.channel} out of range for {layer} with {channels} channels "
+                           f"(valid: 0..{channels - 1})")
+    if unit.objective != "neuron" or (unit.y is None and unit.x is None):
+        return
+    if len(act_shape) != 4:
+        raise DeepVisError(f"{layer} has no spatial positions (shape {tuple(act_shape[1:])}); omit --y/--x")
+    h, w = act_shape[2], act_shape[3]
+    y = unit.y if unit.y is not None else 0
+    x = unit.x if unit.x is not None else 0
+    if not (0 <= y < h and 0 <= x < w):
+        raise DeepVisError(f"position (y={unit.y}, x={unit.x}) out of range for {layer} of size {h}x{w} "
+                           f"(valid: y 0..{h - 1}, x 0..{w - 1})")
+
+
+def resolve_unit(act: Tensor, unit: Unit) -> Unit:
+    """Fill a neuron's missing (y, x) from the channel's argmax in image 0 of `act`."""
+    if unit.objective != "neuron" or act.dim() != 4 or (unit.y is not None and unit.x is not None):
+        return unit
+    chan = act[0, unit.channel].detach()
+    if unit.y is not None:
+        return replace(unit, x=int(chan[unit.y].argmax()))
+    if unit.x is not None:
+        return replace(unit, y=int(chan[:, unit.x].argmax()))
+    flat = int(chan.flatten().argmax())
+    return replace(unit, y=flat // chan.shape[1], x=flat % chan.shape[1])
+
+
+def unit_objective(act: Tensor, unit: Unit) -> Tensor:
+    """Scalar to differentiate, summed over the batch (images are independent in eval mode).
+
+    For `neuron` with y/x unset, every image uses its own argmax position; `logit`/`prob` expect `act` to be
+    the network output [N, classes].
+    """
+    c = unit.channel
+    if unit.objective in ("logit", "prob"):
+        out = act.flatten(1)
+        if unit.objective == "prob":
+            out = out.softmax(dim=1)
+        return out[:, c].sum()
+    chan = act[:, c]
+    if unit.objective == "channel":
+        return chan.sum()
+    if unit.objective == "seed":
+        return (chan * chan.detach()).sum()
+    if chan.dim() == 1:  # a fully connected layer: the neuron is the channel
+        return chan.sum()
+    if unit.y is not None and unit.x is not None:
+        return chan[:, unit.y, unit.x].sum()
+    if unit.y is not None:
+        return chan[:, unit.y].max(dim=1).values.sum()
+    if unit.x is not None:
+        return chan[:, :, unit.x].max(dim=1).values.sum()
+    return chan.flatten(1).max(dim=1).values.sum()  # max = the value at the per-image argmax
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The context and explanations
+
+
+@dataclass
+class Explanation:
+    """Result of `explain`: attribution maps (detached) keyed by method, plus the resolved unit.
+
+    gradient/deconv/guided/input_x_gradient/guided_gradcam are shaped like x; saliency and gradcam are
+    [N, 1, H, W] (gradcam upsampled to the input size, >= 0).
+    """
+
+    unit: Unit
+    maps: dict[str, Tensor]
+
+    def __getitem__(self, method: str) -> Tensor:
+        return self.maps[method]
+
+
+class AttributionContext:
+    """Run forwards inside it so ReLU-family ops carry switchable backward rules.
+
+    >>> with AttributionContext() as ac, Probe(net, [layer]) as probe:
+    ...     logits = net(x.requires_grad_())      # the frame's forward, done once
+    >>> exp = ac.explain(x, probe[layer], Unit(5), methods=("gradient", "deconv", "guided"))
+
+    Entering pushes a TorchFunctionMode (thread-local) and leaving pops it, also after an exception; the
+    model is never modified. `explain`/`grad` may be called after leaving: the rules live in the graph.
+    Forwards with grad disabled or an input that does not require grad pass through untouched.
+    """
+
+    def __init__(self, net: nn.Module | None = None) -> None:
+        self.net = net
+        self._state = _RuleState()
+        self._mode: _RectifierMode | None = None
+
+    def __enter__(self) -> AttributionContext:
+        if self._mode is not None:
+            raise RuntimeError("AttributionContext is not reentrant")
+        self._mode = _RectifierMode(self._state)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            mode.__exit__(None, None, None)
+
+    def grad(self, objective: Tensor, inputs: Tensor | Sequence[Tensor], rule: str = "gradient", *,
+             retain_graph: bool = True) -> tuple[Tensor, ...]:
+        """`torch.autograd.grad(objective, inputs)` with ReLU-family nodes using `rule`."""
+        if rule not in RULES:
+            raise DeepVisError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        with self._state.lock:
+            self._state.rule = rule
+            try:
+                return torch.autograd.grad(objective, inputs, retain_graph=retain_graph, allow_unused=True)
+            finally:
+                self._state.rule = "gradient"
+
+    def explain(self, x: Tensor, activation: Tensor, unit: Unit | int | Sequence[int],
+                methods: Iterable[str] = ("gradient", "deconv", "guided"), *,
+                cam_activation: Tensor | None = None, retain_graph: bool = False) -> Explanation:
+        """Attribution maps of one unit of `activation` w.r.t. `x`, all from the existing graph.
+
+        x: the forward's input (requires_grad, forward run inside this context). activation: the unit's layer
+        output captured by `Probe` in that forward (or the logits for `logit`/`prob` units).
+        cam_activation: the Grad-CAM layer's captured output (default: `activation`). Each needed rule costs
+        one partial backward (from the unit's layer down to x); saliency and gradient x input reuse the
+        gradient. retain_graph=False frees the graph after the last backward.
+        """
+        methods = tuple(dict.fromkeys(methods))
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise DeepVisError(f"unknown method {bad[0]!r}; use one of {', '.join(METHODS)}")
+        if not x.requires_grad:
+            raise DeepVisError("explain needs the forward's input with requires_grad=True")
+        unit = Unit.coerce(unit)
+        if unit.objective not in ("logit", "prob"):
+            check_unit(activation.shape, unit)
+        unit = resolve_unit(activation, unit)
+        objective = unit_objective(activation, unit)
+        if objective.grad_fn is None:
+            raise DeepVisError("the activation is not connected to x: run the forward inside the context "
+                               "with x.requires_grad_() and Probe(detach=False)")
+
+        rules: list[str] = []
+        if {"gradient", "saliency", "input_x_gradient"} & set(methods):
+            rules.append("gradient")
+        if "deconv" in methods:
+            rules.append("deconv")
+        if {"guided", "guided_gradcam"} & set(methods):
+            rules.append("guided")
+        want_cam = bool({"gradcam", "guided_gradcam"} & set(methods))
+        cam_act = activation if cam_activation is None else cam_activation
+
+        grads: dict[str, Tensor] = {}
+        cam_grad = None
+        jobs = list(rules)
+        if want_cam and "gradient" not in jobs:
+            jobs.insert(0, "cam")
+        for i, rule in enumerate(jobs):
+            keep = retain_graph or i < len(jobs) - 1
+            if rule == "cam":
+                (cam_grad,) = self.grad(objective, cam_act, "gradient", retain_graph=keep)
+                continue
+            if rule == "gradient" and want_cam:
+                gx, cam_grad = self.grad(objective, (x, cam_act), "gradient", retain_graph=keep)
+            else:
+                (gx,) = self.grad(objective, x, rule, retain_graph=keep)
+            grads[rule] = torch.zeros_like(x) if gx is None else gx
+
+        maps: dict[str, Tensor] = {}
+        for m in methods:
+            if m in RULES:
+                maps[m] = grads[m]
+            elif m == "saliency":
+                maps[m] = grads["gradient"].abs().amax(dim=1, keepdim=True)
+            elif m == "input_x_gradient":
+                maps[m] = grads["gradient"] * x.detach()
+        if want_cam:
+            cam = gradcam_map(cam_act.detach(), cam_grad, tuple(x.shape[-2:]))
+            if "gradcam" in methods:
+                maps["gradcam"] = cam
+            if "guided_gradcam" in methods:
+                maps["guided_gradcam"] = grads["guided"] * cam
+        return Explanation(unit, maps)
+
+
+def attribution_context(net: nn.Module | None = None) -> AttributionContext:
+    """`with attribution_context(net) as ac:` -- see `AttributionContext`."""
+    return AttributionContext(net)
+
+
+def gradcam_map(activation: Tensor, grad: Tensor | None, size: tuple[int, int]) -> Tensor:
+    """relu(sum_c w_c A_c) with w_c the spatial mean of d(objective)/dA_c, bilinearly upsampled to `size`."""
+    if activation.dim() != 4:
+        raise DeepVisError(f"Grad-CAM needs a layer with spatial positions, got shape {tuple(activation.shape)}")
+    if grad is None:
+        grad = torch.zeros_like(activation)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activation).sum(dim=1, keepdim=True).clamp(min=0)
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One-call API for plain modules
+
+
+def _output_tensor(out: object) -> Tensor:
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)  # torchvision's GoogLeNetOutputs / InceptionOutputs
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise DeepVisError(f"cannot find the logits in the model output of type {type(out).__name__}")
+
+
+def explain_unit(net: nn.Module, x: Tensor, layer: str | None, unit: Unit | int | Sequence[int],
+                 methods: Iterable[str] = ("gradient", "deconv", "guided"), *, objective: str = "neuron",
+                 cam_layer: str | None = None) -> Explanation:
+    """One forward of `net` on `x` (not modified) plus the partial backwards `methods` need.
+
+    layer: a Probe layer name (`name` or `name@k`); may be None for `logit`/`prob` objectives. cam_layer:
+    the Grad-CAM layer (default: `layer`; for class objectives without a layer, required for Grad-CAM).
+    """
+    unit = Unit.coerce(unit, objective)
+    methods = tuple(methods)
+    wants_cam = bool({"gradcam", "guided_gradcam"} & set(methods))
+    cam = cam_layer or layer
+    if wants_cam and cam is None:
+        raise DeepVisError("Grad-CAM of a class needs a layer: pass cam_layer (e.g. the last conv block)")
+    if layer is None and unit.objective not in ("logit", "prob"):
+        raise DeepVisError(f"objective {unit.objective!r} needs a layer")
+    layers = [name for name in dict.fromkeys([layer, cam if wants_cam else None]) if name]
+    xin = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), AttributionContext(net) as ac, Probe(net, layers) as probe:
+        out = net(xin)
+    act = _output_tensor(out) if unit.objective in ("logit", "prob") else probe[layer]
+    cam_act = probe[cam] if wants_cam else None
+    return ac.explain(xin, act, unit, methods, cam_activation=cam_act)
+
+
+def attribute(net: nn.Module, x: Tensor, layer: str | None = None, unit: Unit | int | Sequence[int] = 0,
+              method: str = "guided", *, objective: str = "neuron", cam_layer: str | None = None) -> Tensor:
+    """Attribution of one unit of `net` w.r.t. the input `x` by `method` (see METHODS).
+
+    >>> attribute(net, x, layer="layer3", unit=(5, 3, 4), method="guided")   # Tensor shaped like x
+
+    unit: channel `c` (neuron at the channel's argmax, or the whole channel / seed with `objective`) or
+    (c, y, x); for objective="logit"/"prob" the class index (layer may be None). Saliency and gradcam return
+    [N, 1, H, W]; the other methods return a tensor shaped like x. The model is left exactly as it was.
+    """
+    return explain_unit(net, x, layer, unit, (method,), objective=objective, cam_layer=cam_layer)[method]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Views
+
+
+def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
+    k = torch.exp(-(t * t) / (2 * sigma * sigma))
+    k = k / k.sum()
+    c = img.shape[1]
+    pad = F.pad(img, (radius, radius, radius, radius), mode="reflect") if min(img.shape[-2:]) > radius \
+        else F.pad(img, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(pad, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None) -> np.ndarray:
+    """Attribution Tensor[1, C, H, W] (C = 3 or 1) -> uint8 HxWx3, as the old toolbox showed it.
+
+    raw: signed, 0.5 + x / (2 max|x|) per channel; gray: channel mean, same scaling; norm: |x| summed over
+    channels, divided by its max; normblur: norm, Gaussian blur (sigma default 4 px at 224 px), renormalized.
+    All on the tensor's device; only the final uint8 image crosses to the host. An all-zero map renders
+    mid-gray (raw/gray) or black (norm/normblur).
+    """
+    if view not in VIEWS:
+        raise DeepVisError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
+    if attr.dim() == 3:
+        attr = attr.unsqueeze(0)
+    if attr.dim() != 4 or attr.shape[1] not in (1, 3):
+        raise DeepVisError(f"render_view expects [1, 3|1, H, W], got {tuple(attr.shape)}")
+    a = attr[:1].detach().float()
+    tiny = torch.finfo(torch.float32).tiny
+    if view in ("raw", "gray"):
+        if view == "gray":
+            a = a.mean(dim=1, keepdim=True)
+        img = 0.5 + a / (2 * a.abs().amax().clamp_min(tiny))
+    else:
+        img = a.abs().sum(dim=1, keepdim=True)
+        img = img / img.amax().clamp_min(tiny)
+        if view == "normblur":
+            sigma = blur_sigma if blur_sigma is not None else max(1.0, 4.0 * a.shape[-1] / 224)
+            img = _gaussian_blur(img, sigma)
+            img = img / img.amax().clamp_min(tiny)
+    img = img.expand(1, 3, -1, -1)
+    out = (img[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return out.contiguous().cpu().numpy()

@@ -1,0 +1,244 @@
+"""`deepvis optimize` (one image for a class or unit) and `deepvis optimize-layer` (every unit of a layer).
+
+Both run on the model from --model/--weights/--device. Errors a user can cause (unknown class, unit out of
+range, bad layer) are DeepVisError: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DeepVisError
+from ..optimize import PRESETS, optimize
+from ..optimize import objectives as O
+from ..optimize.cache import read_png, write_png
+from .common import add_model_args, model_from_args
+
+
+def register(subparsers: Any) -> None:
+    """Add both subcommands: `optimize` and `optimize-layer`."""
+    p = subparsers.add_parser("optimize", help="synthesize an image that maximizes a class or a unit",
+                              description="Activation maximization: find an image that maximizes a class "
+                                          "score or one unit. See docs/optimize.md.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="ImageNet class name or index")
+    what.add_argument("--layer", help="layer name (see `deepvis layers`); use with --unit")
+    p.add_argument("--unit", type=int, help="channel index in --layer")
+    p.add_argument("--y", type=int, help="spatial row of the unit (default: whole channel)")
+    p.add_argument("--x", type=int, help="spatial column of the unit (default: whole channel)")
+    p.add_argument("--objective", choices=("logit", "prob"), default="logit",
+                   help="for --class: maximize the pre-softmax logit (default) or the probability")
+    p.add_argument("--negative", action="store_true", help="minimize instead: what the unit hates")
+    _add_common(p)
+    p.add_argument("--batch", type=int, default=1, help="random starts optimized together; the best is saved")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--json", action="store_true", help="print a JSON report to stdout")
+    p.set_defaults(func=run)
+
+    q = subparsers.add_parser("optimize-layer", help="optimize every unit of a layer (PNGs + sprite sheet)",
+                              description="One optimized image per channel of --layer, plus sprite.png. "
+                                          "Resumable; shards units over RANK/WORLD_SIZE under torchrun.")
+    q.add_argument("--layer", required=True, help="layer name (see `deepvis layers`)")
+    q.add_argument("--units", help="subset like 0-15 or 3,7,9 (default: all)")
+    _add_common(q)
+    q.add_argument("--out", required=True, help="output directory")
+    q.set_defaults(func=run_layer)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="settings preset (default: default)")
+    p.add_argument("--steps", type=int, help="optimization steps (default: the preset's)")
+    p.add_argument("--size", type=int, help="image size in pixels (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    add_model_args(p)
+
+
+def resolve_class(spec: str, categories: list[str]) -> int:
+    """Class index from a name (case-insensitive) or an index; unknown names suggest the closest ones."""
+    text = spec.strip()
+    n = len(categories)
+    if text.lstrip("-").isdigit():
+        i = int(text)
+        if not 0 <= i < n:
+            raise DeepVisError(f"class index {i} is out of range (valid: 0..{n - 1})")
+        return i
+    lower = [c.lower() for c in categories]
+    if text.lower() in lower:
+        return lower.index(text.lower())
+    close = difflib.get_close_matches(text.lower(), lower, n=5, cutoff=0.5)
+    hint = f"; did you mean: {', '.join(categories[lower.index(c)] for c in close)}?" if close else ""
+    raise DeepVisError(f"unknown class {spec!r}{hint} (or give an index 0..{n - 1})")
+
+
+def _layer_channels(vm: Any, layer: str) -> tuple[int, ...]:
+    return vm.info(layer).shape  # raises DeepVisError listing valid layers
+
+
+def _check_unit(vm: Any, layer: str, unit: int | None, y: int | None, x: int | None) -> None:
+    shape = _layer_channels(vm, layer)
+    if unit is None:
+        raise DeepVisError("--layer needs --unit C (a channel index)")
+    c = shape[0] if shape else 1
+    if not 0 <= unit < c:
+        raise DeepVisError(f"unit {unit} is out of range for layer {layer!r} (valid: 0..{c - 1})")
+    if (y is None) != (x is None):
+        raise DeepVisError("give both --y and --x, or neither")
+    if y is not None and len(shape) == 3:
+        h, w = shape[1:]
+        if not (0 <= y < h and 0 <= x < w):
+            raise DeepVisError(f"position (y={y}, x={x}) is outside layer {layer!r} at the model's input size "
+                               f"(valid: y 0..{h - 1}, x 0..{w - 1})")
+
+
+def _classify(vm: Any, rgb: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        out = vm.net(vm.preprocess(rgb))
+        out = out[0] if isinstance(out, tuple | list) else out
+        return torch.softmax(out.float(), dim=1)[0].cpu()
+
+
+def run(args: argparse.Namespace) -> int:
+    vm = model_from_args(args)
+    if args.cls is not None:
+        if args.unit is not None or args.y is not None or args.x is not None:
+            raise DeepVisError("--unit/--y/--x go with --layer, not --class")
+        idx = resolve_class(args.cls, vm.categories)
+        objective = O.class_prob(idx) if args.objective == "prob" else O.class_logit(idx)
+        target = {"class": vm.categories[idx], "class_index": idx}
+    else:
+        _check_unit(vm, args.layer, args.unit, args.y, args.x)
+        if args.y is None:
+            objective = O.channel(args.layer, args.unit)
+        else:
+            objective = O.neuron(args.layer, args.unit, args.y, args.x)
+        target = {"layer": args.layer, "unit": args.unit, "y": args.y, "x": args.x}
+    if args.negative:
+        objective = -objective
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise DeepVisError(f"--out must be a .png file, got {args.out!r}")
+    if not out.parent.is_dir():
+        raise DeepVisError(f"output folder does not exist: {out.parent}")
+    if args.batch < 1:
+        raise DeepVisError(f"--batch must be >= 1, got {args.batch}")
+    t0 = time.perf_counter()
+    res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
+                   batch=args.batch, use_cache=not args.no_cache, yield_every=10**9)
+    seconds = time.perf_counter() - t0
+    write_png(out, res.image)
+    report: dict[str, Any] = {"out": str(out), "model": vm.name, "weights": vm.weights, **target,
+                              "objective": res.objective, "value": res.value, "preset": args.preset,
+                              "steps": res.settings["steps"], "size": res.settings["size"], "seed": args.seed,
+                              "cached": res.cached, "seconds": round(seconds, 3)}
+    if args.cls is not None:
+        saved = read_png(out)  # classify exactly what was written
+        probs = _classify(vm, saved)
+        top = probs.topk(5)
+        report["probability"] = float(probs[idx])
+        report["top5"] = [{"class": vm.categories[int(i)], "probability": float(p)}
+                          for p, i in zip(top.values, top.indices, strict=True)]
+    if args.json:
+        print(json.dumps(report))
+    else:
+        extra = f", p({report['class']})={report['probability']:.3f}" if "probability" in report else ""
+        print(f"wrote {out} ({res.objective} = {res.value:.4g}{extra})")
+    return 0
+
+
+def parse_units(spec: str | None, n: int, layer: str) -> list[int]:
+    if not spec:
+        return list(range(n))
+    units: list[int] = []
+    try:
+        for part in spec.split(","):
+            a, sep, b = part.strip().partition("-")
+            units.extend(range(int(a), int(b) + 1) if sep else [int(a)])
+    except ValueError:
+        raise DeepVisError(f"bad --units {spec!r}: use a list like 0-15 or 3,7,9") from None
+    bad = [u for u in units if not 0 <= u < n]
+    if bad:
+        raise DeepVisError(f"unit {bad[0]} is out of range for layer {layer!r} (valid: 0..{n - 1})")
+    return list(dict.fromkeys(units))
+
+
+def _dist() -> tuple[int, int, bool]:
+    """(rank, world size, whether torch.distributed is initialised); inits gloo under torchrun."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    dist = torch.distributed
+    if world > 1 and dist.is_available() and not dist.is_initialized() and "MASTER_ADDR" in os.environ:
+        dist.init_process_group("gloo")
+    ready = dist.is_available() and dist.is_initialized()
+    if ready:
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return rank, world, ready
+
+
+def _bar(done: int, total: int, unit: int, t0: float) -> None:
+    width = 30
+    fill = int(width * done / max(total, 1))
+    rate = (time.perf_counter() - t0) / max(done, 1)
+    sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} unit {unit} "
+                     f"{rate:.1f}s/unit ETA {rate * (total - done):.0f}s ")
+    sys.stderr.flush()
+
+
+def sprite(images: list[np.ndarray | None], pad: int = 2) -> np.ndarray:
+    """Grid of equally sized tiles (missing ones grey), near-square, `pad` white pixels between."""
+    first = next(im for im in images if im is not None)
+    h, w = first.shape[:2]
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    sheet = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        tile = im if im is not None and im.shape[:2] == (h, w) else np.full((h, w, 3), 128, np.uint8)
+        sheet[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = tile
+    return sheet
+
+
+def run_layer(args: argparse.Namespace) -> int:
+    vm = model_from_args(args)
+    shape = _layer_channels(vm, args.layer)
+    n = shape[0] if shape else 1
+    units = parse_units(args.units, n, args.layer)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, dist_ready = _dist()
+    mine = units[rank::world]
+    todo = [u for u in mine if not (out / f"unit_{u:04d}.png").is_file()]
+    t0 = time.perf_counter()
+    if todo:
+        _bar(0, len(todo), todo[0], t0)
+    for k, u in enumerate(todo):
+        objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
+        res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
+                       use_cache=not args.no_cache, yield_every=10**9)
+        write_png(out / f"unit_{u:04d}.png", res.image)
+        _bar(k + 1, len(todo), u, t0)
+    if todo:
+        sys.stderr.write("\n")
+    if dist_ready:
+        torch.distributed.barrier()
+    if rank == 0:
+        tiles = [read_png(out / f"unit_{u:04d}.png") for u in units]
+        missing = sum(t is None for t in tiles)
+        if missing == len(tiles):
+            raise DeepVisError(f"no unit images in {out} to build a sprite from")
+        write_png(out / "sprite.png", sprite(tiles))
+        note = f" ({missing} units not done yet, shown grey)" if missing else ""
+        print(f"wrote {len(units) - missing} unit images and {out / 'sprite.png'}{note}")
+    if dist_ready:
+        torch.distributed.barrier()
+    return 0

@@ -1,0 +1,87 @@
+"""`deepvis scan DATA --out STORE` (top-k images of every unit) and `deepvis topk STORE --layer L --unit C`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..errors import DeepVisError
+from .common import add_model_args, model_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "scan", help="find the top-k images (and patches) exciting each unit over a dataset",
+        description="Pipe a folder (recursive) or a list file of images through the net; for every channel of "
+                    "the chosen layers keep the k images with the highest spatial maximum, with receptive-field "
+                    "crops and deconvnet / guided-backprop images, in a STORE directory. Also runs under "
+                    "`torchrun --nproc_per_node=N -m deepvis_app scan ...` (see docs/scan.md).")
+    p.add_argument("data", metavar="DATA", help="folder of images (searched recursively) or a text file of paths")
+    p.add_argument("--out", required=True, metavar="STORE", help="store directory to write (replaced atomically)")
+    add_model_args(p)
+    p.add_argument("--layers", default=None,
+                   help="comma-separated layer names, or 'all' (default: the model spec's shown layers)")
+    p.add_argument("--top-k", type=int, default=9, help="images kept per unit (default 9)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="decoding worker processes (default: min(4, CPUs))")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted scan of the same STORE")
+    p.add_argument("--attribution", default="deconv,guided",
+                   help="crop images to compute besides the input patch: 'deconv,guided' (default), one, or 'none'")
+    p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
+                   help="checkpoint the running top-k every N batches (default 20)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+    t = subparsers.add_parser("topk", help="print the top-k entries of one unit from a STORE",
+                              description="Print a unit's entries (rank, value, y, x, box, path) from a STORE "
+                                          "written by `deepvis scan` or the live top-k.")
+    t.add_argument("store", metavar="STORE")
+    t.add_argument("--layer", default=None, help="layer name (default: the store's first layer)")
+    t.add_argument("--unit", type=int, required=True, help="channel index")
+    t.add_argument("--json", action="store_true", help="JSON output")
+    t.set_defaults(func=run_topk)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..topk.scan import init_distributed, scan
+
+    text = (args.attribution or "none").strip().lower()
+    attribution = [] if text in ("none", "") else [k.strip() for k in text.split(",") if k.strip()]
+    dist, args.device = init_distributed(args.device)
+    try:
+        vm = model_from_args(args)
+        report = scan(vm, args.data, args.out, layers=args.layers, top_k=args.top_k, batch_size=args.batch_size,
+                      workers=args.workers, resume=args.resume, attribution=attribution,
+                      checkpoint_every=max(1, args.checkpoint_every), progress=not args.quiet, dist=dist)
+    finally:
+        dist.close()
+    if dist.rank == 0:
+        print(f"wrote {args.out}: {report['images_scanned']} images scanned, {report['bad_count']} unreadable "
+              f"skipped, {report['images_per_s']} img/s", file=sys.stderr)
+    return 0
+
+
+def run_topk(args: argparse.Namespace) -> int:
+    from ..topk.store import TopKStore
+
+    store = TopKStore.open(args.store)
+    layer = args.layer or (store.layers[0] if store.layers else None)
+    if layer is None:
+        raise DeepVisError(f"{args.store}: the store has no layers")
+    channels = store.channels(layer)
+    if not 0 <= args.unit < channels:
+        raise DeepVisError(f"--unit {args.unit} is out of range: layer {layer!r} has units 0..{channels - 1}")
+    entries = store.entries(layer, args.unit)
+    if args.json:
+        print(json.dumps({"layer": layer, "unit": args.unit, "entries": [
+            {"rank": e.rank, "path": e.path, "image_id": e.image_id, "value": e.value, "y": e.y, "x": e.x,
+             "box": list(e.box), "padded": e.padded} for e in entries]}, indent=1))
+        return 0
+    print(f"{layer} unit {args.unit}: {len(entries)} entries")
+    for e in entries:
+        pad = " padded" if e.padded else ""
+        print(f"{e.rank:3d}  {e.value:12.5g}  y={e.y:<4d} x={e.x:<4d} box={list(e.box)}{pad}  {e.path}")
+    return 0

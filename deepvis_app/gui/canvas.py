@@ -1,0 +1,100 @@
+"""A light image widget: paints a borrowed-memory QImage scaled to fit (aspect kept), with overlay text.
+
+Cheaper than a QGraphicsView for images that only need showing; the grid (zoom/pan) uses pyqtgraph instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from .images import indexed_qimage, to_qimage
+
+BG = QColor(14, 15, 19)
+
+
+class ImageCanvas(QWidget):
+    """Shows one uint8 image (HxW with a LUT, or HxWx3) or, when empty, a centred placeholder message."""
+
+    def __init__(self, placeholder: str = "", *, smooth: bool = False, min_size: int = 96,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._array: np.ndarray | None = None  # keeps the QImage's memory alive
+        self._image: QImage | None = None
+        self.placeholder = placeholder
+        self.caption = ""  # small text drawn over the image's top-left corner
+        self.footer = ""  # small text at the bottom-left
+        self.smooth = smooth
+        self.outline: QColor | None = None
+        self.setMinimumSize(min_size, min_size)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
+        return QSize(224, 224)
+
+    @property
+    def has_image(self) -> bool:
+        return self._image is not None
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return self._array
+
+    def set_image(self, arr: np.ndarray | None, lut: np.ndarray | None = None) -> None:
+        if arr is None:
+            self._array = self._image = None
+        else:
+            arr = np.ascontiguousarray(arr)
+            self._array = arr
+            self._image = indexed_qimage(arr, lut) if (lut is not None and arr.ndim == 2) else to_qimage(arr)
+        self.update()
+
+    def clear(self, placeholder: str | None = None) -> None:
+        if placeholder is not None:
+            self.placeholder = placeholder
+        self.set_image(None)
+
+    def image_rect(self) -> QRectF:
+        """Where the image is drawn inside the widget (aspect-preserving fit)."""
+        if self._image is None:
+            return QRectF()
+        iw, ih = self._image.width(), self._image.height()
+        scale = min(self.width() / iw, self.height() / ih)
+        w, h = iw * scale, ih * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt naming
+        p = QPainter(self)
+        p.fillRect(self.rect(), BG)
+        if self._image is not None:
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
+            rect = self.image_rect()
+            p.drawImage(rect, self._image)
+            if self.outline is not None:
+                p.setPen(QPen(self.outline, 2))
+                p.drawRect(rect.adjusted(1, 1, -1, -1))
+        elif self.placeholder:
+            p.setPen(QColor(140, 145, 160))
+            f = QFont(self.font())
+            f.setItalic(True)
+            p.setFont(f)
+            p.drawText(self.rect().adjusted(6, 6, -6, -6), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       self.placeholder)
+        for text, top in ((self.caption, True), (self.footer, False)):
+            if not text or self._image is None:
+                continue
+            f = QFont(self.font())
+            f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
+            p.setFont(f)
+            br = p.fontMetrics().boundingRect(text)
+            rect = self.image_rect()
+            x = rect.left() + 4
+            y = rect.top() + 4 if top else rect.bottom() - br.height() - 6
+            box = QRectF(x, y, br.width() + 10, br.height() + 4)
+            p.fillRect(box, QColor(0, 0, 0, 160))
+            p.setPen(QColor(235, 235, 235))
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        p.end()

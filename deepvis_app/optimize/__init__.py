@@ -1,0 +1,15 @@
+"""Activation maximization: images that maximize a class score, a neuron, a channel or a whole layer.
+
+    from deepvis_app.optimize import optimize, objectives as obj
+    res = optimize(vm, obj.class_logit(100), preset="default", seed=0)   # res.image: uint8 HxWx3
+
+`iter_optimize` is the same as a step iterator (for the GUI's worker thread, with an abort check between
+steps). See docs/optimize.md. No Qt here.
+"""
+
+from . import objectives
+from .engine import Cancelled, OptimizeResult, Progress, iter_optimize, optimize
+from .presets import PRESETS, Preset, get_preset
+
+__all__ = ["PRESETS", "Cancelled", "OptimizeResult", "Preset", "Progress", "get_preset", "iter_optimize",
+           "objectives", "optimize"]

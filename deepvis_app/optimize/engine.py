@@ -1,0 +1,293 @@
+"""The optimization loop, as a step iterator the GUI can drive from a worker thread.
+
+`iter_optimize` yields a `Progress` after every step (or every `yield_every` steps) with the current images
+as uint8, checks `abort` between steps and simply stops when it is set (nothing is cached then), and
+finishes with a `Progress(done=True, result=OptimizeResult)`. `optimize` runs it to the end. A cache hit
+yields the final progress at once without a single forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DeepVisError
+from ..probe import Probe, split_layer
+from . import cache as _cache
+from . import regularizers as R
+from .objectives import Objective, Outputs
+from .objectives import diversity as _diversity
+from .param import PixelImage, make_param
+from .presets import Preset, get_preset
+from .transforms import get_transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Abort = Callable[[], bool] | threading.Event | None
+
+
+class Cancelled(Exception):
+    """`optimize()` was aborted before the last step (not a user error: the caller asked for it)."""
+
+
+@dataclass
+class OptimizeResult:
+    """`image`: the best image of the batch (uint8 HxWx3); `images`: all of them [N,H,W,3]; `value`: the
+    objective of `image` as saved (8-bit, untransformed); `values`: same per image; `history`: batch-mean
+    objective after each step (under the random transforms); `cached`: came from disk."""
+
+    image: np.ndarray
+    images: np.ndarray
+    value: float
+    values: list[float]
+    history: list[float]
+    objective: str
+    settings: dict[str, Any]
+    best: int = 0
+    cached: bool = False
+
+
+@dataclass
+class Progress:
+    step: int
+    steps: int
+    value: float
+    images: np.ndarray | None
+    done: bool = False
+    result: OptimizeResult | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray | None:
+        if self.result is not None:
+            return self.result.image
+        return None if self.images is None else self.images[0]
+
+
+def _aborted(abort: Abort) -> bool:
+    if abort is None:
+        return False
+    if isinstance(abort, threading.Event):
+        return abort.is_set()
+    return bool(abort())
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N,3,H,W] in [0,1] -> [N,H,W,3] uint8 (what a PNG holds)."""
+    return (img.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class _StopForward(Exception):
+    pass
+
+
+class _Forward:
+    """Runs the net with a Probe on the objective's layers. When the objective needs no network output,
+    the forward stops (via an exception from a hook) once every needed layer has been captured, so
+    optimizing an early layer does not pay for the rest of the network."""
+
+    def __init__(self, net: nn.Module, layers: Sequence[str], need_logits: bool) -> None:
+        self.net = net
+        self.layers = list(layers)
+        self.need_logits = need_logits or not self.layers
+        self.probe = Probe(net, self.layers)
+        modules = dict(net.named_modules())
+        self._names = {split_layer(layer)[0] for layer in self.layers}
+        self._mods = {n: modules[n] for n in self._names if n in modules}
+        self._counts: dict[str, int] = {}
+        self._needed: dict[str, int] | None = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _Forward:
+        self.probe.__enter__()
+        if not self.need_logits:
+            for name, mod in self._mods.items():
+                self._handles.append(mod.register_forward_hook(self._make_hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self.probe.__exit__(*exc)
+
+    def _make_hook(self, name: str):
+        def hook(_m: nn.Module, _i: object, _o: object) -> None:
+            self._counts[name] = self._counts.get(name, 0) + 1
+            if self._needed is not None and all(self._counts.get(n, 0) >= k for n, k in self._needed.items()):
+                raise _StopForward
+
+        return hook
+
+    def __call__(self, x: torch.Tensor) -> Outputs:
+        self._counts = {}
+        logits = None
+        try:
+            logits = self.net(x)
+        except _StopForward:
+            pass
+        if self._needed is None and not self.need_logits:
+            # Learn from the first (full) forward how many calls each needed module takes.
+            needed: dict[str, int] = {}
+            for layer in self.layers:
+                name, call = split_layer(layer)
+                k = self._counts.get(name, 0) if call is None else call + 1
+                needed[name] = max(needed.get(name, 0), k)
+            self._needed = needed
+        if isinstance(logits, tuple | list):  # e.g. aux-logit nets: the main output comes first
+            logits = logits[0]
+        if not isinstance(logits, torch.Tensor):
+            logits = None
+        return Outputs(acts=dict(self.probe.activations), logits=logits)
+
+
+def _model_parts(net: Any, mean: Sequence[float] | None, std: Sequence[float] | None,
+                 device: torch.device | str | None, cache_id: str | None):
+    """Accept a VisModel or a plain nn.Module; return (module, mean, std, device, cache id)."""
+    if hasattr(net, "net") and hasattr(net, "spec"):  # VisModel (duck-typed to avoid an import cycle)
+        vm = net
+        mean = mean if mean is not None else vm.spec.mean
+        std = std if std is not None else vm.spec.std
+        device = device if device is not None else vm.device
+        if cache_id is None:
+            cache_id = f"{vm.spec.name}|{vm.spec.builder}|{_cache.weights_id(vm.weights)}"
+        net = vm.net
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"expected a VisModel or torch.nn.Module, got {type(net).__name__}")
+    if device is None:
+        p = next(iter(net.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    return net, tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD), torch.device(device), cache_id
+
+
+def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "default", steps: int | None = None,
+                  size: int | None = None, seed: int = 0, batch: int = 1, diversity: float = 0.0,
+                  diversity_layer: str | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, device: torch.device | str | None = None,
+                  abort: Abort = None, yield_every: int = 1, use_cache: bool = True,
+                  cache_id: str | None = None, cache_dir: Any = None, **overrides: Any) -> Iterator[Progress]:
+    """Optimize `batch` images to maximize `objective` on `net`, yielding progress as it goes.
+
+    net: a VisModel (mean/std/device/cache id taken from it) or an eval-mode nn.Module taking normalized
+    input `(img - mean) / std` with img RGB in [0, 1] (mean/std in 0..1 units, ImageNet's by default).
+    preset + overrides: see `presets.Preset`; `steps`/`size` override the preset's. batch > 1: several
+    random starts (the result's `image` is the best); with `diversity` > 0 they are also pushed apart
+    (Lucid's Gram-matrix diversity at `diversity_layer`, default: the objective's first layer).
+    abort: callable or threading.Event checked between steps; when set the iterator just ends.
+    Caching: on when a cache id is known (always for a VisModel; pass `cache_id` for a plain module) and
+    `use_cache`; a hit yields one final progress without running the network.
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    net, mean, std, dev, cache_id = _model_parts(net, mean, std, device, cache_id)
+    p = get_preset(preset, steps=steps, size=size, **overrides)
+    if p.steps < 0 or p.size < 8:
+        raise DeepVisError(f"steps must be >= 0 and size >= 8 (got steps={p.steps}, size={p.size})")
+    if batch < 1:
+        raise DeepVisError(f"batch must be >= 1, got {batch}")
+    div_layer = None
+    if diversity:
+        div_layer = diversity_layer or (objective.layers[0] if objective.layers else None)
+        if div_layer is None:
+            raise DeepVisError("diversity needs a layer: pass diversity_layer= for a class objective")
+    settings = dict(p.settings_dict(), seed=seed, batch=batch, diversity=diversity, diversity_layer=div_layer,
+                    mean=list(mean), std=list(std))
+
+    key = None
+    if use_cache and cache_id is not None:
+        key = _cache.make_key(cache_id, objective.key, settings)
+        hit = _cache.load(key, cache_dir)
+        if hit is not None:
+            images, meta = hit
+            best = int(meta["best"])
+            res = OptimizeResult(image=images[best], images=images, value=float(meta["value"]),
+                                 values=list(meta["values"]), history=list(meta["history"]),
+                                 objective=objective.key, settings=settings, best=best, cached=True)
+            yield Progress(step=p.steps, steps=p.steps, value=res.value, images=images, done=True, result=res)
+            return
+
+    gen = torch.Generator().manual_seed(int(seed))
+    mean_t = torch.tensor(mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+    param = make_param(p.param, batch, p.size, center=mean_t, std=p.init_std, decorrelate=p.decorrelate,
+                       generator=gen, device=dev, fft_decay=p.fft_decay)
+    variables = param.parameters()
+    transform = get_transforms(p.transforms)
+    opt = torch.optim.Adam(variables, lr=p.lr) if p.optimizer == "adam" else None
+    if p.optimizer not in ("adam", "sgd"):
+        raise DeepVisError(f"unknown optimizer {p.optimizer!r} (adam | sgd)")
+    yosinski = isinstance(param, PixelImage) and not p.decorrelate
+    div = _diversity(div_layer) if div_layer else None
+    layers = list(objective.layers) + ([div_layer] if div_layer else [])
+    history: list[float] = []
+
+    with torch.enable_grad(), _Forward(net, layers, objective.needs_logits) as forward:
+        for step in range(1, p.steps + 1):
+            if _aborted(abort):
+                return
+            img = param.image()
+            x = transform(img, gen) if p.transforms != "none" else img
+            out = forward((x - mean_t) / std_t)
+            values = objective(out)
+            if values.dim() != 1 or values.shape[0] != batch:
+                raise DeepVisError(f"objective {objective.key} gave shape {tuple(values.shape)}, expected ({batch},)")
+            total = values
+            if div is not None:
+                total = total + diversity * div(out)
+            if p.l2:
+                total = total - p.l2 * R.l2_penalty(img - mean_t)
+            if p.tv:
+                total = total - p.tv * R.total_variation(img)
+            grads = torch.autograd.grad(-total.sum(), variables)
+            with torch.no_grad():
+                if opt is not None:
+                    for v, g in zip(variables, grads, strict=True):
+                        v.grad = g
+                    opt.step()
+                else:
+                    for v, g in zip(variables, grads, strict=True):
+                        scale = g.abs().reshape(g.shape[0], -1).mean(1).clamp_min(1e-12)
+                        v.sub_(p.lr * g / scale.view(-1, *([1] * (g.dim() - 1))))
+                param.after_step()
+                if yosinski:
+                    px = param.pixels
+                    R.decay_(px, p.decay)
+                    if p.blur_every and p.blur_width > 0 and step % p.blur_every == 0:
+                        R.gaussian_blur_(px, p.blur_width)
+                    R.clip_small_norm_(px, p.norm_pct)
+                    R.clip_small_contribution_(px, -grads[0], p.contrib_pct)
+                    param.after_step()
+            history.append(float(values.detach().mean()))
+            if step % yield_every == 0 and step < p.steps:
+                yield Progress(step=step, steps=p.steps, value=history[-1], images=to_uint8(param.image()))
+
+        if _aborted(abort):
+            return
+        # Score what will actually be saved: the 8-bit image, untransformed.
+        with torch.no_grad():
+            images = to_uint8(param.image())
+            saved = torch.from_numpy(images).to(dev).permute(0, 3, 1, 2).float() / 255.0
+            final = objective(forward((saved - mean_t) / std_t)).float().cpu().tolist()
+    best = int(np.argmax(final))
+    res = OptimizeResult(image=images[best], images=images, value=float(final[best]), values=final,
+                         history=history, objective=objective.key, settings=settings, best=best)
+    if key is not None:
+        _cache.save(key, images, {"best": best, "value": res.value, "values": final, "history": history,
+                                  "objective": objective.key, "settings": settings}, cache_dir)
+    yield Progress(step=p.steps, steps=p.steps, value=res.value, images=images, done=True, result=res)
+
+
+def optimize(net: Any, objective: Objective, *, abort: Abort = None,
+             on_progress: Callable[[Progress], None] | None = None, **kwargs: Any) -> OptimizeResult:
+    """Run `iter_optimize` to the end and return its result; raises `Cancelled` if `abort` fired."""
+    for prog in iter_optimize(net, objective, abort=abort, yield_every=kwargs.pop("yield_every", 1), **kwargs):
+        if on_progress is not None:
+            on_progress(prog)
+        if prog.done and prog.result is not None:
+            return prog.result
+    raise Cancelled("optimization was cancelled")

@@ -1,0 +1,287 @@
+"""Activation maximization: objective values, regularizers, reproducibility, cache, cancellation, CLI errors.
+
+Everything runs on a tiny conv net at 32 px for a handful of steps, except the CLI tests, which load the
+default model (offline) because the CLI resolves class names and layers against a real VisModel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepvis_app.errors import DeepVisError
+from deepvis_app.optimize import Cancelled, iter_optimize, optimize
+from deepvis_app.optimize import objectives as O
+from deepvis_app.optimize import regularizers as R
+from deepvis_app.optimize.objectives import Outputs
+
+torch.set_num_threads(1)
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+@pytest.fixture
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
+
+
+FAST = {"steps": 5, "size": 32}
+
+
+# ---- objectives: hand-computed values -----------------------------------------------------------------
+
+
+def _outputs() -> Outputs:
+    act = torch.arange(2 * 2 * 3 * 3, dtype=torch.float32).reshape(2, 2, 3, 3)  # values 0..35
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    return Outputs(acts={"L": act}, logits=logits)
+
+
+def test_objective_values_by_hand() -> None:
+    o = _outputs()
+    # channel 1 of image 0 holds 9..17 (mean 13), of image 1 holds 27..35 (mean 31)
+    assert O.channel("L", 1)(o).tolist() == [13.0, 31.0]
+    # centre of a 3x3 map is (1,1): channel 0 of image 0 -> 4
+    assert O.neuron("L", 0)(o).tolist() == [4.0, 22.0]
+    assert O.neuron("L", 1, 0, 2)(o).tolist() == [11.0, 29.0]
+    dream0 = sum(v * v for v in range(18)) / 18
+    assert O.layer_dream("L")(o)[0].item() == pytest.approx(dream0)
+    assert O.class_logit(2)(o).tolist() == [3.0, 0.0]
+    p = math.exp(3) / (math.exp(1) + math.exp(2) + math.exp(3))
+    assert O.class_prob(2)(o).tolist() == pytest.approx([p, 1 / 3])
+    assert O.class_log_prob(2)(o)[0].item() == pytest.approx(math.log(p))
+    mix = 2 * O.channel("L", 1) - O.class_logit(2) + 1
+    assert mix(o).tolist() == [2 * 13 - 3 + 1, 2 * 31 - 0 + 1]
+    assert (-O.channel("L", 0))(o).tolist() == [-4.0, -22.0]
+    assert sum([O.channel("L", 0), O.channel("L", 1)])(o).tolist() == [17.0, 53.0]
+    assert mix.layers == ("L",) and mix.needs_logits
+
+
+def test_diversity_is_minus_mean_gram_cosine() -> None:
+    a = torch.zeros(3, 2, 1, 2)
+    a[0, 0] = 1.0  # grams: image 0 -> only (0,0) entry; image 1 identical; image 2 -> only (1,1)
+    a[1, 0] = 2.0
+    a[2, 1] = 1.0
+    vals = O.diversity("L")(Outputs(acts={"L": a}))
+    assert vals.tolist() == pytest.approx([-0.5, -0.5, 0.0])
+
+
+def test_objective_range_errors() -> None:
+    o = _outputs()
+    with pytest.raises(DeepVisError, match=r"valid: 0\.\.1"):
+        O.channel("L", 2)(o)
+    with pytest.raises(DeepVisError, match="outside"):
+        O.neuron("L", 0, 3, 0)(o)
+    with pytest.raises(DeepVisError, match=r"valid: 0\.\.2"):
+        O.class_logit(3)(o)
+
+
+def test_engine_value_on_saved_image(net: nn.Module) -> None:
+    """steps=0 with a zero-noise pixel start saves the mean image; the value is the net on its 8-bit copy."""
+    mean, std = (0.3, 0.5, 0.7), (0.2, 0.25, 0.5)
+    res = optimize(net, O.class_logit(3), preset="pixel", steps=0, size=16, mean=mean, std=std)
+    expect_px = [round(m * 255) for m in mean]
+    assert (res.image.reshape(-1, 3) == expect_px).all()
+    x = torch.tensor([(px / 255 - m) / s for px, m, s in zip(expect_px, mean, std, strict=True)])
+    with torch.no_grad():
+        want = net(x.view(1, 3, 1, 1).expand(1, 3, 16, 16))[0, 3].item()
+    assert res.value == pytest.approx(want, abs=1e-5)
+
+
+# ---- regularizers: pixel checks ----------------------------------------------------------------------
+
+
+def test_gaussian_blur_spreads_a_dot_by_the_kernel() -> None:
+    x = torch.zeros(1, 3, 11, 11)
+    x[0, :, 5, 5] = 1.0
+    R.gaussian_blur_(x, 1.0)
+    k = [math.exp(-0.5 * t * t) for t in range(-3, 4)]
+    k = [v / sum(k) for v in k]
+    assert x[0, 0, 5, 5].item() == pytest.approx(k[3] * k[3], rel=1e-5)
+    assert x[0, 1, 5, 6].item() == pytest.approx(k[3] * k[4], rel=1e-5)
+    assert x[0, 2, 3, 7].item() == pytest.approx(k[1] * k[5], rel=1e-5)
+    assert x.sum().item() == pytest.approx(3.0, rel=1e-5)  # mass preserved
+    assert x[0, 0, 0, 0].item() == 0.0  # beyond 3 sigma
+
+
+def test_clip_small_norm_zeroes_low_norm_pixels() -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, :, 0, 0] = torch.tensor([0.1, 0.0, 0.0])  # norm 0.1
+    x[0, :, 0, 1] = torch.tensor([0.0, 0.3, 0.4])  # norm 0.5
+    x[0, :, 1, 0] = torch.tensor([0.0, 0.0, -0.2])  # norm 0.2
+    x[0, :, 1, 1] = torch.tensor([1.0, 0.0, 0.0])  # norm 1.0
+    R.clip_small_norm_(x, 50)
+    assert x[0, :, 0, 0].tolist() == [0, 0, 0] and x[0, :, 1, 0].tolist() == [0, 0, 0]
+    assert x[0, :, 0, 1].tolist() == pytest.approx([0.0, 0.3, 0.4]) and x[0, 0, 1, 1].item() == 1.0
+
+
+def test_clip_small_contribution_uses_abs_sum_of_x_times_grad() -> None:
+    x = torch.ones(1, 3, 1, 4) * 0.5
+    grad = torch.zeros(1, 3, 1, 4)
+    grad[0, :, 0, 0] = torch.tensor([1.0, -1.0, 0.0])  # contribution |0.5 - 0.5| = 0
+    grad[0, :, 0, 1] = torch.tensor([-2.0, 0.0, 0.0])  # |-1| = 1
+    grad[0, :, 0, 2] = torch.tensor([0.2, 0.2, 0.2])  # 0.3
+    grad[0, :, 0, 3] = torch.tensor([4.0, 0.0, 0.0])  # 2
+    R.clip_small_contribution_(x, grad, 50)
+    assert x[0, 0, 0].tolist() == [0.0, 0.5, 0.0, 0.5]
+
+
+def test_decay_and_penalties() -> None:
+    x = torch.full((1, 3, 2, 2), 0.5)
+    R.decay_(x, 0.3)
+    assert torch.allclose(x, torch.full_like(x, 0.35))
+    img = torch.zeros(1, 1, 2, 2)
+    img[0, 0, 0, 0] = 1.0
+    assert R.total_variation(img).item() == pytest.approx(0.5 + 0.5)  # one jump of 1 in each of 2 diffs
+    assert R.l2_penalty(img).item() == pytest.approx(0.25)
+
+
+def test_yosinski_preset_applies_clipping(net: nn.Module) -> None:
+    """yosinski1 clips the 50% lowest-norm pixels after each step: half the image is exactly the mean."""
+    mean = (0.5, 0.5, 0.5)
+    res = optimize(net, O.channel("conv1", 0), preset="yosinski1", steps=1, size=16, mean=mean, std=(1, 1, 1),
+                   init_std=0.1)  # a noisy start, so pixel norms have no ties
+    grey = (res.image == 128).all(axis=2)
+    assert 0.45 <= grey.mean() <= 0.55
+
+
+# ---- engine behaviour ----------------------------------------------------------------------------------
+
+
+def test_seeded_runs_are_reproducible(net: nn.Module) -> None:
+    a = optimize(net, O.channel("conv2", 1), seed=3, **FAST)
+    b = optimize(net, O.channel("conv2", 1), seed=3, **FAST)
+    c = optimize(net, O.channel("conv2", 1), seed=4, **FAST)
+    assert np.array_equal(a.image, b.image) and a.history == b.history
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("preset", ["default", "yosinski3", "simonyan2013"])
+def test_optimization_increases_channel_activation(net: nn.Module, preset: str) -> None:
+    objective = O.channel("conv2", 2)
+    start = optimize(net, objective, preset=preset, steps=0, size=32, seed=1)
+    end = optimize(net, objective, preset=preset, steps=20, size=32, seed=1)
+    assert end.value > start.value + 0.05
+
+
+def test_negative_objective_decreases(net: nn.Module) -> None:
+    start = optimize(net, O.channel("conv2", 2), steps=0, size=32, seed=1)
+    hated = optimize(net, -O.channel("conv2", 2), steps=20, size=32, seed=1)
+    assert -hated.value < start.value
+
+
+def test_batch_with_diversity_returns_distinct_images(net: nn.Module) -> None:
+    res = optimize(net, O.channel("conv2", 0), batch=3, diversity=1.0, **FAST)
+    assert res.images.shape == (3, 32, 32, 3)
+    assert res.value == max(res.values) and len(res.values) == 3
+    assert not np.array_equal(res.images[0], res.images[1])
+
+
+def test_progress_steps_and_early_stop(net: nn.Module) -> None:
+    calls = []
+    net.fc.register_forward_hook(lambda *a: calls.append(1))
+    steps = [p.step for p in iter_optimize(net, O.channel("conv1", 0), **FAST)]
+    assert steps == [1, 2, 3, 4, 5]
+    assert len(calls) == 1  # layer objective: only the first forward runs the whole net
+
+
+def test_cache_hit_returns_same_image_without_running(net: nn.Module, tmp_path) -> None:
+    first = optimize(net, O.channel("conv2", 1), cache_id="tiny", **FAST)
+    assert not first.cached
+    calls = []
+    net.register_forward_pre_hook(lambda *a: calls.append(1))
+    progress = list(iter_optimize(net, O.channel("conv2", 1), cache_id="tiny", **FAST))
+    assert len(progress) == 1 and progress[0].done and calls == []
+    again = progress[0].result
+    assert again.cached and np.array_equal(again.image, first.image) and again.value == first.value
+    other = optimize(net, O.channel("conv2", 1), cache_id="tiny", seed=9, **FAST)  # other settings: a miss
+    assert not other.cached and calls
+
+
+def test_cancelled_run_writes_no_file(net: nn.Module, tmp_path) -> None:
+    stop = threading.Event()
+    seen = []
+    for p in iter_optimize(net, O.channel("conv2", 1), cache_id="tiny", abort=stop, steps=10, size=32):
+        seen.append(p.step)
+        if p.step == 2:
+            stop.set()
+    assert seen == [1, 2]
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*"))
+    with pytest.raises(Cancelled):
+        optimize(net, O.channel("conv2", 1), cache_id="tiny", abort=lambda: True, **FAST)
+    assert not cache.exists() or not any(cache.rglob("*"))
+
+
+# ---- CLI -------------------------------------------------------------------------------------------------
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Parse with our register() and run like the deepvis CLI does (DeepVisError -> one line, exit 2)."""
+    from deepvis_app.commands import optimize as cmd
+
+    parser = argparse.ArgumentParser(prog="deepvis")
+    cmd.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except DeepVisError as err:
+        print(f"deepvis: error: {err}", file=__import__("sys").stderr)
+        code = err.exit_code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_unknown_class_suggests_names(capsys, tmp_path) -> None:
+    code, _, err = _cli(["optimize", "--class", "gose", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "goose" in err
+
+
+def test_cli_unit_out_of_range_lists_range(capsys, tmp_path) -> None:
+    code, _, err = _cli(["optimize", "--layer", "_blocks.3", "--unit", "99", "--out", str(tmp_path / "x.png")],
+                        capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "0..39" in err
+
+
+def test_cli_class_json_and_layer_sprite(capsys, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "g.png"
+    code, stdout, _ = _cli(["optimize", "--class", "goose", "--steps", "2", "--size", "32", "--out", str(out),
+                            "--json"], capsys)
+    report = json.loads(stdout)
+    assert code == 0 and out.is_file() and report["class"] == "goose" and 0 <= report["probability"] <= 1
+    d = tmp_path / "layer"
+    args = ["optimize-layer", "--layer", "_conv_stem", "--units", "0-2", "--steps", "2", "--size", "32",
+            "--out", str(d)]
+    code, _, err = _cli(args, capsys)
+    assert code == 0 and (d / "sprite.png").is_file() and len(list(d.glob("unit_*.png"))) == 3
+    stamp = (d / "unit_0001.png").stat().st_mtime_ns
+    _cli(args, capsys)  # resumable: existing units are skipped
+    assert (d / "unit_0001.png").stat().st_mtime_ns == stamp
