@@ -152,10 +152,37 @@ class _Captured(Exception):
     """Raised from a hook to end the probing forward once the layer is captured."""
 
 
-def _stop_when_captured(probe: Probe, layer: str) -> None:
-    if layer in probe.activations and "@" in layer:
+def _stop_when_captured(probe: Probe, layer: str, calls: list[int], last: int) -> None:
+    calls[0] += 1
+    if calls[0] > last and layer in probe.activations:
         raise _Captured
-    # a bare name means the module's last call: the forward must run on
+
+
+_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _call_counts(net: nn.Module, x: Tensor) -> dict[str, int]:
+    """How often each module runs per forward (so a bare name's last call is known); cached per net."""
+    if net not in _CALLS:
+        counts: dict[str, int] = {}
+        handles = []
+
+        def make(name: str):
+            def hook(*_):
+                counts[name] = counts.get(name, 0) + 1
+            return hook
+
+        try:
+            for name, module in net.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make(name)))
+            with torch.no_grad():
+                net(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        _CALLS[net] = counts
+    return _CALLS[net]
 
 
 def _in_channels(net: nn.Module) -> int:
@@ -174,10 +201,14 @@ def _probe_boxes(net: nn.Module, layer: str, size: int,
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     x = torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype, requires_grad=True)
     subs = _substitutes(net)
-    probe = Probe(net, [layer])
-    target = dict(net.named_modules())[split_layer(layer)[0]]
+    probe = Probe(net, [layer])  # validates the name
+    name, call = split_layer(layer)
+    if call is None:
+        call = _call_counts(net, x.detach()).get(name, 1) - 1
+    target = dict(net.named_modules())[name]
+    calls = [0]
     with torch.enable_grad(), AttributionContext(net) as ac, probe, _SupportMode():
-        handle = target.register_forward_hook(lambda *_: _stop_when_captured(probe, layer))
+        handle = target.register_forward_hook(lambda *_: _stop_when_captured(probe, layer, calls, call))
         try:
             functional_call(net, subs, (x,), strict=False)
         except _Captured:

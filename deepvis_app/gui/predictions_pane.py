@@ -1,0 +1,123 @@
+"""Predictions pane: top-5 classes with probability bars, and the top classes' probabilities over time."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+HISTORY_SECONDS = 15.0
+COLORS = [QColor(255, 214, 10), QColor(90, 200, 250), QColor(255, 105, 97), QColor(120, 220, 120),
+          QColor(200, 150, 255)]
+
+
+class Bars(QWidget):
+    """Top-k rows: a filled bar proportional to the probability, the class name and the percentage."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.rows: list[tuple[int, str, float]] = []
+        self.colors: dict[int, QColor] = {}
+        self.setMinimumHeight(5 * 18)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(260, 5 * 22)
+
+    def set_rows(self, rows: list[tuple[int, str, float]], colors: dict[int, QColor]) -> None:
+        self.rows, self.colors = rows, colors
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(14, 15, 19))
+        if not self.rows:
+            p.setPen(QColor(140, 145, 160))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no predictions yet")
+            p.end()
+            return
+        n = max(5, len(self.rows))
+        h = self.height() / n
+        f = QFont(self.font())
+        p.setFont(f)
+        for i, (idx, name, prob) in enumerate(self.rows):
+            y = i * h
+            color = self.colors.get(idx, QColor(150, 150, 150))
+            bar = QColor(color)
+            bar.setAlpha(110)
+            p.fillRect(QRectF(0, y + 2, max(2.0, self.width() * prob), h - 4), bar)
+            p.setPen(QColor(240, 240, 240))
+            text_rect = QRectF(6, y, self.width() - 64, h)
+            p.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                       p.fontMetrics().elidedText(f"{name}", Qt.TextElideMode.ElideRight, int(text_rect.width())))
+            p.drawText(QRectF(self.width() - 60, y, 56, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                       f"{prob * 100:.1f}%")
+        p.end()
+
+
+class PredictionsPane(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("predictionsPane")
+        self.bars = Bars()
+        self.plot = pg.PlotWidget(background=QColor(14, 15, 19))
+        self.plot.setMinimumHeight(90)
+        self.plot.setYRange(0, 1, padding=0.02)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.plot.getAxis("left").setWidth(30)
+        self.plot.getAxis("bottom").setLabel("seconds")
+        self.plot.showGrid(x=False, y=True, alpha=0.2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.bars)
+        layout.addWidget(self.plot, 1)
+        self.history: deque[tuple[float, dict[int, float]]] = deque()
+        self._curves: dict[int, pg.PlotDataItem] = {}
+        self._names: dict[int, str] = {}
+        self.rows: list[tuple[int, str, float]] = []
+
+    def clear(self) -> None:
+        self.history.clear()
+        for curve in self._curves.values():
+            self.plot.removeItem(curve)
+        self._curves.clear()
+        self.rows = []
+        self.bars.set_rows([], {})
+
+    def add(self, predictions: list[tuple[int, str, float]], t: float | None = None) -> None:
+        """Record one result's top-k (cheap); the plot is redrawn by `refresh` at display rate."""
+        t = time.perf_counter() if t is None else t
+        self.rows = predictions
+        self.history.append((t, {i: p for i, _n, p in predictions}))
+        for i, n, _p in predictions:
+            self._names[i] = n
+        while self.history and t - self.history[0][0] > HISTORY_SECONDS:
+            self.history.popleft()
+
+    def refresh(self) -> None:
+        top = [i for i, _n, _p in self.rows[:3]]
+        colors = {i: COLORS[k] for k, i in enumerate(i for i, _n, _p in self.rows)}
+        self.bars.set_rows(self.rows, colors)
+        if not self.history:
+            return
+        now = self.history[-1][0]
+        ts = np.array([t - now for t, _ in self.history])
+        for idx in list(self._curves):
+            if idx not in top:
+                self.plot.removeItem(self._curves.pop(idx))
+        for idx in top:
+            ys = np.array([probs.get(idx, np.nan) for _, probs in self.history], dtype=float)
+            curve = self._curves.get(idx)
+            if curve is None:
+                curve = self.plot.plot(name=self._names.get(idx, str(idx)))
+                self._curves[idx] = curve
+            curve.setPen(pg.mkPen(colors[idx], width=2))
+            curve.setData(ts, ys, connect="finite")
+        self.plot.setXRange(-HISTORY_SECONDS, 0, padding=0)

@@ -1,0 +1,162 @@
+"""The live pipeline: latest-frame slot drops old frames, capture survives a lost source, the worker
+publishes correct results with the newest request, and the headless run reports sane numbers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from deepvis_app.errors import DeepVisError
+from deepvis_app.pipeline import (
+    Capture,
+    Frame,
+    FrameProcessor,
+    InferenceWorker,
+    LatestSlot,
+    Unit,
+    ViewRequest,
+    run_headless,
+    validate_request,
+)
+from deepvis_app.probe import Probe
+from deepvis_app.render import render_grid, upscale_map
+from deepvis_app.sources import FrameSource, ImageSource
+
+
+def test_slot_keeps_only_newest_and_counts_drops():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(Frame(i, np.zeros((1, 1, 3), np.uint8), 0.0))
+    assert slot.take(0).frame_id == 4
+    assert slot.dropped == 4 and slot.take(0.01) is None
+
+
+def test_slot_take_blocks_until_put():
+    slot = LatestSlot()
+    threading.Timer(0.05, lambda: slot.put(Frame(9, np.zeros((1, 1, 3), np.uint8), 0.0))).start()
+    assert slot.take(2.0).frame_id == 9
+
+
+class Flaky(FrameSource):
+    """Delivers 3 frames, then nothing (unplugged), then comes back when re-opened twice."""
+
+    name = "flaky"
+    native_fps = 200.0
+    reconnectable = True
+
+    def __init__(self):
+        self.reads = 0
+        self.opens = 0
+
+    def open(self):
+        self.opens += 1
+        if 1 < self.opens < 3:
+            from deepvis_app.errors import SourceError
+
+            raise SourceError("still unplugged")
+
+    def read(self):
+        self.reads += 1
+        if 3 < self.reads <= 4:
+            return None
+        return np.full((4, 4, 3), self.reads, np.uint8)
+
+
+def test_capture_reports_lost_source_and_reconnects(monkeypatch):
+    monkeypatch.setattr(Capture, "RETRY_SECONDS", 0.01)
+    slot = LatestSlot()
+    messages: list[str] = []
+    src = Flaky()
+    src.open()
+    cap = Capture(src, slot, fps=200, on_status=messages.append)
+    cap.start()
+    deadline = time.time() + 5
+    while "reconnected" not in " ".join(messages) and time.time() < deadline:
+        time.sleep(0.01)
+    got = slot.take(2.0)
+    cap.stop()
+    cap.join(2)
+    assert any("lost" in m for m in messages) and any("reconnected" in m for m in messages)
+    assert got is not None and not cap.is_alive()
+
+
+def test_capture_fps_zero_is_pulled_by_consumer():
+    slot = LatestSlot()
+    src = ImageSource.__new__(ImageSource)
+    src.name, src.native_fps, src._img = "img", 30.0, np.zeros((2, 2, 3), np.uint8)
+    cap = Capture(src, slot, fps=0)
+    cap.start()
+    time.sleep(0.2)  # nobody takes frames: the source must not be read again and again
+    assert cap.frames_read == 1 and slot.dropped == 0
+    for _ in range(3):
+        assert slot.take(1.0) is not None
+    cap.stop()
+    cap.join(2)
+    assert slot.dropped == 0
+
+
+def test_processor_result_matches_direct_computation(lite0, photos):
+    proc = FrameProcessor(lite0)
+    req = ViewRequest(request_id=7, layer="_blocks.1", unit=Unit("_blocks.3", 5), norm="channel")
+    result = proc.process(Frame(3, photos["coffee"], time.perf_counter()), req)
+    x = lite0.preprocess(photos["coffee"])
+    with Probe(lite0.net, ["_blocks.1", "_blocks.3"], detach=True) as probe, torch.no_grad():
+        logits = lite0.net(x)
+    expected = render_grid(probe["_blocks.1"][0], norm="channel", min_tile=8)
+    assert result.frame_id == 3 and result.request_id == 7 and result.layer == "_blocks.1"
+    assert np.array_equal(result.grid.image, expected.image)
+    assert result.predictions[0][1] == "espresso"
+    assert abs(result.predictions[0][2] - float(logits.softmax(-1).max())) < 1e-5
+    assert result.unit_value == pytest.approx(float(probe["_blocks.3"][0, 5].max()), rel=1e-5)
+    assert np.array_equal(result.unit_map, upscale_map(probe["_blocks.3"][0, 5], 224))
+    # block outputs are signed (no ReLU after the residual add): zero maps to mid-gray
+    assert result.unit_map.shape == (224, 224) and result.unit_map.min() < 128 < result.unit_map.max()
+    assert result.image.shape == (224, 224, 3) and result.latency > 0
+
+
+def test_worker_uses_newest_request_and_survives_errors(lite0, photos):
+    slot = LatestSlot()
+    results, errors = [], []
+    worker = InferenceWorker(lite0, slot, results.append, on_error=errors.append,
+                             request=ViewRequest(request_id=1, layer="no_such_layer"))
+    worker.start()
+    try:
+        slot.put(Frame(0, photos["rocket"], time.perf_counter()))
+        deadline = time.time() + 10
+        while not errors and time.time() < deadline:
+            time.sleep(0.01)
+        assert "unknown layer 'no_such_layer'" in errors[0] and not results
+        worker.set_request(ViewRequest(request_id=2, layer="_blocks.7"))
+        slot.put(Frame(1, photos["rocket"], time.perf_counter()))
+        while not results and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        worker.join(5)
+    assert results[0].request_id == 2 and results[0].grid.layout.channels == 80 and worker.is_alive() is False
+
+
+def test_headless_run_drops_frames_when_source_is_faster(lite0, chelsea_png):
+    src = ImageSource(chelsea_png)
+    src.open()
+    report = run_headless(lite0, src, frames=8, fps=200, request=ViewRequest(layer="_blocks.3"), timeout=60)
+    assert report.frames_processed == 8
+    assert report.frames_dropped > 0  # 200 fps source, ~25 fps network: old frames were dropped, not queued
+    assert report.frames_captured == report.frames_processed + report.frames_dropped
+    assert 0 < report.latency_ms_p50 <= report.latency_ms_p95
+    assert report.pipeline_fps > 0 and {"forward", "render", "preprocess"} <= set(report.stage_ms_mean)
+
+
+def test_validate_request(lite0):
+    validate_request(lite0, ViewRequest(layer="_fc", unit=Unit("_fc", 999)))
+    with pytest.raises(DeepVisError, match=r"valid units are 0\.\.39"):
+        validate_request(lite0, ViewRequest(unit=Unit("_blocks.3", 40)))
+    with pytest.raises(DeepVisError, match="outside layer"):
+        validate_request(lite0, ViewRequest(unit=Unit("_blocks.3", 1, 28, 0)))
+    with pytest.raises(DeepVisError, match="bad unit"):
+        Unit.parse("_blocks.3")
+    assert Unit.parse("_blocks.3:4:5:6") == Unit("_blocks.3", 4, 5, 6)

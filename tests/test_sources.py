@@ -1,0 +1,95 @@
+"""Frame sources: each kind opens and yields RGB frames; each bad input gives a one-line SourceError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_rgb
+from deepvis_app.errors import SourceError
+from deepvis_app.sources import (
+    CameraSource,
+    DemoSource,
+    FolderSource,
+    ImageSource,
+    VideoSource,
+    open_source,
+    parse_source,
+    read_image,
+)
+
+
+def test_parse_source_kinds(tmp_path, chelsea_png, video_file):
+    assert parse_source(None).kind == "camera" and parse_source("2").target == "2"
+    assert parse_source("camera:1").target == "1"
+    assert parse_source("demo").kind == "demo"
+    assert parse_source(str(tmp_path)).kind == "folder"
+    assert parse_source(chelsea_png).kind == "image"
+    assert parse_source(video_file).kind == "video"
+    with pytest.raises(SourceError, match="source not found"):
+        parse_source(str(tmp_path / "missing.mp4x"))
+    with pytest.raises(SourceError, match="bad camera index"):
+        parse_source("camera:x")
+
+
+def test_image_source_is_rgb(chelsea_png, photos):
+    src = ImageSource(chelsea_png)
+    src.open()
+    frame = src.read()
+    assert frame.dtype == np.uint8 and np.array_equal(frame, photos["chelsea"])  # PNG is lossless, RGB order
+
+
+def test_video_source_reads_and_loops(video_file):
+    src = VideoSource(video_file)
+    src.open()
+    assert src.native_fps == pytest.approx(10.0)
+    frames = [src.read() for _ in range(45)]  # 20-frame clip: loops twice
+    assert all(f is not None and f.shape == (120, 160, 3) for f in frames)
+    # the clip starts on chelsea (orange-brown cat): red channel dominates blue
+    assert frames[0][..., 0].mean() > frames[0][..., 2].mean()
+    assert np.abs(frames[0].astype(int) - frames[20].astype(int)).mean() < 3  # looped to the start
+    src.close()
+
+
+def test_folder_source_cycles_and_skips_corrupt(tmp_path, photos):
+    write_rgb(tmp_path / "a.png", photos["chelsea"])
+    (tmp_path / "sub").mkdir()
+    write_rgb(tmp_path / "sub" / "B.JPG", photos["coffee"])
+    (tmp_path / "c.jpg").write_bytes(b"garbage")
+    src = FolderSource(tmp_path)
+    src.open()
+    shapes = [src.read().shape for _ in range(4)]
+    assert shapes == [photos["chelsea"].shape, photos["coffee"].shape] * 2
+    assert [p.name for p in src.skipped] == ["c.jpg"]
+
+
+def test_demo_source_moves(photos):
+    src = DemoSource(size=(160, 120), seconds_per_photo=1.0, fps=10)
+    src.open()
+    a, b = src.read(), src.read()
+    assert a.shape == (120, 160, 3) and not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: read_image(p / "none.png"), "image not found"),
+    (lambda p: read_image(p), "not a file"),
+    (lambda p: (p / "bad.png").write_bytes(b"\x89PNG broken") and read_image(p / "bad.png"), "corrupt"),
+    (lambda p: (p / "bad.mp4").write_bytes(b"nope") and open_source(str(p / "bad.mp4")), "not a readable video"),
+    (lambda p: open_source(str(p / "empty_dir_missing")), "source not found"),
+    (lambda p: FolderSource(p).open(), "no images"),
+    (lambda p: open_source("7"), "camera 7"),
+])
+def test_bad_sources(tmp_path, make, message):
+    with pytest.raises(SourceError, match=message) as err:
+        make(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_default_camera_falls_back_to_demo(monkeypatch):
+    def fail(self):
+        raise SourceError("camera 0 not found")
+
+    monkeypatch.setattr(CameraSource, "open", fail)
+    notes: list[str] = []
+    src = open_source(None, fallback_to_demo=True, notice=notes.append)
+    assert isinstance(src, DemoSource) and "demo" in notes[0] and "camera 0" in notes[0]
