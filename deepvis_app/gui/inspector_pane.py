@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .canvas import ImageCanvas
 
@@ -96,6 +105,7 @@ class InspectorPane(QWidget):
         self.unit_map = ImageCanvas("select a unit", smooth=True)
         self.topk = ImageCanvas("Top-activating images:\nnot available yet")
         self.optimized = ImageCanvas("Optimized image:\nnot available yet", smooth=True)
+        self.optimized_hint = "press optimize to synthesize\nthis unit's preferred image"
         self.attr = {m: ImageCanvas("", smooth=True) for m in ("gradient", "deconv", "guided")}
         self.optimize_button = QPushButton("optimize")
         self.optimize_button.setToolTip("synthesize an image that maximizes this unit (runs in the background)")

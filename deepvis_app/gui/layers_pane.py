@@ -50,9 +50,10 @@ class LayersPane(QWidget):
         self.shown = [ls.name for ls in vm.shown_layers]
         self.all = list(vm.layers)
         for ls in vm.shown_layers:
-            item = QTreeWidgetItem([ls.title, shape_text(vm.info(ls.name).shape)])
+            title = ls.title.split(" (")[0] if ls.title.endswith(")") else ls.title  # shape has its own column
+            item = QTreeWidgetItem([title, shape_text(vm.info(ls.name).shape)])
             item.setData(0, ROLE_LAYER, ls.name)
-            item.setToolTip(0, ls.name)
+            item.setToolTip(0, f"{ls.title}: {ls.name}")
             item.setFont(0, bold)
             item.setFont(1, bold)
             self.tree.addTopLevelItem(item)

@@ -1,0 +1,77 @@
+"""Headless live pipeline vs a bare `net(x)` loop on the same frames, model and threads; prints JSON.
+
+Targets (issue 2): pipeline fps >= 0.85x bare forward fps with grid rendering on, and p95 frame-to-result
+latency < 2 frame-times when the source is faster than the model (no queue build-up).
+Usage: python benchmarks/pipeline.py [--model M] [--device D] [--frames N] [--layer L]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from deepvis_app import load_model
+from deepvis_app.pipeline import ViewRequest, run_headless
+from deepvis_app.sources import DemoSource
+
+
+def bare_loop_fps(model, frames) -> float:
+    xs = [model.preprocess(f) for f in frames]
+    with torch.inference_mode():
+        for x in xs[:3]:
+            model.net(x)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for x in xs:
+            model.net(x)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+    return len(xs) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--layer", default=None)
+    ap.add_argument("--source-fps", type=float, default=120.0, help="faster than the model on purpose")
+    args = ap.parse_args()
+
+    model = load_model(args.model, device=args.device)
+    demo = DemoSource()
+    demo.open()
+    frames = [demo.read() for _ in range(args.frames)]
+    bare = bare_loop_fps(model, frames)
+
+    source = DemoSource()
+    source.open()
+    request = ViewRequest(layer=args.layer or model.default_layer)
+    report = run_headless(model, source, frames=args.frames, request=request, fps=args.source_fps, warmup=5)
+    frame_time_ms = 1000.0 / report.pipeline_fps
+    print(json.dumps({
+        "benchmark": "pipeline",
+        "model": model.name,
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "layer": report.layer,
+        "frames": report.frames_processed,
+        "bare_forward_fps": round(bare, 2),
+        "pipeline_fps": round(report.pipeline_fps, 2),
+        "ratio_pipeline_to_bare": round(report.pipeline_fps / bare, 3),
+        "source_fps": args.source_fps,
+        "frames_dropped": report.frames_dropped,
+        "latency_ms_p50": round(report.latency_ms_p50, 1),
+        "latency_ms_p95": round(report.latency_ms_p95, 1),
+        "frame_time_ms": round(frame_time_ms, 1),
+        "p95_in_frame_times": round(report.latency_ms_p95 / frame_time_ms, 2),
+        "stage_ms_mean": {k: round(v, 2) for k, v in report.stage_ms_mean.items()},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

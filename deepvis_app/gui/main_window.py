@@ -1,0 +1,910 @@
+"""The DeepVis main window: wires the Qt-free pipeline (capture -> worker -> FrameResult) to the panes.
+
+Threading contract: the GUI thread never runs the model and never waits on it. The worker publishes each
+FrameResult through `WorkerBridge.result` (queued to the GUI thread); the window keeps only the newest one
+and paints from a display-rate QTimer, so surplus results coalesce. Results made for an older request than
+the current one are dropped. UI-driven request changes are coalesced by a short single-shot timer.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import DeepVisError
+from ..pipeline import Capture, FrameResult, InferenceWorker, LatestSlot, Unit, ViewRequest
+from ..sources import FrameSource, open_source
+from ..zoo import VisModel, available_models, load_model
+from .bridge import WorkerBridge
+from .grid_pane import GAMMAS, GridPane
+from .images import make_lut, overlay
+from .input_pane import InputPane
+from .inspector_pane import BACKPROP_MODES, BACKPROP_VIEWS, InspectorPane, methods_for
+from .keys import HelpOverlay
+from .layers_pane import LayersPane
+from .predictions_pane import PredictionsPane
+from .sources_gui import FreezableSource
+
+PAINT_MS = 16  # display timer (~60 Hz); paints only when a new result arrived
+REQUEST_COALESCE_MS = 25  # UI-driven request changes are sent at most this often
+PLOT_EVERY_S = 0.1
+BOOSTS = [("layer", 1.0), ("channel", 1.0), ("layer", 0.5), ("channel", 0.5)]
+
+STYLE = """
+QMainWindow, QWidget { background: #14161c; color: #e6e6e6; }
+QDockWidget::title { background: #232631; padding: 4px; font-weight: bold; }
+QTreeWidget { background: #0e0f13; alternate-background-color: #15171d; border: none; }
+QTreeWidget::item:selected { background: #3a3f1a; color: #ffd60a; }
+QHeaderView::section { background: #232631; color: #c8c8c8; border: none; padding: 2px 4px; }
+QComboBox, QPushButton, QToolButton { background: #232631; border: 1px solid #343846; padding: 2px 6px; }
+QComboBox:hover, QPushButton:hover { border-color: #5a6070; }
+QLabel#paneTitle { color: #a9b0c0; font-size: 11px; }
+QLabel#inspectorHeader { font-size: 13px; padding: 2px; }
+QStatusBar { background: #1b1d25; color: #c8c8c8; }
+QStatusBar QLabel { padding: 0 6px; }
+QMenuBar { background: #1b1d25; } QMenuBar::item:selected { background: #343846; }
+QMenu { background: #1b1d25; border: 1px solid #343846; } QMenu::item:selected { background: #343846; }
+QFrame#banner[level="error"] { background: #5c1f24; border-bottom: 1px solid #b3434d; }
+QFrame#banner[level="info"] { background: #1f3a5c; border-bottom: 1px solid #4a78b3; }
+"""
+
+
+class Banner(QFrame):
+    """A non-modal message strip above the grid (errors stay until closed; notices fade after a while)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        close = QToolButton()
+        close.setText("x")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(8, 4, 4, 4)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(close)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.hide)
+        self.hide()
+
+    def show_message(self, text: str, level: str = "info", seconds: float | None = None) -> None:
+        self.label.setText(text)
+        self.setProperty("level", level)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.show()
+        secs = seconds if seconds is not None else (30.0 if level == "error" else 10.0)
+        self._timer.start(int(secs * 1000))
+
+    @property
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, model: VisModel, source: FrameSource, request: ViewRequest, *, fps: float | None = None,
+                 mirror: bool = False, device: str = "auto", store: str | None = None,
+                 settings: QSettings | None = None, notices: list[str] | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("DeepVis")
+        self.setStyleSheet(STYLE)
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.vm = model
+        self.device_arg = device
+        self.fps = fps
+        self.mirror = mirror
+        self.settings = settings if settings is not None else QSettings("DeepVis", "deepvis")
+        self.backprop_mode = "guided"
+        self.backprop_view = request.attribution_view if request.attribution_view in BACKPROP_VIEWS else "norm"
+        self.attr_available = _attribution_available()
+        self.unit_frozen = False
+        self.overlay_on = False
+        self.camera_frozen = False
+        self.boost = BOOSTS.index((request.norm, request.gamma)) if (request.norm, request.gamma) in BOOSTS else 0
+        self.store = None
+        self.store_message = "Top-activating images: not available yet"
+        self._topk_key: tuple | None = None
+        self._opt_thread = None
+        self._opt_abort = None
+        self._opt_key: tuple | None = None
+        self._latest: FrameResult | None = None
+        self._painted: FrameResult | None = None
+        self._last_plot = 0.0
+        self._closing = False
+        self.last_error = ""
+        self.messages: list[str] = []  # every message shown (tests and snapshots read it)
+        self.click_latencies: list[float] = []  # seconds from a request change to its first displayed result
+        self._t_request: float | None = None
+        self._await_request: int | None = None
+        self.stats = {"capture_fps": 0.0, "inference_fps": 0.0, "attribution_fps": 0.0, "display_fps": 0.0}
+        self._counts = {"frames": 0, "results": 0, "attr": 0, "paints": 0, "t": time.perf_counter()}
+        self._frames_before = 0  # frames read by captures that were replaced
+        self.paint_count = 0
+
+        self.bridge = WorkerBridge(self)
+        q = Qt.ConnectionType.QueuedConnection
+        self.bridge.result.connect(self._on_result, q)
+        self.bridge.status.connect(self._on_source_status, q)
+        self.bridge.error.connect(self._on_worker_error, q)
+
+        self._build_ui()
+        self._build_menus()
+        self.help = HelpOverlay(self)
+        self.layers_pane.set_model(model)
+        self._open_store(store)
+
+        # initial request: modes from the window, methods from the backprop mode
+        req = request if request.layer else request.with_changes(layer=model.default_layer)
+        self.request = ViewRequest(request_id=req.request_id, layer=req.layer, unit=req.unit, norm=req.norm,
+                                   gamma=req.gamma, crop=req.crop, attribution=(), paused=False,
+                                   attribution_view=self.backprop_view)
+        self.request = self._with_methods(self.request)
+        self._sync_controls()
+
+        self.slot = LatestSlot()
+        self.worker = InferenceWorker(model, self.slot, self.bridge.publish, request=self.request,
+                                      on_error=self.bridge.on_error)
+        self.capture: Capture | None = None
+        self.source: FreezableSource | None = None
+        self.worker.start()
+        self.set_source(source)
+
+        self._paint_timer = QTimer(self)
+        self._paint_timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._paint_timer.timeout.connect(self._paint)
+        self._paint_timer.start(PAINT_MS)
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.timeout.connect(self._flush_request)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.timeout.connect(self._update_stats)
+        self._stats_timer.start(1000)
+        self._restore_layout()
+        self._update_status_labels()
+        for note in notices or []:
+            self.notify(note, "info")
+        from ..sources import DemoSource
+
+        if isinstance(source, DemoSource) and not notices:
+            self.status.showMessage("source: demo", 5000)
+
+    # ------------------------------------------------------------------ UI construction
+    def _build_ui(self) -> None:
+        self.grid_pane = GridPane()
+        self.banner = Banner()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.grid_pane, 1)
+        self.setCentralWidget(central)
+
+        self.input_pane = InputPane()
+        self.layers_pane = LayersPane()
+        self.inspector = InspectorPane()
+        self.predictions = PredictionsPane()
+        self.docks: dict[str, QDockWidget] = {}
+        for key, title, widget, area in (
+                ("input", "Input", self.input_pane, Qt.DockWidgetArea.LeftDockWidgetArea),
+                ("layers", "Layers", self.layers_pane, Qt.DockWidgetArea.LeftDockWidgetArea),
+                ("inspector", "Unit inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea),
+                ("predictions", "Predictions", self.predictions, Qt.DockWidgetArea.RightDockWidgetArea)):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock_{key}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[key] = dock
+        self.resizeDocks([self.docks["input"], self.docks["layers"]], [300, 400], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["inspector"], self.docks["predictions"]], [560, 260], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["input"], self.docks["inspector"]], [300, 520], Qt.Orientation.Horizontal)
+
+        self.grid_pane.unit_clicked.connect(self.select_channel)
+        self.grid_pane.norm_changed.connect(lambda n: self.set_boost(n, self.request.gamma))
+        self.grid_pane.gamma_changed.connect(lambda g: self.set_boost(self.request.norm, g))
+        self.layers_pane.layer_chosen.connect(self.set_layer)
+        self.inspector.backprop_mode_changed.connect(self.set_backprop_mode)
+        self.inspector.view_changed.connect(self.set_backprop_view)
+        self.inspector.freeze_unit_toggled.connect(self.set_unit_frozen)
+        self.inspector.overlay_toggled.connect(self._set_overlay)
+        self.inspector.optimize_clicked.connect(self.start_optimize)
+
+        self.status = self.statusBar()
+        self.status_labels: dict[str, QLabel] = {}
+        for key in ("model", "device", "source", "capture", "inference", "attribution", "latency"):
+            label = QLabel("")
+            self.status_labels[key] = label
+            self.status.addPermanentWidget(label)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(140)
+        self.progress.setMaximumHeight(14)
+        self.progress.hide()
+        self.status.addPermanentWidget(self.progress)
+        self.resize(1500, 920)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Open image...", lambda: self._open_dialog("image"), QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open video...", lambda: self._open_dialog("video"))
+        self._action(file_menu, "Open folder...", lambda: self._open_dialog("folder"))
+        file_menu.addSeparator()
+        self._action(file_menu, "Save snapshot...", self.save_snapshot_dialog, QKeySequence("Ctrl+S"))
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence("Ctrl+Q"))
+        source_menu = bar.addMenu("&Source")
+        for i in range(4):
+            self._action(source_menu, f"Camera {i}", lambda _=False, i=i: self.open_source_text(str(i)))
+        self._action(source_menu, "Demo (photos)", lambda: self.open_source_text("demo"))
+        source_menu.addSeparator()
+        self.mirror_action = self._action(source_menu, "Mirror", self.toggle_mirror)
+        self.mirror_action.setCheckable(True)
+        self.mirror_action.setChecked(self.mirror)
+        self.freeze_action = self._action(source_menu, "Freeze camera  (f)", self.toggle_camera_freeze)
+        self.freeze_action.setCheckable(True)
+        model_menu = bar.addMenu("&Model")
+        for name in available_models():
+            self._action(model_menu, name, lambda _=False, n=name: self.switch_model(n))
+        model_menu.addSeparator()
+        self._action(model_menu, "Open model spec (.toml)...", self._open_spec_dialog)
+        self._action(model_menu, "Open top-k store...", self._open_store_dialog)
+        view_menu = bar.addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        self._action(view_menu, "Reset layout", self.reset_layout)
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Shortcuts  (h)", lambda: self.help.toggle())
+
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    # ------------------------------------------------------------------ layout persistence
+    def _restore_layout(self) -> None:
+        self._default_state = self.saveState()
+        geometry = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        cmap = self.settings.value("grid/colormap")
+        if isinstance(cmap, str) and cmap:
+            self.grid_pane.cmap_box.setCurrentText(cmap)
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+        for dock in self.docks.values():
+            dock.show()
+
+    # ------------------------------------------------------------------ request handling
+    def _with_methods(self, req: ViewRequest) -> ViewRequest:
+        methods = methods_for(self.backprop_mode) if (self.attr_available and req.unit is not None) else ()
+        return ViewRequest(request_id=req.request_id, layer=req.layer, unit=req.unit, norm=req.norm,
+                           gamma=req.gamma, crop=req.crop, attribution=methods,
+                           attribution_view=self.backprop_view, paused=req.paused)
+
+    def _change(self, **changes) -> None:
+        """Replace the request (new id) and schedule sending it; repeated changes within the coalescing
+        window are sent once."""
+        req = self.request.with_changes(**changes)
+        self.request = self._with_methods(req)
+        self._t_request = time.perf_counter()
+        self._await_request = self.request.request_id
+        if not self._flush_timer.isActive():
+            self._flush_timer.start(REQUEST_COALESCE_MS)
+        self._sync_controls()
+
+    def _flush_request(self) -> None:
+        self.worker.set_request(self.request)
+
+    def _sync_controls(self) -> None:
+        req = self.request
+        self.layers_pane.set_current(req.layer)
+        self.grid_pane.set_modes(req.norm, req.gamma)
+        self.grid_pane.set_selected(req.unit.channel if req.unit is not None and req.unit.layer == req.layer
+                                    else None)
+        self.inspector.set_modes(self.backprop_mode, self.backprop_view)
+        self.inspector.set_methods(req.attribution if req.unit is not None else methods_for(self.backprop_mode),
+                                   available=self.attr_available)
+        for box, value in ((self.inspector.freeze_box, self.unit_frozen),
+                           (self.inspector.overlay_box, self.overlay_on)):
+            box.blockSignals(True)
+            box.setChecked(value)
+            box.blockSignals(False)
+        can_optimize = req.unit is not None and _optimize_available()
+        self.inspector.optimize_button.setEnabled(can_optimize)
+        if self._opt_key != (self.vm.name, str(req.unit)):
+            if self._opt_abort is not None:
+                self._opt_abort.set()  # the user moved on: stop spending CPU on the old unit
+                self._opt_abort = None
+            self.inspector.set_optimized(None, self.inspector.optimized_hint if can_optimize
+                                         else "Optimized image:\nnot available yet")
+        self._update_topk()
+
+    def channels(self, layer: str) -> int:
+        shape = self.vm.info(layer).shape
+        if not shape:
+            return 1
+        return shape[0] if len(shape) != 2 else shape[1]
+
+    def select_channel(self, channel: int) -> None:
+        layer = self.request.layer
+        channel = max(0, min(self.channels(layer) - 1, channel))
+        self._change(unit=Unit(layer, channel))
+
+    def move_selection(self, dx: int, dy: int) -> None:
+        lay = self.grid_pane.layout_
+        req = self.request
+        cols = lay.cols if lay is not None else 1
+        current = req.unit.channel if (req.unit is not None and req.unit.layer == req.layer) else -1
+        if current < 0:
+            self.select_channel(0)
+            return
+        self.select_channel(current + dx + dy * cols)
+
+    def set_layer(self, layer: str) -> None:
+        if layer == self.request.layer:
+            return
+        unit = self.request.unit
+        if unit is not None and not self.unit_frozen:
+            unit = Unit(layer, min(unit.channel, self.channels(layer) - 1))
+        self._change(layer=layer, unit=unit)
+
+    def step_layer(self, step: int) -> None:
+        self.set_layer(self.layers_pane.neighbour(self.request.layer, step))
+
+    def set_boost(self, norm: str, gamma: float) -> None:
+        if (norm, gamma) != (self.request.norm, self.request.gamma):
+            self._change(norm=norm, gamma=gamma)
+
+    def cycle_boost(self, step: int) -> None:
+        if step == 1:  # t: whole layer <-> per channel
+            self.set_boost("channel" if self.request.norm == "layer" else "layer", self.request.gamma)
+        else:  # T: next gamma
+            gammas = list(GAMMAS)
+            g = self.request.gamma
+            nxt = gammas[(gammas.index(g) + 1) % len(gammas)] if g in gammas else gammas[0]
+            self.set_boost(self.request.norm, nxt)
+
+    def set_backprop_mode(self, mode: str) -> None:
+        if mode in BACKPROP_MODES and mode != self.backprop_mode:
+            self.backprop_mode = mode
+            for canvas in self.inspector.attr.values():
+                canvas.set_image(None)
+            self._change()
+
+    def set_backprop_view(self, view: str) -> None:
+        if view in BACKPROP_VIEWS and view != self.backprop_view:
+            self.backprop_view = view
+            self._change()
+
+    def set_unit_frozen(self, frozen: bool) -> None:
+        self.unit_frozen = bool(frozen)
+        if not frozen and self.request.unit is not None and self.request.unit.layer != self.request.layer:
+            layer = self.request.layer
+            self._change(unit=Unit(layer, min(self.request.unit.channel, self.channels(layer) - 1)))
+        else:
+            self._sync_controls()
+        self._painted = None
+
+    def _set_overlay(self, on: bool) -> None:
+        self.overlay_on = bool(on)
+        self._painted = None
+
+    def toggle_camera_freeze(self) -> None:
+        self.camera_frozen = not self.camera_frozen
+        if self.source is not None:
+            self.source.frozen = self.camera_frozen
+        self.freeze_action.setChecked(self.camera_frozen)
+        self.status.showMessage("camera frozen (f to resume)" if self.camera_frozen else "camera live", 3000)
+        self._painted = None
+
+    def toggle_mirror(self) -> None:
+        self.mirror = not self.mirror
+        if self.capture is not None:
+            self.capture.mirror = self.mirror
+        self.mirror_action.setChecked(self.mirror)
+
+    def reset(self) -> None:
+        """Esc: back to defaults (zoom, boosts, modes, freezes); the layer and unit stay."""
+        self.help.hide()
+        self.grid_pane.reset_zoom()
+        self.backprop_mode = "guided"
+        self.backprop_view = "norm"
+        self.unit_frozen = False
+        self.overlay_on = False
+        if self.camera_frozen:
+            self.toggle_camera_freeze()
+        unit = self.request.unit
+        if unit is not None and unit.layer != self.request.layer:
+            unit = Unit(self.request.layer, min(unit.channel, self.channels(self.request.layer) - 1))
+        self._change(norm="layer", gamma=1.0, unit=unit)
+
+    # ------------------------------------------------------------------ sources
+    def set_source(self, source: FrameSource) -> None:
+        """Make an already opened source the input; the old capture thread is told to stop (not waited on)."""
+        wrapped = FreezableSource(source)
+        wrapped.frozen = self.camera_frozen
+        old = self.capture
+        slot = LatestSlot()
+        self.worker.slot = slot  # the worker picks it up at its next take (the old slot is closed below)
+        self.slot = slot
+        if old is not None:
+            self._frames_before += old.frames_read
+            old.stop()
+        self.source = wrapped
+        self.capture = Capture(wrapped, slot, fps=self.fps, mirror=self.mirror, on_status=self.bridge.on_status)
+        self.capture.start()
+        self._update_status_labels()
+
+    def open_source_text(self, text: str) -> None:
+        """Open a source in the background (a camera can take a second); on failure the old one keeps going."""
+        self.status.showMessage(f"opening {text}...")
+
+        def done(source: object) -> None:
+            self.set_source(source)  # type: ignore[arg-type]
+            self.status.showMessage(f"source: {self.source.name}", 4000)
+
+        self.bridge.run_job(lambda: open_source(text), done,
+                            lambda msg: self.notify(f"cannot open source: {msg}", "error"), name="deepvis-open")
+
+    def _open_dialog(self, kind: str) -> None:
+        if kind == "folder":
+            path = QFileDialog.getExistingDirectory(self, "Open image folder")
+        else:
+            pattern = ("Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)" if kind == "image"
+                       else "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif)")
+            path, _ = QFileDialog.getOpenFileName(self, f"Open {kind}", "", f"{pattern};;All files (*)")
+        if path:
+            self.open_source_text(path)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if files:
+            self.open_source_text(files[0])
+            event.acceptProposedAction()
+
+    # ------------------------------------------------------------------ models
+    def switch_model(self, name: str, weights: str = "default") -> None:
+        """Load in the background (progress in the status bar), then hand it to the worker; on failure the
+        message is shown and the previous model keeps running."""
+        self.progress.show()
+        self.status.showMessage(f"loading model {name}...")
+        device = self.device_arg
+
+        def load() -> VisModel:
+            vm = load_model(name, weights=weights, device=device)
+            _ = vm.layer_info  # the probing forward runs here, not on the GUI thread
+            return vm
+
+        self.bridge.run_job(load, self._model_loaded, self._model_failed, name="deepvis-load-model")
+
+    def _model_loaded(self, vm: object) -> None:
+        assert isinstance(vm, VisModel)
+        self.progress.hide()
+        self.vm = vm
+        self.layers_pane.set_model(vm)
+        self.predictions.clear()
+        self._open_store(None)
+        layer = vm.default_layer
+        self.unit_frozen = False
+        req = self.request.with_changes(layer=layer, unit=None)
+        self.request = self._with_methods(req)
+        self.worker.set_model(vm, self.request)
+        self._sync_controls()
+        self._update_status_labels()
+        self.notify(f"model: {vm.spec.title}", "info", seconds=4)
+
+    def _model_failed(self, message: str) -> None:
+        self.progress.hide()
+        self.notify(f"model not loaded: {message} (still running {self.vm.name})", "error")
+
+    def _open_spec_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model spec", "", "Model specs (*.toml)")
+        if path:
+            weights, ok = QInputDialog.getText(self, "Weights", "weights (default / random / path):", text="default")
+            self.switch_model(path, weights if ok and weights else "default")
+
+    # ------------------------------------------------------------------ top-k store / optimization
+    def _open_store(self, path: str | None) -> None:
+        self.store = None
+        self._topk_key = None
+        if not path:
+            self.store_message = ("Top-activating images:\nno store loaded\n(run `deepvis scan`, then --store DIR)"
+                                  if _topk_available() else "Top-activating images:\nnot available yet")
+            return
+        try:
+            from ..topk.store import TopKStore
+
+            self.store = TopKStore.open(path)
+            self.store_message = "no data for this unit"
+        except ImportError:
+            self.store_message = "Top-activating images:\nnot available yet"
+        except DeepVisError as err:
+            self.store_message = "Top-activating images:\nstore not readable"
+            self.notify(str(err), "error")
+
+    def _open_store_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open top-k store")
+        if path:
+            self._open_store(path)
+            self._sync_controls()
+
+    def _update_topk(self) -> None:
+        unit = self.request.unit
+        key = (id(self.store), str(unit))
+        if key == self._topk_key:
+            return
+        self._topk_key = key
+        if self.store is None or unit is None:
+            self.inspector.set_topk(None, self.store_message if unit is not None else "select a unit")
+            return
+        try:
+            if unit.layer not in self.store.layers:
+                self.inspector.set_topk(None, f"no data for this unit\n(layer {unit.layer} not in the store)")
+                return
+            crops = [self.store.crop(unit.layer, unit.channel, e.rank, "input")
+                     for e in self.store.entries(unit.layer, unit.channel)[:9]]
+            crops = [c for c in crops if c is not None]
+        except (DeepVisError, OSError) as err:
+            self.inspector.set_topk(None, f"top-k store error: {err}")
+            return
+        self.inspector.set_topk(crops, "no data for this unit")
+
+    def start_optimize(self) -> None:
+        """Synthesize the unit's preferred image on a private copy of the model (no hooks shared with the
+        live worker), previewing every few steps."""
+        unit = self.request.unit
+        if unit is None or not _optimize_available():
+            return
+        import threading
+
+        from ..optimize import iter_optimize, objectives
+
+        if self._opt_abort is not None:
+            self._opt_abort.set()
+        abort = threading.Event()
+        self._opt_abort = abort
+        self._opt_key = (self.vm.name, str(unit))
+        spec = self.vm.spec.path or self.vm.name
+        weights, device = self.vm.weights, self.device_arg
+        key = self._opt_key
+        self.inspector.set_optimized(None, f"optimizing {unit}...")
+        bridge = self.bridge
+
+        def run() -> object:
+            vm = load_model(spec, weights=weights, device=device)
+            shape = vm.info(unit.layer).shape
+            obj = (objectives.channel(unit.layer, unit.channel) if len(shape) == 3
+                   else objectives.neuron(unit.layer, unit.channel))
+            last = None
+            for prog in iter_optimize(vm, obj, steps=96, size=160, abort=abort, yield_every=8):
+                last = prog
+                if prog.image is not None and not prog.done:
+                    bridge.job_done.emit(lambda p, k=key: self._opt_progress(k, p), prog)
+            return last
+
+        bridge.run_job(run, lambda p: self._opt_progress(key, p, final=True),
+                       lambda msg: self.inspector.set_optimized(None, f"optimization failed: {msg}"),
+                       name="deepvis-optimize")
+
+    def _opt_progress(self, key: tuple, prog: object, final: bool = False) -> None:
+        if key != self._opt_key or prog is None:
+            return
+        image = getattr(prog, "image", None)
+        step, steps = getattr(prog, "step", 0), getattr(prog, "steps", 0)
+        caption = f"{key[1]}  step {step}/{steps}" if not final else f"{key[1]}  value {prog.value:.3g}"
+        self.inspector.set_optimized(image, "optimizing...", caption)
+
+    # ------------------------------------------------------------------ results and painting
+    def _on_result(self, result: FrameResult) -> None:
+        if result.request_id < self.request.request_id or self._closing:
+            return  # stale: made for a selection the user already left
+        self._latest = result
+
+    def _paint(self) -> None:
+        res = self._latest
+        if res is None or res is self._painted:
+            return
+        self._painted = res
+        self.paint_count += 1
+        if self._await_request is not None and res.request_id >= self._await_request:
+            if self._t_request is not None:
+                self.click_latencies.append(time.perf_counter() - self._t_request)
+                del self.click_latencies[:-50]
+            self._await_request = None
+        vm = self.vm
+        req = self.request
+        self.input_pane.show_frame(res.image, res.frame_id, self._input_caption(),
+                                   f"frame {res.frame_id}  {res.latency * 1000:.0f} ms")
+        labels = vm.categories if self._is_class_layer(res.layer) else None
+        self.grid_pane.show_grid(res.grid, res.layer, labels)
+        if req.unit is None and res.grid.layout.channels > 0:
+            self.select_channel(int(res.grid.channel_max.argmax()))  # start on the layer's strongest unit
+        self._paint_inspector(res)
+        self.predictions.add(res.predictions, res.t_done)
+        now = time.perf_counter()
+        if now - self._last_plot > PLOT_EVERY_S:
+            self._last_plot = now
+            self.predictions.refresh()
+        self.status_labels["latency"].setText(f"latency {res.latency * 1000:.0f} ms")
+
+    def _input_caption(self) -> str:
+        s = self.stats
+        parts = [f"{s['inference_fps']:.1f} fps"]
+        if self.camera_frozen:
+            parts.append("FROZEN")
+        return "  ".join(parts)
+
+    def _is_class_layer(self, layer: str) -> bool:
+        shape = self.vm.info(layer).shape
+        return len(shape) == 1 and shape[0] == len(self.vm.categories) and shape[0] > 0
+
+    def _paint_inspector(self, res: FrameResult) -> None:
+        unit = res.unit
+        insp = self.inspector
+        if unit is None:
+            insp.set_header("no unit selected: click a tile")
+            insp.unit_map.clear("select a unit")
+            return
+        name = ""
+        if self._is_class_layer(unit.layer) and unit.channel < len(self.vm.categories):
+            name = f" &nbsp;<span style='color:#5ac8fa'>{self.vm.categories[unit.channel]}</span>"
+        value = f"{res.unit_value:.3g}" if res.unit_value is not None else "-"
+        frozen = " &nbsp;<span style='color:#ff6961'>[frozen]</span>" if self.unit_frozen else ""
+        insp.set_header(f"<b>{unit.layer}</b> &nbsp;unit <b style='color:#ffd60a'>{unit.channel}</b>{name}"
+                        f" &nbsp;max {value}{frozen}")
+        if res.unit_map is not None:
+            lut = _inferno()
+            img = overlay(res.image, res.unit_map, lut) if self.overlay_on else lut[res.unit_map]
+            insp.unit_map.caption = "overlay" if self.overlay_on else ""
+            insp.unit_map.set_image(img)
+        else:
+            insp.unit_map.clear(f"fully-connected unit: no spatial map\nvalue {value}")
+        for method, canvas in insp.attr.items():
+            img = res.attributions.get(method)
+            if img is not None:
+                canvas.caption = self.backprop_view
+                canvas.set_image(img)
+
+    # ------------------------------------------------------------------ messages and status
+    def notify(self, message: str, level: str = "info", seconds: float | None = None) -> None:
+        self.messages.append(message)
+        if level == "error":
+            self.last_error = message
+        self.banner.show_message(message, level, seconds)
+        self.status.showMessage(message, 10000)
+
+    def _on_source_status(self, message: str) -> None:
+        level = "info" if "reconnected" in message else "error"
+        self.notify(message, level)
+
+    def _on_worker_error(self, message: str) -> None:
+        self.notify(message, "error")
+
+    def _update_stats(self) -> None:
+        now = time.perf_counter()
+        c = self._counts
+        dt = max(1e-6, now - c["t"])
+        frames = self._frames_before + (self.capture.frames_read if self.capture is not None else 0)
+        results, attr = self.bridge.results_received, self.bridge.attributions_received
+        self.stats = {"capture_fps": (frames - c["frames"]) / dt, "inference_fps": (results - c["results"]) / dt,
+                      "attribution_fps": (attr - c["attr"]) / dt, "display_fps": (self.paint_count - c["paints"]) / dt}
+        self._counts = {"frames": frames, "results": results, "attr": attr, "paints": self.paint_count, "t": now}
+        self._update_status_labels()
+        self.input_pane.set_caption(self._input_caption())
+
+    def _update_status_labels(self) -> None:
+        s = self.stats
+        labels = self.status_labels
+        labels["model"].setText(f"model {self.vm.name}")
+        labels["device"].setText(str(self.vm.device))
+        labels["source"].setText(f"source {self.source.name}" if self.source is not None else "")
+        labels["capture"].setText(f"capture {s['capture_fps']:.1f} fps")
+        labels["inference"].setText(f"inference {s['inference_fps']:.1f} fps")
+        labels["attribution"].setText(f"attribution {s['attribution_fps']:.1f} fps")
+
+    # ------------------------------------------------------------------ state, snapshot
+    def state_dict(self) -> dict:
+        res = self._painted
+        req = self.request
+        return {
+            "model": self.vm.name, "device": str(self.vm.device),
+            "source": self.source.name if self.source is not None else None,
+            "layer": req.layer, "unit": str(req.unit) if req.unit is not None else None,
+            "unit_layer": req.unit.layer if req.unit is not None else None,
+            "unit_channel": req.unit.channel if req.unit is not None else None,
+            "norm": req.norm, "gamma": req.gamma, "backprop_mode": self.backprop_mode,
+            "backprop_view": self.backprop_view, "attribution": list(req.attribution),
+            "unit_frozen": self.unit_frozen, "camera_frozen": self.camera_frozen, "mirror": self.mirror,
+            "overlay": self.overlay_on, "request_id": req.request_id,
+            "frame_id": res.frame_id if res is not None else None,
+            "shown_request_id": res.request_id if res is not None else None,
+            "shown_unit": str(res.unit) if res is not None and res.unit is not None else None,
+            "unit_value": res.unit_value if res is not None else None,
+            "predictions": [{"index": i, "name": n, "prob": p} for i, n, p in (res.predictions if res else [])],
+            "stats": dict(self.stats),
+            "latency_ms": res.latency * 1000 if res is not None else None,
+            "timings_ms": {k: v * 1000 for k, v in res.timings.items()} if res is not None else {},
+            "messages": self.messages[-10:],
+        }
+
+    def save_snapshot(self, directory: str | Path) -> list[Path]:
+        from .snapshot import write_snapshot
+
+        paths = write_snapshot(self, Path(directory))
+        self.status.showMessage(f"snapshot: {len(paths)} files in {directory}", 6000)
+        return paths
+
+    def save_snapshot_dialog(self) -> None:
+        directory = QFileDialog.getExistingDirectory(self, "Save snapshot into folder")
+        if directory:
+            try:
+                self.save_snapshot(directory)
+            except (OSError, DeepVisError) as err:
+                self.notify(f"snapshot failed: {err}", "error")
+
+    # ------------------------------------------------------------------ keys
+    def handle_key(self, event) -> bool:
+        """The toolbox shortcuts (see keys.SHORTCUTS); returns True when the key was one of them."""
+        key = event.key()
+        mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                   | Qt.KeyboardModifier.MetaModifier):
+            return False
+        text = event.text()
+        if self.help.isVisible() and key not in (Qt.Key.Key_H, Qt.Key.Key_Question):
+            self.help.hide()
+            return True
+        arrows = {Qt.Key.Key_Left: (-1, 0), Qt.Key.Key_Right: (1, 0), Qt.Key.Key_Up: (0, -1),
+                  Qt.Key.Key_Down: (0, 1)}
+        if key in arrows:
+            self.move_selection(*arrows[key])
+        elif text == "u":
+            self.step_layer(-1)
+        elif text == "o":
+            self.step_layer(1)
+        elif text in ("f", "F"):
+            self.toggle_camera_freeze()
+        elif text in ("b", "B"):
+            step = 1 if text == "b" else -1
+            self.set_backprop_mode(BACKPROP_MODES[(BACKPROP_MODES.index(self.backprop_mode) + step)
+                                                  % len(BACKPROP_MODES)])
+        elif text in ("m", "M"):
+            step = 1 if text == "m" else -1
+            self.set_backprop_view(BACKPROP_VIEWS[(BACKPROP_VIEWS.index(self.backprop_view) + step)
+                                                  % len(BACKPROP_VIEWS)])
+        elif text == "t":
+            self.cycle_boost(1)
+        elif text == "T":
+            self.cycle_boost(-1)
+        elif text in ("z", "Z"):
+            unit = self.request.unit
+            self.grid_pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.request.layer
+                                       else None)
+        elif text in ("x", "X"):
+            self.set_unit_frozen(not self.unit_frozen)
+        elif text in ("h", "H", "?"):
+            self.help.toggle()
+        elif key == Qt.Key.Key_Escape:
+            self.reset()
+        elif text in ("q", "Q"):
+            self.close()
+        else:
+            return False
+        return True
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self.help.isVisible():
+            self.help.setGeometry(self.rect())
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """Stop the threads (idempotent); called from closeEvent and by tests."""
+        if self._closing:
+            return
+        self._closing = True
+        for timer in (self._paint_timer, self._flush_timer, self._stats_timer):
+            timer.stop()
+        if self._opt_abort is not None:
+            self._opt_abort.set()
+        if self.capture is not None:
+            self.capture.stop()
+        self.worker.stop()
+        self.worker.join(5)
+        if self.capture is not None:
+            self.capture.join(2)
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("grid/colormap", self.grid_pane.cmap)
+        self.settings.sync()
+        self.shutdown()
+        super().closeEvent(event)
+
+
+class KeyFilter(QObject):
+    """Application-wide filter so the shortcuts work whichever pane has focus (the layer list would
+    otherwise eat the arrows); keys aimed at other windows (file dialogs) pass through."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
+            return False
+        if obj.window() is not self.window:
+            return False
+        from PySide6.QtWidgets import QComboBox
+
+        if isinstance(obj, QComboBox) and obj.view().isVisible():
+            return False
+        return self.window.handle_key(event)
+
+
+_INFERNO = None
+
+
+def _inferno():
+    global _INFERNO
+    if _INFERNO is None:
+        _INFERNO = make_lut("inferno", border=False)
+    return _INFERNO
+
+
+def _attribution_available() -> bool:
+    try:
+        from .. import attribution
+    except ImportError:
+        return False
+    return hasattr(attribution, "explain_frame")
+
+
+def _topk_available() -> bool:
+    try:
+        from ..topk import store  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _optimize_available() -> bool:
+    try:
+        from ..optimize import iter_optimize, objectives  # noqa: F401
+    except ImportError:
+        return False
+    return True
