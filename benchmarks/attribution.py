@@ -20,16 +20,6 @@ import skimage.data
 import torch
 
 
-def _median_ms(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     from captum.attr import NeuronGuidedBackprop
 
@@ -82,20 +72,6 @@ def main() -> None:
         ac, x, act = state["f"]
         return ac.explain(x, act, unit, ("gradient", "deconv", "guided"))
 
-    def timed_backward(fn) -> float:
-        times = []
-        for i in range(args.reps + 1):
-            prepare()
-            t0 = time.perf_counter()
-            fn()
-            if i:
-                times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
-
-    def e2e_three():
-        prepare()
-        three()
-
     def plain_forward():
         with torch.no_grad():
             net(x0)
@@ -107,12 +83,33 @@ def main() -> None:
     cap = run_captum()
     captum_vs_our_gradient = float((cap - ours_grad).abs().max() / ours_grad.abs().max().clamp_min(1e-12))
 
-    captum_ms = _median_ms(run_captum, args.reps)
-    one_ms = timed_backward(one)
-    three_ms = timed_backward(three)
-    e2e_ms = _median_ms(e2e_three, args.reps)
-    fwd_ctx_ms = _median_ms(prepare, args.reps)
-    fwd_plain_ms = _median_ms(plain_forward, args.reps)
+    # Interleaved rounds, so load changes on a shared machine hit every variant alike; medians reported.
+    times: dict[str, list[float]] = {k: [] for k in ("captum", "one", "three", "e2e", "fwd_ctx", "fwd_plain")}
+    for i in range(args.reps + 1):
+        t0 = time.perf_counter()
+        run_captum()
+        t1 = time.perf_counter()
+        prepare()
+        t2 = time.perf_counter()
+        one()
+        t3 = time.perf_counter()
+        prepare()
+        t4 = time.perf_counter()
+        three()
+        t5 = time.perf_counter()
+        plain_forward()
+        t6 = time.perf_counter()
+        if i == 0:
+            continue  # warm-up
+        times["captum"].append(t1 - t0)
+        times["one"].append(t3 - t2)
+        times["three"].append(t5 - t4)
+        times["e2e"].append(t5 - t3)
+        times["fwd_ctx"].append(t2 - t1)
+        times["fwd_plain"].append(t6 - t5)
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    captum_ms, one_ms, three_ms, e2e_ms = med["captum"], med["one"], med["three"], med["e2e"]
+    fwd_ctx_ms, fwd_plain_ms = med["fwd_ctx"], med["fwd_plain"]
     out = {
         "model": args.model, "input": list(x0.shape), "layer": args.layer, "unit": list(neuron),
         "torch_threads": torch.get_num_threads(), "reps": args.reps, "device": "cpu",

@@ -217,6 +217,7 @@ class FrameResult:
     unit: Unit | None = None
     unit_map: np.ndarray | None = None  # uint8 SxS: the unit's channel map, upscaled to the input
     unit_value: float | None = None
+    unit_position: tuple[int, int] | None = None  # (y, x) the attributions explain (argmax by default)
     attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 SxSx3
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     t_capture: float = 0.0
@@ -246,12 +247,14 @@ class FrameProcessor:
         t1 = time.perf_counter()
         timings["preprocess"] = t1 - t0
         layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
-        explanation = None
+        ctx = None
         if methods:
-            from .attribution import explain_frame  # heavy only when asked for
+            from .attribution import AttributionContext  # loaded only when a unit is explained
 
-            explanation = explain_frame(vm.net, x, layers, unit, methods)
-            acts, logits = explanation.activations, explanation.logits
+            x.requires_grad_(True)
+            with AttributionContext(vm.net) as ctx, Probe(vm.net, layers) as probe:
+                logits = vm.net(x)  # the one forward: its graph is reused by every attribution method
+            acts = dict(probe.activations)
         else:
             with Probe(vm.net, layers, detach=True) as probe, torch.inference_mode():
                 logits = vm.net(x)
@@ -260,11 +263,11 @@ class FrameProcessor:
             torch.cuda.synchronize(vm.device)
         t2 = time.perf_counter()
         timings["forward"] = t2 - t1
-        grid = render_grid(acts[layer][0], norm=req.norm, gamma=req.gamma, min_tile=8)
+        grid = render_grid(acts[layer][0].detach(), norm=req.norm, gamma=req.gamma, min_tile=8)
         predictions = top_predictions(logits[0], vm.categories) if logits.dim() == 2 else []
         unit_map = unit_value = None
         if unit is not None:
-            ua = acts[unit.layer][0]
+            ua = acts[unit.layer][0].detach()
             if ua.dim() == 3 and 0 <= unit.channel < ua.shape[0]:
                 unit_map = upscale_map(ua[unit.channel], vm.input_size)
                 unit_value = float(ua[unit.channel].max())
@@ -273,14 +276,21 @@ class FrameProcessor:
         t3 = time.perf_counter()
         timings["render"] = t3 - t2
         attributions: dict[str, np.ndarray] = {}
-        if explanation is not None:
-            attributions = explanation.render(req.attribution_view)
+        position = None
+        if ctx is not None:
+            from .attribution import Unit as Target
+            from .attribution import render_view
+
+            explanation = ctx.explain(x, acts[unit.layer], Target(unit.channel, unit.y, unit.x), methods)
+            position = (explanation.unit.y, explanation.unit.x) if explanation.unit.y is not None else None
+            attributions = {m: render_view(explanation[m], req.attribution_view) for m in methods}
             timings["attribution"] = time.perf_counter() - t3
         t_done = time.perf_counter()
         timings["total"] = t_done - t0
         return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=layer,
                            image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
-                           unit_value=unit_value, attributions=attributions, timings=timings,
+                           unit_value=unit_value, unit_position=position, attributions=attributions,
+                           timings=timings,
                            t_capture=frame.t_capture, t_done=t_done)
 
 

@@ -236,6 +236,20 @@ def _assert_untouched(net: nn.Module, state: dict, x: torch.Tensor, before: torc
         assert torch.equal(net(x), before)
 
 
+def _count_rectifier_calls(net: nn.Module, x: torch.Tensor) -> int:
+    """Independent count: forward hooks on ReLU modules plus one per BasicConv2d call (its F.relu)."""
+    count = [0]
+    handles = [m.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+               for m in net.modules() if isinstance(m, nn.ReLU | nn.ReLU6) or type(m).__name__ == "BasicConv2d"]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return count[0]
+
+
 MODELS = {
     # ReLU modules used inplace and reused within each block
     "resnet18": (lambda: torchvision.models.resnet18(), "layer3", 64),
@@ -266,6 +280,12 @@ def test_agrees_with_reference_on_torchvision(arch: str) -> None:
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     assert not torch.allclose(exp["guided"], exp["gradient"])
     _assert_untouched(net, state, x, before)
+    # every rectifier call of the forward got the rule: module calls (ResNet's reused ReLUs count once per
+    # call) and GoogLeNet's functional F.relu inside each BasicConv2d
+    with AttributionContext(net) as ac:
+        net(x.clone().requires_grad_(True))
+    functional_head = 1 if arch == "densenet121" else 0  # DenseNet.forward: F.relu(features, inplace=True)
+    assert ac.rectifier_calls == _count_rectifier_calls(net, x) + functional_head
 
 
 def test_efficientnet_lite0_relu6_reused_module() -> None:
@@ -358,7 +378,9 @@ def test_live_pipeline_reuses_one_forward() -> None:
         p.requires_grad_(False)
     x = torch.randn(1, 3, 64, 64).requires_grad_(True)
     with AttributionContext(net) as ac, Probe(net, ["layer2"]) as probe:
-        net(x)
+        logits = net(x)
+    with torch.no_grad():
+        assert torch.equal(logits, net(x))  # the frame's forward is not changed by the context
     first = ac.explain(x, probe["layer2"], Unit(4), ("gradient", "deconv", "guided"), retain_graph=True)
     second = ac.explain(x, probe["layer2"], Unit(9, objective="channel"), ("guided", "saliency"))
     for m in ("gradient", "deconv", "guided"):
@@ -396,3 +418,38 @@ def test_render_views() -> None:
     assert blur.max() == 255 and blur[0, 1, 0] > 0 and blur[3, 3, 0] < blur[0, 0, 0]
     with pytest.raises(DeepVisError):
         render_view(a, "sepia")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_attribute(tmp_path, capsys) -> None:
+    import cv2
+    import skimage.data
+
+    from deepvis_app.cli import main
+
+    img = tmp_path / "cat.png"
+    cv2.imwrite(str(img), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    common = ["--weights", "random", "--device", "cpu"]
+    out = tmp_path / "a.npy"
+    assert main(["attribute", str(img), "--layer", "_blocks.1", "--unit", "3", "--method", "deconv",
+                 "--out", str(out), *common]) == 0
+    arr = np.load(out)
+    assert arr.shape == (3, 224, 224) and np.abs(arr).max() > 0
+    png = tmp_path / "a.png"
+    assert main(["attribute", str(img), "--layer", "_blocks.1", "--unit", "3", "--y", "5", "--x", "6",
+                 "--method", "guided", "--view", "normblur", "--out", str(png), *common]) == 0
+    view = cv2.imread(str(png))
+    assert view.shape == (224, 224, 3) and view.max() == 255
+    capsys.readouterr()
+    assert main(["attribute", str(img), "--layer", "nope", "--unit", "3", "--out", str(png), *common]) == 2
+    err = capsys.readouterr().err
+    assert "valid layers: _conv_stem" in err and len(err.strip().splitlines()) == 1
+    assert main(["attribute", str(img), "--layer", "_blocks.1", "--unit", "99", "--out", str(png), *common]) == 2
+    assert "valid: 0..23" in capsys.readouterr().err
+    assert main(["attribute", str(bad), "--layer", "_blocks.1", "--unit", "3", "--out", str(png), *common]) == 2
+    assert "cannot read image" in capsys.readouterr().err

@@ -160,3 +160,27 @@ def test_validate_request(lite0):
     with pytest.raises(DeepVisError, match="bad unit"):
         Unit.parse("_blocks.3")
     assert Unit.parse("_blocks.3:4:5:6") == Unit("_blocks.3", 4, 5, 6)
+
+
+def test_processor_attributions_match_standalone_api(lite0, photos):
+    """The live path reuses the frame's forward; its images equal the standalone API's on the same frame."""
+    from deepvis_app.attribution import attribute, render_view
+
+    proc = FrameProcessor(lite0)
+    req = ViewRequest(layer="_blocks.1", unit=Unit("_blocks.3", 5), attribution=("gradient", "deconv", "guided"),
+                      attribution_view="raw")
+    result = proc.process(Frame(0, photos["chelsea"], time.perf_counter()), req)
+    x = lite0.preprocess(photos["chelsea"])
+    with torch.no_grad(), Probe(lite0.net, ["_blocks.3"], detach=True) as probe:
+        lite0.net(x)
+    chan = probe["_blocks.3"][0, 5]
+    y, xx = divmod(int(chan.argmax()), chan.shape[1])
+    assert result.unit_position == (y, xx)
+    for method in ("gradient", "deconv", "guided"):
+        expected = render_view(attribute(lite0.net, x, layer="_blocks.3", unit=(5, y, xx), method=method), "raw")
+        got = result.attributions[method]
+        assert got.shape == (224, 224, 3) and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert not np.array_equal(result.attributions["gradient"], result.attributions["guided"])
+    assert "attribution" in result.timings
+    assert all(not m._forward_hooks for m in lite0.net.modules())

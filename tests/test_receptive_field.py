@@ -54,9 +54,14 @@ ALEXNET = {  # (stride, offset, size): conv1 k11 s4 p2, pool k3 s2, conv k5 p2, 
 }
 
 
+@pytest.fixture(scope="module")
+def alexnet() -> nn.Module:
+    return torchvision.models.alexnet().eval()  # random weights: the geometry does not depend on them
+
+
 @pytest.mark.parametrize("layer", list(ALEXNET))
-def test_alexnet_features(layer: str) -> None:
-    net = torchvision.models.alexnet().eval()
+def test_alexnet_features(alexnet: nn.Module, layer: str) -> None:
+    net = alexnet
     stride, offset, size = ALEXNET[layer]
     for y, x in [(0, 0), (1, 2), (3, 1)]:
         assert rf_box(net, layer, y, x, 128) == (y * stride + offset, x * stride + offset,

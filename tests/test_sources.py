@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import write_rgb
+
 from deepvis_app.errors import SourceError
 from deepvis_app.sources import (
     CameraSource,

@@ -342,3 +342,19 @@ def test_live_topk_bounded_and_saved(tiny, tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["entries"]) == 2
     live.clear()
     assert live.image_count == 0 and live.entries(0) == []
+
+
+def test_progress_bar_reports_rate_and_eta():
+    import io
+
+    from deepvis_app.topk.scan import Progress
+
+    stream = io.StringIO()
+    bar = Progress(10, "scan", stream=stream)
+    bar.update(4, force=True)
+    bar.close()
+    text = stream.getvalue()
+    assert "4/10" in text and "img/s" in text and "ETA" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    Progress(10, enabled=False, stream=quiet).update(3, force=True)
+    assert quiet.getvalue() == ""

@@ -88,7 +88,7 @@ def test_weights_of_another_model_are_rejected(tmp_path):
 def test_pickled_code_is_never_executed(tmp_path):
     class Evil:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('pwned')",))
 
     path = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, path)

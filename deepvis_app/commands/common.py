@@ -37,7 +37,8 @@ def add_source_args(parser: argparse.ArgumentParser, *, top: bool = False) -> No
     group.add_argument("--fps", type=float, default=_default(top, None),
                        help="pace the source: N frames/s, 0 = as fast as the network takes them "
                             "(default: the video's or camera's rate, 30 for demo/folder/image)")
-    group.add_argument("--mirror", action="store_true", default=_default(top, False), help="flip frames left-right (selfie view)")
+    group.add_argument("--mirror", action="store_true", default=_default(top, False),
+                       help="flip frames left-right (selfie view)")
     group.add_argument("--crop", choices=("center", "stretch"), default=_default(top, None),
                        help="fit frames to the network input by centre crop or by stretching "
                             "(default: the model spec's choice)")

@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             objective = O.channel(args.layer, args.unit)
         else:
             objective = O.neuron(args.layer, args.unit, args.y, args.x)
+            if args.size is None:  # positions were checked against the layer's map at the model's input size
+                args.size = vm.input_size
         target = {"layer": args.layer, "unit": args.unit, "y": args.y, "x": args.x}
     if args.negative:
         objective = -objective
@@ -185,11 +187,11 @@ def _dist() -> tuple[int, int, bool]:
     return rank, world, ready
 
 
-def _bar(done: int, total: int, unit: int, t0: float) -> None:
+def _bar(done: int, total: int, unit: int, t0: float, tag: str = "") -> None:
     width = 30
     fill = int(width * done / max(total, 1))
     rate = (time.perf_counter() - t0) / max(done, 1)
-    sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} unit {unit} "
+    sys.stderr.write(f"\r{tag}[{'#' * fill}{'.' * (width - fill)}] {done}/{total} unit {unit} "
                      f"{rate:.1f}s/unit ETA {rate * (total - done):.0f}s ")
     sys.stderr.flush()
 
@@ -219,15 +221,18 @@ def run_layer(args: argparse.Namespace) -> int:
     mine = units[rank::world]
     todo = [u for u in mine if not (out / f"unit_{u:04d}.png").is_file()]
     t0 = time.perf_counter()
+    tag = f"rank {rank}/{world} " if world > 1 else ""
+    nl = "\n" if world > 1 else ""  # several ranks share stderr: one line per update, not \r
     if todo:
-        _bar(0, len(todo), todo[0], t0)
+        _bar(0, len(todo), todo[0], t0, tag)
     for k, u in enumerate(todo):
         objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
         res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                        use_cache=not args.no_cache, yield_every=10**9)
         write_png(out / f"unit_{u:04d}.png", res.image)
-        _bar(k + 1, len(todo), u, t0)
-    if todo:
+        _bar(k + 1, len(todo), u, t0, tag)
+        sys.stderr.write(nl)
+    if todo and not nl:
         sys.stderr.write("\n")
     if dist_ready:
         torch.distributed.barrier()

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan of the same STORE")
     p.add_argument("--attribution", default="deconv,guided",
                    help="crop images to compute besides the input patch: 'deconv,guided' (default), one, or 'none'")
+    p.add_argument("--no-crops", action="store_true",
+                   help="skip the crop pass: store entries and boxes only (fastest)")
     p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
                    help="checkpoint the running top-k every N batches (default 20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         vm = model_from_args(args)
         report = scan(vm, args.data, args.out, layers=args.layers, top_k=args.top_k, batch_size=args.batch_size,
                       workers=args.workers, resume=args.resume, attribution=attribution,
-                      checkpoint_every=max(1, args.checkpoint_every), progress=not args.quiet, dist=dist)
+                      checkpoint_every=max(1, args.checkpoint_every), progress=not args.quiet,
+                      crops=not args.no_crops, dist=dist)
     finally:
         dist.close()
     if dist.rank == 0:

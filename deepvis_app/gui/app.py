@@ -29,10 +29,12 @@ def prepare(args: argparse.Namespace):
                           norm=request.norm, gamma=request.gamma, crop=request.crop)
     validate_request(model, request)
     if args.store:
-        from pathlib import Path
-
-        if not Path(args.store).expanduser().is_dir():
-            raise DeepVisError(f"top-k store not found: {args.store}")
+        try:
+            from ..topk.store import TopKStore
+        except ImportError:
+            TopKStore = None  # noqa: N806 - the inspector then says top-k is not available
+        if TopKStore is not None:
+            TopKStore.open(args.store)  # a bad --store is a start-up error (exit 2), not a banner
     notices: list[str] = []
     source = open_source(args.source, fallback_to_demo=args.source is None, notice=notices.append)
     return model, source, request, notices
@@ -43,7 +45,6 @@ def main_gui(args: argparse.Namespace) -> int:
     try:
         os.environ.setdefault("QT_API", "pyside6")
         import pyqtgraph as pg
-        from PySide6.QtCore import QTimer
         from PySide6.QtWidgets import QApplication
 
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -52,8 +53,13 @@ def main_gui(args: argparse.Namespace) -> int:
         app.setOrganizationName("DeepVis")
         from .main_window import KeyFilter, MainWindow
 
+        settings = None
+        if os.environ.get("DEEPVIS_SETTINGS"):  # a portable/throwaway settings file (tests, kiosks)
+            from PySide6.QtCore import QSettings
+
+            settings = QSettings(os.environ["DEEPVIS_SETTINGS"], QSettings.Format.IniFormat)
         window = MainWindow(model, source, request, fps=args.fps, mirror=args.mirror, device=args.device,
-                            store=args.store, notices=notices)
+                            store=args.store, notices=notices, settings=settings)
         key_filter = KeyFilter(window)
         app.installEventFilter(key_filter)
         window.show()
@@ -64,7 +70,6 @@ def main_gui(args: argparse.Namespace) -> int:
     code = app.exec()
     window.shutdown()
     app.removeEventFilter(key_filter)
-    _ = QTimer
     return int(code)
 
 

@@ -130,6 +130,8 @@ class GridPane(QWidget):
             self.hover = None
         if self.hover is not None:
             self.info.setText(self.describe(self.hover))
+        elif new_shape:
+            self.info.setText(self.default_info())
 
     def set_selected(self, channel: int | None) -> None:
         self.selected = channel
@@ -149,6 +151,12 @@ class GridPane(QWidget):
         else:
             item.setRect(rect.adjusted(-0.5, -0.5, 0.5, 0.5))
             item.show()
+
+    def default_info(self) -> str:
+        if self.layout_ is None:
+            return ""
+        kind = "classes" if self.labels else "units"
+        return f"{self.layer}: {self.layout_.channels} {kind}"
 
     def describe(self, channel: int) -> str:
         if self.grid is None:
@@ -198,7 +206,7 @@ class GridPane(QWidget):
         self.hover = ch
         self._place(self.hover_rect, ch)
         text = self.describe(ch) if ch is not None else ""
-        self.info.setText(text)
+        self.info.setText(text or self.default_info())
         self.view.setToolTip(text)
 
     def _on_click(self, ev) -> None:

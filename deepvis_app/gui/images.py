@@ -56,9 +56,9 @@ def apply_lut(gray: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[gray]
 
 
-def overlay(rgb: np.ndarray, heat: np.ndarray, lut: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+def overlay(rgb: np.ndarray, heat: np.ndarray, lut: np.ndarray, alpha: float = 0.75) -> np.ndarray:
     """Blend a uint8 HxW map (coloured by `lut`) over an RGB image; strong activations are more opaque."""
     colored = lut[heat].astype(np.float32)
-    a = (heat.astype(np.float32) / 255.0)[..., None] * alpha + (1 - alpha) * 0.25
+    a = 0.1 + alpha * (heat.astype(np.float32) / 255.0)[..., None]
     out = rgb.astype(np.float32) * (1 - a) + colored * a
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -19,7 +19,8 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("h  or  ?", "show / hide this help"),
     ("Esc", "reset view, modes and freezes"),
     ("q", "quit"),
-    ("Ctrl+S", "save a snapshot (PNG of window and panes + state JSON)"),
+    ("Ctrl+S", "snapshot into ~/deepvis-snapshots/<time> (PNGs of window and panes + state JSON)"),
+    ("Ctrl+Shift+S", "snapshot into a folder you choose"),
     ("Ctrl+O", "open an image, a video or a folder (or drop a file on the window)"),
     ("mouse", "hover a tile: unit and max; click: select; wheel / drag: zoom and pan the grid"),
 ]

@@ -62,6 +62,7 @@ QMenuBar { background: #1b1d25; } QMenuBar::item:selected { background: #343846;
 QMenu { background: #1b1d25; border: 1px solid #343846; } QMenu::item:selected { background: #343846; }
 QFrame#banner[level="error"] { background: #5c1f24; border-bottom: 1px solid #b3434d; }
 QFrame#banner[level="info"] { background: #1f3a5c; border-bottom: 1px solid #4a78b3; }
+QFrame#banner QLabel, QFrame#banner QToolButton { background: transparent; border: none; font-weight: bold; }
 """
 
 
@@ -120,6 +121,7 @@ class MainWindow(QMainWindow):
         self.unit_frozen = False
         self.overlay_on = False
         self.camera_frozen = False
+        self._attr_blocked: Unit | None = None  # backprop failed for this unit: run it without
         self.boost = BOOSTS.index((request.norm, request.gamma)) if (request.norm, request.gamma) in BOOSTS else 0
         self.store = None
         self.store_message = "Top-activating images: not available yet"
@@ -127,19 +129,24 @@ class MainWindow(QMainWindow):
         self._opt_thread = None
         self._opt_abort = None
         self._opt_key: tuple | None = None
+        self.optimize_steps = 96  # small enough to finish in seconds next to the live loop
+        self.optimize_size = 160
         self._latest: FrameResult | None = None
         self._painted: FrameResult | None = None
+        self._repaint = False  # paint the newest result again (a display-only option changed)
         self._last_plot = 0.0
         self._closing = False
         self.last_error = ""
         self.messages: list[str] = []  # every message shown (tests and snapshots read it)
         self.click_latencies: list[float] = []  # seconds from a request change to its first displayed result
         self._t_request: float | None = None
+        self._last_flush = 0.0
         self._await_request: int | None = None
         self.stats = {"capture_fps": 0.0, "inference_fps": 0.0, "attribution_fps": 0.0, "display_fps": 0.0}
         self._counts = {"frames": 0, "results": 0, "attr": 0, "paints": 0, "t": time.perf_counter()}
         self._frames_before = 0  # frames read by captures that were replaced
         self.paint_count = 0
+        self.paint_ms: list[float] = []  # GUI-thread time per painted result (the last 100)
 
         self.bridge = WorkerBridge(self)
         q = Qt.ConnectionType.QueuedConnection
@@ -242,6 +249,9 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.status.addPermanentWidget(self.progress)
         self.resize(1500, 920)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        if screen is not None and screen.width() > 200:  # fit small screens (a saved geometry wins later)
+            self.resize(min(1500, int(screen.width() * 0.96)), min(920, int(screen.height() * 0.94)))
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -250,7 +260,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open video...", lambda: self._open_dialog("video"))
         self._action(file_menu, "Open folder...", lambda: self._open_dialog("folder"))
         file_menu.addSeparator()
-        self._action(file_menu, "Save snapshot...", self.save_snapshot_dialog, QKeySequence("Ctrl+S"))
+        self._action(file_menu, "Save snapshot", self.save_snapshot_now, QKeySequence("Ctrl+S"))
+        self._action(file_menu, "Save snapshot to...", self.save_snapshot_dialog, QKeySequence("Ctrl+Shift+S"))
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence("Ctrl+Q"))
         source_menu = bar.addMenu("&Source")
@@ -305,7 +316,10 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ request handling
     def _with_methods(self, req: ViewRequest) -> ViewRequest:
-        methods = methods_for(self.backprop_mode) if (self.attr_available and req.unit is not None) else ()
+        if req.unit != self._attr_blocked:
+            self._attr_blocked = None
+        ok = self.attr_available and req.unit is not None and self._attr_blocked is None
+        methods = methods_for(self.backprop_mode) if ok else ()
         return ViewRequest(request_id=req.request_id, layer=req.layer, unit=req.unit, norm=req.norm,
                            gamma=req.gamma, crop=req.crop, attribution=methods,
                            attribution_view=self.backprop_view, paused=req.paused)
@@ -318,17 +332,22 @@ class MainWindow(QMainWindow):
         self._t_request = time.perf_counter()
         self._await_request = self.request.request_id
         if not self._flush_timer.isActive():
-            self._flush_timer.start(REQUEST_COALESCE_MS)
+            wait_ms = REQUEST_COALESCE_MS - (time.perf_counter() - self._last_flush) * 1000
+            if wait_ms <= 0:
+                self._flush_request()  # leading edge: a lone click goes out at once
+            else:
+                self._flush_timer.start(int(wait_ms) + 1)  # a burst (held arrow key) goes out once per window
         self._sync_controls()
 
     def _flush_request(self) -> None:
+        self._last_flush = time.perf_counter()
         self.worker.set_request(self.request)
 
     def _sync_controls(self) -> None:
         req = self.request
-        self.layers_pane.set_current(req.layer)
+        self.layers_pane.set_current(self.layer)
         self.grid_pane.set_modes(req.norm, req.gamma)
-        self.grid_pane.set_selected(req.unit.channel if req.unit is not None and req.unit.layer == req.layer
+        self.grid_pane.set_selected(req.unit.channel if req.unit is not None and req.unit.layer == self.layer
                                     else None)
         self.inspector.set_modes(self.backprop_mode, self.backprop_view)
         self.inspector.set_methods(req.attribution if req.unit is not None else methods_for(self.backprop_mode),
@@ -348,6 +367,12 @@ class MainWindow(QMainWindow):
                                          else "Optimized image:\nnot available yet")
         self._update_topk()
 
+    @property
+    def layer(self) -> str:
+        """The shown layer (a request made right after a model switch leaves it to the worker: "" means
+        the model's default layer, valid whichever model the worker holds at that instant)."""
+        return self.request.layer or self.vm.default_layer
+
     def channels(self, layer: str) -> int:
         shape = self.vm.info(layer).shape
         if not shape:
@@ -355,7 +380,7 @@ class MainWindow(QMainWindow):
         return shape[0] if len(shape) != 2 else shape[1]
 
     def select_channel(self, channel: int) -> None:
-        layer = self.request.layer
+        layer = self.layer
         channel = max(0, min(self.channels(layer) - 1, channel))
         self._change(unit=Unit(layer, channel))
 
@@ -363,14 +388,14 @@ class MainWindow(QMainWindow):
         lay = self.grid_pane.layout_
         req = self.request
         cols = lay.cols if lay is not None else 1
-        current = req.unit.channel if (req.unit is not None and req.unit.layer == req.layer) else -1
+        current = req.unit.channel if (req.unit is not None and req.unit.layer == self.layer) else -1
         if current < 0:
             self.select_channel(0)
             return
         self.select_channel(current + dx + dy * cols)
 
     def set_layer(self, layer: str) -> None:
-        if layer == self.request.layer:
+        if layer == self.layer:
             return
         unit = self.request.unit
         if unit is not None and not self.unit_frozen:
@@ -378,7 +403,7 @@ class MainWindow(QMainWindow):
         self._change(layer=layer, unit=unit)
 
     def step_layer(self, step: int) -> None:
-        self.set_layer(self.layers_pane.neighbour(self.request.layer, step))
+        self.set_layer(self.layers_pane.neighbour(self.layer, step))
 
     def set_boost(self, norm: str, gamma: float) -> None:
         if (norm, gamma) != (self.request.norm, self.request.gamma):
@@ -396,6 +421,7 @@ class MainWindow(QMainWindow):
     def set_backprop_mode(self, mode: str) -> None:
         if mode in BACKPROP_MODES and mode != self.backprop_mode:
             self.backprop_mode = mode
+            self._attr_blocked = None
             for canvas in self.inspector.attr.values():
                 canvas.set_image(None)
             self._change()
@@ -407,16 +433,16 @@ class MainWindow(QMainWindow):
 
     def set_unit_frozen(self, frozen: bool) -> None:
         self.unit_frozen = bool(frozen)
-        if not frozen and self.request.unit is not None and self.request.unit.layer != self.request.layer:
-            layer = self.request.layer
+        if not frozen and self.request.unit is not None and self.request.unit.layer != self.layer:
+            layer = self.layer
             self._change(unit=Unit(layer, min(self.request.unit.channel, self.channels(layer) - 1)))
         else:
             self._sync_controls()
-        self._painted = None
+        self._repaint = True
 
     def _set_overlay(self, on: bool) -> None:
         self.overlay_on = bool(on)
-        self._painted = None
+        self._repaint = True
 
     def toggle_camera_freeze(self) -> None:
         self.camera_frozen = not self.camera_frozen
@@ -424,7 +450,7 @@ class MainWindow(QMainWindow):
             self.source.frozen = self.camera_frozen
         self.freeze_action.setChecked(self.camera_frozen)
         self.status.showMessage("camera frozen (f to resume)" if self.camera_frozen else "camera live", 3000)
-        self._painted = None
+        self._repaint = True
 
     def toggle_mirror(self) -> None:
         self.mirror = not self.mirror
@@ -443,8 +469,8 @@ class MainWindow(QMainWindow):
         if self.camera_frozen:
             self.toggle_camera_freeze()
         unit = self.request.unit
-        if unit is not None and unit.layer != self.request.layer:
-            unit = Unit(self.request.layer, min(unit.channel, self.channels(self.request.layer) - 1))
+        if unit is not None and unit.layer != self.layer:
+            unit = Unit(self.layer, min(unit.channel, self.channels(self.layer) - 1))
         self._change(norm="layer", gamma=1.0, unit=unit)
 
     # ------------------------------------------------------------------ sources
@@ -517,9 +543,8 @@ class MainWindow(QMainWindow):
         self.layers_pane.set_model(vm)
         self.predictions.clear()
         self._open_store(None)
-        layer = vm.default_layer
         self.unit_frozen = False
-        req = self.request.with_changes(layer=layer, unit=None)
+        req = self.request.with_changes(layer="", unit=None)
         self.request = self._with_methods(req)
         self.worker.set_model(vm, self.request)
         self._sync_controls()
@@ -600,6 +625,7 @@ class MainWindow(QMainWindow):
         spec = self.vm.spec.path or self.vm.name
         weights, device = self.vm.weights, self.device_arg
         key = self._opt_key
+        steps, size = self.optimize_steps, self.optimize_size
         self.inspector.set_optimized(None, f"optimizing {unit}...")
         bridge = self.bridge
 
@@ -609,7 +635,8 @@ class MainWindow(QMainWindow):
             obj = (objectives.channel(unit.layer, unit.channel) if len(shape) == 3
                    else objectives.neuron(unit.layer, unit.channel))
             last = None
-            for prog in iter_optimize(vm, obj, steps=96, size=160, abort=abort, yield_every=8):
+            for prog in iter_optimize(vm, obj, steps=steps, size=size, abort=abort,
+                                      yield_every=max(1, steps // 12)):
                 last = prog
                 if prog.image is not None and not prog.done:
                     bridge.job_done.emit(lambda p, k=key: self._opt_progress(k, p), prog)
@@ -629,16 +656,25 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ results and painting
     def _on_result(self, result: FrameResult) -> None:
-        if result.request_id < self.request.request_id or self._closing:
+        if result.request_id < self.request.request_id or result.model != self.vm.name or self._closing:
             return  # stale: made for a selection the user already left
         self._latest = result
 
     def _paint(self) -> None:
         res = self._latest
-        if res is None or res is self._painted:
+        if res is None or (res is self._painted and not self._repaint):
             return
+        self._repaint = False
         self._painted = res
         self.paint_count += 1
+        t0 = time.perf_counter()
+        try:
+            self._paint_result(res)
+        finally:
+            self.paint_ms.append((time.perf_counter() - t0) * 1000)
+            del self.paint_ms[:-100]
+
+    def _paint_result(self, res: FrameResult) -> None:
         if self._await_request is not None and res.request_id >= self._await_request:
             if self._t_request is not None:
                 self.click_latencies.append(time.perf_counter() - self._t_request)
@@ -658,7 +694,12 @@ class MainWindow(QMainWindow):
         if now - self._last_plot > PLOT_EVERY_S:
             self._last_plot = now
             self.predictions.refresh()
-        self.status_labels["latency"].setText(f"latency {res.latency * 1000:.0f} ms")
+        t = res.timings
+        detail = f"forward {t.get('forward', 0) * 1000:.0f}"
+        if "attribution" in t:
+            detail += f", backprop {t['attribution'] * 1000:.0f}"
+        self.status_labels["latency"].setText(f"latency {res.latency * 1000:.0f} ms ({detail})")
+        self.status_labels["latency"].setToolTip("\n".join(f"{k}: {v * 1000:.1f} ms" for k, v in t.items()))
 
     def _input_caption(self) -> str:
         s = self.stats
@@ -686,7 +727,8 @@ class MainWindow(QMainWindow):
         insp.set_header(f"<b>{unit.layer}</b> &nbsp;unit <b style='color:#ffd60a'>{unit.channel}</b>{name}"
                         f" &nbsp;max {value}{frozen}")
         if res.unit_map is not None:
-            lut = _inferno()
+            signed = res.grid.signed and unit.layer == res.layer  # zero is mid-scale: use the diverging map
+            lut = self.grid_pane._luts["CET-D1"] if signed else _inferno()
             img = overlay(res.image, res.unit_map, lut) if self.overlay_on else lut[res.unit_map]
             insp.unit_map.caption = "overlay" if self.overlay_on else ""
             insp.unit_map.set_image(img)
@@ -711,6 +753,12 @@ class MainWindow(QMainWindow):
         self.notify(message, level)
 
     def _on_worker_error(self, message: str) -> None:
+        if self.request.attribution and not self._closing:
+            # The worker publishes nothing while a frame fails; keep the live view going without backprop
+            # for this unit (selecting another unit or backprop mode tries again).
+            self._attr_blocked = self.request.unit
+            self._change()
+            message = f"{message} (backprop turned off for {self.request.unit})"
         self.notify(message, "error")
 
     def _update_stats(self) -> None:
@@ -726,6 +774,8 @@ class MainWindow(QMainWindow):
         self.input_pane.set_caption(self._input_caption())
 
     def _update_status_labels(self) -> None:
+        source = self.source.name if self.source is not None else "no source"
+        self.setWindowTitle(f"DeepVis - {self.vm.spec.title} - {source}")
         s = self.stats
         labels = self.status_labels
         labels["model"].setText(f"model {self.vm.name}")
@@ -742,7 +792,7 @@ class MainWindow(QMainWindow):
         return {
             "model": self.vm.name, "device": str(self.vm.device),
             "source": self.source.name if self.source is not None else None,
-            "layer": req.layer, "unit": str(req.unit) if req.unit is not None else None,
+            "layer": self.layer, "unit": str(req.unit) if req.unit is not None else None,
             "unit_layer": req.unit.layer if req.unit is not None else None,
             "unit_channel": req.unit.channel if req.unit is not None else None,
             "norm": req.norm, "gamma": req.gamma, "backprop_mode": self.backprop_mode,
@@ -755,6 +805,8 @@ class MainWindow(QMainWindow):
             "unit_value": res.unit_value if res is not None else None,
             "predictions": [{"index": i, "name": n, "prob": p} for i, n, p in (res.predictions if res else [])],
             "stats": dict(self.stats),
+            "gui_paint_ms_mean": sum(self.paint_ms) / len(self.paint_ms) if self.paint_ms else None,
+            "click_latency_ms": [round(x * 1000, 1) for x in self.click_latencies[-10:]],
             "latency_ms": res.latency * 1000 if res is not None else None,
             "timings_ms": {k: v * 1000 for k, v in res.timings.items()} if res is not None else {},
             "messages": self.messages[-10:],
@@ -766,6 +818,19 @@ class MainWindow(QMainWindow):
         paths = write_snapshot(self, Path(directory))
         self.status.showMessage(f"snapshot: {len(paths)} files in {directory}", 6000)
         return paths
+
+    def save_snapshot_now(self) -> None:
+        """Ctrl+S: no dialog (live capture goes on), into $DEEPVIS_SNAPSHOTS or ~/deepvis-snapshots/<time>."""
+        import os
+
+        root = Path(os.environ.get("DEEPVIS_SNAPSHOTS") or Path.home() / "deepvis-snapshots")
+        directory = root / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            paths = self.save_snapshot(directory)
+        except (OSError, DeepVisError) as err:
+            self.notify(f"snapshot failed: {err}", "error")
+            return
+        self.notify(f"snapshot saved: {len(paths)} files in {directory}", "info", seconds=5)
 
     def save_snapshot_dialog(self) -> None:
         directory = QFileDialog.getExistingDirectory(self, "Save snapshot into folder")
@@ -811,7 +876,7 @@ class MainWindow(QMainWindow):
             self.cycle_boost(-1)
         elif text in ("z", "Z"):
             unit = self.request.unit
-            self.grid_pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.request.layer
+            self.grid_pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.layer
                                        else None)
         elif text in ("x", "X"):
             self.set_unit_frozen(not self.unit_frozen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,7 @@ class _Forward:
         self._handles: list[Any] = []
 
     def __enter__(self) -> _Forward:
+        self._thread = threading.get_ident()
         self.probe.__enter__()
         if not self.need_logits:
             for name, mod in self._mods.items():
@@ -118,6 +120,8 @@ class _Forward:
 
     def _make_hook(self, name: str):
         def hook(_m: nn.Module, _i: object, _o: object) -> None:
+            if threading.get_ident() != self._thread:  # another thread's forward on a shared net: not ours
+                return
             self._counts[name] = self._counts.get(name, 0) + 1
             if self._needed is not None and all(self._counts.get(n, 0) >= k for n, k in self._needed.items()):
                 raise _StopForward
@@ -170,7 +174,8 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
                   diversity_layer: str | None = None, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, device: torch.device | str | None = None,
                   abort: Abort = None, yield_every: int = 1, use_cache: bool = True,
-                  cache_id: str | None = None, cache_dir: Any = None, **overrides: Any) -> Iterator[Progress]:
+                  cache_id: str | None = None, cache_dir: str | Path | None = None,
+                  **overrides: Any) -> Iterator[Progress]:
     """Optimize `batch` images to maximize `objective` on `net`, yielding progress as it goes.
 
     net: a VisModel (mean/std/device/cache id taken from it) or an eval-mode nn.Module taking normalized
@@ -199,6 +204,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
                     mean=list(mean), std=list(std))
 
     key = None
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
     if use_cache and cache_id is not None:
         key = _cache.make_key(cache_id, objective.key, settings)
         hit = _cache.load(key, cache_dir)

@@ -16,11 +16,12 @@ from ..errors import DeepVisError
 class Preset:
     """How to optimize. Units: image pixels in [0, 1]; percentiles in 0..100.
 
-    param/decorrelate/init_std/fft_decay: parameterization (fft_decay: spectrum scaled by 1/f^fft_decay) (see `param.py`). optimizer: "adam", or "sgd" = gradient
-    ascent with the gradient normalized by its mean absolute value (so `lr` is a step in pixel units for
-    any model). transforms: "none" | "light" | "standard" (Lucid) | "strong". l2 / tv: penalty weights
-    (Simonyan's L2 from the mean image; total variation). decay, blur_every, blur_width, norm_pct,
-    contrib_pct: Yosinski et al. 2015's regularizers, applied to pixel parameterizations only.
+    param/decorrelate/init_std/fft_decay: parameterization (see `param.py`; the Fourier spectrum is scaled
+    by 1/f^fft_decay). optimizer: "adam", or "sgd" = gradient ascent with the gradient normalized by its
+    mean absolute value (so `lr` is a step in pixel units for any model). transforms: "none" | "light" |
+    "standard" (Lucid) | "strong". l2 / tv: penalty weights (Simonyan's L2 from the mean image; total
+    variation). decay, blur_every, blur_width, norm_pct, contrib_pct: Yosinski et al. 2015's regularizers,
+    applied to the plain pixel parameterization only.
     """
 
     param: str = "fourier"
@@ -48,9 +49,9 @@ class Preset:
 
 
 def _yosinski(decay: float, blur_width: float, blur_every: int, norm_pct: float, contrib_pct: float,
-              note: str) -> Preset:
+              note: str, lr: float = 0.01) -> Preset:
     # Pixel space, plain (normalized) gradient ascent, no transforms: the 2015 toolbox setting.
-    return Preset(param="pixel", decorrelate=False, init_std=0.0, optimizer="sgd", lr=0.01, steps=256,
+    return Preset(param="pixel", decorrelate=False, init_std=0.0, optimizer="sgd", lr=lr, steps=256,
                   size=224, transforms="none", decay=decay, blur_every=blur_every, blur_width=blur_width,
                   norm_pct=norm_pct, contrib_pct=contrib_pct,
                   description=f"Yosinski et al. 2015, Table 1 row: {note}")
@@ -59,8 +60,9 @@ def _yosinski(decay: float, blur_width: float, blur_every: int, norm_pct: float,
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         param="fourier", decorrelate=True, optimizer="adam", lr=0.05, steps=256, size=128,
-        transforms="standard",
-        description="Fourier (1/f) + decorrelated colour + Lucid transforms, Adam lr 0.05, 256 steps, 128 px"),
+        transforms="strong", tv=10.0,
+        description="Fourier (1/f) + decorrelated colour + strong transforms + TV 10, Adam lr 0.05, "
+                    "256 steps, 128 px"),
     "lucid": Preset(
         param="fourier", decorrelate=True, optimizer="adam", lr=0.05, steps=512, size=128,
         transforms="standard",

@@ -17,7 +17,7 @@ def spatial_max(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """Per-channel maximum over space of a batch: Tensor[N,C,H,W] or [N,C] -> values, y, x, each [N,C].
 
     The argmax is the first maximal position in row-major order (torch's documented tie rule), so it is
-    reproducible. Non-finite NaNs count as -inf so they never win. Stays on the activation's device.
+    reproducible. A NaN maximum counts as -inf so it never wins. Stays on the activation's device.
     """
     act = act.detach()
     if act.dim() == 2:
@@ -26,8 +26,8 @@ def spatial_max(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if act.dim() != 4:
         raise ValueError(f"expected activations shaped [N,C,H,W] or [N,C], got {tuple(act.shape)}")
     n, c, _h, w = act.shape
-    flat = torch.nan_to_num(act.float().reshape(n, c, -1), nan=float("-inf"))
-    values, index = flat.max(dim=2)
+    values, index = act.reshape(n, c, -1).max(dim=2)  # no copy of the activation; NaN handled on the result
+    values = torch.nan_to_num(values.float(), nan=float("-inf"))
     return values, torch.div(index, w, rounding_mode="floor"), index % w
 
 

@@ -38,6 +38,7 @@ from .store import (
     crop_box,
     crop_relpath,
     layer_key,
+    png_complete,
     publish,
     read_rgb,
     staging_path,
@@ -127,9 +128,7 @@ def _collate(batch: list[tuple[int, np.ndarray | None, str]]) -> tuple[torch.Ten
 
 
 def _worker_init(_worker_id: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
+    # No cv2.setNumThreads here: after fork it can deadlock on the parent's OpenCV thread pool.
     torch.set_num_threads(1)
 
 
@@ -209,8 +208,9 @@ def init_distributed(device_spec: str) -> tuple[Dist, str]:
 
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    spec = (device_spec or "auto").lower()
-    use_cuda = torch.cuda.is_available() and spec != "cpu"
+    from ..devices import resolve_device
+
+    use_cuda = resolve_device(device_spec).type == "cuda"  # also rejects cuda on a machine without it
     if use_cuda:
         device_spec = f"cuda:{local_rank % torch.cuda.device_count()}"
         torch.cuda.set_device(torch.device(device_spec))
@@ -219,7 +219,10 @@ def init_distributed(device_spec: str) -> tuple[Dist, str]:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     here = not dist.is_initialized()
     if here:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        from datetime import timedelta
+
+        # Long timeout: ranks wait at the merge while others finish their shard or their crops.
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(hours=6))
     return Dist(rank, world, local_rank, local_world, here), device_spec
 
 
@@ -276,9 +279,11 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
          top_k: int = 9, batch_size: int = 32, workers: int = 2, resume: bool = False,
          attribution: Sequence[str] = ATTRIBUTION_KINDS, checkpoint_every: int = 20, progress: bool = True,
-         dist: Dist | None = None, stop_after_batches: int | None = None) -> dict[str, Any]:
+         crops: bool = True, dist: Dist | None = None,
+         stop_after_batches: int | None = None) -> dict[str, Any]:
     """Scan DATA with `vm` and write the top-k store at `out`; returns the report (also in report.json).
 
+    crops=False skips pass 2 (entries and boxes only; a viewer can cut input crops from `TopKStore.fitted`).
     `stop_after_batches` raises KeyboardInterrupt after that many batches (for testing `resume`).
     """
     dist = dist or Dist()
@@ -307,12 +312,16 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
         print(f"deepvis: nothing to resume at {staging}; scanning from the start", file=sys.stderr)
     prior_scan_s = 0.0
     for f in files:
-        ck = torch.load(f, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint never unpickles code
+            ck = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+            raise DeepVisError(f"--resume: cannot read checkpoint {f} ({type(err).__name__}); "
+                               "run without --resume to start over") from None
         if ck["config"] != config:
             diff = [k for k in config if ck["config"].get(k) != config[k]]
             raise DeepVisError(f"--resume: the interrupted scan in {staging} used a different {', '.join(diff)}; "
                                "run without --resume to start over")
-        done |= ck["done"]
+        done |= ck["done"].numpy().astype(bool)
         bad.update(ck["bad"])
         prior_scan_s = max(prior_scan_s, float(ck.get("seconds", 0.0)))
         if dist.rank == 0:  # rank 0 carries all earlier work into the next generation
@@ -335,7 +344,7 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
 
     def checkpoint() -> None:
         _save_checkpoint(staging / f"checkpoint-g{gen}-r{dist.rank}.pt",
-                         {"config": config, "done": my_done, "bad": my_bad,
+                         {"config": config, "done": torch.from_numpy(my_done), "bad": my_bad,
                           "seconds": prior_scan_s + time.perf_counter() - started,
                           "states": {name: t.state() for name, t in tops.items()}})
 
@@ -394,20 +403,20 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
     for part in gathered:
         bad.update(part["bad"])
 
-    kinds = ["input"] + [k for k in ATTRIBUTION_KINDS if k in attribution]
+    kinds = ["input"] + [k for k in ATTRIBUTION_KINDS if k in attribution] if crops else []
     boxes = {name: _boxes(vm, name, shape, merged[name]) for name, shape in chosen}
     # Pass 2 (crops) is split across ranks when they share a file system (one node); otherwise rank 0 does it.
     share = dist.local_world == dist.world
-    if share or dist.rank == 0:
+    if kinds and (share or dist.rank == 0):
         _second_pass(vm, paths, chosen, merged, boxes, staging, kinds,
                      part=(dist.rank, dist.world) if share else (0, 1), progress=progress and dist.rank == 0)
-    dist.barrier()
+    if share:
+        dist.barrier()  # every rank's crops are on disk
 
     report: dict[str, Any] = {}
     if dist.rank == 0:
         report = _write_store(vm, data, paths, chosen, merged, boxes, staging, out, kinds, bad, config,
                               scan_s + prior_scan_s, dist.world, resumed=bool(files))
-    dist.barrier()
     return report
 
 
@@ -451,14 +460,40 @@ def _second_pass(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, .
     for li in range(len(chosen)):
         (staging / "crops" / layer_key(li)).mkdir(parents=True, exist_ok=True)
     methods = [k for k in kinds if k != "input"]
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=4)  # PNG encoding releases the GIL: overlap it with the backwards
+    pending: list[Future] = []
+
+    def write(path: Path, rgb: np.ndarray) -> None:
+        pending.append(pool.submit(atomic_write_png, path, rgb, fsync=False))
+        if len(pending) > 512:
+            for f in pending[:256]:
+                f.result()
+            del pending[:256]
+
+    bar = Progress(sum(len(v) for v in by_image.values()), "crops", enabled=progress)
+    try:
+        _crops(vm, paths, chosen, merged, boxes, staging, kinds, methods, by_image, write, bar)
+        for f in pending:
+            f.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    bar.close()
+    os.sync()  # one flush for all crops (written without per-file fsync) before the store is published
+
+
+def _crops(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, ...]]],
+           merged: dict[str, dict[str, np.ndarray]], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
+           staging: Path, kinds: list[str], methods: list[str], by_image: dict[int, list],
+           write: Callable[[Path, np.ndarray], None], bar: Progress) -> None:
     if methods:
         from ..attribution import AttributionContext, render_view
     from ..probe import Probe
 
-    bar = Progress(sum(len(v) for v in by_image.values()), "crops", enabled=progress)
     for image_id in sorted(by_image):
         todo = [(li, name, ci, ri) for li, name, ci, ri in by_image[image_id]
-                if not all((staging / crop_relpath(layer_key(li), ci, ri, k)).is_file() for k in kinds)]
+                if not all(png_complete(staging / crop_relpath(layer_key(li), ci, ri, k)) for k in kinds)]
         if not todo:
             bar.update(len(by_image[image_id]))
             continue
@@ -468,8 +503,7 @@ def _second_pass(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, .
             continue
         fitted = vm.preprocess.fit(rgb)
         for li, name, ci, ri in todo:
-            atomic_write_png(staging / crop_relpath(layer_key(li), ci, ri, "input"),
-                             crop_box(fitted, boxes[name][0][ci, ri])[0])
+            write(staging / crop_relpath(layer_key(li), ci, ri, "input"), crop_box(fitted, boxes[name][0][ci, ri])[0])
         if methods:
             # One forward per image; each unit then costs one partial backward per method on the kept graph.
             xin = vm.preprocess.to_tensor(fitted).detach().clone().requires_grad_(True)
@@ -483,11 +517,10 @@ def _second_pass(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, .
                     maps = ac.explain(xin, probe[name], unit, methods, retain_graph=True).maps
                     for kind in methods:
                         view = np.ascontiguousarray(render_view(maps[kind], "norm"))
-                        atomic_write_png(staging / crop_relpath(layer_key(li), ci, ri, kind),
-                                         crop_box(view, boxes[name][0][ci, ri])[0])
+                        write(staging / crop_relpath(layer_key(li), ci, ri, kind),
+                              crop_box(view, boxes[name][0][ci, ri])[0])
             del xin
         bar.update(len(by_image[image_id]))
-    bar.close()
 
 
 def _write_store(vm: Any, data: Any, paths: list[str], chosen: list[tuple[str, tuple[int, ...]]],

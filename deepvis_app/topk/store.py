@@ -27,15 +27,20 @@ KINDS = ("input", "deconv", "guided")
 
 # ---------------------------------------------------------------- atomic writes
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part.
+
+    fsync=False (crops: thousands of small files) skips the per-file flush; the writer then calls `os.sync()`
+    once before publishing, and `png_complete` detects a crop torn by a power loss before that.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with _suppress():
@@ -55,12 +60,25 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray, *, fsync: bool = True) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise OSError(f"cannot encode PNG for {path}")
-    atomic_write_bytes(path, data.tobytes())
+    atomic_write_bytes(path, data.tobytes(), fsync=fsync)
+
+
+def png_complete(path: str | os.PathLike) -> bool:
+    """Cheap check that a PNG file is whole (ends with the IEND chunk), without decoding it."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 20:
+                return False
+            f.seek(-12, os.SEEK_END)
+            return f.read(12)[4:8] == b"IEND"
+    except OSError:
+        return False
 
 
 class _suppress:
@@ -236,8 +254,8 @@ class TopKStore:
 
     @property
     def kinds(self) -> list[str]:
-        """Crop kinds stored: "input" always, "deconv" / "guided" when attribution ran."""
-        return list(self.index.get("kinds", ["input"]))
+        """Crop kinds stored: "input", plus "deconv" / "guided" when attribution ran; [] for `--no-crops`."""
+        return list(self.index.get("kinds", []))
 
     @property
     def input_size(self) -> int:

@@ -1,0 +1,78 @@
+"""`deepvis attribute IMAGE --layer L --unit C ...`: one unit's attribution map as a PNG view or raw .npy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..attribution import METHODS, OBJECTIVES, VIEWS, Unit, check_unit, explain_unit, render_view
+from ..errors import DeepVisError
+from ..probe import unknown_layer_message
+from .common import add_model_args, model_from_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("attribute", help="explain one unit: gradient, deconv, guided backprop, saliency, "
+                                                "Grad-CAM of a unit w.r.t. the input image",
+                              description="Attribution map of one unit of a layer w.r.t. the input image.")
+    p.add_argument("image", help="input image file")
+    p.add_argument("--layer", help="layer name (see `deepvis layers`); optional for --objective logit/prob")
+    p.add_argument("--unit", type=int, required=True, help="channel (or class index for logit/prob)")
+    p.add_argument("--y", type=int, default=None, help="row of the neuron (default: the channel's argmax)")
+    p.add_argument("--x", type=int, default=None, help="column of the neuron (default: the channel's argmax)")
+    p.add_argument("--method", default="guided", choices=METHODS)
+    p.add_argument("--objective", default="neuron", choices=OBJECTIVES,
+                   help="neuron (default), channel (sum), seed (old toolbox), logit / prob (class --unit)")
+    p.add_argument("--cam-layer", default=None, help="Grad-CAM layer (default: --layer)")
+    p.add_argument("--view", default="raw", choices=VIEWS, help="how a .png shows the map (default: raw)")
+    p.add_argument("--out", required=True, help="FILE.png (rendered view) or FILE.npy (raw float32 C x H x W)")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """cv2.imread -> RGB uint8; DeepVisError for a missing, unreadable or corrupt file."""
+    if not Path(path).is_file():
+        raise DeepVisError(f"image not found: {path}")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DeepVisError(f"cannot read image {path} (not an image, or corrupt)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise DeepVisError(f"--out must end in .png or .npy, got {args.out!r}")
+    rgb = read_rgb(args.image)
+    vm = model_from_args(args)
+    class_target = args.objective in ("logit", "prob")
+    if args.layer is None and not class_target:
+        raise DeepVisError(f"--layer is required for --objective {args.objective}; valid layers: "
+                           + ", ".join(vm.layers[:40]))
+    for name in (args.layer, args.cam_layer):
+        if name is not None and name not in vm.layers and name not in {n.partition("@")[0] for n in vm.layers}:
+            raise DeepVisError(unknown_layer_message(name, vm.layers))
+    unit = Unit(args.unit, args.y, args.x, args.objective)
+    if class_target:
+        n = len(vm.categories) or None
+        if n is not None and not 0 <= args.unit < n:
+            raise DeepVisError(f"class {args.unit} out of range (valid: 0..{n - 1})")
+    else:
+        check_unit((1, *vm.info(args.layer).shape), unit, args.layer)
+    x = vm.preprocess(rgb)
+    exp = explain_unit(vm.net, x, args.layer, unit, (args.method,), cam_layer=args.cam_layer)
+    attr = exp[args.method]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, attr[0].detach().float().cpu().numpy())
+    else:
+        img = render_view(attr, args.view)
+        if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise DeepVisError(f"cannot write {out}")
+    where = f" at (y={exp.unit.y}, x={exp.unit.x})" if exp.unit.y is not None else ""
+    print(f"{args.method} of {args.layer or 'output'} unit {exp.unit.channel}{where} -> {out}")
+    return 0
