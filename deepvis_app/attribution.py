@@ -504,13 +504,28 @@ def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None) -> np.ndarray:
+def _scale(values: Tensor, percentile: float) -> Tensor:
+    """The value mapped to full brightness: the max, or a high percentile so one hot pixel cannot make
+    the whole image dark (values above it saturate)."""
+    tiny = torch.finfo(torch.float32).tiny
+    if percentile >= 100.0:
+        return values.amax().clamp_min(tiny)
+    flat = values.flatten()
+    if flat.numel() > 4_000_000:  # torch.quantile's size limit; a strided sample is plenty
+        flat = flat[:: flat.numel() // 4_000_000 + 1]
+    return torch.quantile(flat, percentile / 100.0).clamp_min(tiny)
+
+
+def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None,
+                percentile: float = 100.0) -> np.ndarray:
     """Attribution Tensor[1, C, H, W] (C = 3 or 1) -> uint8 HxWx3, as the old toolbox showed it.
 
     raw: signed, 0.5 + x / (2 max|x|) per channel; gray: channel mean, same scaling; norm: |x| summed over
     channels, divided by its max; normblur: norm, Gaussian blur (sigma default 4 px at 224 px), renormalized.
     All on the tensor's device; only the final uint8 image crosses to the host. An all-zero map renders
-    mid-gray (raw/gray) or black (norm/normblur).
+    mid-gray (raw/gray) or black (norm/normblur). `percentile` < 100 scales by that percentile of the
+    magnitudes instead of the max (values beyond it saturate): the live inspector uses 99.5, since a few
+    extreme pixels otherwise leave a guided-backprop image nearly black.
     """
     if view not in VIEWS:
         raise DeepVisError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
@@ -523,10 +538,10 @@ def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = N
     if view in ("raw", "gray"):
         if view == "gray":
             a = a.mean(dim=1, keepdim=True)
-        img = 0.5 + a / (2 * a.abs().amax().clamp_min(tiny))
+        img = (0.5 + a / (2 * _scale(a.abs(), percentile))).clamp(0, 1)
     else:
         img = a.abs().sum(dim=1, keepdim=True)
-        img = img / img.amax().clamp_min(tiny)
+        img = (img / _scale(img, percentile)).clamp(0, 1)
         if view == "normblur":
             sigma = blur_sigma if blur_sigma is not None else max(1.0, 4.0 * a.shape[-1] / 224)
             img = _gaussian_blur(img, sigma)

@@ -283,7 +283,7 @@ class FrameProcessor:
 
             explanation = ctx.explain(x, acts[unit.layer], Target(unit.channel, unit.y, unit.x), methods)
             position = (explanation.unit.y, explanation.unit.x) if explanation.unit.y is not None else None
-            attributions = {m: render_view(explanation[m], req.attribution_view) for m in methods}
+            attributions = {m: render_view(explanation[m], req.attribution_view, percentile=99.5) for m in methods}
             timings["attribution"] = time.perf_counter() - t3
         t_done = time.perf_counter()
         timings["total"] = t_done - t0

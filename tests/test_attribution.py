@@ -420,6 +420,15 @@ def test_render_views() -> None:
         render_view(a, "sepia")
 
 
+def test_render_view_percentile_keeps_faint_detail_visible() -> None:
+    a = torch.full((1, 3, 10, 10), 0.01)
+    a[0, :, 0, 0] = 100.0  # one hot pixel
+    by_max = render_view(a, "norm")
+    robust = render_view(a, "norm", percentile=98.0)
+    assert by_max[5, 5, 0] == 0  # 0.03 / 300 rounds to black
+    assert robust[5, 5, 0] == 255 and robust[0, 0, 0] == 255  # 98th pct = 0.03: faint pixels full, hot one clipped
+
+
 # ------------------------------------------------------------------------------------------------------------
 # CLI
 
@@ -452,4 +461,4 @@ def test_cli_attribute(tmp_path, capsys) -> None:
     assert main(["attribute", str(img), "--layer", "_blocks.1", "--unit", "99", "--out", str(png), *common]) == 2
     assert "valid: 0..23" in capsys.readouterr().err
     assert main(["attribute", str(bad), "--layer", "_blocks.1", "--unit", "3", "--out", str(png), *common]) == 2
-    assert "cannot read image" in capsys.readouterr().err
+    assert "not a readable image" in capsys.readouterr().err

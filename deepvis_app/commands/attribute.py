@@ -11,6 +11,7 @@ import numpy as np
 from ..attribution import METHODS, OBJECTIVES, VIEWS, Unit, check_unit, explain_unit, render_view
 from ..errors import DeepVisError
 from ..probe import unknown_layer_message
+from ..sources import read_image
 from .common import add_model_args, model_from_args
 
 
@@ -28,26 +29,18 @@ def register(subparsers) -> None:
                    help="neuron (default), channel (sum), seed (old toolbox), logit / prob (class --unit)")
     p.add_argument("--cam-layer", default=None, help="Grad-CAM layer (default: --layer)")
     p.add_argument("--view", default="raw", choices=VIEWS, help="how a .png shows the map (default: raw)")
+    p.add_argument("--percentile", type=float, default=99.5,
+                   help="magnitude percentile shown at full brightness in a .png (100 = the max; default 99.5)")
     p.add_argument("--out", required=True, help="FILE.png (rendered view) or FILE.npy (raw float32 C x H x W)")
     add_model_args(p)
     p.set_defaults(func=run)
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """cv2.imread -> RGB uint8; DeepVisError for a missing, unreadable or corrupt file."""
-    if not Path(path).is_file():
-        raise DeepVisError(f"image not found: {path}")
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DeepVisError(f"cannot read image {path} (not an image, or corrupt)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy"):
         raise DeepVisError(f"--out must end in .png or .npy, got {args.out!r}")
-    rgb = read_rgb(args.image)
+    rgb = read_image(args.image)
     vm = model_from_args(args)
     class_target = args.objective in ("logit", "prob")
     if args.layer is None and not class_target:
@@ -70,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() == ".npy":
         np.save(out, attr[0].detach().float().cpu().numpy())
     else:
-        img = render_view(attr, args.view)
+        img = render_view(attr, args.view, percentile=args.percentile)
         if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
             raise DeepVisError(f"cannot write {out}")
     where = f" at (y={exp.unit.y}, x={exp.unit.x})" if exp.unit.y is not None else ""
