@@ -78,7 +78,9 @@ class _Rectifier(torch.autograd.Function):
         if rule == "deconv":
             return grad.clamp(min=0), None, None, None
         if rule == "guided":
-            grad = grad.clamp(min=0)
+            # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6:
+            # a unit saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
+            return torch.ops.aten.threshold_backward(grad.clamp(min=0), out, 0), None, None, None
         if ctx.upper is None:
             grad = torch.ops.aten.threshold_backward(grad, out, 0)
         else:

@@ -59,10 +59,17 @@ class LatestSlot:
             self._cond.notify_all()
             return frame
 
-    def wait_taken(self, timeout: float | None = None) -> bool:
-        """Block until the slot is empty (the consumer took the frame); used by pull-paced sources."""
+    def wait_taken(self, timeout: float | None = None, cancel: threading.Event | None = None) -> bool:
+        """Block until the slot is empty (the consumer took the frame); used by pull-paced sources.
+        `cancel` (checked on every wake-up) ends the wait early."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._frame is None or self._closed, timeout)
+            return self._cond.wait_for(
+                lambda: self._frame is None or self._closed or (cancel is not None and cancel.is_set()), timeout)
+
+    def wake(self) -> None:
+        """Wake every waiter so it re-checks its own stop condition."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -97,8 +104,9 @@ class Capture(threading.Thread):
         self.lost = False
 
     def stop(self) -> None:
+        """Stop reading; the slot stays open (the worker may go on with a new source's slot)."""
         self._halt.set()
-        self.slot.close()
+        self.slot.wake()
 
     def _rate(self) -> float | None:
         if self.fps is not None:
@@ -117,7 +125,7 @@ class Capture(threading.Thread):
             while not self._halt.is_set():
                 rate = self._rate()
                 if rate == 0:
-                    self.slot.wait_taken(timeout=0.5)
+                    self.slot.wait_taken(timeout=0.5, cancel=self._halt)
                     if self._halt.is_set():
                         break
                 try:
@@ -297,9 +305,10 @@ class FrameProcessor:
 class InferenceWorker(threading.Thread):
     """Owns the model: takes the newest frame, processes it with the newest request, publishes the result.
 
-    `set_request` and `set_model` only swap references; they take effect at the next frame boundary, so the
-    caller (the GUI thread) never waits on inference. Errors are reported through `on_error` and the loop
-    goes on with the next frame.
+    `set_request`, `set_model` and `set_slot` only swap references; they take effect at the next frame
+    boundary, so the caller (the GUI thread) never waits on inference. A model arrives together with the
+    request meant for it (one reference), so the new model never runs with the old model's layer. Errors are
+    reported through `on_error` and the loop goes on with the next frame.
     """
 
     def __init__(self, model: VisModel, slot: LatestSlot, publish: Callable[[FrameResult], None], *,
@@ -310,7 +319,8 @@ class InferenceWorker(threading.Thread):
         self.on_error = on_error or (lambda _msg: None)
         self._processor = FrameProcessor(model)
         self._request = request or ViewRequest(layer=model.default_layer)
-        self._pending_model: VisModel | None = None
+        self._pending: tuple[VisModel, ViewRequest] | None = None
+        self._lock = threading.Lock()  # guards only the hand-over of `_pending`
         self._halt = threading.Event()
         self.frames_done = 0
 
@@ -322,9 +332,15 @@ class InferenceWorker(threading.Thread):
         self._request = request  # atomic reference swap: newest wins
 
     def set_model(self, model: VisModel, request: ViewRequest | None = None) -> None:
-        self._pending_model = model
-        if request is not None:
-            self._request = request
+        """Switch models at the next frame; `request` (default: the model's default layer) comes with it."""
+        with self._lock:
+            self._pending = (model, request or ViewRequest(request_id=self._request.request_id + 1,
+                                                             layer=model.default_layer))
+
+    def set_slot(self, slot: LatestSlot) -> None:
+        """Take frames from another slot (a new source); the old one is woken so the switch is immediate."""
+        old, self.slot = self.slot, slot
+        old.wake()
 
     def stop(self) -> None:
         self._halt.set()
@@ -333,12 +349,18 @@ class InferenceWorker(threading.Thread):
     def run(self) -> None:
         last_error = ""
         while not self._halt.is_set():
-            frame = self.slot.take(timeout=0.5)
+            slot = self.slot
+            frame = slot.take(timeout=0.5)
             if frame is None:
+                if slot.closed:
+                    self._halt.wait(0.05)  # a closed slot returns at once: do not spin
                 continue
-            if self._pending_model is not None:
-                self._processor = FrameProcessor(self._pending_model)
-                self._pending_model = None
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is not None:
+                self._processor = FrameProcessor(pending[0])
+                if pending[1].request_id >= self._request.request_id:  # a newer set_request wins
+                    self._request = pending[1]
             req = self._request
             if req.paused:
                 continue

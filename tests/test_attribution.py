@@ -101,15 +101,15 @@ def test_plain_gradient_matches_autograd() -> None:
 
 
 def test_relu6_rules_by_hand() -> None:
-    # X(1,1) = 7 saturates ReLU6 (-> 6, still the TL switch): gradient and guided pass nothing there,
-    # deconv passes relu(0.5).
+    # X(1,1) = 7 saturates ReLU6 (-> 6, still the TL switch): the gradient passes nothing there; deconv
+    # passes relu(0.5); guided keeps only the [x > 0] mask, so it passes 0.5 at the saturated switch too.
     x = X.clone()
     x[0, 0, 1, 1] = 7.0
     net = TinyNet("relu6").eval()
     maps = explain_unit(net, x, "conv2", (0, 0, 0), ("gradient", "deconv", "guided")).maps
     torch.testing.assert_close(maps["gradient"], _at({(0, 2): -1.0, (3, 0): -3.0}))
     torch.testing.assert_close(maps["deconv"], _at({(1, 1): 0.5, (2, 2): 2.0}))
-    torch.testing.assert_close(maps["guided"], _at({}))
+    torch.testing.assert_close(maps["guided"], _at({(1, 1): 0.5}))
 
 
 def _reference_tiny(x: torch.Tensor, k: torch.Tensor, rule: str) -> torch.Tensor:
@@ -176,7 +176,7 @@ class _RefFn(torch.autograd.Function):
         elif ctx.rule == "deconv":
             out = g.clamp(min=0)
         else:
-            out = g.clamp(min=0) * mask
+            out = g.clamp(min=0) * (x > 0)  # guided ignores the ReLU6 ceiling (see docs/attribution.md)
         return out, None, None
 
 

@@ -185,3 +185,26 @@ def test_processor_attributions_match_standalone_api(lite0, photos):
     assert not np.array_equal(result.attributions["gradient"], result.attributions["guided"])
     assert "attribution" in result.timings
     assert all(not m._forward_hooks for m in lite0.net.modules())
+
+
+def test_model_switch_brings_its_own_request(lite0, photos):
+    """The new model never runs with the old model's request: a layer only the old one has raises nothing."""
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    other = type(lite0)(spec=lite0.spec, net=small.eval(), device=lite0.device, categories=[],
+                        preprocess=lite0.preprocess)
+    slot = LatestSlot()
+    results, errors = [], []
+    worker = InferenceWorker(lite0, slot, results.append, on_error=errors.append,
+                             request=ViewRequest(request_id=5, layer="_blocks.3"))
+    worker.set_model(other, ViewRequest(request_id=6, layer="0"))
+    worker.start()
+    try:
+        slot.put(Frame(0, photos["coffee"], time.perf_counter()))
+        deadline = time.time() + 10
+        while not results and not errors and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        worker.join(5)
+    assert not errors and results[0].request_id == 6 and results[0].grid.layout.channels == 4
+    assert results[0].predictions == []  # a net without class logits shows no predictions

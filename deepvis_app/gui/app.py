@@ -18,15 +18,13 @@ def prepare(args: argparse.Namespace):
     """Model, opened source, initial request and notices from the CLI args (no Qt yet)."""
     from ..commands.common import model_from_args
     from ..commands.run import request_from_args
-    from ..pipeline import Unit, ViewRequest, validate_request
+    from ..pipeline import Unit, validate_request
     from ..sources import open_source
 
     if getattr(args, "select", None) and not getattr(args, "layer", None):
         args.layer = Unit.parse(args.select).layer  # --select LAYER:UNIT shows that layer
     model = model_from_args(args)
     request = request_from_args(args, model.default_layer)
-    request = ViewRequest(request_id=request.request_id, layer=request.layer, unit=request.unit,
-                          norm=request.norm, gamma=request.gamma, crop=request.crop)
     validate_request(model, request)
     if args.store:
         try:

@@ -6,7 +6,7 @@ Cheaper than a QGraphicsView for images that only need showing; the grid (zoom/p
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -28,6 +28,7 @@ class ImageCanvas(QWidget):
         self.footer = ""  # small text at the bottom-left
         self.smooth = smooth
         self.outline: QColor | None = None
+        self.marker: tuple[float, float] | None = None  # (x, y) in 0..1 image coords: a ring is drawn there
         self.setMinimumSize(min_size, min_size)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
@@ -73,6 +74,14 @@ class ImageCanvas(QWidget):
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
             rect = self.image_rect()
             p.drawImage(rect, self._image)
+            if self.marker is not None:
+                mx = rect.left() + self.marker[0] * rect.width()
+                my = rect.top() + self.marker[1] * rect.height()
+                r = max(4.0, rect.width() / 40)
+                p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+                for color, width in ((QColor(0, 0, 0, 200), 3.5), (QColor(120, 220, 255), 1.5)):
+                    p.setPen(QPen(color, width))
+                    p.drawEllipse(QPointF(mx, my), r, r)
             if self.outline is not None:
                 p.setPen(QPen(self.outline, 2))
                 p.drawRect(rect.adjusted(1, 1, -1, -1))

@@ -44,7 +44,6 @@ from .sources_gui import FreezableSource
 PAINT_MS = 16  # display timer (~60 Hz); paints only when a new result arrived
 REQUEST_COALESCE_MS = 25  # UI-driven request changes are sent at most this often
 PLOT_EVERY_S = 0.1
-BOOSTS = [("layer", 1.0), ("channel", 1.0), ("layer", 0.5), ("channel", 0.5)]
 
 STYLE = """
 QMainWindow, QWidget { background: #14161c; color: #e6e6e6; }
@@ -115,18 +114,17 @@ class MainWindow(QMainWindow):
         self.fps = fps
         self.mirror = mirror
         self.settings = settings if settings is not None else QSettings("DeepVis", "deepvis")
-        self.backprop_mode = "guided"
+        wanted = tuple(request.attribution)  # e.g. `deepvis run --attribution deconv`
+        self.backprop_mode = wanted[0] if len(wanted) == 1 else ("all" if len(wanted) > 1 else "guided")
         self.backprop_view = request.attribution_view if request.attribution_view in BACKPROP_VIEWS else "norm"
         self.attr_available = _attribution_available()
         self.unit_frozen = False
         self.overlay_on = False
         self.camera_frozen = False
         self._attr_blocked: Unit | None = None  # backprop failed for this unit: run it without
-        self.boost = BOOSTS.index((request.norm, request.gamma)) if (request.norm, request.gamma) in BOOSTS else 0
         self.store = None
         self.store_message = "Top-activating images: not available yet"
         self._topk_key: tuple | None = None
-        self._opt_thread = None
         self._opt_abort = None
         self._opt_key: tuple | None = None
         self.optimize_steps = 96  # small enough to finish in seconds next to the live loop
@@ -226,7 +224,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["inspector"], self.docks["predictions"]], [560, 260], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["input"], self.docks["inspector"]], [300, 520], Qt.Orientation.Horizontal)
 
-        self.grid_pane.unit_clicked.connect(self.select_channel)
+        self.grid_pane.unit_clicked.connect(self._on_tile_clicked)
         self.grid_pane.norm_changed.connect(lambda n: self.set_boost(n, self.request.gamma))
         self.grid_pane.gamma_changed.connect(lambda g: self.set_boost(self.request.norm, g))
         self.layers_pane.layer_chosen.connect(self.set_layer)
@@ -384,6 +382,10 @@ class MainWindow(QMainWindow):
         channel = max(0, min(self.channels(layer) - 1, channel))
         self._change(unit=Unit(layer, channel))
 
+    def _on_tile_clicked(self, channel: int) -> None:
+        if self.grid_pane.layer == self.layer:  # not a click on the previous layer's grid, still on screen
+            self.select_channel(channel)
+
     def move_selection(self, dx: int, dy: int) -> None:
         lay = self.grid_pane.layout_
         req = self.request
@@ -480,7 +482,7 @@ class MainWindow(QMainWindow):
         wrapped.frozen = self.camera_frozen
         old = self.capture
         slot = LatestSlot()
-        self.worker.slot = slot  # the worker picks it up at its next take (the old slot is closed below)
+        self.worker.set_slot(slot)  # the worker switches at its next take
         self.slot = slot
         if old is not None:
             self._frames_before += old.frames_read
@@ -651,7 +653,7 @@ class MainWindow(QMainWindow):
             return
         image = getattr(prog, "image", None)
         step, steps = getattr(prog, "step", 0), getattr(prog, "steps", 0)
-        caption = f"{key[1]}  step {step}/{steps}" if not final else f"{key[1]}  value {prog.value:.3g}"
+        caption = f"step {step}/{steps}" if not final else f"value {prog.value:.3g}"
         self.inspector.set_optimized(image, "optimizing...", caption)
 
     # ------------------------------------------------------------------ results and painting
@@ -731,6 +733,11 @@ class MainWindow(QMainWindow):
             lut = self.grid_pane._luts["CET-D1"] if signed else _inferno()
             img = overlay(res.image, res.unit_map, lut) if self.overlay_on else lut[res.unit_map]
             insp.unit_map.caption = "overlay" if self.overlay_on else ""
+            insp.unit_map.marker = None
+            shape = self.vm.info(unit.layer).shape
+            if res.unit_position is not None and len(shape) == 3:
+                y, x = res.unit_position  # the neuron the attributions explain, in layer cells
+                insp.unit_map.marker = ((x + 0.5) / shape[2], (y + 0.5) / shape[1])
             insp.unit_map.set_image(img)
         else:
             insp.unit_map.clear(f"fully-connected unit: no spatial map\nvalue {value}")
@@ -952,11 +959,12 @@ def _inferno():
 
 
 def _attribution_available() -> bool:
+    """The pipeline explains units with deepvis_app.attribution; without it the inspector says so."""
     try:
-        from .. import attribution
+        from ..attribution import AttributionContext, render_view  # noqa: F401
     except ImportError:
         return False
-    return hasattr(attribution, "explain_frame")
+    return True
 
 
 def _topk_available() -> bool:

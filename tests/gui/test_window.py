@@ -259,8 +259,7 @@ def test_failing_backprop_does_not_stall_the_live_view(qtbot, make_window, monke
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 1)))
     win.set_backprop_mode("off")
     wait_result(qtbot, win, lambda r: r.unit is not None and not r.attributions)
-    monkeypatch.setattr(attribution, "explain_frame", broken, raising=False)
-    win.attr_available = True
+    monkeypatch.setattr(attribution.AttributionContext, "explain", broken)
     win.set_backprop_mode("deconv")
     assert win.request.attribution == ("deconv",)
     qtbot.waitUntil(lambda: "backprop turned off" in win.banner.text, timeout=WAIT)
@@ -277,3 +276,22 @@ def test_layout_remembered_between_runs(qtbot, make_window):
     assert again.docks["predictions"].isHidden() and not again.docks["inspector"].isHidden()
     again.reset_layout()
     assert not again.docks["predictions"].isHidden()
+
+
+def test_attribution_images_live(qtbot, make_window):
+    win = make_window("demo", ViewRequest(layer="_blocks.7", unit=Unit("_blocks.7", 3)))
+    assert win.attr_available and win.request.attribution == ("guided",)
+    res = wait_result(qtbot, win, lambda r: set(r.attributions) == {"guided"})
+    assert win.inspector.attr["guided"].has_image and not win.inspector.attr["deconv"].has_image
+    assert res.unit_position is not None and win.inspector.unit_map.marker is not None
+    win.set_backprop_mode("all")
+    res = wait_result(qtbot, win, lambda r: set(r.attributions) == {"gradient", "deconv", "guided"})
+    shown = {m: win.inspector.attr[m].array for m in ("gradient", "deconv", "guided")}
+    assert all(a is not None and a.shape == (224, 224, 3) for a in shown.values())
+    assert np.abs(shown["gradient"].astype(int) - shown["deconv"].astype(int)).mean() > 0.5  # different rules
+    assert win.backprop_view == "norm"
+    qtbot.keyClick(win, "m")  # -> normblur: the worker renders the new view
+    assert win.request.attribution_view == "normblur"
+    wait_result(qtbot, win, lambda r: "guided" in r.attributions)
+    assert win.inspector.attr["guided"].caption == "normblur"
+    assert win.state_dict()["attribution"] == ["gradient", "deconv", "guided"]
