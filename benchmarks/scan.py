@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--images", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None, help="default: the scan's automatic choice")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-crops", action="store_true", help="do not time the crop pass")
     p.add_argument("--layers", default=None, help="default: the spec's shown layers")

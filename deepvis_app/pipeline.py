@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from .probe import Probe
 from .render import Grid, render_grid, top_predictions, upscale_map
 from .sources import FrameSource
 from .zoo import VisModel
+
+if TYPE_CHECKING:
+    from .topk.live import LiveTopK
 
 StatusFn = Callable[[str], None]
 
@@ -206,9 +210,26 @@ class ViewRequest:
     attribution: tuple[str, ...] = ()
     attribution_view: str = "norm"
     paused: bool = False
+    live_topk: bool = False  # keep a running top-k of frames for the units of `unit.layer`
+    live_topk_k: int = 9
+    live_topk_epoch: int = 0  # bump to clear the live top-k
+    erf: bool = False  # accumulate the effective receptive field of the unit's channel at the layer centre
 
     def with_changes(self, **changes) -> ViewRequest:
         return replace(self, request_id=self.request_id + 1, **changes)
+
+
+@dataclass(frozen=True)
+class TopKTile:
+    """One live top-k entry of the selected unit, with its receptive-field patch."""
+
+    value: float
+    frame_id: int
+    y: int
+    x: int
+    box: tuple[int, int, int, int]
+    patch: np.ndarray  # uint8 HxWx3, zero-padded where the box leaves the frame
+    frame: np.ndarray  # uint8 SxSx3: the whole frame as the network saw it
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,10 @@ class FrameResult:
     unit_value: float | None = None
     unit_position: tuple[int, int] | None = None  # (y, x) the attributions explain (argmax by default)
     attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 SxSx3
+    live_topk: tuple[TopKTile, ...] | None = None  # the selected unit's live top-k (None: not tracked)
+    live_topk_frames: int = 0  # frames the live top-k holds (bounded by units x k)
+    erf_map: np.ndarray | None = None  # uint8 SxS: mean |d centre unit / d input| over the frames so far
+    erf_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     t_capture: float = 0.0
     t_done: float = 0.0
@@ -242,6 +267,59 @@ class FrameProcessor:
     def __init__(self, model: VisModel) -> None:
         self.model = model
         self._sync = model.device.type == "cuda"
+        self.live: LiveTopK | None = None
+        self._live_key: tuple | None = None
+        self._live_tiles: tuple[tuple[str, int], tuple[TopKTile, ...]] | None = None
+        self._erf = None
+        self._erf_key: tuple[str, int] | None = None
+
+    def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit) -> tuple[np.ndarray, int]:
+        """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean."""
+        from .receptive_field import EffectiveRF
+
+        key = (unit.layer, unit.channel)
+        if self._erf is None or self._erf_key != key:
+            self._erf, self._erf_key = EffectiveRF(self.model.net, unit.layer, channel=unit.channel), key
+        if activation.dim() == 4:
+            cy, cx = activation.shape[2] // 2, activation.shape[3] // 2
+            (grad,) = ctx.grad(activation[:, unit.channel, cy, cx].sum(), x, "gradient", retain_graph=True)
+            self._erf.add(torch.zeros_like(x) if grad is None else grad)
+        heat = self._erf.map if self._erf.count else torch.zeros(x.shape[-2:], device=x.device)
+        heat = heat / heat.amax().clamp_min(torch.finfo(torch.float32).tiny)
+        return (heat * 255).round().to(torch.uint8).cpu().numpy(), self._erf.count
+
+    def _update_live_topk(self, frame_id: int, fitted: np.ndarray, req: ViewRequest,
+                          activation: torch.Tensor) -> tuple[TopKTile, ...]:
+        """Offer the frame to the running top-k of the unit's layer; return the selected unit's tiles.
+
+        The receptive-field geometry of a layer is computed once (well under a second on a CPU) the first
+        time it is needed; tiles are rebuilt only when the selected unit's entries changed.
+        """
+        from functools import partial
+
+        from .receptive_field import rf_box
+        from .topk.live import LiveTopK
+
+        unit = req.unit
+        assert unit is not None
+        key = (unit.layer, req.live_topk_k, req.live_topk_epoch)
+        if self.live is None or self._live_key != key:
+            channels = activation.shape[0]
+            spatial = activation.dim() == 3
+            rf = partial(rf_box, self.model.net, unit.layer, input_size=self.model.input_size) if spatial else None
+            self.live = LiveTopK(unit.layer, channels, req.live_topk_k,
+                                 rf_fn=(lambda y, x: rf(y=y, x=x)) if rf else None)
+            self._live_key, self._live_tiles = key, None
+        taken = self.live.update(frame_id, fitted, activation)
+        cached = self._live_tiles
+        if cached is not None and cached[0] == (unit.layer, unit.channel) and not taken:
+            return cached[1]
+        tiles = tuple(
+            TopKTile(value=e.value, frame_id=e.image_id, y=e.y, x=e.x, box=e.box,
+                     patch=self.live.crop(unit.channel, e.rank), frame=self.live.image(e))
+            for e in self.live.entries(unit.channel))
+        self._live_tiles = ((unit.layer, unit.channel), tiles)
+        return tiles
 
     def process(self, frame: Frame, req: ViewRequest) -> FrameResult:
         vm = self.model
@@ -256,7 +334,7 @@ class FrameProcessor:
         timings["preprocess"] = t1 - t0
         layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
         ctx = None
-        if methods:
+        if methods or (req.erf and unit is not None):
             from .attribution import AttributionContext  # loaded only when a unit is explained
 
             x.requires_grad_(True)
@@ -285,7 +363,10 @@ class FrameProcessor:
         timings["render"] = t3 - t2
         attributions: dict[str, np.ndarray] = {}
         position = None
-        if ctx is not None:
+        erf_map, erf_frames = None, 0
+        if ctx is not None and req.erf:
+            erf_map, erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit)
+        if ctx is not None and methods:
             from .attribution import Unit as Target
             from .attribution import render_view
 
@@ -293,11 +374,18 @@ class FrameProcessor:
             position = (explanation.unit.y, explanation.unit.x) if explanation.unit.y is not None else None
             attributions = {m: render_view(explanation[m], req.attribution_view, percentile=99.5) for m in methods}
             timings["attribution"] = time.perf_counter() - t3
+        live_tiles = None
+        if req.live_topk and unit is not None and unit.layer in acts:
+            t4 = time.perf_counter()
+            live_tiles = self._update_live_topk(frame.frame_id, fitted, req, acts[unit.layer][0].detach())
+            timings["live_topk"] = time.perf_counter() - t4
         t_done = time.perf_counter()
         timings["total"] = t_done - t0
         return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=layer,
                            image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
                            unit_value=unit_value, unit_position=position, attributions=attributions,
+                           live_topk=live_tiles, live_topk_frames=self.live.image_count if self.live else 0,
+                           erf_map=erf_map, erf_frames=erf_frames,
                            timings=timings,
                            t_capture=frame.t_capture, t_done=t_done)
 
@@ -336,6 +424,11 @@ class InferenceWorker(threading.Thread):
         with self._lock:
             self._pending = (model, request or ViewRequest(request_id=self._request.request_id + 1,
                                                              layer=model.default_layer))
+
+    def live_topk_snapshot(self) -> LiveTopK | None:
+        """A copy of the live top-k that another thread may save (`.save(path)`) while this one goes on."""
+        live = self._processor.live
+        return live.snapshot() if live is not None else None
 
     def set_slot(self, slot: LatestSlot) -> None:
         """Take frames from another slot (a new source); the old one is woken so the switch is immediate."""

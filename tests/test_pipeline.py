@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -208,3 +209,45 @@ def test_model_switch_brings_its_own_request(lite0, photos):
         worker.join(5)
     assert not errors and results[0].request_id == 6 and results[0].grid.layout.channels == 4
     assert results[0].predictions == []  # a net without class logits shows no predictions
+
+
+def test_live_topk_keeps_the_best_frames_of_the_unit(lite0, photos):
+    """Frames offered one by one: the unit's tiles are the frames with the highest channel maxima, in order."""
+    proc = FrameProcessor(lite0)
+    req = ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 4), live_topk=True, live_topk_k=2)
+    names = ["chelsea", "coffee", "astronaut", "rocket"]
+    maxima = {}
+    for i, name in enumerate(names):
+        result = proc.process(Frame(i, photos[name], time.perf_counter()), req)
+        with torch.no_grad(), Probe(lite0.net, ["_blocks.3"], detach=True) as probe:
+            lite0.net(lite0.preprocess(photos[name]))
+        maxima[i] = float(probe["_blocks.3"][0, 4].max())
+    best = sorted(maxima, key=lambda i: -maxima[i])[:2]
+    tiles = result.live_topk
+    assert [t.frame_id for t in tiles] == best
+    assert tiles[0].value == pytest.approx(maxima[best[0]], rel=1e-5)
+    top, left, bottom, right = tiles[0].box
+    assert tiles[0].patch.shape == (bottom - top, right - left, 3)
+    assert result.live_topk_frames <= 40 * 2  # bounded by units x k
+    cleared = proc.process(Frame(9, photos["coffee"], time.perf_counter()),
+                           replace(req, live_topk_epoch=1))
+    assert [t.frame_id for t in cleared.live_topk] == [9]  # epoch bump cleared it
+
+
+def test_effective_rf_accumulates_centre_gradient(lite0, photos):
+    from deepvis_app.receptive_field import EffectiveRF
+
+    proc = FrameProcessor(lite0)
+    req = ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 2), erf=True)
+    for i, name in enumerate(("chelsea", "coffee")):
+        result = proc.process(Frame(i, photos[name], time.perf_counter()), req)
+    reference = EffectiveRF(lite0.net, "_blocks.3", channel=2)
+    for name in ("chelsea", "coffee"):
+        reference.update(lite0.preprocess(photos[name]))
+    heat = reference.map / reference.map.max()
+    expected = (heat * 255).round().to(torch.uint8).numpy()
+    assert result.erf_frames == 2 and result.erf_map.shape == (224, 224)
+    assert np.abs(result.erf_map.astype(int) - expected.astype(int)).max() <= 1
+    # centred on the layer's centre unit (14, 14) of 28: around input pixel 112, zero far away
+    ys, xs = np.nonzero(result.erf_map)
+    assert 90 < ys.mean() < 134 and 90 < xs.mean() < 134 and result.erf_map[0, 0] == 0

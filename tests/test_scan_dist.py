@@ -62,7 +62,9 @@ def test_torchrun_two_processes_equal_single(tmp_path, monkeypatch):
                 [(e.image_id, e.path, e.y, e.x, e.box, e.padded) for e in eb]
             np.testing.assert_allclose([e.value for e in ea], [e.value for e in eb], rtol=1e-5, atol=1e-6)
             for e in ea:
-                for kind in ("input", "deconv", "guided"):
-                    np.testing.assert_array_equal(a.crop(layer, unit, e.rank, kind), b.crop(layer, unit, e.rank, kind))
+                np.testing.assert_array_equal(a.crop(layer, unit, e.rank), b.crop(layer, unit, e.rank))
+                for kind in ("deconv", "guided"):  # batched differently per rank: float noise only
+                    ca, cb = a.crop(layer, unit, e.rank, kind), b.crop(layer, unit, e.rank, kind)
+                    assert ca.shape == cb.shape and np.abs(ca.astype(int) - cb.astype(int)).max() <= 1
     report = json.loads((tmp_path / "dist" / "report.json").read_text())
     assert report["world_size"] == 2 and report["bad_count"] == 1

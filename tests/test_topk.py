@@ -224,10 +224,15 @@ def test_rf_crops_match_hand_computation(tiny, tmp_path):
     # the guided crop is the guided-backprop image of that neuron, cropped to its box
     from deepvis_app.attribution import attribute, render_view
 
-    e = store.entries("relu2", 1)[0]
-    attr = attribute(tiny.net, tiny.preprocess(store.image(e)), layer="relu2", unit=(1, e.y, e.x), method="guided")
-    want = crop_box(render_view(attr, "norm"), e.box)[0]
-    np.testing.assert_array_equal(store.crop("relu2", 1, 0, "guided"), want)
+    # (batched per image in the scan, so allow one grey level of float noise against the one-at-a-time call)
+    for layer, unit, rank in (("relu2", 1, 0), ("relu2", 4, 2), ("conv1", 3, 1), ("fc", 0, 0)):
+        e = store.entries(layer, unit)[rank]
+        where = (unit, e.y, e.x) if layer != "fc" else (unit,)
+        for kind in ("deconv", "guided"):
+            attr = attribute(tiny.net, tiny.preprocess(store.image(e)), layer=layer, unit=where, method=kind)
+            want = crop_box(render_view(attr, "norm"), e.box)[0].astype(int)
+            got = store.crop(layer, unit, rank, kind).astype(int)
+            assert np.abs(got - want).max() <= 1 and want.max() > 0, (layer, unit, kind)
     # fully connected layer: whole image
     e = store.entries("fc", 2)[0]
     assert e.box == (0, 0, SIZE, SIZE) and not e.padded
@@ -358,3 +363,16 @@ def test_progress_bar_reports_rate_and_eta():
     quiet = io.StringIO()
     Progress(10, enabled=False, stream=quiet).update(3, force=True)
     assert quiet.getvalue() == ""
+
+
+def test_no_crops_store_cuts_input_crops_on_demand(tiny, tmp_path):
+    write_photos(tmp_path / "data", bad=False)
+    kw = dict(layers="relu2", top_k=2, batch_size=8, workers=0, attribution=(), progress=False)
+    scan(tiny, tmp_path / "data", tmp_path / "full", **kw)
+    scan(tiny, tmp_path / "data", tmp_path / "bare", crops=False, **kw)
+    full, bare = TopKStore.open(tmp_path / "full"), TopKStore.open(tmp_path / "bare")
+    assert bare.kinds == [] and not (tmp_path / "bare" / "crops").exists()
+    for unit in range(full.channels("relu2")):
+        for e in full.entries("relu2", unit):
+            np.testing.assert_array_equal(bare.crop("relu2", unit, e.rank), full.crop("relu2", unit, e.rank))
+    assert bare.crop("relu2", 0, 0, "guided") is None

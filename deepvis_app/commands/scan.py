@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from ..errors import DeepVisError
@@ -25,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated layer names, or 'all' (default: the model spec's shown layers)")
     p.add_argument("--top-k", type=int, default=9, help="images kept per unit (default 9)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="decoding worker processes (default: min(4, CPUs))")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding worker processes (default: 0 = inline on a CPU device, whose cores the "
+                        "forward needs; min(8, CPUs per process) on a GPU)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan of the same STORE")
     p.add_argument("--attribution", default="deconv,guided",
                    help="crop images to compute besides the input patch: 'deconv,guided' (default), one, or 'none'")

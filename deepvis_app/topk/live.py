@@ -7,6 +7,7 @@ units x k images are ever held. `save` writes the same STORE format as `deepvis 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -149,6 +150,15 @@ class LiveTopK:
         if rank >= len(entries):
             return None
         return crop_box(self._images[entries[rank].image_id], entries[rank].box)[0]
+
+    def snapshot(self) -> LiveTopK:
+        """An independent copy (arrays copied, frames shared: they are never modified), so another thread can
+        save or read it while this one keeps updating."""
+        twin = copy.copy(self)
+        for name in ("values", "ids", "y", "x", "box"):
+            setattr(twin, name, getattr(self, name).copy())
+        twin._images = dict(self._images)
+        return twin
 
     def save(self, store_path: str | os.PathLike, *, model: dict | None = None) -> Path:
         """Write a STORE (frames as PNGs inside it) readable by `TopKStore` / `deepvis topk`; atomic."""

@@ -319,12 +319,22 @@ class TopKStore:
         return out
 
     def crop(self, layer: str, unit: int, rank: int, kind: str = "input") -> np.ndarray | None:
-        """The stored crop (uint8 HxWx3 RGB) of the rank-th entry; None when absent (kind not stored, no entry)."""
+        """The crop (uint8 HxWx3 RGB) of the unit's rank-th entry; None when not available.
+
+        "input" crops missing from the store (a `--no-crops` scan) are cut from the source image on the fly.
+        """
         if kind not in KINDS:
             raise DeepVisError(f"unknown crop kind {kind!r}; use one of {', '.join(KINDS)}")
         info = self.layer_info(layer)
         path = self.root / crop_relpath(info["key"], unit, rank, kind)
-        return read_rgb(path) if path.is_file() else None
+        if path.is_file():
+            return read_rgb(path)
+        if kind == "input":
+            entries = self.entries(layer, unit)
+            if 0 <= rank < len(entries):
+                fitted = self.fitted(entries[rank])
+                return None if fitted is None else crop_box(fitted, entries[rank].box)[0]
+        return None
 
     def image(self, entry: Entry) -> np.ndarray | None:
         """The whole source image (RGB uint8, original size) of an entry; None when the file is gone."""
