@@ -41,6 +41,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def fit_image(rgb: np.ndarray, size: int, crop: str = "center") -> np.ndarray:
+    """Fit a frame to a network's square input: centre square crop (or `stretch`), then resize to size x size.
+
+    The one implementation shared by the model's preprocessing, dataset scans and store readers, so a box
+    measured on the network input always refers to the same pixels.
+    """
+    h, w = rgb.shape[:2]
+    if crop == "center" and h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        rgb = rgb[top:top + s, left:left + s]
+    if rgb.shape[0] != size or rgb.shape[1] != size:
+        shrinking = rgb.shape[0] > size
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb)
+
+
 class FrameSource:
     """Base class: `open()` may raise `SourceError`; `read()` returns a frame or None; `close()` is idempotent."""
 

@@ -17,7 +17,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from torch import nn
 from .devices import resolve_device
 from .errors import DeepVisError, WeightsMissingError
 from .probe import LayerInfo, layer_table
+from .sources import fit_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
 SPEC_DIR = Path(os.environ.get("DEEPVIS_MODELS", Path(__file__).resolve().parent.parent / "models"))
@@ -267,16 +267,7 @@ class Preprocessor:
         """Crop/resize to the network's input as uint8 HxWx3: the frame exactly as the network sees it."""
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise DeepVisError(f"expected an RGB uint8 image of shape HxWx3, got {getattr(rgb, 'shape', rgb)!r}")
-        h, w = rgb.shape[:2]
-        if (crop or self.crop) == "center" and h != w:
-            s = min(h, w)
-            top, left = (h - s) // 2, (w - s) // 2
-            rgb = rgb[top:top + s, left:left + s]
-        if rgb.shape[0] != self.size or rgb.shape[1] != self.size:
-            shrinking = rgb.shape[0] > self.size
-            rgb = cv2.resize(rgb, (self.size, self.size),
-                             interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(rgb)
+        return fit_image(rgb, self.size, crop or self.crop)
 
     def to_tensor(self, fitted: np.ndarray) -> torch.Tensor:
         """Normalize an already fitted uint8 image on the device."""

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DeepVisError
+from ..sources import IMAGE_EXTS, fit_image
+from ..sources import list_images as folder_images
 from .running import EMPTY_ID, RunningTopK
 from .store import (
     FORMAT,
@@ -45,7 +48,6 @@ from .store import (
     write_layer,
 )
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ATTRIBUTION_KINDS = ("deconv", "guided")
 
 
@@ -59,13 +61,9 @@ def list_images(data: str | os.PathLike) -> list[str]:
     """
     root = Path(data).expanduser()
     if root.is_dir():
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames.sort()
-            found.extend(os.path.join(dirpath, f) for f in filenames if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
-        paths = sorted(os.path.abspath(p) for p in found)
+        paths = sorted(os.path.abspath(p) for p in folder_images(root))
         if not paths:
-            raise DeepVisError(f"no images (jpg, jpeg, png, bmp, webp) found under {root}")
+            raise DeepVisError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found under {root}")
         return paths
     if root.is_file():
         try:
@@ -82,18 +80,6 @@ def list_images(data: str | os.PathLike) -> list[str]:
             raise DeepVisError(f"{root}: the image list is empty")
         return paths
     raise DeepVisError(f"DATA not found: {root} (give a folder of images or a text file listing image paths)")
-
-
-class _Fit:
-    """Picklable stand-in carrying what `Preprocessor.fit` reads (size, crop), so workers use the same code."""
-
-    def __init__(self, size: int, crop: str) -> None:
-        self.size, self.crop = size, crop
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from ..zoo import Preprocessor
-
-        return Preprocessor.fit(self, rgb)  # type: ignore[arg-type]
 
 
 class _Images(Dataset):
@@ -362,7 +348,7 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
     if workers is None:
         workers = 0 if vm.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // dist.local_world))
     todo = [i for i in np.flatnonzero(~done).tolist() if i % dist.world == dist.rank]
-    loader = DataLoader(_Images(paths, todo, _Fit(vm.preprocess.size, vm.preprocess.crop)),
+    loader = DataLoader(_Images(paths, todo, partial(fit_image, size=vm.preprocess.size, crop=vm.preprocess.crop)),
                         batch_size=batch_size, shuffle=False, num_workers=max(0, workers), collate_fn=_collate,
                         pin_memory=vm.device.type == "cuda", worker_init_fn=_worker_init,
                         prefetch_factor=4 if workers > 0 else None)

@@ -18,7 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import DeepVisError
+from ..errors import DeepVisError, SourceError
+from ..sources import fit_image, read_image
 
 FORMAT = "deepvis-topk"
 VERSION = 1
@@ -154,29 +155,12 @@ def crop_box(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndar
     return out, padded
 
 
-def fit_image(rgb: np.ndarray, size: int, crop: str = "center") -> np.ndarray:
-    """The same fit as the model's preprocessing (`Preprocessor.fit`): centre square crop, then resize."""
-    h, w = rgb.shape[:2]
-    if crop == "center" and h != w:
-        s = min(h, w)
-        rgb = rgb[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    if rgb.shape[0] != size or rgb.shape[1] != size:
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
-
-
 def read_rgb(path: str | os.PathLike) -> np.ndarray | None:
     """Decode an image file to RGB uint8 HxWx3; None when it is missing, unreadable or not an image."""
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except (OSError, ValueError):
+        return read_image(path)
+    except SourceError:
         return None
-    if data.size == 0:
-        return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def write_layer(path: Path, values: np.ndarray, image: np.ndarray, y: np.ndarray, x: np.ndarray,
