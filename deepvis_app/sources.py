@@ -76,7 +76,30 @@ class FrameSource:
         pass
 
 
-class CameraSource(FrameSource):
+class _CaptureSource(FrameSource):
+    """What cameras and video files share: an OpenCV capture, BGR->RGB frames, the rate it reports."""
+
+    _cap: cv2.VideoCapture | None = None
+
+    def _adopt(self, cap: cv2.VideoCapture) -> None:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.native_fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
+        self._cap = cap
+
+    def _grab(self) -> np.ndarray | None:
+        ok, frame = self._cap.read() if self._cap is not None else (False, None)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok and frame is not None else None
+
+    def read(self) -> np.ndarray | None:
+        return self._grab()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class CameraSource(_CaptureSource):
     """A webcam by OpenCV index."""
 
     reconnectable = True
@@ -84,7 +107,6 @@ class CameraSource(FrameSource):
     def __init__(self, index: int = 0) -> None:
         self.index = index
         self.name = f"camera {index}"
-        self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         if os.name == "posix" and not os.path.exists(f"/dev/video{self.index}") and not glob.glob("/dev/video*"):
@@ -93,32 +115,16 @@ class CameraSource(FrameSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"camera {self.index} could not be opened (no such camera, or it is in use)")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.native_fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
-        self._cap = cap
-
-    def read(self) -> np.ndarray | None:
-        if self._cap is None:
-            return None
-        ok, frame = self._cap.read()
-        if not ok or frame is None:
-            return None
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._adopt(cap)
 
 
-class VideoSource(FrameSource):
+class VideoSource(_CaptureSource):
     """A video file, looped at its end."""
 
     def __init__(self, path: str | os.PathLike, *, loop: bool = True) -> None:
         self.path = Path(path)
         self.name = self.path.name
         self.loop = loop
-        self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         if not self.path.is_file():
@@ -131,25 +137,14 @@ class VideoSource(FrameSource):
             cap.release()
             raise SourceError(f"not a readable video (corrupt or unsupported format): {self.path}")
         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.native_fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
-        self._cap = cap
+        self._adopt(cap)
 
     def read(self) -> np.ndarray | None:
-        if self._cap is None:
-            return None
-        ok, frame = self._cap.read()
-        if not ok and self.loop:
+        frame = self._grab()
+        if frame is None and self.loop and self._cap is not None:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._cap.read()
-        if not ok or frame is None:
-            return None
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+            frame = self._grab()
+        return frame
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
