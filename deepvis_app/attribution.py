@@ -186,6 +186,26 @@ class _RectifierMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# Activation modules that get no ReLU-style rule: guided backprop and deconvnet pass their plain derivative.
+_UNRULED = (nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.SELU,
+            nn.CELU, nn.Mish, nn.Softplus, nn.PReLU)
+
+
+def unruled_activations(net: nn.Module) -> list[str]:
+    """Type names of the activation modules in `net` that get no deconv/guided rule (plain gradient there),
+    so the UI can say what guided backprop and deconvnet really do on this model."""
+    return sorted({type(m).__name__ for m in net.modules() if isinstance(m, _UNRULED)})
+
+
+def rule_note(net: nn.Module) -> str:
+    """One line for the inspector and docs: which activations pass the plain gradient under every method."""
+    names = unruled_activations(net)
+    if not names:
+        return "all activations are ReLU-family: deconvnet and guided backprop rules apply everywhere"
+    return (f"{', '.join(names)} get no ReLU-style rule: deconvnet and guided backprop pass their plain "
+            "gradient there")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Units and objectives
 

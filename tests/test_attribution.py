@@ -462,3 +462,13 @@ def test_cli_attribute(tmp_path, capsys) -> None:
     assert "valid: 0..23" in capsys.readouterr().err
     assert main(["attribute", str(bad), "--layer", "_blocks.1", "--unit", "3", "--out", str(png), *common]) == 2
     assert "not a readable image" in capsys.readouterr().err
+
+
+def test_rule_note_names_activations_without_rules() -> None:
+    from deepvis_app.attribution import rule_note, unruled_activations
+
+    relu_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU6())
+    mixed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardswish(), nn.Conv2d(4, 4, 3), nn.SiLU(), nn.ReLU())
+    assert unruled_activations(relu_net) == [] and "apply everywhere" in rule_note(relu_net)
+    assert unruled_activations(mixed) == ["Hardswish", "SiLU"]
+    assert rule_note(mixed).startswith("Hardswish, SiLU get no ReLU-style rule")

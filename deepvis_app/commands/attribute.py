@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..attribution import METHODS, OBJECTIVES, VIEWS, Unit, check_unit, explain_unit, render_view
+from ..attribution import (
+    METHODS,
+    OBJECTIVES,
+    VIEWS,
+    Unit,
+    check_unit,
+    explain_unit,
+    render_view,
+    rule_note,
+    unruled_activations,
+)
 from ..errors import DeepVisError
 from ..probe import unknown_layer_message
 from ..sources import read_image
@@ -68,4 +79,6 @@ def run(args: argparse.Namespace) -> int:
             raise DeepVisError(f"cannot write {out}")
     where = f" at (y={exp.unit.y}, x={exp.unit.x})" if exp.unit.y is not None else ""
     print(f"{args.method} of {args.layer or 'output'} unit {exp.unit.channel}{where} -> {out}")
+    if args.method in ("deconv", "guided", "guided_gradcam") and unruled_activations(vm.net):
+        print(f"deepvis: note: {rule_note(vm.net)}", file=sys.stderr)
     return 0
