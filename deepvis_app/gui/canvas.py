@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from .images import indexed_qimage, to_qimage
 
 BG = QColor(14, 15, 19)
+BOX_COLOR = QColor(255, 214, 10)  # receptive-field boxes (the grid's selection colour)
 
 
 class ImageCanvas(QWidget):
@@ -29,6 +30,7 @@ class ImageCanvas(QWidget):
         self.smooth = smooth
         self.outline: QColor | None = None
         self.marker: tuple[float, float] | None = None  # (x, y) in 0..1 image coords: a ring is drawn there
+        self.box: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) in image pixels
         self.setMinimumSize(min_size, min_size)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
@@ -67,6 +69,32 @@ class ImageCanvas(QWidget):
         w, h = iw * scale, ih * scale
         return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
 
+    def box_rect(self) -> QRectF:
+        """The receptive-field box in widget coordinates, clipped to the drawn image (empty when none)."""
+        if self._image is None or self.box is None:
+            return QRectF()
+        rect = self.image_rect()
+        sx, sy = rect.width() / self._image.width(), rect.height() / self._image.height()
+        top, left, bottom, right = self.box
+        box = QRectF(rect.left() + left * sx, rect.top() + top * sy, (right - left) * sx, (bottom - top) * sy)
+        return box.intersected(rect)
+
+    def _paint_box(self, p: QPainter, rect: QRectF) -> None:
+        """Dim the image outside the box (where the unit could not look), then outline the box."""
+        box = self.box_rect()
+        if box.isEmpty():
+            return
+        shade = QColor(0, 0, 0, 110)
+        p.fillRect(QRectF(rect.left(), rect.top(), rect.width(), box.top() - rect.top()), shade)
+        p.fillRect(QRectF(rect.left(), box.bottom(), rect.width(), rect.bottom() - box.bottom()), shade)
+        p.fillRect(QRectF(rect.left(), box.top(), box.left() - rect.left(), box.height()), shade)
+        p.fillRect(QRectF(box.right(), box.top(), rect.right() - box.right(), box.height()), shade)
+        inner = box.adjusted(1.5, 1.5, -1.5, -1.5)
+        p.setPen(QPen(QColor(0, 0, 0), 5))
+        p.drawRect(inner)
+        p.setPen(QPen(BOX_COLOR, 2.5))
+        p.drawRect(inner)
+
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt naming
         p = QPainter(self)
         p.fillRect(self.rect(), BG)
@@ -82,6 +110,8 @@ class ImageCanvas(QWidget):
                 for color, width in ((QColor(0, 0, 0, 200), 3.5), (QColor(120, 220, 255), 1.5)):
                     p.setPen(QPen(color, width))
                     p.drawEllipse(QPointF(mx, my), r, r)
+            if self.box is not None:
+                self._paint_box(p, rect)
             if self.outline is not None:
                 p.setPen(QPen(self.outline, 2))
                 p.drawRect(rect.adjusted(1, 1, -1, -1))

@@ -52,7 +52,8 @@ class GridPane(QWidget):
         self.norm_box.addItems(["whole layer", "per channel"])
         self.norm_box.setToolTip("normalization: scale by the whole layer (t) or by each channel")
         self.gamma_box = QComboBox()
-        self.gamma_box.addItems([f"gamma {g:g}" for g in GAMMAS])
+        for g in GAMMAS:
+            self.gamma_box.addItem(f"gamma {g:g}", float(g))
         self.gamma_box.setToolTip("gamma boost (< 1 lifts faint activity) (T)")
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(COLORMAPS)
@@ -64,7 +65,7 @@ class GridPane(QWidget):
         self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.info.setMinimumWidth(40)
         self.norm_box.currentIndexChanged.connect(lambda i: self.norm_changed.emit(("layer", "channel")[i]))
-        self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(GAMMAS[i]))
+        self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(self.gamma_box.itemData(i)))
         self.cmap_box.currentTextChanged.connect(self._on_cmap)
         self.fit_button.clicked.connect(self.reset_zoom)
         bar = QHBoxLayout()
@@ -109,9 +110,18 @@ class GridPane(QWidget):
         layout.addWidget(self.view, 1)
 
     # -- showing
+    def gamma_index(self, gamma: float) -> int:
+        """The gamma combo's item for `gamma`; a value it does not list (e.g. --gamma 0.6) is added."""
+        for i in range(self.gamma_box.count()):
+            if abs(float(self.gamma_box.itemData(i)) - gamma) < 1e-9:
+                return i
+        self.gamma_box.blockSignals(True)
+        self.gamma_box.addItem(f"gamma {gamma:g}", float(gamma))
+        self.gamma_box.blockSignals(False)
+        return self.gamma_box.count() - 1
+
     def set_modes(self, norm: str, gamma: float) -> None:
-        for box, idx in ((self.norm_box, 0 if norm == "layer" else 1),
-                         (self.gamma_box, GAMMAS.index(gamma) if gamma in GAMMAS else 0)):
+        for box, idx in ((self.norm_box, 0 if norm == "layer" else 1), (self.gamma_box, self.gamma_index(gamma))):
             box.blockSignals(True)
             box.setCurrentIndex(idx)
             box.blockSignals(False)

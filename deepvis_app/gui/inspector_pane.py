@@ -22,10 +22,18 @@ from PySide6.QtWidgets import (
 )
 
 from .canvas import ImageCanvas
+from .topk_panel import TopKPanel
 
 BACKPROP_MODES = ("guided", "deconv", "gradient", "all", "off")
 BACKPROP_VIEWS = ("raw", "gray", "norm", "normblur")
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
+MAP_VIEWS = ("activation", "overlay", "ERF")
+MAP_VIEW_TIPS = {
+    "activation": "the unit's activation map on this frame",
+    "overlay": "the activation map drawn over the input frame",
+    "ERF": "effective receptive field: mean |gradient| of the unit's channel at the layer centre\n"
+           "w.r.t. the input, over the frames seen since the unit was selected",
+}
 
 
 def methods_for(mode: str) -> tuple[str, ...]:
@@ -34,20 +42,6 @@ def methods_for(mode: str) -> tuple[str, ...]:
     if mode == "off":
         return ()
     return (mode,)
-
-
-def mosaic(images: list[np.ndarray], cols: int = 3, pad: int = 2, size: int = 96) -> np.ndarray:
-    """Tile RGB images (resized to `size`) into one image, for the top-k strip."""
-    import cv2
-
-    rows = (len(images) + cols - 1) // cols
-    out = np.full((rows * (size + pad) + pad, cols * (size + pad) + pad, 3), 20, np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        tile = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        y, x = pad + r * (size + pad), pad + c * (size + pad)
-        out[y:y + size, x:x + size] = tile
-    return out
 
 
 def _titled(title: str, canvas: ImageCanvas) -> QWidget:
@@ -68,7 +62,7 @@ class InspectorPane(QWidget):
     backprop_mode_changed = Signal(str)
     view_changed = Signal(str)
     freeze_unit_toggled = Signal(bool)
-    overlay_toggled = Signal(bool)
+    map_view_changed = Signal(str)
     optimize_clicked = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -85,25 +79,27 @@ class InspectorPane(QWidget):
         self.view_box = QComboBox()
         self.view_box.addItems(BACKPROP_VIEWS)
         self.view_box.setToolTip("backprop view: raw / gray / norm / norm-blur (m)")
-        self.overlay_box = QCheckBox("overlay")
-        self.overlay_box.setToolTip("draw the activation map over the input frame")
+        self.map_box = QComboBox()
+        for i, view in enumerate(MAP_VIEWS):
+            self.map_box.addItem(view)
+            self.map_box.setItemData(i, MAP_VIEW_TIPS[view], Qt.ItemDataRole.ToolTipRole)
+        self.map_box.setToolTip("activation map / overlay on the frame / effective receptive field (ERF)")
         self.freeze_box = QCheckBox("freeze unit")
         self.freeze_box.setToolTip("keep explaining this unit while browsing other layers")
         self.mode_box.currentTextChanged.connect(self.backprop_mode_changed.emit)
         self.view_box.currentTextChanged.connect(self.view_changed.emit)
-        self.overlay_box.toggled.connect(self.overlay_toggled.emit)
+        self.map_box.currentTextChanged.connect(self.map_view_changed.emit)
         self.freeze_box.toggled.connect(self.freeze_unit_toggled.emit)
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
         controls.addWidget(QLabel("backprop"))
         controls.addWidget(self.mode_box)
         controls.addWidget(self.view_box)
-        controls.addWidget(self.overlay_box)
         controls.addWidget(self.freeze_box)
         controls.addStretch(1)
 
         self.unit_map = ImageCanvas("select a unit", smooth=True)
-        self.topk = ImageCanvas("Top-activating images:\nnot available yet")
+        self.topk = TopKPanel()
         self.optimized = ImageCanvas("Optimized image:\nnot available yet", smooth=True)
         self.optimized_hint = "press optimize to synthesize\nthis unit's preferred image"
         self.attr = {m: ImageCanvas("", smooth=True) for m in ("gradient", "deconv", "guided")}
@@ -112,26 +108,33 @@ class InspectorPane(QWidget):
         self.optimize_button.clicked.connect(self.optimize_clicked.emit)
         self.optimize_button.setEnabled(False)
 
+        # 3 x 3: the top-k tiles take the upper right 2 x 2 block, the live backprop images the bottom row
         grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
+        map_box = QWidget()
+        map_lay = QVBoxLayout(map_box)
+        map_lay.setContentsMargins(0, 0, 0, 0)
+        map_lay.setSpacing(1)
+        map_lay.addWidget(self.map_box, 0, Qt.AlignmentFlag.AlignHCenter)
+        map_lay.addWidget(self.unit_map, 1)
         self._boxes = {
-            "unit_map": _titled("activation map", self.unit_map),
-            "topk": _titled("top-activating images", self.topk),
+            "unit_map": map_box,
+            "topk": self.topk,
             "optimized": _titled("optimized image", self.optimized),
         }
-        grid.addWidget(self._boxes["unit_map"], 0, 0)
-        grid.addWidget(self._boxes["topk"], 0, 1)
+        grid.addWidget(map_box, 0, 0)
         opt = self._boxes["optimized"]
         opt.layout().addWidget(self.optimize_button)
-        grid.addWidget(opt, 0, 2)
+        grid.addWidget(opt, 1, 0)
+        grid.addWidget(self.topk, 0, 1, 2, 2)
         for i, m in enumerate(("gradient", "deconv", "guided")):
             self._boxes[m] = _titled(METHOD_TITLES[m], self.attr[m])
-            grid.addWidget(self._boxes[m], 1, i)
+            grid.addWidget(self._boxes[m], 2, i)
         for c in range(3):
             grid.setColumnStretch(c, 1)
-        grid.setRowStretch(0, 1)
-        grid.setRowStretch(1, 1)
+        for r in range(3):
+            grid.setRowStretch(r, 1)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
@@ -141,8 +144,8 @@ class InspectorPane(QWidget):
         layout.addLayout(grid, 1)
         self.set_methods(methods_for("guided"), available=True)
 
-    def set_modes(self, mode: str, view: str) -> None:
-        for box, text in ((self.mode_box, mode), (self.view_box, view)):
+    def set_modes(self, mode: str, view: str, map_view: str = "activation") -> None:
+        for box, text in ((self.mode_box, mode), (self.view_box, view), (self.map_box, map_view)):
             box.blockSignals(True)
             box.setCurrentText(text)
             box.blockSignals(False)
@@ -163,12 +166,6 @@ class InspectorPane(QWidget):
 
     def set_header(self, html: str) -> None:
         self.header.setText(html)
-
-    def set_topk(self, images: list[np.ndarray] | None, message: str) -> None:
-        if images:
-            self.topk.set_image(mosaic(images))
-        else:
-            self.topk.clear(message)
 
     def set_optimized(self, image: np.ndarray | None, message: str, caption: str = "") -> None:
         self.optimized.caption = caption

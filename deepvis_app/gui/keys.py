@@ -23,6 +23,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Ctrl+Shift+S", "snapshot into a folder you choose"),
     ("Ctrl+O", "open an image, a video or a folder (or drop a file on the window)"),
     ("mouse", "hover a tile: unit and max; click: select; wheel / drag: zoom and pan the grid"),
+    ("top-k tiles", "hover: rank, value and source; click: the whole image with the receptive-field box"),
 ]
 
 

@@ -9,8 +9,10 @@ the current one are dropped. UI-driven request changes are coalesced by a short 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -35,11 +37,12 @@ from .bridge import WorkerBridge
 from .grid_pane import GAMMAS, GridPane
 from .images import make_lut, overlay
 from .input_pane import InputPane
-from .inspector_pane import BACKPROP_MODES, BACKPROP_VIEWS, InspectorPane, methods_for
+from .inspector_pane import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS, InspectorPane, methods_for
 from .keys import HelpOverlay
 from .layers_pane import LayersPane
 from .predictions_pane import PredictionsPane
-from .sources_gui import FreezableSource
+from .sources_gui import FreezableSource, camera_indices
+from .topk_panel import ImageViewer, TileInfo
 
 PAINT_MS = 16  # display timer (~60 Hz); paints only when a new result arrived
 REQUEST_COALESCE_MS = 25  # UI-driven request changes are sent at most this often
@@ -119,12 +122,18 @@ class MainWindow(QMainWindow):
         self.backprop_view = request.attribution_view if request.attribution_view in BACKPROP_VIEWS else "norm"
         self.attr_available = _attribution_available()
         self.unit_frozen = False
-        self.overlay_on = False
+        self.map_view = "ERF" if request.erf else "activation"  # the activation-map canvas: see MAP_VIEWS
+        self.live_topk_on = bool(request.live_topk)
         self.camera_frozen = False
         self._attr_blocked: Unit | None = None  # backprop failed for this unit: run it without
         self.store = None
         self.store_message = "Top-activating images: not available yet"
         self._topk_key: tuple | None = None
+        self._topk_entries: list = []  # the store entries behind the shown tiles (rank order)
+        self._live_shown: tuple | None = None  # the live tiles on screen (the worker reuses unchanged tuples)
+        self._live_epoch_shown = -1
+        self.viewer: ImageViewer | None = None  # the non-modal whole-image view of a clicked tile
+        self._viewer_key: tuple | None = None
         self._opt_abort = None
         self._opt_key: tuple | None = None
         self.optimize_steps = 96  # small enough to finish in seconds next to the live loop
@@ -160,9 +169,7 @@ class MainWindow(QMainWindow):
 
         # initial request: modes from the window, methods from the backprop mode
         req = request if request.layer else request.with_changes(layer=model.default_layer)
-        self.request = ViewRequest(request_id=req.request_id, layer=req.layer, unit=req.unit, norm=req.norm,
-                                   gamma=req.gamma, crop=req.crop, attribution=(), paused=False,
-                                   attribution_view=self.backprop_view)
+        self.request = replace(req, attribution=(), paused=False, attribution_view=self.backprop_view)
         self.request = self._with_methods(self.request)
         self._sync_controls()
 
@@ -221,8 +228,8 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, dock)
             self.docks[key] = dock
         self.resizeDocks([self.docks["input"], self.docks["layers"]], [300, 400], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["inspector"], self.docks["predictions"]], [560, 260], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["input"], self.docks["inspector"]], [300, 520], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["inspector"], self.docks["predictions"]], [580, 240], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["input"], self.docks["inspector"]], [290, 600], Qt.Orientation.Horizontal)
 
         self.grid_pane.unit_clicked.connect(self._on_tile_clicked)
         self.grid_pane.norm_changed.connect(lambda n: self.set_boost(n, self.request.gamma))
@@ -231,7 +238,13 @@ class MainWindow(QMainWindow):
         self.inspector.backprop_mode_changed.connect(self.set_backprop_mode)
         self.inspector.view_changed.connect(self.set_backprop_view)
         self.inspector.freeze_unit_toggled.connect(self.set_unit_frozen)
-        self.inspector.overlay_toggled.connect(self._set_overlay)
+        self.inspector.map_view_changed.connect(self.set_map_view)
+        topk = self.inspector.topk
+        topk.kind_changed.connect(lambda _k: self._update_topk(force=True))
+        topk.live_toggled.connect(self.set_live_topk)
+        topk.clear_clicked.connect(self.clear_live_topk)
+        topk.save_clicked.connect(self.save_live_topk_dialog)
+        topk.tile_clicked.connect(self.open_topk_tile)
         self.inspector.optimize_clicked.connect(self.start_optimize)
 
         self.status = self.statusBar()
@@ -258,13 +271,18 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open video...", lambda: self._open_dialog("video"))
         self._action(file_menu, "Open folder...", lambda: self._open_dialog("folder"))
         file_menu.addSeparator()
+        self._action(file_menu, "Open top-k store...", self._open_store_dialog)
+        self.save_live_action = self._action(file_menu, "Save live top-k as store...", self.save_live_topk_dialog)
+        file_menu.addSeparator()
         self._action(file_menu, "Save snapshot", self.save_snapshot_now, QKeySequence("Ctrl+S"))
         self._action(file_menu, "Save snapshot to...", self.save_snapshot_dialog, QKeySequence("Ctrl+Shift+S"))
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence("Ctrl+Q"))
-        source_menu = bar.addMenu("&Source")
-        for i in range(4):
-            self._action(source_menu, f"Camera {i}", lambda _=False, i=i: self.open_source_text(str(i)))
+        self.source_menu = source_menu = bar.addMenu("&Source")
+        self.camera_actions: list[QAction] = []
+        self._camera_sep = source_menu.addSeparator()
+        source_menu.aboutToShow.connect(self._refresh_cameras)  # cameras come and go: list them when opened
+        self._refresh_cameras()
         self._action(source_menu, "Demo (photos)", lambda: self.open_source_text("demo"))
         source_menu.addSeparator()
         self.mirror_action = self._action(source_menu, "Mirror", self.toggle_mirror)
@@ -277,7 +295,6 @@ class MainWindow(QMainWindow):
             self._action(model_menu, name, lambda _=False, n=name: self.switch_model(n))
         model_menu.addSeparator()
         self._action(model_menu, "Open model spec (.toml)...", self._open_spec_dialog)
-        self._action(model_menu, "Open top-k store...", self._open_store_dialog)
         view_menu = bar.addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
@@ -285,6 +302,23 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "Reset layout", self.reset_layout)
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Shortcuts  (h)", lambda: self.help.toggle())
+
+    def _refresh_cameras(self) -> None:
+        """Only cameras that exist (a disabled "no cameras found" entry when there are none)."""
+        for action in self.camera_actions:
+            self.source_menu.removeAction(action)
+            action.deleteLater()
+        self.camera_actions = []
+        cams = camera_indices()
+        for i in cams:
+            action = QAction(f"Camera {i}", self)
+            action.triggered.connect(lambda _=False, i=i: self.open_source_text(str(i)))
+            self.camera_actions.append(action)
+        if not cams:
+            action = QAction("no cameras found", self)
+            action.setEnabled(False)
+            self.camera_actions.append(action)
+        self.source_menu.insertActions(self._camera_sep, self.camera_actions)
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -318,9 +352,8 @@ class MainWindow(QMainWindow):
             self._attr_blocked = None
         ok = self.attr_available and req.unit is not None and self._attr_blocked is None
         methods = methods_for(self.backprop_mode) if ok else ()
-        return ViewRequest(request_id=req.request_id, layer=req.layer, unit=req.unit, norm=req.norm,
-                           gamma=req.gamma, crop=req.crop, attribution=methods,
-                           attribution_view=self.backprop_view, paused=req.paused)
+        return replace(req, attribution=methods, attribution_view=self.backprop_view,
+                       live_topk=self.live_topk_on, erf=self.map_view == "ERF" and self.attr_available)
 
     def _change(self, **changes) -> None:
         """Replace the request (new id) and schedule sending it; repeated changes within the coalescing
@@ -347,14 +380,15 @@ class MainWindow(QMainWindow):
         self.grid_pane.set_modes(req.norm, req.gamma)
         self.grid_pane.set_selected(req.unit.channel if req.unit is not None and req.unit.layer == self.layer
                                     else None)
-        self.inspector.set_modes(self.backprop_mode, self.backprop_view)
+        self.inspector.set_modes(self.backprop_mode, self.backprop_view, self.map_view)
         self.inspector.set_methods(req.attribution if req.unit is not None else methods_for(self.backprop_mode),
                                    available=self.attr_available)
-        for box, value in ((self.inspector.freeze_box, self.unit_frozen),
-                           (self.inspector.overlay_box, self.overlay_on)):
-            box.blockSignals(True)
-            box.setChecked(value)
-            box.blockSignals(False)
+        box = self.inspector.freeze_box
+        box.blockSignals(True)
+        box.setChecked(self.unit_frozen)
+        box.blockSignals(False)
+        self.inspector.topk.set_live(self.live_topk_on)
+        self.save_live_action.setEnabled(self.live_topk_on)
         can_optimize = req.unit is not None and _optimize_available()
         self.inspector.optimize_button.setEnabled(can_optimize)
         if self._opt_key != (self.vm.name, str(req.unit)):
@@ -442,9 +476,37 @@ class MainWindow(QMainWindow):
             self._sync_controls()
         self._repaint = True
 
-    def _set_overlay(self, on: bool) -> None:
-        self.overlay_on = bool(on)
+    @property
+    def overlay_on(self) -> bool:
+        return self.map_view == "overlay"
+
+    def set_map_view(self, view: str) -> None:
+        """activation / overlay repaint the newest result; ERF asks the worker to accumulate gradients."""
+        if view not in MAP_VIEWS or view == self.map_view:
+            return
+        erf_changed = (view == "ERF") != (self.map_view == "ERF")
+        self.map_view = view
+        if view == "ERF" and not self.attr_available:
+            self.notify("ERF needs the attribution module (not available)", "error")
+        if erf_changed:
+            self._change()
+        else:
+            self._sync_controls()
         self._repaint = True
+
+    def set_live_topk(self, on: bool) -> None:
+        """Start / stop the live top-k of the selected unit's layer (the worker keeps what it collected)."""
+        if bool(on) == self.live_topk_on:
+            return
+        self.live_topk_on = bool(on)
+        self._live_shown = None
+        self._topk_key = None
+        self._change()
+
+    def clear_live_topk(self) -> None:
+        self._live_shown = None
+        self._change(live_topk_epoch=self.request.live_topk_epoch + 1)
+        self.inspector.topk.show_message("live top-k: no frames yet", "live top-k: cleared")
 
     def toggle_camera_freeze(self) -> None:
         self.camera_frozen = not self.camera_frozen
@@ -467,7 +529,7 @@ class MainWindow(QMainWindow):
         self.backprop_mode = "guided"
         self.backprop_view = "norm"
         self.unit_frozen = False
-        self.overlay_on = False
+        self.map_view = "activation"
         if self.camera_frozen:
             self.toggle_camera_freeze()
         unit = self.request.unit
@@ -568,46 +630,157 @@ class MainWindow(QMainWindow):
         self.store = None
         self._topk_key = None
         if not path:
-            self.store_message = ("Top-activating images:\nno store loaded\n(run `deepvis scan`, then --store DIR)"
-                                  if _topk_available() else "Top-activating images:\nnot available yet")
+            self.store_message = ("Top-activating images:\nno store loaded\n(File > Open top-k store, "
+                                  "or turn on live top-k)" if _topk_available()
+                                  else "Top-activating images:\nnot available yet")
             return
         try:
             from ..topk.store import TopKStore
 
             self.store = TopKStore.open(path)
-            self.store_message = "no data for this unit"
+            self.store_message = f"no top-k data for this unit in {self.store_name}"
         except ImportError:
             self.store_message = "Top-activating images:\nnot available yet"
         except DeepVisError as err:
             self.store_message = "Top-activating images:\nstore not readable"
             self.notify(str(err), "error")
 
+    @property
+    def store_name(self) -> str:
+        return Path(self.store.root).name if self.store is not None else ""
+
+    def open_store(self, path: str) -> None:
+        """Show the top-activating images of `path` (File > Open top-k store; a saved live top-k too)."""
+        self._open_store(path)
+        if self.store is not None:
+            self.status.showMessage(f"top-k store: {self.store.root} ({', '.join(self.store.layers)})", 8000)
+        self._sync_controls()
+
     def _open_store_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open top-k store")
         if path:
-            self._open_store(path)
-            self._sync_controls()
+            self.open_store(path)
 
-    def _update_topk(self) -> None:
+    def _update_topk(self, force: bool = False) -> None:
+        """The store's tiles for the selected unit (live tiles are painted from the results instead)."""
+        panel = self.inspector.topk
         unit = self.request.unit
-        key = (id(self.store), str(unit))
-        if key == self._topk_key:
+        if self.live_topk_on:
+            panel.set_kinds(("input",))
+            key = ("live", str(unit), self.request.live_topk_epoch)
+            if key != self._topk_key:
+                self._topk_key, self._live_shown = key, None
+                self._topk_entries = []
+                panel.show_message("live top-k: no frames yet" if unit is not None else "select a unit",
+                                   "live top-k: collecting...")
+                self._repaint = True
+            return
+        panel.set_kinds(self.store.kinds if self.store is not None else ("input",))
+        kind = panel.kind
+        key = (id(self.store), str(unit), kind)
+        if key == self._topk_key and not force:
             return
         self._topk_key = key
+        self._topk_entries = []
         if self.store is None or unit is None:
-            self.inspector.set_topk(None, self.store_message if unit is not None else "select a unit")
+            panel.show_message(self.store_message if unit is not None else "select a unit")
             return
+        store = self.store
+        name = self.store_name
         try:
-            if unit.layer not in self.store.layers:
-                self.inspector.set_topk(None, f"no data for this unit\n(layer {unit.layer} not in the store)")
+            if unit.layer not in store.layers:
+                panel.show_message(f"no top-k data for this unit in {name}\n(layer {unit.layer} not in the store)",
+                                   f"store {name}: {', '.join(store.layers)}")
                 return
-            crops = [self.store.crop(unit.layer, unit.channel, e.rank, "input")
-                     for e in self.store.entries(unit.layer, unit.channel)[:9]]
-            crops = [c for c in crops if c is not None]
+            entries = store.entries(unit.layer, unit.channel)
+            crops = [store.crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
         except (DeepVisError, OSError) as err:
-            self.inspector.set_topk(None, f"top-k store error: {err}")
+            panel.show_message(f"top-k store error: {err}")
             return
-        self.inspector.set_topk(crops, "no data for this unit")
+        if not entries:
+            panel.show_message(self.store_message, f"store {name}")
+            return
+        self._topk_entries = entries
+        infos = [TileInfo(e.rank, e.value, e.path or f"image {e.image_id}", len(entries)) for e in entries]
+        panel.show_tiles(crops, infos, f"{unit}: top {len(entries)} of {store.top_k} from store {name}"
+                         f"{'' if kind == 'input' else ' (' + kind + ')'}", missing=f"{kind}\nnot stored")
+
+    def _paint_live_topk(self, res: FrameResult) -> None:
+        panel = self.inspector.topk
+        tiles = res.live_topk
+        if tiles is None or res.unit is None:
+            return
+        summary = f"live top-k: {res.unit}, {len(tiles)} of {self.request.live_topk_k}, " \
+                  f"{res.live_topk_frames} frames held"
+        if tiles is self._live_shown:
+            if panel.summary != summary:
+                panel.set_summary(summary)
+            return
+        self._live_shown = tiles
+        if not tiles:
+            panel.show_message("live top-k: no frames yet", summary)
+            return
+        infos = [TileInfo(i, t.value, f"frame {t.frame_id}", len(tiles)) for i, t in enumerate(tiles)]
+        panel.show_tiles([t.patch for t in tiles], infos, summary)
+
+    def open_topk_tile(self, index: int) -> None:
+        """Show a tile's whole image (as the network saw it) with its receptive-field box, in a non-modal
+        window; a store image is read on a background job, so a slow disk never stalls the live view."""
+        if self.viewer is None:
+            self.viewer = ImageViewer(self)
+        viewer = self.viewer
+        tiles = self._live_shown if self.live_topk_on else None
+        if tiles:
+            if not 0 <= index < len(tiles):
+                return
+            t = tiles[index]
+            unit = self._painted.unit if self._painted is not None else self.request.unit
+            self._viewer_key = None
+            viewer.show_image(t.frame, t.box, f"live top-k: {unit} rank {index + 1}",
+                              f"<b>{unit}</b> rank {index + 1} &nbsp;value {t.value:.4g} &nbsp;frame {t.frame_id}"
+                              f" &nbsp;at ({t.y}, {t.x}) &nbsp;box {t.box}")
+            return
+        if self.store is None or not 0 <= index < len(self._topk_entries):
+            return
+        entry = self._topk_entries[index]
+        store = self.store
+        key = (id(store), entry.layer, entry.unit, entry.rank)
+        self._viewer_key = key
+        title = f"{self.store_name}: {entry.layer}:{entry.unit} rank {entry.rank + 1}"
+        details = (f"<b>{entry.layer}:{entry.unit}</b> rank {entry.rank + 1} &nbsp;value {entry.value:.4g}"
+                   f" &nbsp;at ({entry.y}, {entry.x}) &nbsp;box {entry.box}<br>{entry.path}")
+        viewer.show_image(None, None, title, details, missing="loading...")
+
+        def shown(image: object) -> None:
+            if self._viewer_key == key:
+                viewer.show_image(image, entry.box, title, details,  # type: ignore[arg-type]
+                                  missing=f"image not found:\n{entry.path}")
+
+        self.bridge.run_job(lambda: store.fitted(entry), shown,
+                            lambda msg: viewer.show_image(None, None, title, details, missing=msg),
+                            name="deepvis-topk-image")
+
+    def save_live_topk_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save live top-k as store", "live-topk", "Top-k store (folder)")
+        if path:
+            self.save_live_topk(path)
+
+    def save_live_topk(self, path: str) -> None:
+        """Save a copy of the live top-k as a STORE on a background job (capture goes on meanwhile)."""
+        snap = self.worker.live_topk_snapshot()
+        if snap is None or snap.image_count == 0:
+            self.notify("live top-k: nothing to save yet (turn on live top-k and let some frames in)", "error")
+            return
+        model = {"name": self.vm.name, "weights": str(getattr(self.vm, "weights", ""))}
+        self.status.showMessage(f"saving live top-k to {path}...")
+
+        def done(out: object) -> None:
+            self.messages.append(f"live top-k saved: {out}")
+            self.status.showMessage(f"live top-k saved: {out} (File > Open top-k store to browse it)", 15000)
+
+        self.bridge.run_job(lambda: snap.save(path, model=model), done,
+                            lambda msg: self.notify(f"live top-k not saved: {msg}", "error"),
+                            name="deepvis-save-topk")
 
     def start_optimize(self) -> None:
         """Synthesize the unit's preferred image on a private copy of the model (no hooks shared with the
@@ -728,24 +901,42 @@ class MainWindow(QMainWindow):
         frozen = " &nbsp;<span style='color:#ff6961'>[frozen]</span>" if self.unit_frozen else ""
         insp.set_header(f"<b>{unit.layer}</b> &nbsp;unit <b style='color:#ffd60a'>{unit.channel}</b>{name}"
                         f" &nbsp;max {value}{frozen}")
-        if res.unit_map is not None:
+        shape = self.vm.info(unit.layer).shape
+        if self.map_view == "ERF":
+            self._paint_erf(res, shape)
+        elif res.unit_map is not None:
             signed = res.grid.signed and unit.layer == res.layer  # zero is mid-scale: use the diverging map
             lut = self.grid_pane._luts["CET-D1"] if signed else _inferno()
             img = overlay(res.image, res.unit_map, lut) if self.overlay_on else lut[res.unit_map]
             insp.unit_map.caption = "overlay" if self.overlay_on else ""
             insp.unit_map.marker = None
-            shape = self.vm.info(unit.layer).shape
             if res.unit_position is not None and len(shape) == 3:
                 y, x = res.unit_position  # the neuron the attributions explain, in layer cells
                 insp.unit_map.marker = ((x + 0.5) / shape[2], (y + 0.5) / shape[1])
             insp.unit_map.set_image(img)
         else:
             insp.unit_map.clear(f"fully-connected unit: no spatial map\nvalue {value}")
+        if self.live_topk_on:
+            self._paint_live_topk(res)
         for method, canvas in insp.attr.items():
             img = res.attributions.get(method)
             if img is not None:
                 canvas.caption = self.backprop_view
                 canvas.set_image(img)
+
+    def _paint_erf(self, res: FrameResult, shape: tuple) -> None:
+        canvas = self.inspector.unit_map
+        canvas.marker = None
+        if len(shape) != 3:
+            canvas.clear("ERF: needs a unit with a spatial map\n(this layer is fully connected)")
+        elif not self.attr_available:
+            canvas.clear("ERF: not available\n(needs the attribution module)")
+        elif res.erf_map is None or res.erf_frames == 0:
+            canvas.clear("ERF: accumulating gradients...")
+        else:
+            # sqrt: the gradient mass is concentrated near the centre; its faint tails are the point of an ERF
+            canvas.caption = f"ERF (sqrt), {res.erf_frames} frame{'s' if res.erf_frames != 1 else ''}"
+            canvas.set_image(_inferno()[_SQRT_LUT[res.erf_map]])
 
     # ------------------------------------------------------------------ messages and status
     def notify(self, message: str, level: str = "info", seconds: float | None = None) -> None:
@@ -805,7 +996,13 @@ class MainWindow(QMainWindow):
             "norm": req.norm, "gamma": req.gamma, "backprop_mode": self.backprop_mode,
             "backprop_view": self.backprop_view, "attribution": list(req.attribution),
             "unit_frozen": self.unit_frozen, "camera_frozen": self.camera_frozen, "mirror": self.mirror,
-            "overlay": self.overlay_on, "request_id": req.request_id,
+            "overlay": self.overlay_on, "map_view": self.map_view, "request_id": req.request_id,
+            "live_topk": req.live_topk, "erf": req.erf,
+            "live_topk_tiles": len(res.live_topk) if res is not None and res.live_topk is not None else None,
+            "live_topk_frames": res.live_topk_frames if res is not None else 0,
+            "erf_frames": res.erf_frames if res is not None else 0,
+            "store": str(self.store.root) if self.store is not None else None,
+            "topk_tiles": len(self.inspector.topk.tiles), "topk_message": self.inspector.topk.message_text,
             "frame_id": res.frame_id if res is not None else None,
             "shown_request_id": res.request_id if res is not None else None,
             "shown_unit": str(res.unit) if res is not None and res.unit is not None else None,
@@ -949,6 +1146,7 @@ class KeyFilter(QObject):
 
 
 _INFERNO = None
+_SQRT_LUT = np.round(np.sqrt(np.arange(256) / 255.0) * 255).astype(np.uint8)
 
 
 def _inferno():

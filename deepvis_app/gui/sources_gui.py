@@ -49,3 +49,33 @@ class FreezableSource(FrameSource):
     def close(self) -> None:
         self._sleep.set()
         self.inner.close()
+
+
+def camera_indices(dev_dir: str = "/dev", sys_dir: str = "/sys/class/video4linux",
+                   platform: str | None = None) -> list[int]:
+    """Indices of the cameras the Source menu offers.
+
+    Linux: the /dev/videoN nodes, without the metadata nodes a UVC camera adds next to its capture node
+    (their sysfs `index` is not 0). Elsewhere there is no cheap check, so cameras 0-3 are offered (opening a
+    missing one says so in the banner).
+    """
+    import glob
+    import os
+    import re
+    import sys
+
+    if not (platform or sys.platform).startswith("linux"):
+        return [0, 1, 2, 3]
+    found = []
+    for path in glob.glob(os.path.join(dev_dir, "video*")):
+        m = re.fullmatch(r"video(\d+)", os.path.basename(path))
+        if not m:
+            continue
+        try:
+            with open(os.path.join(sys_dir, os.path.basename(path), "index"), encoding="ascii") as f:
+                if f.read().strip() not in ("", "0"):
+                    continue
+        except OSError:
+            pass  # no sysfs entry: keep it
+        found.append(int(m.group(1)))
+    return sorted(found)

@@ -1,19 +1,26 @@
-"""Inspector extras: top-activating images from a real (tiny) top-k store, and the optimized image."""
+"""Inspector extras: the top-k panel on a real (tiny) store made by `deepvis scan`, its whole-image viewer, and
+the optimized image."""
 
 from __future__ import annotations
 
 import cv2
+import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from deepvis_app.pipeline import Unit, ViewRequest
 
 WAIT = 60_000
+LAYER = "_blocks.1"
 
 
 @pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory, vm):
-    scan_mod = pytest.importorskip("deepvis_app.topk.scan")
+def tiny_store(tmp_path_factory):
+    """4 real photos scanned for one early layer, top-3, with deconv and guided crops (the CLI's defaults)."""
+    pytest.importorskip("deepvis_app.topk.scan")
     import skimage.data
+
+    from deepvis_app.cli import main
 
     root = tmp_path_factory.mktemp("topk")
     data = root / "images"
@@ -21,19 +28,90 @@ def tiny_store(tmp_path_factory, vm):
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         cv2.imwrite(str(data / f"{name}.png"), cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR))
     out = root / "store"
-    scan_mod.scan(vm, data, out, layers="_blocks.3", top_k=3, batch_size=4, workers=0, attribution=(),
-                  progress=False)
+    code = main(["scan", str(data), "--out", str(out), "--layers", LAYER, "--top-k", "3", "--device", "cpu",
+                 "--quiet"])
+    assert code == 0
     return str(out)
 
 
-def test_topk_images_shown_for_selected_unit(qtbot, make_window, tiny_store):
-    win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 1)), store=tiny_store)
-    assert win.inspector.topk.has_image  # 3 crops for unit 1 as a mosaic
-    first = win.inspector.topk.array.copy()
+def hover(widget) -> None:
+    """Move the pointer onto a widget (an enter event: the offscreen platform has no real pointer)."""
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QEnterEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    QApplication.sendEvent(widget, QEnterEvent(centre, centre, QPointF(widget.mapToGlobal(centre))))
+
+
+def box_pixel_found(canvas, color=(255, 214, 10)) -> bool:
+    """Whether the canvas, as painted, has the box colour on the box's left edge (a few pixels around it)."""
+    rect = canvas.box_rect()
+    assert not rect.isEmpty()
+    img = canvas.grab().toImage()
+    y = int(rect.center().y())
+    for x in range(int(rect.left()) - 1, int(rect.left()) + 5):
+        for dy in (-1, 0, 1):
+            c = img.pixelColor(x, y + dy)
+            if abs(c.red() - color[0]) < 30 and abs(c.green() - color[1]) < 30 and abs(c.blue() - color[2]) < 40:
+                return True
+    return False
+
+
+def test_topk_panel_from_store(qtbot, make_window, tiny_store):
+    from deepvis_app.topk.store import TopKStore
+
+    store = TopKStore.open(tiny_store)
+    assert {"input", "deconv", "guided"} <= set(store.kinds)
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 1)), store=tiny_store)
+    win.set_backprop_mode("off")
+    panel = win.inspector.topk
+    entries = store.entries(LAYER, 1)
+    assert len(entries) == 3 and len(panel.tiles) == 3
+    for tile, e in zip(panel.tiles, entries, strict=True):
+        assert np.array_equal(tile.array, store.crop(LAYER, 1, e.rank, "input"))
+    patches = [t.array.copy() for t in panel.tiles]
+
+    panel.set_kind("deconv")  # the toggle: the same neurons' deconvnet images
+    for tile, e, patch in zip(panel.tiles, entries, patches, strict=True):
+        deconv = store.crop(LAYER, 1, e.rank, "deconv")
+        assert np.array_equal(tile.array, deconv) and not np.array_equal(tile.array, patch)
+    panel.set_kind("guided")
+    assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 1, 0, "guided"))
+    panel.set_kind("input")
+
+    # hover: value, rank and source path
+    hover(panel.tiles[1])
+    assert entries[1].path in panel.info.text()
+    assert f"{entries[1].value:.4g}" in panel.info.text() and "rank 2 of 3" in panel.info.text()
+    assert entries[1].path in panel.tiles[1].toolTip() and f"{entries[1].value:.4g}" in panel.tiles[1].toolTip()
+
+    # click: the whole image as the network saw it, with the receptive-field box, in a non-modal window
+    qtbot.mouseClick(panel.tiles[1], Qt.MouseButton.LeftButton)
+    viewer = win.viewer
+    assert viewer is not None and viewer.isVisible() and not viewer.isModal()
+    qtbot.waitUntil(lambda: viewer.canvas.has_image, timeout=WAIT)
+    assert np.array_equal(viewer.canvas.array, store.fitted(entries[1]))
+    assert viewer.canvas.box == entries[1].box and entries[1].path in viewer.details.text()
+    assert box_pixel_found(viewer.canvas)
+    painted = win.paint_count
+    qtbot.waitUntil(lambda: win.paint_count > painted + 1, timeout=WAIT)  # the live view goes on meanwhile
+
     win.select_channel(6)
-    assert win.inspector.topk.has_image and (win.inspector.topk.array != first).any()
-    win.set_layer("_blocks.7")  # not in the store: a message, no image
-    assert not win.inspector.topk.has_image and "no data" in win.inspector.topk.placeholder
+    e6 = store.entries(LAYER, 6)
+    assert len(panel.tiles) == len(e6)
+    assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 6, 0, "input"))
+    win.set_layer("_blocks.3")  # not in the store: says so
+    assert not panel.tiles and "no top-k data for this unit in store" in panel.message_text
+
+
+def test_store_opened_from_menu(qtbot, make_window, tiny_store):
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 2)))
+    panel = win.inspector.topk
+    assert not panel.tiles and "no store loaded" in panel.message_text
+    win.open_store(tiny_store)  # what File > Open top-k store... does after its dialog
+    assert len(panel.tiles) == 3 and "store" in panel.info.text()
+    assert win.state_dict()["store"] == tiny_store
 
 
 def test_optimize_button_shows_an_image(qtbot, make_window, monkeypatch, tmp_path):
