@@ -32,3 +32,17 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise DeepVisError(f"--device {spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
         return torch.device(f"cuda:{index}")
     raise DeepVisError(f"bad --device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+def hand_threads_to_worker() -> int:
+    """Keep torch in the calling thread to one intra-op thread; return the count the inference worker should
+    set in its own thread (`InferenceWorker(threads=...)`).
+
+    Each thread that runs torch ops gets its own OpenMP team. Once the main thread has a multi-thread team,
+    a worker thread's team competes with it: on 2 cores the live forward ran ~1.5x slower than the same
+    loop on the main thread. With the GUI/main thread held to one thread, the worker keeps the cores.
+    Call it before the main thread runs any torch op (model loading included).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads

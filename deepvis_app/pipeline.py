@@ -400,8 +400,10 @@ class InferenceWorker(threading.Thread):
     """
 
     def __init__(self, model: VisModel, slot: LatestSlot, publish: Callable[[FrameResult], None], *,
-                 request: ViewRequest | None = None, on_error: StatusFn | None = None) -> None:
+                 request: ViewRequest | None = None, on_error: StatusFn | None = None,
+                 threads: int | None = None) -> None:
         super().__init__(name="deepvis-inference", daemon=True)
+        self.threads = threads  # torch intra-op threads for this thread (None: leave as is)
         self.slot = slot
         self.publish = publish
         self.on_error = on_error or (lambda _msg: None)
@@ -440,6 +442,9 @@ class InferenceWorker(threading.Thread):
         self.slot.close()
 
     def run(self) -> None:
+        """The loop; `start()` runs it on a new thread, a caller may also run it inline (headless)."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
         last_error = ""
         while not self._halt.is_set():
             slot = self.slot
@@ -513,21 +518,30 @@ def run_headless(model: VisModel, source: FrameSource, *, frames: int, request: 
         results.append(result)
         if len(results) >= target:
             done.set()
+            worker.stop()
 
     def on_error(msg: str) -> None:
         errors.append(msg)
         done.set()
+        worker.stop()
 
     capture = Capture(source, slot, fps=fps, mirror=mirror, on_status=on_status)
     worker = InferenceWorker(model, slot, publish, request=request, on_error=on_error)
-    worker.start()
+    watchdog = threading.Timer(timeout, worker.stop) if timeout else None
     capture.start()
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     try:
-        finished = done.wait(timeout)
+        # The calling thread is the inference worker here: it loaded the model, so torch keeps one
+        # OpenMP team (a second thread running the net gets a second team and runs ~1.5x slower on 2 cores).
+        worker.run()
+        finished = done.is_set()
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         capture.stop()
         worker.stop()
-        worker.join(5)
         capture.join(5)
     if errors:
         raise DeepVisError(errors[0])

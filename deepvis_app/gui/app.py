@@ -18,9 +18,11 @@ def prepare(args: argparse.Namespace):
     """Model, opened source, initial request and notices from the CLI args (no Qt yet)."""
     from ..commands.common import model_from_args
     from ..commands.run import request_from_args
+    from ..devices import hand_threads_to_worker
     from ..pipeline import Unit, validate_request
     from ..sources import open_source
 
+    args.worker_threads = hand_threads_to_worker()  # before the main thread runs any torch op
     if getattr(args, "select", None) and not getattr(args, "layer", None):
         args.layer = Unit.parse(args.select).layer  # --select LAYER:UNIT shows that layer
     model = model_from_args(args)
@@ -57,7 +59,8 @@ def main_gui(args: argparse.Namespace) -> int:
 
             settings = QSettings(os.environ["DEEPVIS_SETTINGS"], QSettings.Format.IniFormat)
         window = MainWindow(model, source, request, fps=args.fps, mirror=args.mirror, device=args.device,
-                            store=args.store, notices=notices, settings=settings)
+                            store=args.store, notices=notices, settings=settings,
+                            worker_threads=getattr(args, "worker_threads", None))
         key_filter = KeyFilter(window)
         app.installEventFilter(key_filter)
         window.show()

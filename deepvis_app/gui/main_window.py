@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -106,7 +107,8 @@ class Banner(QFrame):
 class MainWindow(QMainWindow):
     def __init__(self, model: VisModel, source: FrameSource, request: ViewRequest, *, fps: float | None = None,
                  mirror: bool = False, device: str = "auto", store: str | None = None,
-                 settings: QSettings | None = None, notices: list[str] | None = None) -> None:
+                 settings: QSettings | None = None, notices: list[str] | None = None,
+                 worker_threads: int | None = None) -> None:
         super().__init__()
         self.setWindowTitle("DeepVis")
         self.setStyleSheet(STYLE)
@@ -175,7 +177,7 @@ class MainWindow(QMainWindow):
 
         self.slot = LatestSlot()
         self.worker = InferenceWorker(model, self.slot, self.bridge.publish, request=self.request,
-                                      on_error=self.bridge.on_error)
+                                      on_error=self.bridge.on_error, threads=worker_threads)
         self.capture: Capture | None = None
         self.source: FreezableSource | None = None
         self.worker.start()
@@ -594,6 +596,7 @@ class MainWindow(QMainWindow):
         device = self.device_arg
 
         def load() -> VisModel:
+            torch.set_num_threads(1)  # loading needs no team of its own; the live worker keeps the cores
             vm = load_model(name, weights=weights, device=device)
             _ = vm.layer_info  # the probing forward runs here, not on the GUI thread
             return vm
