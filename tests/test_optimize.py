@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from deepvis_app.errors import DeepVisError
-from deepvis_app.optimize import Cancelled, iter_optimize, optimize
+from deepvis_app.optimize import Cancelled, cached, cached_result, iter_optimize, optimize
 from deepvis_app.optimize import objectives as O
 from deepvis_app.optimize import regularizers as R
 from deepvis_app.optimize.objectives import Outputs
@@ -220,6 +220,26 @@ def test_cache_hit_returns_same_image_without_running(net: nn.Module, tmp_path) 
     assert again.cached and np.array_equal(again.image, first.image) and again.value == first.value
     other = optimize(net, O.channel("conv2", 1), cache_id="tiny", seed=9, **FAST)  # other settings: a miss
     assert not other.cached and calls
+
+
+def test_cached_result_is_none_before_and_the_image_after(net: nn.Module) -> None:
+    calls = []
+    net.register_forward_pre_hook(lambda *a: calls.append(1))
+    assert cached_result(net, O.channel("conv2", 0), cache_id="tiny", **FAST) is None
+    assert cached_result(net, O.channel("conv2", 0), **FAST) is None  # plain module without a cache id
+    assert calls == []  # a lookup never runs the net
+    res = optimize(net, O.channel("conv2", 0), cache_id="tiny", **FAST)
+    calls.clear()
+    img = cached_result(net, O.channel("conv2", 0), cache_id="tiny", **FAST)
+    assert img is not None and img.dtype == np.uint8 and np.array_equal(img, res.image)
+    full = cached(net, O.channel("conv2", 0), cache_id="tiny", **FAST)
+    assert full is not None and full.cached and full.value == res.value
+    assert calls == []
+    # any setting that changes the key is a miss: steps, seed, unit, model id
+    assert cached_result(net, O.channel("conv2", 0), cache_id="tiny", steps=6, size=32) is None
+    assert cached_result(net, O.channel("conv2", 0), cache_id="tiny", seed=1, **FAST) is None
+    assert cached_result(net, O.channel("conv2", 1), cache_id="tiny", **FAST) is None
+    assert cached_result(net, O.channel("conv2", 0), cache_id="other", **FAST) is None
 
 
 def test_cancelled_run_writes_no_file(net: nn.Module, tmp_path) -> None:

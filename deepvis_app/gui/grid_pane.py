@@ -2,15 +2,20 @@
 
 The grid image (uint8, border pixels 0) is shown with fixed levels (0, 255) through a LUT, so repainting a
 new frame is one texture upload; hovering maps the cursor through `GridLayout.channel_at`, clicking selects.
+
+Pattern mode (the old toolbox's "p") shows each unit's cached optimized image instead, as an RGB grid with
+the live grid's rows and columns, so hit-testing and selection work the same way.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QGraphicsRectItem,
     QHBoxLayout,
@@ -21,18 +26,44 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..render import Grid, GridLayout
+from ..render import Grid, GridLayout, grid_layout
 from .images import COLORMAPS, SIGNED_COLORMAP, make_lut
 
 GAMMAS = (1.0, 0.7, 0.5, 0.35)
 SELECT_COLOR = QColor(255, 214, 10)
 HOVER_COLOR = QColor(120, 200, 255)
+PATTERN_TILE = 96  # pixels per pattern tile (the GUI's default optimized image size: shown 1:1)
+PATTERN_PAD = 2
+PLACEHOLDER_RGB = (34, 36, 46)  # a unit with no cached optimized image
+
+
+def pattern_tile(image: np.ndarray | None, size: int = PATTERN_TILE) -> np.ndarray:
+    """A cached optimized image as shown in pattern mode: resized to size x size (area filter when
+    shrinking, bilinear when enlarging); None -> the dark placeholder tile."""
+    if image is None:
+        return np.broadcast_to(np.array(PLACEHOLDER_RGB, np.uint8), (size, size, 3)).copy()
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image[:, :, :3])
+    interp = cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image[:, :, :3]), (size, size), interpolation=interp)
+
+
+def pattern_grid(images: list[np.ndarray | None], layout: GridLayout) -> np.ndarray:
+    """RGB grid of the units' optimized images (placeholders where missing) in `layout`; borders 0."""
+    out = np.zeros((layout.height, layout.width, 3), np.uint8)
+    for c in range(layout.channels):
+        y, x = layout.tile_origin(c)
+        out[y:y + layout.tile_h, x:x + layout.tile_w] = pattern_tile(images[c] if c < len(images) else None,
+                                                                     layout.tile_h)
+    return out
 
 
 class GridPane(QWidget):
     unit_clicked = Signal(int)
     norm_changed = Signal(str)
     gamma_changed = Signal(float)
+    pattern_toggled = Signal(bool)
+    optimize_layer_clicked = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -45,6 +76,11 @@ class GridPane(QWidget):
         self.hover: int | None = None
         self._zoomed = False
         self.cmap = "viridis"
+        self.pattern_on = False
+        self.pattern_images: list[np.ndarray | None] = []
+        self.pattern_status = ""
+        self._shown = ""  # "live" or "pattern": what the view holds now
+        self._live_layer = ""  # the layer of `self.grid` (the newest live grid)
         self._luts = {name: make_lut(name) for name in (*COLORMAPS, SIGNED_COLORMAP)}
 
         # controls
@@ -61,6 +97,14 @@ class GridPane(QWidget):
         self.cmap_box.setToolTip("colormap (signed layers always use a blue-white-red map, zero = white)")
         self.fit_button = QPushButton("fit")
         self.fit_button.setToolTip("show the whole grid (z zooms to the selected unit)")
+        self.pattern_box = QCheckBox("patterns")
+        self.pattern_box.setToolTip("pattern mode (p): each unit's cached optimized image instead of its live "
+                                    "activation")
+        self.pattern_box.toggled.connect(self.pattern_toggled.emit)
+        self.optimize_layer_button = QPushButton("optimize layer")
+        self.optimize_layer_button.setToolTip("fill the optimized-image cache for every unit of this layer, one "
+                                              "by one in the background (click again to stop)")
+        self.optimize_layer_button.clicked.connect(self.optimize_layer_clicked.emit)
         self.info = QLabel("")
         self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.info.setMinimumWidth(40)
@@ -70,7 +114,8 @@ class GridPane(QWidget):
         self.fit_button.clicked.connect(self.reset_zoom)
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
-        for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button):
+        for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button, self.pattern_box,
+                  self.optimize_layer_button):
             bar.addWidget(w)
         bar.addWidget(self.info, 1)
 
@@ -127,8 +172,19 @@ class GridPane(QWidget):
             box.blockSignals(False)
 
     def show_grid(self, grid: Grid, layer: str, labels: list[str] | None = None) -> None:
-        new_shape = self.grid is None or self.grid.image.shape != grid.image.shape or layer != self.layer
+        if self.pattern_on:  # keep the newest live grid (its layout is reused), but show the patterns
+            self.grid = grid
+            self._live_layer = layer
+            lay = self.layout_
+            if (self._shown == "pattern" and layer == self.layer and lay is not None
+                    and (lay.rows, lay.cols) != (grid.layout.rows, grid.layout.cols)):
+                self.show_patterns(layer, self.pattern_images, self.labels, self.pattern_status)  # match it
+            return
+        new_shape = (self.grid is None or self.grid.image.shape != grid.image.shape or layer != self.layer
+                     or self._shown != "live")
+        self._shown = "live"
         self.grid, self.layout_, self.layer = grid, grid.layout, layer
+        self._live_layer = layer
         self.labels = labels or []
         self.image.setLookupTable(self._luts[SIGNED_COLORMAP if grid.signed else self.cmap], update=False)
         self.image.setImage(grid.image, autoLevels=False, levels=(0, 255))
@@ -142,6 +198,39 @@ class GridPane(QWidget):
             self.info.setText(self.describe(self.hover))
         elif new_shape:
             self.info.setText(self.default_info())
+
+    def set_pattern_mode(self, on: bool) -> None:
+        self.pattern_on = bool(on)
+        self.pattern_box.blockSignals(True)
+        self.pattern_box.setChecked(self.pattern_on)
+        self.pattern_box.blockSignals(False)
+        if not on and self.grid is not None:
+            self.show_grid(self.grid, self._live_layer, self.labels)
+
+    def show_patterns(self, layer: str, images: list[np.ndarray | None], labels: list[str] | None = None,
+                      status: str = "") -> None:
+        """Show the units' optimized images (None: placeholder) as the grid, laid out like the live grid."""
+        channels = len(images)
+        live = self.grid.layout if self.grid is not None and self._live_layer == layer else None
+        if live is not None and live.channels == channels:
+            lay = GridLayout(channels, live.rows, live.cols, PATTERN_TILE, PATTERN_TILE, PATTERN_PAD)
+        else:
+            lay = grid_layout(channels, PATTERN_TILE, PATTERN_TILE, pad=PATTERN_PAD)
+        new_shape = self.layout_ != lay or layer != self.layer or self._shown != "pattern"
+        self._shown = "pattern"
+        self.layout_, self.layer = lay, layer
+        self.labels = labels or []
+        self.pattern_images = list(images)
+        self.pattern_status = status
+        self.image.setLookupTable(None, update=False)
+        self.image.setImage(pattern_grid(self.pattern_images, lay), autoLevels=False, levels=(0, 255))
+        if new_shape:
+            self._zoomed = False
+            self.vb.setRange(QRectF(0, 0, lay.width, lay.height), padding=0.01)
+            self._place(self.sel_rect, self.selected)
+            self._place(self.hover_rect, None)
+            self.hover = None
+        self.info.setText(self.describe(self.hover) if self.hover is not None else self.default_info())
 
     def set_selected(self, channel: int | None) -> None:
         self.selected = channel
@@ -165,10 +254,16 @@ class GridPane(QWidget):
     def default_info(self) -> str:
         if self.layout_ is None:
             return ""
+        if self._shown == "pattern":
+            return self.pattern_status
         kind = "classes" if self.labels else "units"
         return f"{self.layer}: {self.layout_.channels} {kind}"
 
     def describe(self, channel: int) -> str:
+        if self._shown == "pattern":
+            name = f"  {self.labels[channel]}" if channel < len(self.labels) else ""
+            have = channel < len(self.pattern_images) and self.pattern_images[channel] is not None
+            return f"unit {channel}{name}   {'optimized image' if have else 'not optimized yet'}"
         if self.grid is None:
             return ""
         value = float(self.grid.channel_max[channel]) if channel < len(self.grid.channel_max) else float("nan")
@@ -193,7 +288,9 @@ class GridPane(QWidget):
 
     def reset_zoom(self) -> None:
         self._zoomed = False
-        if self.grid is not None:
+        if self._shown == "pattern" and self.layout_ is not None:
+            self.vb.setRange(QRectF(0, 0, self.layout_.width, self.layout_.height), padding=0.01)
+        elif self.grid is not None:
             self.vb.setRange(QRectF(0, 0, self.grid.image.shape[1], self.grid.image.shape[0]), padding=0.01)
 
     # -- mouse
@@ -229,8 +326,11 @@ class GridPane(QWidget):
 
     def _on_cmap(self, name: str) -> None:
         self.cmap = name
-        if self.grid is not None and not self.grid.signed:
+        if self.grid is not None and not self.grid.signed and self._shown == "live":
             self.image.setLookupTable(self._luts[name])
 
     def grid_image(self) -> np.ndarray | None:
+        """What the view shows: the live grid (uint8 HxW) or, in pattern mode, the RGB pattern grid."""
+        if self._shown == "pattern":
+            return self.image.image
         return None if self.grid is None else self.grid.image

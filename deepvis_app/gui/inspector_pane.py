@@ -167,6 +167,10 @@ class InspectorPane(QWidget):
     def set_header(self, html: str) -> None:
         self.header.setText(html)
 
+    def set_optimized_title(self, text: str = "optimized image") -> None:
+        """E.g. "optimized image: class goose" while a class from the predictions is shown."""
+        self._boxes["optimized"].title_label.setText(text)
+
     def set_optimized(self, image: np.ndarray | None, message: str, caption: str = "") -> None:
         self.optimized.caption = caption
         if image is not None:

@@ -15,6 +15,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("m", "cycle backprop view: raw, gray, norm, normblur"),
     ("t / T", "boosts: toggle whole-layer / per-channel normalization; cycle gamma"),
     ("z", "zoom the grid to the selected unit (again: whole grid)"),
+    ("p", "pattern mode: the layer's cached optimized images instead of live activations"),
     ("x", "freeze / unfreeze the explained unit while browsing layers"),
     ("h  or  ?", "show / hide this help"),
     ("Esc", "reset view, modes and freezes"),

@@ -8,6 +8,8 @@ the current one are dropped. UI-driven request changes are coalesced by a short 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -137,9 +139,18 @@ class MainWindow(QMainWindow):
         self.viewer: ImageViewer | None = None  # the non-modal whole-image view of a clicked tile
         self._viewer_key: tuple | None = None
         self._opt_abort = None
-        self._opt_key: tuple | None = None
-        self.optimize_steps = 96  # small enough to finish in seconds next to the live loop
-        self.optimize_size = 160
+        self._opt_key: tuple | None = None  # what the inspector's optimized canvas is being filled with
+        self._opt_anchor: tuple | None = None  # (model, unit) selected when it started: leaving it cancels
+        self.opt_log: list[tuple[str, int, int]] = []  # (what, step, steps) shown in the canvas (tests)
+        # GUI optimizations (inspector, class, optimize layer): small enough for a CPU next to the live loop
+        self.optimize_steps = _env_int("DEEPVIS_OPTIMIZE_STEPS", 64)
+        self.optimize_size = _env_int("DEEPVIS_OPTIMIZE_SIZE", 96)
+        self.pattern_on = False
+        self._pattern_key: tuple | None = None  # (model, layer) whose images `_pattern_images` holds
+        self._pattern_images: list[np.ndarray | None] = []
+        self.pattern_folder: tuple[str, Path] | None = None  # (layer, folder of unit_NNNN.png) from File menu
+        self._layer_abort: threading.Event | None = None
+        self._layer_job: tuple | None = None  # (model, layer) being optimized unit by unit
         self._latest: FrameResult | None = None
         self._painted: FrameResult | None = None
         self._repaint = False  # paint the newest result again (a display-only option changed)
@@ -248,6 +259,9 @@ class MainWindow(QMainWindow):
         topk.save_clicked.connect(self.save_live_topk_dialog)
         topk.tile_clicked.connect(self.open_topk_tile)
         self.inspector.optimize_clicked.connect(self.start_optimize)
+        self.grid_pane.pattern_toggled.connect(self.set_pattern_mode)
+        self.grid_pane.optimize_layer_clicked.connect(self.toggle_optimize_layer)
+        self.predictions.class_clicked.connect(lambda idx, _name: self.start_class_optimize(idx))
 
         self.status = self.statusBar()
         self.status_labels: dict[str, QLabel] = {}
@@ -274,6 +288,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open folder...", lambda: self._open_dialog("folder"))
         file_menu.addSeparator()
         self._action(file_menu, "Open top-k store...", self._open_store_dialog)
+        self._action(file_menu, "Open pattern folder...", self._open_pattern_folder_dialog)
         self.save_live_action = self._action(file_menu, "Save live top-k as store...", self.save_live_topk_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "Save snapshot", self.save_snapshot_now, QKeySequence("Ctrl+S"))
@@ -300,6 +315,12 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        self.pattern_action = self._action(view_menu, "Pattern mode  (p)", lambda: self.set_pattern_mode(
+            not self.pattern_on))
+        self.pattern_action.setCheckable(True)
+        self.optimize_layer_action = self._action(view_menu, "Optimize layer (fill the pattern cache)",
+                                                  self.toggle_optimize_layer)
         view_menu.addSeparator()
         self._action(view_menu, "Reset layout", self.reset_layout)
         help_menu = bar.addMenu("&Help")
@@ -393,13 +414,21 @@ class MainWindow(QMainWindow):
         self.save_live_action.setEnabled(self.live_topk_on)
         can_optimize = req.unit is not None and _optimize_available()
         self.inspector.optimize_button.setEnabled(can_optimize)
-        if self._opt_key != (self.vm.name, str(req.unit)):
+        current = (self.vm.name, str(req.unit))
+        if self._opt_anchor != current:
             if self._opt_abort is not None:
-                self._opt_abort.set()  # the user moved on: stop spending CPU on the old unit
+                self._opt_abort.set()  # the user moved on: stop spending CPU on the old unit / class
                 self._opt_abort = None
-            self.inspector.set_optimized(None, self.inspector.optimized_hint if can_optimize
-                                         else "Optimized image:\nnot available yet")
+            self._opt_anchor, self._opt_key = current, None
+            self.inspector.set_optimized_title()
+            cached = self.cached_unit_image(req.unit.layer, req.unit.channel) if can_optimize else None
+            if cached is not None:  # revisiting a unit: its cached image at once, no network run
+                self.inspector.set_optimized(cached, "", "cached")
+            else:
+                self.inspector.set_optimized(None, self.inspector.optimized_hint if can_optimize
+                                             else "Optimized image:\nnot available yet")
         self._update_topk()
+        self._refresh_patterns()
 
     @property
     def layer(self) -> str:
@@ -785,52 +814,267 @@ class MainWindow(QMainWindow):
                             lambda msg: self.notify(f"live top-k not saved: {msg}", "error"),
                             name="deepvis-save-topk")
 
+    def unit_objective(self, layer: str, channel: int):
+        """The objective a unit's optimized image maximizes: its channel mean (spatial layers) or the unit
+        (vectors), as `deepvis optimize-layer` does, so the GUI and the CLI share cache entries."""
+        from ..optimize import objectives
+
+        shape = self.vm.info(layer).shape
+        return objectives.channel(layer, channel) if len(shape) == 3 else objectives.neuron(layer, channel)
+
+    def _lookup_settings(self) -> list[dict]:
+        """Settings whose cache entries count as a unit's optimized image: the GUI's own (steps/size, see
+        DEEPVIS_OPTIMIZE_STEPS / _SIZE), then the preset's defaults (plain `deepvis optimize-layer`)."""
+        return [{"steps": self.optimize_steps, "size": self.optimize_size}, {}]
+
+    def cached_unit_image(self, layer: str, channel: int) -> np.ndarray | None:
+        """A unit's optimized image from the cache (or the opened pattern folder); never runs the net."""
+        if not _optimize_available():
+            return None
+        from ..optimize import cached_result
+
+        try:
+            obj = self.unit_objective(layer, channel)
+            for settings in self._lookup_settings():
+                img = cached_result(self.vm, obj, **settings)
+                if img is not None:
+                    return img
+        except (DeepVisError, OSError, ValueError):
+            return None
+        if self.pattern_folder is not None and self.pattern_folder[0] == layer:
+            from ..optimize.cache import read_png
+
+            return read_png(self.pattern_folder[1] / f"unit_{channel:04d}.png")
+        return None
+
+    # -- pattern mode
+    def set_pattern_mode(self, on: bool) -> None:
+        """p: show the layer's cached optimized images as the grid (clicks still select units)."""
+        on = bool(on)
+        if on == self.pattern_on:
+            return
+        if on and not _optimize_available():
+            self.notify("pattern mode needs the optimize module (not available)", "error")
+            self.grid_pane.set_pattern_mode(False)
+            return
+        self.pattern_on = on
+        self.pattern_action.setChecked(on)
+        self._pattern_key = None
+        self.grid_pane.set_pattern_mode(on)
+        if on:
+            self._refresh_patterns()
+            self.status.showMessage(self.pattern_status(), 10000)
+        else:
+            self._repaint = True
+
+    def pattern_status(self) -> str:
+        n = sum(im is not None for im in self._pattern_images)
+        total = len(self._pattern_images)
+        layer = self._pattern_key[1] if self._pattern_key else self.layer
+        text = f"pattern mode: {n} of {total} units cached"
+        if n < total:
+            model = "" if self.vm.name == "efficientnet_lite0" else f" --model {self.vm.name}"
+            text += (f" \u2014 run `deepvis optimize-layer{model} --layer {layer} --out DIR` or press "
+                     f"'optimize layer'")
+        return text
+
+    def _refresh_patterns(self, force: bool = False) -> None:
+        """Look the current layer's images up (only when the layer or model changed, or `force`)."""
+        if not self.pattern_on:
+            return
+        layer = self.layer
+        key = (self.vm.name, layer)
+        if key != self._pattern_key or force:
+            self._pattern_key = key
+            self._pattern_images = [self.cached_unit_image(layer, c) for c in range(self.channels(layer))]
+        self._show_patterns()
+
+    def _show_patterns(self) -> None:
+        layer = self._pattern_key[1]
+        labels = self.vm.categories if self._is_class_layer(layer) else None
+        self.grid_pane.show_patterns(layer, self._pattern_images, labels, self.pattern_status())
+
+    def _open_pattern_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open pattern folder (deepvis optimize-layer --out)")
+        if path:
+            self.open_pattern_folder(path)
+
+    def open_pattern_folder(self, path: str | Path, layer: str | None = None) -> None:
+        """Use a `deepvis optimize-layer --out DIR` folder (unit_NNNN.png) for `layer` (default: the current
+        one) where the cache has no image, and turn pattern mode on."""
+        folder = Path(path)
+        if not any(folder.glob("unit_*.png")):
+            self.notify(f"no unit_NNNN.png images in {folder} (made by deepvis optimize-layer --out)", "error")
+            return
+        self.pattern_folder = (layer or self.layer, folder)
+        self._pattern_key = None
+        if self.pattern_on:
+            self._refresh_patterns()
+        else:
+            self.set_pattern_mode(True)
+
+    # -- background optimization
+    def _model_copy_loader(self):
+        """A function that loads a private copy of the current model (no hooks shared with the live worker)."""
+        spec = self.vm.spec.path or self.vm.name
+        weights, device = self.vm.weights, self.device_arg
+        return lambda: load_model(spec, weights=weights, device=device)
+
+    def toggle_optimize_layer(self) -> None:
+        """Start filling the cache for every unit of the current layer, or stop the running job."""
+        if self._layer_abort is not None:
+            self._layer_abort.set()
+            self._layer_abort = None
+            self._layer_job = None
+            self.progress.hide()
+            self.grid_pane.optimize_layer_button.setText("optimize layer")
+            self.status.showMessage("optimize layer: stopped", 5000)
+            return
+        self.start_optimize_layer()
+
+    def start_optimize_layer(self, layer: str | None = None) -> None:
+        """Optimize the layer's units that have no cached image yet, one by one on a background job; each
+        finished unit appears in pattern mode (and in the inspector when selected) at once."""
+        if not _optimize_available():
+            self.notify("optimize layer needs the optimize module (not available)", "error")
+            return
+        from ..optimize import Cancelled, optimize
+
+        layer = layer or self.layer
+        todo = [c for c in range(self.channels(layer)) if self.cached_unit_image(layer, c) is None]
+        if not todo:
+            self.status.showMessage(f"optimize layer: every unit of {layer} is cached already", 6000)
+            return
+        abort = threading.Event()
+        self._layer_abort = abort
+        job = (self.vm.name, layer)
+        self._layer_job = job
+        objectives = {c: self.unit_objective(layer, c) for c in todo}
+        steps, size = self.optimize_steps, self.optimize_size
+        load = self._model_copy_loader()
+        bridge = self.bridge
+        total = len(todo)
+        self.progress.setRange(0, total)
+        self.progress.setValue(0)
+        self.progress.show()
+        self.grid_pane.optimize_layer_button.setText("stop optimizing")
+        self.status.showMessage(f"optimizing {layer}: 0/{total} units (loading a model copy)...")
+
+        def run() -> object:
+            vm = load()
+            done = 0
+            for c in todo:
+                if abort.is_set():
+                    break
+                try:
+                    res = optimize(vm, objectives[c], steps=steps, size=size, abort=abort, yield_every=10**9)
+                except Cancelled:
+                    break
+                done += 1
+                bridge.job_done.emit(lambda v: self._layer_progress(job, *v), (c, res.image, done, total))
+            return done
+
+        def finished(done: object) -> None:
+            if self._layer_job != job:
+                return
+            self._layer_abort = None
+            self._layer_job = None
+            self.progress.hide()
+            self.grid_pane.optimize_layer_button.setText("optimize layer")
+            self.messages.append(f"optimize layer {layer}: {done} units done")
+            self.status.showMessage(f"optimize layer {layer}: {done} of {total} units done", 10000)
+
+        def failed(msg: str) -> None:
+            finished(0)
+            self.notify(f"optimize layer failed: {msg}", "error")
+
+        bridge.run_job(run, finished, failed, name="deepvis-optimize-layer")
+
+    def _layer_progress(self, job: tuple, channel: int, image: np.ndarray, done: int, total: int) -> None:
+        if self._layer_job == job:
+            self.progress.setValue(done)
+            self.status.showMessage(f"optimizing {job[1]}: {done}/{total} units (unit {channel} done)")
+        if self._pattern_key == job and channel < len(self._pattern_images):
+            self._pattern_images[channel] = image
+            self._show_patterns()
+        unit = self.request.unit
+        if (unit is not None and (self.vm.name, unit.layer, unit.channel) == (job[0], job[1], channel)
+                and self._opt_key is None):
+            self.inspector.set_optimized(image, "", "cached")
+
     def start_optimize(self) -> None:
-        """Synthesize the unit's preferred image on a private copy of the model (no hooks shared with the
-        live worker), previewing every few steps."""
+        """Synthesize the selected unit's preferred image (inspector button), previewing as it evolves."""
         unit = self.request.unit
         if unit is None or not _optimize_available():
             return
-        import threading
+        self._run_optimize(self.unit_objective(unit.layer, unit.channel), str(unit), f"optimizing {unit}...")
 
-        from ..optimize import iter_optimize, objectives
+    def start_class_optimize(self, index: int) -> None:
+        """A class clicked in the predictions: its optimized image (class logit) evolves in the inspector's
+        canvas, labelled with the class name; selecting another unit cancels it."""
+        if not _optimize_available() or not 0 <= index < len(self.vm.categories):
+            return
+        from ..optimize import objectives
+
+        name = self.vm.categories[index]
+        self.inspector.set_optimized_title(f"optimized image: class {name}")
+        self._run_optimize(objectives.class_logit(index), f"class:{index}", f"optimizing class {name}...",
+                           label=name)
+
+    def _run_optimize(self, objective, what: str, message: str, label: str = "") -> None:
+        """Run `iter_optimize` on a private model copy in a background job, previewing every few steps in
+        the inspector's canvas; a new run or a selection change aborts it (`_opt_abort`)."""
+        from ..optimize import iter_optimize
 
         if self._opt_abort is not None:
             self._opt_abort.set()
         abort = threading.Event()
         self._opt_abort = abort
-        self._opt_key = (self.vm.name, str(unit))
-        spec = self.vm.spec.path or self.vm.name
-        weights, device = self.vm.weights, self.device_arg
-        key = self._opt_key
+        self._opt_anchor = (self.vm.name, str(self.request.unit))
+        key = self._opt_key = (self.vm.name, what)
+        if not label:
+            self.inspector.set_optimized_title()
         steps, size = self.optimize_steps, self.optimize_size
-        self.inspector.set_optimized(None, f"optimizing {unit}...")
+        load = self._model_copy_loader()
+        self.inspector.set_optimized(None, message)
         bridge = self.bridge
 
         def run() -> object:
-            vm = load_model(spec, weights=weights, device=device)
-            shape = vm.info(unit.layer).shape
-            obj = (objectives.channel(unit.layer, unit.channel) if len(shape) == 3
-                   else objectives.neuron(unit.layer, unit.channel))
+            vm = load()
             last = None
-            for prog in iter_optimize(vm, obj, steps=steps, size=size, abort=abort,
+            for prog in iter_optimize(vm, objective, steps=steps, size=size, abort=abort,
                                       yield_every=max(1, steps // 12)):
                 last = prog
                 if prog.image is not None and not prog.done:
-                    bridge.job_done.emit(lambda p, k=key: self._opt_progress(k, p), prog)
-            return last
+                    bridge.job_done.emit(lambda p, k=key: self._opt_progress(k, p, label=label), prog)
+            return None if abort.is_set() else last
 
-        bridge.run_job(run, lambda p: self._opt_progress(key, p, final=True),
-                       lambda msg: self.inspector.set_optimized(None, f"optimization failed: {msg}"),
+        def failed(msg: str) -> None:
+            if self._opt_key == key:
+                self.inspector.set_optimized(None, f"optimization failed: {msg}")
+
+        bridge.run_job(run, lambda p: self._opt_progress(key, p, final=True, label=label), failed,
                        name="deepvis-optimize")
 
-    def _opt_progress(self, key: tuple, prog: object, final: bool = False) -> None:
+    def _opt_progress(self, key: tuple, prog: object, final: bool = False, label: str = "") -> None:
         if key != self._opt_key or prog is None:
             return
         image = getattr(prog, "image", None)
         step, steps = getattr(prog, "step", 0), getattr(prog, "steps", 0)
         caption = f"step {step}/{steps}" if not final else f"value {prog.value:.3g}"
+        if final and getattr(getattr(prog, "result", None), "cached", False):
+            caption += " (cached)"
+        if label:
+            caption = f"{label}  {caption}"
+        self.opt_log.append((key[1], step, steps))
         self.inspector.set_optimized(image, "optimizing...", caption)
+        if final:
+            self._opt_abort = None
+            if self.pattern_on and key[1] == str(self.request.unit):  # a unit run also fills its pattern tile
+                unit = self.request.unit
+                if self._pattern_key == (self.vm.name, unit.layer) and unit.channel < len(self._pattern_images):
+                    self._pattern_images[unit.channel] = image
+                    self._show_patterns()
 
     # ------------------------------------------------------------------ results and painting
     def _on_result(self, result: FrameResult) -> None:
@@ -999,7 +1243,9 @@ class MainWindow(QMainWindow):
             "norm": req.norm, "gamma": req.gamma, "backprop_mode": self.backprop_mode,
             "backprop_view": self.backprop_view, "attribution": list(req.attribution),
             "unit_frozen": self.unit_frozen, "camera_frozen": self.camera_frozen, "mirror": self.mirror,
-            "overlay": self.overlay_on, "map_view": self.map_view, "request_id": req.request_id,
+            "overlay": self.overlay_on, "map_view": self.map_view, "pattern_mode": self.pattern_on,
+            "patterns_cached": sum(im is not None for im in self._pattern_images) if self.pattern_on else None,
+            "request_id": req.request_id,
             "live_topk": req.live_topk, "erf": req.erf,
             "live_topk_tiles": len(res.live_topk) if res is not None and res.live_topk is not None else None,
             "live_topk_frames": res.live_topk_frames if res is not None else 0,
@@ -1081,6 +1327,8 @@ class MainWindow(QMainWindow):
             self.cycle_boost(1)
         elif text == "T":
             self.cycle_boost(-1)
+        elif text in ("p", "P"):
+            self.set_pattern_mode(not self.pattern_on)
         elif text in ("z", "Z"):
             unit = self.request.unit
             self.grid_pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.layer
@@ -1112,6 +1360,8 @@ class MainWindow(QMainWindow):
             timer.stop()
         if self._opt_abort is not None:
             self._opt_abort.set()
+        if self._layer_abort is not None:
+            self._layer_abort.set()
         if self.capture is not None:
             self.capture.stop()
         self.worker.stop()
@@ -1157,6 +1407,15 @@ def _inferno():
     if _INFERNO is None:
         _INFERNO = make_lut("inferno", border=False)
     return _INFERNO
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer from the environment (e.g. DEEPVIS_OPTIMIZE_STEPS=4 in tests), else `default`."""
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _attribution_available() -> bool:

@@ -1,4 +1,5 @@
-"""Predictions pane: top-5 classes with probability bars, and the top classes' probabilities over time."""
+"""Predictions pane: top-5 classes with probability bars, and the top classes' probabilities over time.
+Clicking a class row asks for that class's optimized image (`class_clicked`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import deque
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -19,8 +20,12 @@ COLORS = [QColor(255, 214, 10), QColor(90, 200, 250), QColor(255, 105, 97), QCol
 class Bars(QWidget):
     """Top-k rows: a filled bar proportional to the probability, the class name and the percentage."""
 
+    class_clicked = Signal(int, str)  # (class index, name)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip("click a class: synthesize its optimized image in the unit inspector")
         self.rows: list[tuple[int, str, float]] = []
         self.colors: dict[int, QColor] = {}
         self.setMinimumHeight(5 * 18)
@@ -32,6 +37,27 @@ class Bars(QWidget):
     def set_rows(self, rows: list[tuple[int, str, float]], colors: dict[int, QColor]) -> None:
         self.rows, self.colors = rows, colors
         self.update()
+
+    def row_at(self, y: float) -> int | None:
+        """The row index under widget y, or None below the last row."""
+        if not self.rows:
+            return None
+        i = int(y // (self.height() / max(5, len(self.rows))))
+        return i if 0 <= i < len(self.rows) else None
+
+    def row_center(self, i: int) -> tuple[int, int]:
+        """(x, y) of row i's centre in widget coordinates (for tests and scripted clicks)."""
+        h = self.height() / max(5, len(self.rows))
+        return self.width() // 2, int((i + 0.5) * h)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        i = self.row_at(event.position().y())
+        if event.button() == Qt.MouseButton.LeftButton and i is not None:
+            idx, name, _p = self.rows[i]
+            self.class_clicked.emit(idx, name)
+            event.accept()
+            return
+        super().mousePressEvent(event)
 
     def paintEvent(self, _event) -> None:  # noqa: N802
         p = QPainter(self)
@@ -61,10 +87,13 @@ class Bars(QWidget):
 
 
 class PredictionsPane(QWidget):
+    class_clicked = Signal(int, str)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("predictionsPane")
         self.bars = Bars()
+        self.bars.class_clicked.connect(self.class_clicked.emit)
         self.plot = pg.PlotWidget(background=QColor(14, 15, 19))
         self.plot.setMinimumHeight(90)
         self.plot.setYRange(0, 1, padding=0.02)

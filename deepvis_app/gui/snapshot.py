@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from ..errors import DeepVisError
 
@@ -56,6 +57,11 @@ def write_snapshot(window: MainWindow, directory: Path) -> list[Path]:
         for method, img in res.attributions.items():
             _save_rgb(directory / f"attribution_{method}.png", img)
             written.append(directory / f"attribution_{method}.png")
+    if getattr(window.grid_pane, "_shown", "") == "pattern":
+        patterns = window.grid_pane.grid_image()
+        if patterns is not None and patterns.ndim == 3:
+            _save_rgb(directory / "patterns.png", np.ascontiguousarray(patterns[..., :3]))
+            written.append(directory / "patterns.png")
     state_path = directory / "state.json"
     state_path.write_text(json.dumps(window.state_dict(), indent=2, default=str) + "\n", encoding="utf-8")
     written.append(state_path)

@@ -4,12 +4,12 @@
     res = optimize(vm, obj.class_logit(100), preset="default", seed=0)   # res.image: uint8 HxWx3
 
 `iter_optimize` is the same as a step iterator (for the GUI's worker thread, with an abort check between
-steps). See docs/optimize.md. No Qt here.
+steps). `cached_result` looks a result up without running anything. See docs/optimize.md. No Qt here.
 """
 
 from . import objectives
-from .engine import Cancelled, OptimizeResult, Progress, iter_optimize, optimize
+from .engine import Cancelled, OptimizeResult, Progress, cached, cached_result, iter_optimize, optimize
 from .presets import PRESETS, Preset, get_preset
 
-__all__ = ["PRESETS", "Cancelled", "OptimizeResult", "Preset", "Progress", "get_preset", "iter_optimize",
-           "objectives", "optimize"]
+__all__ = ["PRESETS", "Cancelled", "OptimizeResult", "Preset", "Progress", "cached", "cached_result", "get_preset",
+           "iter_optimize", "objectives", "optimize"]

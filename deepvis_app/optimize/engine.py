@@ -169,6 +169,66 @@ def _model_parts(net: Any, mean: Sequence[float] | None, std: Sequence[float] | 
     return net, tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD), torch.device(device), cache_id
 
 
+def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int | None, size: int | None,
+             seed: int, batch: int, diversity: float, diversity_layer: str | None,
+             mean: Sequence[float] | None, std: Sequence[float] | None, device: torch.device | str | None,
+             use_cache: bool, cache_id: str | None, cache_dir: str | Path | None, overrides: dict[str, Any]):
+    """Validate the arguments and derive the settings and the cache key, shared by `iter_optimize` and
+    `cached_result` so a lookup finds exactly what a run stores."""
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    net, mean, std, dev, cache_id = _model_parts(net, mean, std, device, cache_id)
+    p = get_preset(preset, steps=steps, size=size, **overrides)
+    if p.steps < 0 or p.size < 8:
+        raise DeepVisError(f"steps must be >= 0 and size >= 8 (got steps={p.steps}, size={p.size})")
+    if batch < 1:
+        raise DeepVisError(f"batch must be >= 1, got {batch}")
+    div_layer = None
+    if diversity:
+        div_layer = diversity_layer or (objective.layers[0] if objective.layers else None)
+        if div_layer is None:
+            raise DeepVisError("diversity needs a layer: pass diversity_layer= for a class objective")
+    settings = dict(p.settings_dict(), seed=seed, batch=batch, diversity=diversity, diversity_layer=div_layer,
+                    mean=list(mean), std=list(std))
+    key = None
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else None
+    if use_cache and cache_id is not None:
+        key = _cache.make_key(cache_id, objective.key, settings)
+    return net, mean, std, dev, p, settings, key, cdir
+
+
+def _load_result(key: str, objective: Objective, settings: dict[str, Any],
+                 cache_dir: Path | None) -> OptimizeResult | None:
+    hit = _cache.load(key, cache_dir)
+    if hit is None:
+        return None
+    images, meta = hit
+    best = int(meta["best"])
+    return OptimizeResult(image=images[best], images=images, value=float(meta["value"]),
+                          values=list(meta["values"]), history=list(meta["history"]),
+                          objective=objective.key, settings=settings, best=best, cached=True)
+
+
+def cached(net: Any, objective: Objective, *, preset: str | Preset = "default", steps: int | None = None,
+           size: int | None = None, seed: int = 0, batch: int = 1, diversity: float = 0.0,
+           diversity_layer: str | None = None, mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None, cache_id: str | None = None,
+           cache_dir: str | Path | None = None, **overrides: Any) -> OptimizeResult | None:
+    """The cached `OptimizeResult` that `iter_optimize` with the same arguments would return, or None.
+    Never runs the network (only reads the model's name/spec/weights id), so a GUI can call it per click."""
+    _n, _m, _s, _d, _p, settings, key, cdir = _prepare(
+        net, objective, preset=preset, steps=steps, size=size, seed=seed, batch=batch, diversity=diversity,
+        diversity_layer=diversity_layer, mean=mean, std=std, device="cpu", use_cache=True,
+        cache_id=cache_id, cache_dir=cache_dir, overrides=overrides)
+    return None if key is None else _load_result(key, objective, settings, cdir)
+
+
+def cached_result(net: Any, objective: Objective, **kwargs: Any) -> np.ndarray | None:
+    """The cached best image (uint8 HxWx3) for these `iter_optimize` arguments, or None; no forward pass."""
+    res = cached(net, objective, **kwargs)
+    return None if res is None else res.image
+
+
 def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "default", steps: int | None = None,
                   size: int | None = None, seed: int = 0, batch: int = 1, diversity: float = 0.0,
                   diversity_layer: str | None = None, mean: Sequence[float] | None = None,
@@ -187,34 +247,15 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     Caching: on when a cache id is known (always for a VisModel; pass `cache_id` for a plain module) and
     `use_cache`; a hit yields one final progress without running the network.
     """
-    if not isinstance(objective, Objective):
-        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
-    net, mean, std, dev, cache_id = _model_parts(net, mean, std, device, cache_id)
-    p = get_preset(preset, steps=steps, size=size, **overrides)
-    if p.steps < 0 or p.size < 8:
-        raise DeepVisError(f"steps must be >= 0 and size >= 8 (got steps={p.steps}, size={p.size})")
-    if batch < 1:
-        raise DeepVisError(f"batch must be >= 1, got {batch}")
-    div_layer = None
-    if diversity:
-        div_layer = diversity_layer or (objective.layers[0] if objective.layers else None)
-        if div_layer is None:
-            raise DeepVisError("diversity needs a layer: pass diversity_layer= for a class objective")
-    settings = dict(p.settings_dict(), seed=seed, batch=batch, diversity=diversity, diversity_layer=div_layer,
-                    mean=list(mean), std=list(std))
-
-    key = None
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
-    if use_cache and cache_id is not None:
-        key = _cache.make_key(cache_id, objective.key, settings)
-        hit = _cache.load(key, cache_dir)
-        if hit is not None:
-            images, meta = hit
-            best = int(meta["best"])
-            res = OptimizeResult(image=images[best], images=images, value=float(meta["value"]),
-                                 values=list(meta["values"]), history=list(meta["history"]),
-                                 objective=objective.key, settings=settings, best=best, cached=True)
-            yield Progress(step=p.steps, steps=p.steps, value=res.value, images=images, done=True, result=res)
+    net, mean, std, dev, p, settings, key, cache_dir = _prepare(
+        net, objective, preset=preset, steps=steps, size=size, seed=seed, batch=batch, diversity=diversity,
+        diversity_layer=diversity_layer, mean=mean, std=std, device=device, use_cache=use_cache,
+        cache_id=cache_id, cache_dir=cache_dir, overrides=overrides)
+    div_layer = settings["diversity_layer"]
+    if key is not None:
+        res = _load_result(key, objective, settings, cache_dir)
+        if res is not None:
+            yield Progress(step=p.steps, steps=p.steps, value=res.value, images=res.images, done=True, result=res)
             return
 
     gen = torch.Generator().manual_seed(int(seed))

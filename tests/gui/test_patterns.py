@@ -1,0 +1,134 @@
+"""Pattern mode (the layer's cached optimized images as the grid), the optimize-layer job, and class images
+started from the predictions pane. Tiny settings: DEEPVIS_OPTIMIZE_STEPS / _SIZE make every GUI run short."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+
+from deepvis_app.pipeline import Unit, ViewRequest
+
+pytest.importorskip("deepvis_app.optimize")
+
+from deepvis_app.gui.grid_pane import PLACEHOLDER_RGB, pattern_tile  # noqa: E402
+from deepvis_app.optimize import cached_result, optimize  # noqa: E402
+from deepvis_app.optimize import objectives as O  # noqa: E402
+
+WAIT = 60_000
+LAYER = "_blocks.3"  # 40 channels, 28x28 maps
+STEPS, SIZE = 2, 32
+
+
+@pytest.fixture
+def tiny_opt(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEEPVIS_OPTIMIZE_STEPS", str(STEPS))
+    monkeypatch.setenv("DEEPVIS_OPTIMIZE_SIZE", str(SIZE))
+
+
+def wait_painted(qtbot, win, pred=lambda r: True):
+    def ok():
+        res = win._painted
+        return res is not None and res.request_id >= win.request.request_id and pred(res)
+    qtbot.waitUntil(ok, timeout=WAIT)
+    return win._painted
+
+
+def tile(img: np.ndarray, layout, c: int) -> np.ndarray:
+    y, x = layout.tile_origin(c)
+    return img[y:y + layout.tile_h, x:x + layout.tile_w]
+
+
+def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, vm, tiny_opt):
+    made = {c: optimize(vm, O.channel(LAYER, c), steps=STEPS, size=SIZE).image for c in (1, 3)}
+    assert cached_result(vm, O.channel(LAYER, 0), steps=STEPS, size=SIZE) is None
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
+    wait_painted(qtbot, win, lambda r: r.layer == LAYER)
+    pane = win.grid_pane
+    live_rows_cols = (pane.layout_.rows, pane.layout_.cols)
+    assert win.inspector.optimized.has_image is False  # unit 0: nothing cached
+
+    qtbot.keyClicks(win.layers_pane.tree, "p")  # the toolbox key
+    assert win.pattern_on and pane.pattern_box.isChecked() and pane._shown == "pattern"
+    lay = pane.layout_
+    assert lay.channels == 40 and (lay.rows, lay.cols) == live_rows_cols  # same arrangement as the live grid
+    img = pane.grid_image()
+    assert img.ndim == 3 and img.shape == (lay.height, lay.width, 3)
+    for c, image in made.items():
+        assert np.array_equal(tile(img, lay, c), pattern_tile(image))
+        assert not np.array_equal(tile(img, lay, c), pattern_tile(None))
+    for c in (0, 2, 39):
+        assert (tile(img, lay, c) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    assert pane.info.text().startswith("pattern mode: 2 of 40 units cached")
+    assert f"deepvis optimize-layer --layer {LAYER} --out DIR" in pane.info.text()
+    assert win.state_dict()["patterns_cached"] == 2
+
+    # live frames keep coming but the patterns stay on screen
+    frame = win._painted.frame_id
+    wait_painted(qtbot, win, lambda r: r.frame_id > frame)
+    assert np.array_equal(pane.grid_image(), img)
+
+    # clicking a pattern tile selects the unit; the inspector shows its cached image at once
+    qtbot.mouseClick(pane.view.viewport(), Qt.MouseButton.LeftButton, pos=pane.tile_center(3))
+    assert win.request.unit == Unit(LAYER, 3)
+    assert pane.sel_rect.isVisible() and pane.sel_rect.rect().contains(pane._tile_rect(3).center())
+    assert np.array_equal(win.inspector.optimized.array, made[3])
+    assert win.inspector.optimized.caption == "cached"
+
+    # back to live activations
+    qtbot.keyClicks(win.layers_pane.tree, "p")
+    assert not win.pattern_on
+    res = wait_painted(qtbot, win, lambda r: r.unit == Unit(LAYER, 3))
+    qtbot.waitUntil(lambda: pane._shown == "live", timeout=WAIT)
+    assert pane.grid_image().ndim == 2 and pane.grid_image().shape == win._painted.grid.image.shape
+    assert (pane.layout_.rows, pane.layout_.cols) == (res.grid.layout.rows, res.grid.layout.cols)
+
+
+def test_optimize_layer_job_fills_tiles_and_stops(qtbot, make_window, vm, tiny_opt):
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
+    wait_painted(qtbot, win, lambda r: r.layer == LAYER)
+    win.set_pattern_mode(True)
+    assert sum(im is not None for im in win._pattern_images) == 0
+    win.grid_pane.optimize_layer_button.click()
+    assert win._layer_job is not None and win.progress.isVisible()
+    assert win.grid_pane.optimize_layer_button.text() == "stop optimizing"
+    qtbot.waitUntil(lambda: sum(im is not None for im in win._pattern_images) >= 2, timeout=WAIT)
+    win.grid_pane.optimize_layer_button.click()  # stop
+    assert win._layer_job is None and not win.progress.isVisible()
+    done = [c for c, im in enumerate(win._pattern_images) if im is not None]
+    assert done[:2] == [0, 1]  # unit by unit, in order
+    lay = win.grid_pane.layout_
+    img = win.grid_pane.grid_image()
+    for c in done:
+        cached = cached_result(vm, O.channel(LAYER, c), steps=STEPS, size=SIZE)
+        assert cached is not None and np.array_equal(tile(img, lay, c), pattern_tile(cached))
+    assert (tile(img, lay, 39) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    assert win.inspector.optimized.has_image  # unit 0 (selected) got its image as soon as it was done
+
+
+def test_class_click_runs_class_optimization_then_selection_cancels(qtbot, make_window, tiny_opt):
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
+    wait_painted(qtbot, win, lambda r: bool(r.predictions))
+    bars = win.predictions.bars
+    qtbot.waitUntil(lambda: bool(bars.rows), timeout=WAIT)
+    idx, name, _p = bars.rows[0]
+    qtbot.mouseClick(bars, Qt.MouseButton.LeftButton, pos=QPoint(*bars.row_center(0)))
+    assert win._opt_key == (win.vm.name, f"class:{idx}")
+    canvas = win.inspector.optimized
+    qtbot.waitUntil(lambda: canvas.has_image and "value" in canvas.caption, timeout=WAIT)
+    log = [e for e in win.opt_log if e[0] == f"class:{idx}"]
+    assert [s for _w, s, _n in log if s < STEPS]  # intermediate steps reached the canvas, not just the end
+    assert log[-1][1] == STEPS
+    assert canvas.caption.startswith(name) and name in win.inspector._boxes["optimized"].title_label.text()
+    assert canvas.array.ndim == 3 and canvas.array.shape[:2] == (SIZE, SIZE)
+
+    # a long one, cancelled when the unit selection changes
+    win.optimize_steps = 500
+    win.start_class_optimize((idx + 1) % 1000)
+    stop = win._opt_abort
+    qtbot.waitUntil(lambda: any(w == f"class:{(idx + 1) % 1000}" for w, _s, _n in win.opt_log), timeout=WAIT)
+    win.select_channel(5)
+    assert stop.is_set() and win._opt_key is None
+    assert win.inspector._boxes["optimized"].title_label.text() == "optimized image"
+    assert not canvas.has_image
