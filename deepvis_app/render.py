@@ -82,28 +82,22 @@ def as_maps(act: torch.Tensor) -> torch.Tensor:
     return act.flatten(0, act.dim() - 3)
 
 
-def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) -> tuple[torch.Tensor, bool]:
-    """Map C x H x W activations into [0, 1]; returns (normalized, signed)."""
+def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map C x H x W activations into [0, 1]; returns (normalized, signed) with `signed` a 0-dim bool tensor.
+
+    No host sync: whether the layer is signed is decided on the device (`torch.where`), so a CUDA frame
+    crosses to the host only once, with the finished grid.
+    """
     if norm not in NORM_MODES:
         raise ValueError(f"norm must be one of {NORM_MODES}, got {norm!r}")
     maps = maps.float()
-    signed = bool((maps.amin() < 0).item()) if maps.numel() else False
-    flat = maps.flatten(1)
-    if norm == "layer":
-        scale = flat.abs().amax() if signed else flat.amax()
-        scale = scale.clamp_min(1e-12).view(1, 1, 1)
-    else:
-        scale = (flat.abs() if signed else flat).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-    if signed:
-        out = maps / scale  # [-1, 1]
-        if gamma != 1.0:
-            out = out.sign() * out.abs().pow(gamma)
-        out = 0.5 + 0.5 * out
-    else:
-        out = (maps / scale).clamp(0, 1)
-        if gamma != 1.0:
-            out = out.pow(gamma)
-    return out, signed
+    flat = maps.flatten(1).abs()  # for a non-negative layer |x| = x, so one scale serves both cases
+    scale = flat.amax() if norm == "layer" else flat.amax(dim=1).view(-1, 1, 1)
+    ratio = maps / scale.clamp_min(1e-12)  # [-1, 1], or [0, 1] when nothing is negative
+    if gamma != 1.0:
+        ratio = ratio.sign() * ratio.abs().pow(gamma)
+    signed = maps.amin() < 0 if maps.numel() else torch.zeros((), dtype=torch.bool, device=maps.device)
+    return torch.where(signed, 0.5 + 0.5 * ratio, ratio.clamp(0, 1)), signed
 
 
 def render_grid(act: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
@@ -112,8 +106,8 @@ def render_grid(act: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, p
     enlarged by an integer factor (nearest) so e.g. 7x7 maps and FC units stay visible."""
     maps = as_maps(act.detach())
     c, h, w = maps.shape
-    channel_max = maps.flatten(1).amax(dim=1)
     unit, signed = normalize(maps, norm=norm, gamma=gamma)
+    stats = torch.cat([maps.flatten(1).amax(dim=1).float(), signed.float().view(1)]).cpu().numpy()
     factor = max(1, math.ceil(min_tile / max(h, w)))
     if factor > 1:
         unit = unit.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
@@ -127,14 +121,13 @@ def render_grid(act: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, p
     grid = tiles.view(layout.rows, layout.cols, h + pad, w + pad).permute(0, 2, 1, 3)
     grid = grid.reshape(layout.rows * (h + pad), layout.cols * (w + pad))
     grid = torch.nn.functional.pad(grid, (pad, 0, pad, 0))
-    return Grid(image=grid.cpu().numpy(), layout=layout, channel_max=channel_max.float().cpu().numpy(),
-                signed=signed)
+    return Grid(image=grid.cpu().numpy(), layout=layout, channel_max=stats[:-1], signed=bool(stats[-1]))
 
 
-def upscale_map(act_map: torch.Tensor, size: int, *, signed: bool | None = None) -> np.ndarray:
+def upscale_map(act_map: torch.Tensor, size: int) -> np.ndarray:
     """One channel's H x W map -> uint8 size x size (bilinear), scaled like a 'channel' tile."""
     m = act_map.detach().float()[None, None]
-    norm, _ = normalize(m[0], norm="channel") if signed is None else (m[0], signed)
+    norm = normalize(m[0], norm="channel")[0]
     big = torch.nn.functional.interpolate(norm[None], size=(size, size), mode="bilinear", align_corners=False)
     return (big[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
