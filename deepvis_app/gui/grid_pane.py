@@ -105,6 +105,12 @@ class GridPane(QWidget):
         self.optimize_layer_button.setToolTip("fill the optimized-image cache for every unit of this layer, one "
                                               "by one in the background (click again to stop)")
         self.optimize_layer_button.clicked.connect(self.optimize_layer_clicked.emit)
+        self.pattern_label = QLabel("")  # pattern mode's "N of C units cached - run ..." line
+        self.pattern_label.setObjectName("patternStatus")
+        self.pattern_label.setWordWrap(True)
+        self.pattern_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.pattern_label.setStyleSheet("color: #ffd60a; padding: 2px 4px;")
+        self.pattern_label.hide()
         self.info = QLabel("")
         self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.info.setMinimumWidth(40)
@@ -152,6 +158,7 @@ class GridPane(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
         layout.addLayout(bar)
+        layout.addWidget(self.pattern_label)
         layout.addWidget(self.view, 1)
 
     # -- showing
@@ -201,6 +208,7 @@ class GridPane(QWidget):
 
     def set_pattern_mode(self, on: bool) -> None:
         self.pattern_on = bool(on)
+        self.pattern_label.setVisible(self.pattern_on)
         self.pattern_box.blockSignals(True)
         self.pattern_box.setChecked(self.pattern_on)
         self.pattern_box.blockSignals(False)
@@ -222,6 +230,7 @@ class GridPane(QWidget):
         self.labels = labels or []
         self.pattern_images = list(images)
         self.pattern_status = status
+        self.pattern_label.setText(status)
         self.image.setLookupTable(None, update=False)
         self.image.setImage(pattern_grid(self.pattern_images, lay), autoLevels=False, levels=(0, 255))
         if new_shape:
@@ -255,7 +264,8 @@ class GridPane(QWidget):
         if self.layout_ is None:
             return ""
         if self._shown == "pattern":
-            return self.pattern_status
+            n = sum(im is not None for im in self.pattern_images)
+            return f"{self.layer}: {n} of {self.layout_.channels} optimized images"
         kind = "classes" if self.labels else "units"
         return f"{self.layer}: {self.layout_.channels} {kind}"
 

@@ -60,8 +60,10 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
         assert not np.array_equal(tile(img, lay, c), pattern_tile(None))
     for c in (0, 2, 39):
         assert (tile(img, lay, c) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
-    assert pane.info.text().startswith("pattern mode: 2 of 40 units cached")
-    assert f"deepvis optimize-layer --layer {LAYER} --out DIR" in pane.info.text()
+    assert pane.pattern_label.isVisible()
+    assert pane.pattern_label.text().startswith("pattern mode: 2 of 40 units cached")
+    assert f"deepvis optimize-layer --layer {LAYER} --out DIR" in pane.pattern_label.text()
+    assert pane.info.text() == f"{LAYER}: 2 of 40 optimized images"
     assert win.state_dict()["patterns_cached"] == 2
 
     # live frames keep coming but the patterns stay on screen
@@ -78,7 +80,7 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
 
     # back to live activations
     qtbot.keyClicks(win.layers_pane.tree, "p")
-    assert not win.pattern_on
+    assert not win.pattern_on and not pane.pattern_label.isVisible()
     res = wait_painted(qtbot, win, lambda r: r.unit == Unit(LAYER, 3))
     qtbot.waitUntil(lambda: pane._shown == "live", timeout=WAIT)
     assert pane.grid_image().ndim == 2 and pane.grid_image().shape == win._painted.grid.image.shape
@@ -132,3 +134,22 @@ def test_class_click_runs_class_optimization_then_selection_cancels(qtbot, make_
     assert stop.is_set() and win._opt_key is None
     assert win.inspector._boxes["optimized"].title_label.text() == "optimized image"
     assert not canvas.has_image
+
+
+def test_open_pattern_folder_fills_missing_tiles(qtbot, make_window, tiny_opt, tmp_path):
+    from deepvis_app.optimize.cache import write_png
+
+    folder = tmp_path / "b3"
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # optimize-layer's default size: shown shrunk
+    write_png(folder / "unit_0002.png", img)
+    win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
+    wait_painted(qtbot, win, lambda r: r.layer == LAYER)
+    win.open_pattern_folder(folder)
+    assert win.pattern_on
+    pane = win.grid_pane
+    assert np.array_equal(tile(pane.grid_image(), pane.layout_, 2), pattern_tile(img))
+    assert pattern_tile(img).shape == (96, 96, 3)
+    assert (tile(pane.grid_image(), pane.layout_, 1) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    win.open_pattern_folder(tmp_path / "empty")
+    assert "no unit_NNNN.png images" in win.last_error
