@@ -7,7 +7,6 @@ exact same objects without a window.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -86,19 +85,6 @@ class LatestSlot:
         return self._closed
 
 
-def _lower_thread_priority(niceness: int = 10) -> None:
-    """Let this thread yield to the inference threads (Linux: per-thread nice).
-
-    The network's OpenMP team waits at every parallel region for its slowest thread, so a capture thread that
-    preempts one of them for a millisecond stalls the whole forward; at a lower priority it runs in the gaps.
-    """
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-        except OSError:
-            pass
-
-
 class Capture(threading.Thread):
     """Reads a source on its own thread at the requested pace and posts frames into a `LatestSlot`.
 
@@ -137,7 +123,6 @@ class Capture(threading.Thread):
         import cv2
 
         cv2.setNumThreads(1)  # leave the cores to the network
-        _lower_thread_priority()
         next_t = time.perf_counter()
         frame_id = 0
         try:
