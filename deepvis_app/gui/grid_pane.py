@@ -135,22 +135,8 @@ class GridPane(QWidget):
         self.image.setLevels((0, 255))
         self.image.setLookupTable(self._luts[self.cmap])
         self.vb.addItem(self.image)
-        self.sel_rect = QGraphicsRectItem()
-        pen = QPen(SELECT_COLOR, 0)
-        pen.setCosmetic(True)
-        pen.setWidthF(2.5)
-        self.sel_rect.setPen(pen)
-        self.sel_rect.setZValue(10)
-        self.sel_rect.hide()
-        self.vb.addItem(self.sel_rect, ignoreBounds=True)
-        self.hover_rect = QGraphicsRectItem()
-        hpen = QPen(HOVER_COLOR, 0)
-        hpen.setCosmetic(True)
-        hpen.setWidthF(1.5)
-        self.hover_rect.setPen(hpen)
-        self.hover_rect.setZValue(9)
-        self.hover_rect.hide()
-        self.vb.addItem(self.hover_rect, ignoreBounds=True)
+        self.sel_rect = self._outline(SELECT_COLOR, 2.5, 10)
+        self.hover_rect = self._outline(HOVER_COLOR, 1.5, 9)
         self.view.scene().sigMouseMoved.connect(self._on_move)
         self.view.scene().sigMouseClicked.connect(self._on_click)
 
@@ -162,6 +148,18 @@ class GridPane(QWidget):
         layout.addWidget(self.view, 1)
 
     # -- showing
+
+    def _outline(self, color, width: float, z: int) -> QGraphicsRectItem:
+        """A hidden tile outline (cosmetic pen: same width at any zoom) in the grid's view box."""
+        rect = QGraphicsRectItem()
+        pen = QPen(color, 0)
+        pen.setCosmetic(True)
+        pen.setWidthF(width)
+        rect.setPen(pen)
+        rect.setZValue(z)
+        rect.hide()
+        self.vb.addItem(rect, ignoreBounds=True)
+        return rect
     def gamma_index(self, gamma: float) -> int:
         """The gamma combo's item for `gamma`; a value it does not list (e.g. --gamma 0.6) is added."""
         for i in range(self.gamma_box.count()):
