@@ -23,7 +23,7 @@ from torch import nn
 
 from .devices import resolve_device
 from .errors import DeepVisError, WeightsMissingError
-from .probe import LayerInfo, layer_table
+from .probe import LayerInfo, layer_table, unknown_layer_message
 from .sources import fit_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -326,16 +326,13 @@ class VisModel:
         return [info.name for info in self.layer_info]
 
     def info(self, layer: str) -> LayerInfo:
-        for info in self.layer_info:
-            if info.name == layer:
-                return info
-        for info in self.layer_info:  # a bare name of a reused module means its last call
-            if info.name.partition("@")[0] == layer:
-                last = info
-        if "last" in locals():
-            return LayerInfo(layer, last.kind, last.shape)
-        from .probe import unknown_layer_message
-
+        """Kind and shape of a layer; a bare name of a reused module means its last call."""
+        calls = [i for i in self.layer_info if i.name == layer or i.name.partition("@")[0] == layer]
+        exact = [i for i in calls if i.name == layer]
+        if exact:
+            return exact[0]
+        if calls:
+            return LayerInfo(layer, calls[-1].kind, calls[-1].shape)
         raise DeepVisError(unknown_layer_message(layer, self.layers))
 
     @property
