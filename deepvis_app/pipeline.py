@@ -307,8 +307,7 @@ class FrameProcessor:
             channels = activation.shape[0]
             spatial = activation.dim() == 3
             rf = partial(rf_box, self.model.net, unit.layer, input_size=self.model.input_size) if spatial else None
-            self.live = LiveTopK(unit.layer, channels, req.live_topk_k,
-                                 rf_fn=(lambda y, x: rf(y=y, x=x)) if rf else None)
+            self.live = LiveTopK(unit.layer, channels, req.live_topk_k, rf_fn=rf)
             self._live_key, self._live_tiles = key, None
         taken = self.live.update(frame_id, fitted, activation)
         cached = self._live_tiles
