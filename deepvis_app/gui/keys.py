@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QWidget
+
+from .inspector_pane import BACKPROP_MODES, BACKPROP_VIEWS
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
 
 # (keys as shown, what they do); the main window's key handler implements exactly these.
 SHORTCUTS: list[tuple[str, str]] = [
@@ -77,3 +84,75 @@ class HelpOverlay(QWidget):
                        desc)
             y += line
         p.end()
+
+
+def handle_key(win: MainWindow, event) -> bool:
+    """The toolbox shortcuts (see keys.SHORTCUTS); returns True when the key was one of them."""
+    key = event.key()
+    mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+    if mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+               | Qt.KeyboardModifier.MetaModifier):
+        return False
+    text = event.text()
+    if win.help.isVisible() and key not in (Qt.Key.Key_H, Qt.Key.Key_Question):
+        win.help.hide()
+        return True
+    arrows = {Qt.Key.Key_Left: (-1, 0), Qt.Key.Key_Right: (1, 0), Qt.Key.Key_Up: (0, -1),
+              Qt.Key.Key_Down: (0, 1)}
+    if key in arrows:
+        win.move_selection(*arrows[key])
+    elif text == "u":
+        win.step_layer(-1)
+    elif text == "o":
+        win.step_layer(1)
+    elif text in ("f", "F"):
+        win.toggle_camera_freeze()
+    elif text in ("b", "B"):
+        step = 1 if text == "b" else -1
+        win.set_backprop_mode(BACKPROP_MODES[(BACKPROP_MODES.index(win.backprop_mode) + step)
+                                             % len(BACKPROP_MODES)])
+    elif text in ("m", "M"):
+        step = 1 if text == "m" else -1
+        win.set_backprop_view(BACKPROP_VIEWS[(BACKPROP_VIEWS.index(win.backprop_view) + step)
+                                             % len(BACKPROP_VIEWS)])
+    elif text == "t":
+        win.cycle_boost(1)
+    elif text == "T":
+        win.cycle_boost(-1)
+    elif text in ("p", "P"):
+        win.set_pattern_mode(not win.pattern_on)
+    elif text in ("z", "Z"):
+        unit = win.request.unit
+        win.grid_pane.toggle_zoom(unit.channel if unit is not None and unit.layer == win.layer
+                                  else None)
+    elif text in ("x", "X"):
+        win.set_unit_frozen(not win.unit_frozen)
+    elif text in ("h", "H", "?"):
+        win.help.toggle()
+    elif key == Qt.Key.Key_Escape:
+        win.reset()
+    elif text in ("q", "Q"):
+        win.close()
+    else:
+        return False
+    return True
+
+
+class KeyFilter(QObject):
+    """Application-wide filter so the shortcuts work whichever pane has focus (the layer list would
+    otherwise eat the arrows); keys aimed at other windows (file dialogs) pass through."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
+            return False
+        if obj.window() is not self.window:
+            return False
+        from PySide6.QtWidgets import QComboBox
+
+        if isinstance(obj, QComboBox) and obj.view().isVisible():
+            return False
+        return self.window.handle_key(event)
