@@ -10,8 +10,7 @@ os.environ.setdefault("QT_API", "pyside6")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-pytest.importorskip("pytestqt")
+import pytestqt  # noqa: E402,F401  - a dev dependency: a missing pytest-qt must fail, not skip the GUI suite
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ LAYER = "_blocks.1"
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     """4 real photos scanned for one early layer, top-3, with deconv and guided crops (the CLI's defaults)."""
-    pytest.importorskip("deepvis_app.topk.scan")
     import skimage.data
 
     from deepvis_app.cli import main
@@ -116,7 +115,6 @@ def test_store_opened_from_menu(qtbot, make_window, tiny_store):
 
 def test_optimize_button_shows_an_image(qtbot, make_window, monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
-    pytest.importorskip("deepvis_app.optimize")
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 2)))
     win.optimize_steps, win.optimize_size = 3, 64
     assert win.inspector.optimize_button.isEnabled()

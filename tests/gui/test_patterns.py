@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
+from deepvis_app.gui.grid_pane import PLACEHOLDER_RGB, pattern_tile
+from deepvis_app.optimize import cached_result, optimize
+from deepvis_app.optimize import objectives as O
 from deepvis_app.pipeline import Unit, ViewRequest
-
-pytest.importorskip("deepvis_app.optimize")
-
-from deepvis_app.gui.grid_pane import PLACEHOLDER_RGB, pattern_tile  # noqa: E402
-from deepvis_app.optimize import cached_result, optimize  # noqa: E402
-from deepvis_app.optimize import objectives as O  # noqa: E402
 
 WAIT = 60_000
 LAYER = "_blocks.3"  # 40 channels, 28x28 maps
