@@ -29,12 +29,9 @@ def prepare(args: argparse.Namespace):
     request = request_from_args(args, model.default_layer)
     validate_request(model, request)
     if args.store:
-        try:
-            from ..topk.store import TopKStore
-        except ImportError:
-            TopKStore = None  # noqa: N806 - the inspector then says top-k is not available
-        if TopKStore is not None:
-            TopKStore.open(args.store)  # a bad --store is a start-up error (exit 2), not a banner
+        from ..topk.store import TopKStore
+
+        TopKStore.open(args.store)  # a bad --store is a start-up error (exit 2), not a banner
     notices: list[str] = []
     source = open_source(args.source, fallback_to_demo=args.source is None, notice=notices.append)
     return model, source, request, notices

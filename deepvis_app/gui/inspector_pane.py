@@ -100,7 +100,7 @@ class InspectorPane(QWidget):
 
         self.unit_map = ImageCanvas("select a unit", smooth=True)
         self.topk = TopKPanel()
-        self.optimized = ImageCanvas("Optimized image:\nnot available yet", smooth=True)
+        self.optimized = ImageCanvas("Optimized image:\nselect a unit", smooth=True)
         self.optimized_hint = "press optimize to synthesize\nthis unit's preferred image"
         self.attr = {m: ImageCanvas("", smooth=True) for m in ("gradient", "deconv", "guided")}
         self.optimize_button = QPushButton("optimize")
@@ -142,7 +142,7 @@ class InspectorPane(QWidget):
         layout.addWidget(self.header)
         layout.addLayout(controls)
         layout.addLayout(grid, 1)
-        self.set_methods(methods_for("guided"), available=True)
+        self.set_methods(methods_for("guided"))
 
     def set_modes(self, mode: str, view: str, map_view: str = "activation") -> None:
         for box, text in ((self.mode_box, mode), (self.view_box, view), (self.map_box, map_view)):
@@ -150,16 +150,14 @@ class InspectorPane(QWidget):
             box.setCurrentText(text)
             box.blockSignals(False)
 
-    def set_methods(self, methods: tuple[str, ...], *, available: bool) -> None:
+    def set_methods(self, methods: tuple[str, ...]) -> None:
         """Placeholders for methods that are not computed; the computed ones get highlighted titles."""
         for m, canvas in self.attr.items():
             title = self._boxes[m].title_label
-            on = m in methods and available
+            on = m in methods
             title.setProperty("active", on)
             title.setStyleSheet("color: #ffd60a; font-weight: bold;" if on else "")
-            if not available:
-                canvas.clear("attribution not available yet")
-            elif not on:
+            if not on:
                 canvas.clear(f"{METHOD_TITLES[m]}: off\n(b cycles the backprop mode)")
             elif not canvas.has_image:
                 canvas.clear("waiting for the next frame...")

@@ -79,14 +79,13 @@ class MainWindow(QMainWindow):
         wanted = tuple(request.attribution)  # e.g. `deepvis run --attribution deconv`
         self.backprop_mode = wanted[0] if len(wanted) == 1 else ("all" if len(wanted) > 1 else "guided")
         self.backprop_view = request.attribution_view if request.attribution_view in BACKPROP_VIEWS else "norm"
-        self.attr_available = attribution_available()
         self.unit_frozen = False
         self.map_view = "ERF" if request.erf else "activation"  # the activation-map canvas: see MAP_VIEWS
         self.live_topk_on = bool(request.live_topk)
         self.camera_frozen = False
         self._attr_blocked: Unit | None = None  # backprop failed for this unit: run it without
         self.store = None
-        self.store_message = "Top-activating images: not available yet"
+        self.store_message = ""  # set by load_store below
         self._topk_key: tuple | None = None
         self._topk_entries: list = []  # the store entries behind the shown tiles (rank order)
         self._live_shown: tuple | None = None  # the live tiles on screen (the worker reuses unchanged tuples)
@@ -274,10 +273,10 @@ class MainWindow(QMainWindow):
     def _with_methods(self, req: ViewRequest) -> ViewRequest:
         if req.unit != self._attr_blocked:
             self._attr_blocked = None
-        ok = self.attr_available and req.unit is not None and self._attr_blocked is None
+        ok = req.unit is not None and self._attr_blocked is None
         methods = methods_for(self.backprop_mode) if ok else ()
         return replace(req, attribution=methods, attribution_view=self.backprop_view,
-                       live_topk=self.live_topk_on, erf=self.map_view == "ERF" and self.attr_available)
+                       live_topk=self.live_topk_on, erf=self.map_view == "ERF")
 
     def _change(self, **changes) -> None:
         """Replace the request (new id) and schedule sending it; repeated changes within the coalescing
@@ -305,8 +304,7 @@ class MainWindow(QMainWindow):
         self.grid_pane.set_selected(req.unit.channel if req.unit is not None and req.unit.layer == self.layer
                                     else None)
         self.inspector.set_modes(self.backprop_mode, self.backprop_view, self.map_view)
-        self.inspector.set_methods(req.attribution if req.unit is not None else methods_for(self.backprop_mode),
-                                   available=self.attr_available)
+        self.inspector.set_methods(req.attribution if req.unit is not None else methods_for(self.backprop_mode))
         box = self.inspector.freeze_box
         box.blockSignals(True)
         box.setChecked(self.unit_frozen)
@@ -485,12 +483,3 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self.shutdown()
         super().closeEvent(event)
-
-
-def attribution_available() -> bool:
-    """The pipeline explains units with deepvis_app.attribution; without it the inspector says so."""
-    try:
-        from ..attribution import AttributionContext, render_view  # noqa: F401
-    except ImportError:
-        return False
-    return True

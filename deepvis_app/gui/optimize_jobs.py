@@ -20,7 +20,7 @@ def follow_selection(win: MainWindow) -> None:
     """After a request change: enable the optimize button and, when the selected unit changed, cancel the
     running optimization and show the new unit's cached image (or the hint)."""
     req = win.request
-    can_optimize = req.unit is not None and optimize_available()
+    can_optimize = req.unit is not None
     win.inspector.optimize_button.setEnabled(can_optimize)
     current = (win.vm.name, str(req.unit))
     if win._opt_anchor != current:
@@ -34,7 +34,7 @@ def follow_selection(win: MainWindow) -> None:
             win.inspector.set_optimized(cached, "", "cached")
         else:
             win.inspector.set_optimized(None, win.inspector.optimized_hint if can_optimize
-                                        else "Optimized image:\nnot available yet")
+                                        else "Optimized image:\nselect a unit")
 
 
 def unit_objective(win: MainWindow, layer: str, channel: int):
@@ -54,8 +54,6 @@ def lookup_settings(win: MainWindow) -> list[dict]:
 
 def cached_unit_image(win: MainWindow, layer: str, channel: int) -> np.ndarray | None:
     """A unit's optimized image from the cache (or the opened pattern folder); never runs the net."""
-    if not optimize_available():
-        return None
     from ..optimize import cached_result
 
     try:
@@ -89,9 +87,6 @@ def toggle_optimize_layer(win: MainWindow) -> None:
 def start_optimize_layer(win: MainWindow, layer: str | None = None) -> None:
     """Optimize the layer's units that have no cached image yet, one by one on a background job; each
     finished unit appears in pattern mode (and in the inspector when selected) at once."""
-    if not optimize_available():
-        win.notify("optimize layer needs the optimize module (not available)", "error")
-        return
     from ..optimize import Cancelled, optimize
 
     layer = layer or win.layer
@@ -161,7 +156,7 @@ def layer_progress(win: MainWindow, job: tuple, channel: int, image: np.ndarray,
 def start_optimize(win: MainWindow) -> None:
     """Synthesize the selected unit's preferred image (inspector button), previewing as it evolves."""
     unit = win.request.unit
-    if unit is None or not optimize_available():
+    if unit is None:
         return
     win._run_optimize(win.unit_objective(unit.layer, unit.channel), str(unit), f"optimizing {unit}...")
 
@@ -169,7 +164,7 @@ def start_optimize(win: MainWindow) -> None:
 def start_class_optimize(win: MainWindow, index: int) -> None:
     """A class clicked in the predictions: its optimized image (class logit) evolves in the inspector's
     canvas, labelled with the class name; selecting another unit cancels it."""
-    if not optimize_available() or not 0 <= index < len(win.vm.categories):
+    if not 0 <= index < len(win.vm.categories):
         return
     from ..optimize import objectives
 
@@ -234,14 +229,6 @@ def opt_progress(win: MainWindow, key: tuple, prog: object, final: bool = False,
             if win._pattern_key == (win.vm.name, unit.layer) and unit.channel < len(win._pattern_images):
                 win._pattern_images[unit.channel] = image
                 win._show_patterns()
-
-
-def optimize_available() -> bool:
-    try:
-        from ..optimize import iter_optimize, objectives  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def env_int(name: str, default: int) -> int:

@@ -88,8 +88,6 @@ def paint_erf(win: MainWindow, res: FrameResult, shape: tuple) -> None:
     canvas.marker = None
     if len(shape) != 3:
         canvas.clear("ERF: needs a unit with a spatial map\n(this layer is fully connected)")
-    elif not win.attr_available:
-        canvas.clear("ERF: not available\n(needs the attribution module)")
     elif res.erf_map is None or res.erf_frames == 0:
         canvas.clear("ERF: accumulating gradients...")
     else:

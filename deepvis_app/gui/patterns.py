@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QFileDialog
 
-from .optimize_jobs import optimize_available
-
 if TYPE_CHECKING:
     from .main_window import MainWindow
 
@@ -17,10 +15,6 @@ def set_pattern_mode(win: MainWindow, on: bool) -> None:
     """p: show the layer's cached optimized images as the grid (clicks still select units)."""
     on = bool(on)
     if on == win.pattern_on:
-        return
-    if on and not optimize_available():
-        win.notify("pattern mode needs the optimize module (not available)", "error")
-        win.grid_pane.set_pattern_mode(False)
         return
     win.pattern_on = on
     win.pattern_action.setChecked(on)

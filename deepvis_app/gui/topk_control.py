@@ -21,16 +21,13 @@ def load_store(win: MainWindow, path: str | None) -> None:
     win._topk_key = None
     if not path:
         win.store_message = ("Top-activating images:\nno store loaded\n(File > Open top-k store, "
-                              "or turn on live top-k)" if topk_available()
-                             else "Top-activating images:\nnot available yet")
+                             "or turn on live top-k)")
         return
     try:
         from ..topk.store import TopKStore
 
         win.store = TopKStore.open(path)
         win.store_message = f"no top-k data for this unit in {win.store_name}"
-    except ImportError:
-        win.store_message = "Top-activating images:\nnot available yet"
     except DeepVisError as err:
         win.store_message = "Top-activating images:\nstore not readable"
         win.notify(str(err), "error")
@@ -178,11 +175,3 @@ def save_live_topk(win: MainWindow, path: str) -> None:
     win.bridge.run_job(lambda: snap.save(path, model=model), done,
                        lambda msg: win.notify(f"live top-k not saved: {msg}", "error"),
                        name="deepvis-save-topk")
-
-
-def topk_available() -> bool:
-    try:
-        from ..topk import store  # noqa: F401
-    except ImportError:
-        return False
-    return True

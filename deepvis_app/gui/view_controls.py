@@ -95,8 +95,6 @@ def set_map_view(win: MainWindow, view: str) -> None:
         return
     erf_changed = (view == "ERF") != (win.map_view == "ERF")
     win.map_view = view
-    if view == "ERF" and not win.attr_available:
-        win.notify("ERF needs the attribution module (not available)", "error")
     if erf_changed:
         win._change()
     else:

@@ -280,7 +280,7 @@ def test_layout_remembered_between_runs(qtbot, make_window):
 
 def test_attribution_images_live(qtbot, make_window):
     win = make_window("demo", ViewRequest(layer="_blocks.7", unit=Unit("_blocks.7", 3)))
-    assert win.attr_available and win.request.attribution == ("guided",)
+    assert win.request.attribution == ("guided",)
     res = wait_result(qtbot, win, lambda r: set(r.attributions) == {"guided"})
     assert win.inspector.attr["guided"].has_image and not win.inspector.attr["deconv"].has_image
     assert res.unit_position is not None and win.inspector.unit_map.marker is not None
