@@ -149,37 +149,30 @@ def _check_class(logits: torch.Tensor, i: int) -> None:
         raise DeepVisError(f"class {i} is out of range (valid: 0..{logits.shape[1] - 1})")
 
 
-def class_logit(i: int) -> Objective:
-    """Pre-softmax score of class `i` (Simonyan et al. 2013 optimize this, not the probability)."""
+def _class_objective(i: int, name: str, score: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
+    """Class `i` of `score(logits [N, classes])`, with the range check every class objective needs."""
 
     def fn(o: Outputs) -> torch.Tensor:
         logits = _logits(o)
         _check_class(logits, i)
-        return logits[:, i]
+        return score(logits)[:, i]
 
-    return Objective(fn, f"class_logit({i})", needs_logits=True)
+    return Objective(fn, f"{name}({i})", needs_logits=True)
+
+
+def class_logit(i: int) -> Objective:
+    """Pre-softmax score of class `i` (Simonyan et al. 2013 optimize this, not the probability)."""
+    return _class_objective(i, "class_logit", lambda logits: logits)
 
 
 def class_prob(i: int) -> Objective:
     """Softmax probability of class `i` in 0..1 (can also rise by suppressing other classes)."""
-
-    def fn(o: Outputs) -> torch.Tensor:
-        logits = _logits(o)
-        _check_class(logits, i)
-        return F.softmax(logits, dim=1)[:, i]
-
-    return Objective(fn, f"class_prob({i})", needs_logits=True)
+    return _class_objective(i, "class_prob", lambda logits: F.softmax(logits, dim=1))
 
 
 def class_log_prob(i: int) -> Objective:
     """Log-softmax of class `i`: like `class_prob` but with gradients that do not vanish near 0 or 1."""
-
-    def fn(o: Outputs) -> torch.Tensor:
-        logits = _logits(o)
-        _check_class(logits, i)
-        return F.log_softmax(logits, dim=1)[:, i]
-
-    return Objective(fn, f"class_log_prob({i})", needs_logits=True)
+    return _class_objective(i, "class_log_prob", lambda logits: F.log_softmax(logits, dim=1))
 
 
 def diversity(layer: str) -> Objective:
