@@ -14,7 +14,8 @@ import sys
 from .errors import DeepVisError
 
 # Subcommand modules (deepvis_app/commands/<name>.py), each with register(subparsers) and run(args).
-COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize")
+COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize", "occlude", "segment", "filters",
+                   "embed", "invert", "dream", "style", "fool")
 
 
 def add_gui_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
