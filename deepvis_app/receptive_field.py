@@ -38,7 +38,7 @@ from .attribution import AttributionContext
 from .errors import DeepVisError
 from .probe import Probe, split_layer
 
-__all__ = ["EffectiveRF", "RFGeometry", "rf_box", "rf_geometry"]
+__all__ = ["EffectiveRF", "RFGeometry", "rf_box", "rf_geometry", "rf_is_local"]
 
 _MAX_PROBE = 4096  # largest probe image side; beyond it boxes are reported clipped
 
@@ -88,11 +88,42 @@ def rf_geometry(net: nn.Module, layer: str, input_size: int) -> RFGeometry:
     return per_net[key]
 
 
+_LOCAL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, int], bool]] = weakref.WeakKeyDictionary()
+
+
+def rf_is_local(net: nn.Module, layer: str, input_size: int) -> bool:
+    """True when a unit of `layer` depends on no input pixel outside its `rf_box` -- no global context
+    (squeeze-excitation, global pooling, a mean over the image) on the way -- so its value and its deconv /
+    guided / gradient maps can be computed exactly from an input window that contains the box.
+
+    Measured like the RF itself, but with global pooling kept: the centre unit's support must equal its box.
+    Layers without a spatial footprint (`full`) are not local.
+    """
+    per_net = _LOCAL.setdefault(net, {})
+    key = (layer, int(input_size))
+    if key not in per_net:
+        geom = rf_geometry(net, layer, input_size)
+        local = False
+        if not geom.full:
+            shape, boxes = _probe_boxes(net, layer, int(input_size), lambda s: [(s[1] // 2, s[2] // 2)],
+                                        cut_global=False)
+            if len(shape) == 3 and boxes and boxes[0] is not None:
+                t, lft, b, r = geom.box(shape[1] // 2, shape[2] // 2)
+                s = int(input_size)
+                local = boxes[0] == (max(t, 0), max(lft, 0), min(b, s), min(r, s))
+        per_net[key] = local
+    return per_net[key]
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
 class _SupportMode(TorchFunctionMode):
-    """Max pooling -> average pooling, global pooling cut, gradient binarized after every op."""
+    """Max pooling -> average pooling, global pooling cut (unless cut_global=False), gradient binarized."""
+
+    def __init__(self, cut_global: bool = True) -> None:
+        super().__init__()
+        self.cut_global = cut_global
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -104,7 +135,7 @@ class _SupportMode(TorchFunctionMode):
             size = args[1] if len(args) > 1 else kwargs.get("output_size")
             sizes = (size, size) if not isinstance(size, tuple | list) else tuple(size)
             x = args[0]
-            if all(s in (1, None) for s in sizes):
+            if self.cut_global and all(s in (1, None) for s in sizes):
                 return F.adaptive_avg_pool2d(x.detach(), size)  # global context: not part of the footprint
             return self._binarize(F.adaptive_avg_pool2d(x, size))
         return self._binarize(func(*args, **kwargs))
@@ -193,7 +224,7 @@ def _in_channels(net: nn.Module) -> int:
 
 
 def _probe_boxes(net: nn.Module, layer: str, size: int,
-                 choose: Callable[[tuple[int, ...]], list[tuple[int, int]]]
+                 choose: Callable[[tuple[int, ...]], list[tuple[int, int]]], cut_global: bool = True
                  ) -> tuple[tuple[int, ...], list[tuple[int, int, int, int] | None]]:
     """Bounding boxes (clipped to the probe image) of the gradient support of the given units."""
     first = next(iter(net.parameters()), None)
@@ -207,7 +238,7 @@ def _probe_boxes(net: nn.Module, layer: str, size: int,
         call = _call_counts(net, x.detach()).get(name, 1) - 1
     target = dict(net.named_modules())[name]
     calls = [0]
-    with torch.enable_grad(), AttributionContext(net) as ac, probe, _SupportMode():
+    with torch.enable_grad(), AttributionContext(net) as ac, probe, _SupportMode(cut_global):
         handle = target.register_forward_hook(lambda *_: _stop_when_captured(probe, layer, calls, call))
         try:
             functional_call(net, subs, (x,), strict=False)

@@ -36,10 +36,12 @@ def test_torchrun_two_processes_equal_single(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     vm = load_model(spec, weights="default", device="cpu")
     single = tmp_path / "single"
-    scan(vm, tmp_path / "data", single, layers=LAYERS, top_k=3, batch_size=3, workers=0, progress=False)
+    scan(vm, tmp_path / "data", single, layers=LAYERS, top_k=3, batch_size=3, workers=0, progress=False,
+         attribution=("deconv", "guided"))
 
     args = ["scan", str(tmp_path / "data"), "--out", str(tmp_path / "dist"), "--model", str(spec),
-            "--device", "cpu", "--layers", LAYERS, "--top-k", "3", "--batch-size", "2", "--workers", "0", "--quiet"]
+            "--device", "cpu", "--layers", LAYERS, "--top-k", "3", "--batch-size", "2", "--workers", "0", "--quiet",
+            "--attribution", "deconv,guided"]
     real_rf = (ROOT / "deepvis_app" / "receptive_field.py").is_file() or \
         (ROOT / "deepvis_app" / "receptive_field" / "__init__.py").is_file()
     if real_rf:

@@ -182,7 +182,9 @@ def test_scan_equals_brute_force_and_counts_bad(tiny, tmp_path):
     assert report["bad_count"] == 1 and report["bad"][0]["path"].endswith("x.jpg")
     assert report["images_scanned"] == len(paths) - 1
     store = TopKStore.open(out)
-    assert store.layers == ["conv1", "relu2", "fc"] and store.top_k == 4 and store.kinds == ["input"]
+    assert store.layers == ["conv1", "relu2", "fc"] and store.top_k == 4
+    assert store.index["kinds"] == ["input"] and store.lazy_kinds == ["deconv", "guided"]
+    assert store.kinds == ["input", "deconv", "guided"]  # what a viewer can show (two of them on demand)
     assert json.loads((out / "report.json").read_text())["bad_count"] == 1
     for layer in store.layers:
         expect = brute_force(tiny, paths, layer, 4)
@@ -199,9 +201,16 @@ def test_scan_equals_brute_force_and_counts_bad(tiny, tmp_path):
 def test_rf_crops_match_hand_computation(tiny, tmp_path):
     write_photos(tmp_path / "data", bad=False)
     out = tmp_path / "store"
-    scan(tiny, tmp_path / "data", out, layers=LAYERS, top_k=3, batch_size=4, workers=0, progress=False)
+    scan(tiny, tmp_path / "data", out, layers=LAYERS, top_k=3, batch_size=4, workers=0, progress=False,
+         attribution=("deconv", "guided"))
     store = TopKStore.open(out)
-    assert store.kinds == ["input", "deconv", "guided"]
+    assert store.kinds == ["input", "deconv", "guided"] and store.lazy_kinds == []
+    used = {e.image_id for layer in store.layers for u in range(store.channels(layer))
+            for e in store.entries(layer, u)}
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"i{i:08d}.png" for i in sorted(used)]
+    assert not list(out.glob("crops/*/*_input.png"))  # input crops are cut from the stored image on view
+    fc_entries = sum(len(store.entries("fc", u)) for u in range(store.channels("fc")))
+    assert len(list(out.glob("crops/L002/*"))) == 2 * fc_entries  # deconv + guided per entry, no input crop
     seen_padded = False
     for layer in ("conv1", "relu2"):
         for unit in range(store.channels(layer)):
@@ -251,7 +260,8 @@ def _store_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
 def test_resume_after_interruption_equals_clean_run(tiny, tmp_path):
     write_photos(tmp_path / "data")
     clean, broken = tmp_path / "clean", tmp_path / "broken"
-    kw = dict(layers=LAYERS, top_k=3, batch_size=2, workers=0, progress=False, checkpoint_every=1)
+    kw = dict(layers=LAYERS, top_k=3, batch_size=2, workers=0, progress=False, checkpoint_every=1,
+              attribution=("guided",))
     scan(tiny, tmp_path / "data", clean, **kw)
     with pytest.raises(KeyboardInterrupt):
         scan(tiny, tmp_path / "data", broken, stop_after_batches=3, **kw)
@@ -271,6 +281,7 @@ def test_resume_after_interruption_equals_clean_run(tiny, tmp_path):
     sa, sb = TopKStore.open(clean), TopKStore.open(broken)
     for kind in ("input", "guided"):
         np.testing.assert_array_equal(sa.crop("relu2", 0, 1, kind), sb.crop("relu2", 0, 1, kind))
+    assert sa.lazy_kinds == sb.lazy_kinds == ["deconv"]
 
 
 def test_scan_refuses_to_clobber_and_bad_layer(tiny, tmp_path):
@@ -349,7 +360,7 @@ def test_live_topk_bounded_and_saved(tiny, tmp_path, capsys):
     assert live.image_count == 0 and live.entries(0) == []
 
 
-def test_progress_bar_reports_rate_and_eta():
+def test_progress_bar_reports_rate_and_quiet():
     import io
 
     from deepvis_app.topk.scan import Progress
@@ -359,20 +370,26 @@ def test_progress_bar_reports_rate_and_eta():
     bar.update(4, force=True)
     bar.close()
     text = stream.getvalue()
-    assert "4/10" in text and "img/s" in text and "ETA" in text and text.endswith("\n")
+    assert "4/10" in text and "img/s" in text and text.endswith("\n")
     quiet = io.StringIO()
-    Progress(10, enabled=False, stream=quiet).update(3, force=True)
+    q = Progress(10, enabled=False, stream=quiet)
+    q.update(3, force=True)
+    q.close()
     assert quiet.getvalue() == ""
 
 
-def test_no_crops_store_cuts_input_crops_on_demand(tiny, tmp_path):
+def test_no_crops_store_has_entries_but_no_pixels(tiny, tmp_path):
     write_photos(tmp_path / "data", bad=False)
     kw = dict(layers="relu2", top_k=2, batch_size=8, workers=0, attribution=(), progress=False)
     scan(tiny, tmp_path / "data", tmp_path / "full", **kw)
     scan(tiny, tmp_path / "data", tmp_path / "bare", crops=False, **kw)
     full, bare = TopKStore.open(tmp_path / "full"), TopKStore.open(tmp_path / "bare")
     assert bare.kinds == [] and not (tmp_path / "bare" / "crops").exists()
+    assert not (tmp_path / "bare" / "images").exists()
     for unit in range(full.channels("relu2")):
+        got = [(e.image_id, e.value, e.box) for e in bare.entries("relu2", unit)]
+        assert got == [(e.image_id, e.value, e.box) for e in full.entries("relu2", unit)]
         for e in full.entries("relu2", unit):
-            np.testing.assert_array_equal(bare.crop("relu2", unit, e.rank), full.crop("relu2", unit, e.rank))
+            assert full.crop("relu2", unit, e.rank).shape == (5, 5, 3)
+            assert bare.crop("relu2", unit, e.rank) is None  # the source photos are never opened by a reader
     assert bare.crop("relu2", 0, 0, "guided") is None

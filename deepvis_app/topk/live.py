@@ -18,17 +18,18 @@ import numpy as np
 import torch
 
 from ..errors import DeepVisError
+from ..fileio import atomic_write_json, atomic_write_png
 from .store import (
     FORMAT,
     VERSION,
     Entry,
-    atomic_write_json,
-    atomic_write_png,
     check_target,
     crop_box,
     crop_relpath,
     layer_key,
+    output_lock,
     publish,
+    recover,
     staging_path,
     write_layer,
 )
@@ -164,6 +165,11 @@ class LiveTopK:
         """Write a STORE (frames as PNGs inside it) readable by `TopKStore` / `deepvis topk`; atomic."""
         out = Path(store_path).expanduser()
         check_target(out)
+        with output_lock(out, wait=True):
+            recover(out)
+            return self._save_locked(out, model)
+
+    def _save_locked(self, out: Path, model: dict | None) -> Path:
         staging = staging_path(out)
         if staging.exists():
             shutil.rmtree(staging)

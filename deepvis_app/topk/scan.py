@@ -1,8 +1,10 @@
 """Dataset scan: the k images (and receptive-field patches) that excite every unit of chosen layers most.
 
-Pass 1 streams the images through the net (DataLoader workers decode and fit; the device computes per-channel
-spatial max/argmax and merges them into a running top-k, with no per-image host sync). Pass 2 revisits only
-the winning images for the crops: the receptive field of the input, and deconvnet / guided-backprop images.
+Pass 1 streams the images through the net up to the deepest chosen layer (DataLoader workers decode and fit;
+the device computes per-channel spatial max/argmax and merges them into a running top-k, with no per-image host
+sync). Pass 2 stores each winning image once (the fitted SxS input; input crops are cut from it on view) and,
+with `attribution`, the deconvnet / guided-backprop crops of every entry (`crops.iter_crops`: batched and
+windowed). By default those are left to the viewer (`crops.render_unit`), so a scan costs about one forward pass.
 
 Under torchrun every rank scans a strided shard (image i goes to rank i % world); the per-rank top-k merge
 exactly (total order: value desc, image index asc), so the store equals a single-process run. Resumable:
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import math
+import io
 import os
 import sys
 import time
@@ -29,27 +31,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DeepVisError
+from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_png, fsync_dir, fsync_files
 from ..sources import IMAGE_EXTS, fit_image
 from ..sources import list_images as folder_images
+from .crops import ATTRIBUTION_KINDS, CropJob, Tap, iter_crops
 from .running import EMPTY_ID, RunningTopK
 from .store import (
     FORMAT,
     VERSION,
-    atomic_write_json,
-    atomic_write_png,
+    _kill_point,
     check_target,
-    crop_box,
     crop_relpath,
+    image_relpath,
+    is_store_dir,
     layer_key,
+    output_lock,
     png_complete,
     publish,
     read_rgb,
+    recover,
+    remove_temp_files,
     staging_path,
     write_layer,
 )
-
-ATTRIBUTION_KINDS = ("deconv", "guided")
-
 
 # ---------------------------------------------------------------- data
 
@@ -61,7 +65,7 @@ def list_images(data: str | os.PathLike) -> list[str]:
     """
     root = Path(data).expanduser()
     if root.is_dir():
-        paths = sorted(os.path.abspath(p) for p in folder_images(root))
+        paths = sorted(os.path.abspath(p) for p in folder_images(root) if not _in_store(p, root))
         if not paths:
             raise DeepVisError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found under {root}")
         return paths
@@ -80,6 +84,17 @@ def list_images(data: str | os.PathLike) -> list[str]:
             raise DeepVisError(f"{root}: the image list is empty")
         return paths
     raise DeepVisError(f"DATA not found: {root} (give a folder of images or a text file listing image paths)")
+
+
+def _in_store(path: Path, root: Path, _cache: dict[Path, bool] | None = None) -> bool:
+    """Whether `path` lies in a top-k store (or its staging / stranded copy) below `root`: a scan must never
+    read its own output (`deepvis scan photos --out photos/topk`)."""
+    for parent in path.parents:
+        if parent == root or root not in parent.parents:
+            return False
+        if is_store_dir(parent):
+            return True
+    return False
 
 
 class _Images(Dataset):
@@ -121,36 +136,24 @@ def _worker_init(_worker_id: int) -> None:
 # ---------------------------------------------------------------- progress
 
 class Progress:
-    """A one-line progress bar on stderr with images/s and ETA, redrawn at most twice a second."""
+    """Progress on stderr (tqdm: count, rate, ETA), silent when disabled (`--quiet`, ranks other than 0)."""
 
     def __init__(self, total: int, label: str = "scan", enabled: bool = True, stream: Any = None,
                  unit: str = "img") -> None:
-        self.total, self.label, self.enabled, self.unit = total, label, enabled, unit
-        self.stream = stream or sys.stderr
+        from tqdm import tqdm
+
         self.done = 0
-        self.start = time.perf_counter()
-        self._last = 0.0
+        self._bar = tqdm(total=total, desc=label, unit=unit, disable=not enabled, file=stream or sys.stderr,
+                         dynamic_ncols=True, mininterval=0.5, leave=True)
 
     def update(self, n: int, force: bool = False) -> None:
         self.done += n
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self._last < 0.5):
-            return
-        self._last = now
-        rate = self.done / max(now - self.start, 1e-9)
-        left = (self.total - self.done) / rate if rate > 0 else math.inf
-        eta = "--:--" if math.isinf(left) else time.strftime("%H:%M:%S", time.gmtime(left))
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * 24)
-        self.stream.write(f"\r{self.label} [{bar:<24}] {self.done}/{self.total} {frac:4.0%} "
-                          f"{rate:7.1f} {self.unit}/s ETA {eta} ")
-        self.stream.flush()
+        self._bar.update(n)
+        if force:
+            self._bar.refresh()
 
     def close(self) -> None:
-        if self.enabled:
-            self.update(0, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 # ---------------------------------------------------------------- distributed
@@ -252,28 +255,77 @@ def _checkpoints(staging: Path) -> tuple[int, list[Path]]:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    import io
-
-    from .store import atomic_write_bytes
-
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, config: dict[str, Any], staging: Path) -> dict[str, Any]:
+    try:  # weights_only: a checkpoint never unpickles code
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise DeepVisError(f"--resume: cannot read checkpoint {path} ({type(err).__name__}); "
+                           "run without --resume to start over") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("config"), dict) or "states" not in ck:
+        raise DeepVisError(f"--resume: checkpoint {path} lacks its configuration; run without --resume to "
+                           "start over")
+    if ck["config"] != config:
+        diff = [k for k in config if ck["config"].get(k) != config[k]]
+        raise DeepVisError(f"--resume: the interrupted scan in {staging} used a different {', '.join(diff)}; "
+                           "run without --resume to start over")
+    return ck
+
+
+# ---------------------------------------------------------------- the plan (printed before pass 2)
+
+PNG_IMAGE_RATIO = 0.6   # PNG (compression 1) of a photo: ~60% of the raw RGB bytes (measured on skimage photos)
+PNG_CROP_RATIO = 0.35   # of a norm-view attribution crop (mostly dark, one channel repeated)
+
+
+def plan_store(size: int, chosen: list[tuple[str, tuple[int, ...]]], merged: dict[str, dict[str, np.ndarray]],
+               boxes: dict[str, tuple[np.ndarray, np.ndarray]], kinds: list[str], images: bool) -> dict[str, Any]:
+    """What pass 2 will write: entries, images stored, crop files, and an estimate of the store's bytes."""
+    entries, crop_px, used = 0, 0, set()
+    eager = [k for k in kinds if k != "input"]
+    for name, _shape in chosen:
+        ids = merged[name]["ids"]
+        filled = ids != EMPTY_ID
+        entries += int(filled.sum())
+        used.update(np.unique(ids[filled]).tolist())
+        if eager:
+            b = boxes[name][0][filled]
+            crop_px += int(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum())
+    n_images = len(used) if images else 0
+    image_bytes = n_images * size * size * 3 * PNG_IMAGE_RATIO
+    crop_bytes = crop_px * 3 * PNG_CROP_RATIO * len(eager)
+    layer_bytes = sum(merged[n]["ids"].size * 40 for n, _ in chosen)
+    return {"entries": entries, "images": n_images, "crop_files": entries * len(eager), "eager_kinds": eager,
+            "estimated_bytes": int(image_bytes + crop_bytes + layer_bytes + 4096 + 64 * n_images)}
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 # ---------------------------------------------------------------- the scan
 
 def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
          top_k: int = 9, batch_size: int = 32, workers: int | None = None, resume: bool = False,
-         attribution: Sequence[str] = ATTRIBUTION_KINDS, checkpoint_every: int = 20, progress: bool = True,
-         crops: bool = True, dist: Dist | None = None,
-         stop_after_batches: int | None = None) -> dict[str, Any]:
+         attribution: Sequence[str] = (), checkpoint_every: int = 20, progress: bool = True,
+         crops: bool = True, dist: Dist | None = None, stop_after_batches: int | None = None,
+         on_plan: Callable[[dict[str, Any]], None] | None = None, wait_lock: bool = False) -> dict[str, Any]:
     """Scan DATA with `vm` and write the top-k store at `out`; returns the report (also in report.json).
 
-    workers=None: decode inline on a CPU device (worker processes would steal the cores the forward uses:
-    measured 0.90x vs 0.63x of bare forward speed on 2 cores), else min(8, CPUs per local process).
-    crops=False skips pass 2 (entries and boxes only; a viewer can cut input crops from `TopKStore.fitted`).
-    `stop_after_batches` raises KeyboardInterrupt after that many batches (for testing `resume`).
+    attribution=() (default): deconv / guided crops are rendered lazily by viewers (`crops.render_unit`); naming
+    kinds computes them for every entry now. crops=False skips pass 2 (entries and boxes only, no images).
+    workers=None: decode inline on a CPU device (worker processes would steal the cores the forward uses),
+    else min(8, CPUs per local process). `on_plan(plan)` sees `plan_store`'s dict before pass 2 and may raise
+    DeepVisError to stop (the CLI's size confirmation). `stop_after_batches` raises KeyboardInterrupt after that
+    many batches (for testing `resume`). The output is locked (`STORE.lock`) for the whole run.
     """
     dist = dist or Dist()
     if top_k < 1:
@@ -284,8 +336,34 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
     if bad_kinds:
         raise DeepVisError(f"unknown attribution {bad_kinds[0]!r}; use deconv, guided or none")
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DeepVisError(f"--out {out} exists and is not a directory; choose another --out")
+    if not out.parent.is_dir():
+        raise DeepVisError(f"--out {out}: the folder {out.parent} does not exist")
     check_target(out)
     chosen = resolve_layers(vm, layers)
+    if top_k > 10_000:
+        raise DeepVisError(f"--top-k {top_k} is too large (at most 10000 images per unit)")
+    lock = output_lock(out, wait=wait_lock) if dist.rank == 0 else _nolock()
+    with lock:
+        if dist.rank == 0:
+            recover(out)
+        return _scan_locked(vm, data, out, chosen, top_k, batch_size, workers, resume, list(attribution),
+                            checkpoint_every, progress, crops, dist, stop_after_batches, on_plan)
+
+
+class _nolock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _scan_locked(vm: Any, data: Any, out: Path, chosen: list[tuple[str, tuple[int, ...]]], top_k: int,
+                 batch_size: int, workers: int | None, resume: bool, attribution: list[str],
+                 checkpoint_every: int, progress: bool, crops: bool, dist: Dist, stop_after_batches: int | None,
+                 on_plan: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     paths = list_images(data)
     staging = staging_path(out)
     config = {"files": hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest(),
@@ -301,15 +379,7 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
         print(f"deepvis: nothing to resume at {staging}; scanning from the start", file=sys.stderr)
     prior_scan_s = 0.0
     for f in files:
-        try:  # weights_only: a checkpoint never unpickles code
-            ck = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-            raise DeepVisError(f"--resume: cannot read checkpoint {f} ({type(err).__name__}); "
-                               "run without --resume to start over") from None
-        if ck["config"] != config:
-            diff = [k for k in config if ck["config"].get(k) != config[k]]
-            raise DeepVisError(f"--resume: the interrupted scan in {staging} used a different {', '.join(diff)}; "
-                               "run without --resume to start over")
+        ck = _load_checkpoint(f, config, staging)
         done |= ck["done"].numpy().astype(bool)
         bad.update(ck["bad"])
         prior_scan_s = max(prior_scan_s, float(ck.get("seconds", 0.0)))
@@ -325,6 +395,7 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
 
             shutil.rmtree(staging)
         (staging / "layers").mkdir(parents=True, exist_ok=True)
+        remove_temp_files(staging)  # a killed run's half-written temp files never reach the store
     gen += 1
     dist.barrier()
     my_done = done.copy() if dist.rank == 0 else np.zeros_like(done)
@@ -354,27 +425,29 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
                         prefetch_factor=4 if workers > 0 else None)
     bar = Progress(len(todo), "scan" if not dist.on else f"scan (rank 0 of {dist.world})",
                    enabled=progress and dist.rank == 0)
-    from ..probe import Probe
-
     names = [name for name, _ in chosen]
     mean, inv_std = vm.preprocess.mean, vm.preprocess.inv_std
     batches = 0
-    with torch.no_grad(), Probe(vm.net, names, detach=True) as probe:
+    example = torch.zeros(1, 3, vm.input_size, vm.input_size, device=vm.device)
+    # The forward stops once the deepest chosen layer is captured: later layers cannot change the top-k.
+    with torch.no_grad(), Tap(vm.net, names, example, detach=True) as tap:
         for ids, images, bad_items in loader:
             for i, err in bad_items:
                 my_bad[i] = err
                 my_done[i] = True
             if len(ids):
                 x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float()
-                vm.net((x - mean) * inv_std)
+                acts = tap.run((x - mean) * inv_std)
                 ids_dev = ids.to(vm.device, non_blocking=True)
                 for name in names:
-                    tops[name].update(probe[name], ids_dev)
+                    tops[name].update(acts[name], ids_dev)
                 my_done[ids.numpy()] = True
             bar.update(len(ids) + len(bad_items))
             batches += 1
             if batches % checkpoint_every == 0:
                 checkpoint()
+                if batches >= 2 * checkpoint_every:
+                    _kill_point("pass1")
             if stop_after_batches is not None and batches >= stop_after_batches:
                 checkpoint()
                 raise KeyboardInterrupt
@@ -394,20 +467,26 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
     for part in gathered:
         bad.update(part["bad"])
 
-    kinds = ["input"] + [k for k in ATTRIBUTION_KINDS if k in attribution] if crops else []
+    kinds = (["input"] + [k for k in ATTRIBUTION_KINDS if k in attribution]) if crops else []
     boxes = {name: _boxes(vm, name, shape, merged[name]) for name, shape in chosen}
-    # Pass 2 (crops) is split across ranks when they share a file system (one node); otherwise rank 0 does it.
+    plan = plan_store(vm.input_size, chosen, merged, boxes, kinds, images=crops)
+    if dist.rank == 0 and on_plan is not None:
+        on_plan(plan)
+    # Pass 2 is split across ranks when they share a file system (one node); otherwise rank 0 does it.
     share = dist.local_world == dist.world
+    crops_s = 0.0
     if kinds and (share or dist.rank == 0):
+        t0 = time.perf_counter()
         _second_pass(vm, paths, chosen, merged, boxes, staging, kinds,
                      part=(dist.rank, dist.world) if share else (0, 1), progress=progress and dist.rank == 0)
+        crops_s = time.perf_counter() - t0
     if share:
-        dist.barrier()  # every rank's crops are on disk
+        dist.barrier()  # every rank's files are on disk
 
     report: dict[str, Any] = {}
     if dist.rank == 0:
         report = _write_store(vm, data, paths, chosen, merged, boxes, staging, out, kinds, bad, config,
-                              scan_s + prior_scan_s, dist.world, resumed=bool(files))
+                              scan_s + prior_scan_s, crops_s, dist.world, resumed=bool(files), plan=plan)
     return report
 
 
@@ -420,125 +499,127 @@ def _boxes(vm: Any, layer: str, shape: tuple[int, ...], state: dict[str, np.ndar
     padded = np.zeros((c, k), dtype=bool)
     if len(shape) != 3:
         return box, padded
-    from ..receptive_field import rf_box
+    from ..receptive_field import rf_geometry
 
-    cache: dict[tuple[int, int], tuple[int, int, int, int]] = {}
-    for ci, ri in zip(*np.nonzero(state["ids"] != EMPTY_ID), strict=True):
-        yx = (int(state["y"][ci, ri]), int(state["x"][ci, ri]))
-        if yx not in cache:
-            cache[yx] = tuple(int(v) for v in rf_box(vm.net, layer, yx[0], yx[1], size))  # type: ignore[assignment]
-        t, lft, b, r = cache[yx]
-        box[ci, ri] = (t, lft, b, r)
-        padded[ci, ri] = t < 0 or lft < 0 or b > size or r > size
+    geom = rf_geometry(vm.net, layer, size)
+    if geom.full:
+        return box, padded
+    y, x = state["y"].astype(np.int64), state["x"].astype(np.int64)
+    box[..., 0] = y * geom.stride_y + geom.offset_y
+    box[..., 1] = x * geom.stride_x + geom.offset_x
+    box[..., 2] = box[..., 0] + geom.size_y
+    box[..., 3] = box[..., 1] + geom.size_x
+    box[state["ids"] == EMPTY_ID] = (0, 0, size, size)
+    padded = (box[..., 0] < 0) | (box[..., 1] < 0) | (box[..., 2] > size) | (box[..., 3] > size)
+    padded &= state["ids"] != EMPTY_ID
     return box, padded
 
 
 def _second_pass(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, ...]]],
                  merged: dict[str, dict[str, np.ndarray]], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
-                 staging: Path, kinds: list[str], part: tuple[int, int], progress: bool) -> None:
-    """Write the crops of this rank's share of entries; each winning image is decoded once.
+                 staging: Path, kinds: list[str], part: tuple[int, int], progress: bool,
+                 image_chunk: int = 128) -> None:
+    """Store this rank's share of the winning images (each decoded and written once) and, for eager kinds, the
+    crops of this rank's share of entries. Files already complete on disk (an interrupted run) are kept.
 
-    Crops already on disk (from an interrupted run: files are written atomically) are kept.
+    Files are written without a flush each (atomic renames, normal permissions) and fsync'd together, with their
+    directories, before the store is published; nothing syncs the whole host.
     """
-    by_image: dict[int, list[tuple[int, str, int, int]]] = defaultdict(list)
-    n = 0
-    for li, (name, _shape) in enumerate(chosen):
-        ids = merged[name]["ids"]
-        for ci, ri in zip(*np.nonzero(ids != EMPTY_ID), strict=True):
-            if n % part[1] == part[0]:
-                by_image[int(ids[ci, ri])].append((li, name, int(ci), int(ri)))
-            n += 1
-    for li in range(len(chosen)):
-        (staging / "crops" / layer_key(li)).mkdir(parents=True, exist_ok=True)
     methods = [k for k in kinds if k != "input"]
+    used: list[int] = sorted({int(i) for name, _ in chosen for i in np.unique(merged[name]["ids"])
+                              if i != EMPTY_ID})
+    (staging / "images").mkdir(parents=True, exist_ok=True)
+    mine_images = [i for n, i in enumerate(used) if n % part[1] == part[0]]
+    by_image: dict[int, list[tuple[int, str, int, int]]] = defaultdict(list)
+    if methods:
+        n = 0
+        for li, (name, _shape) in enumerate(chosen):
+            (staging / "crops" / layer_key(li)).mkdir(parents=True, exist_ok=True)
+            ids = merged[name]["ids"]
+            for ci, ri in zip(*np.nonzero(ids != EMPTY_ID), strict=True):
+                if n % part[1] == part[0]:
+                    by_image[int(ids[ci, ri])].append((li, name, int(ci), int(ri)))
+                n += 1
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=4)  # PNG encoding releases the GIL: overlap it with the backwards
+    written: list[Path] = []
+    pool = ThreadPoolExecutor(max_workers=2)  # PNG encoding releases the GIL: overlap it with the backwards
     pending: list[Future] = []
 
     def write(path: Path, rgb: np.ndarray) -> None:
+        written.append(path)
         pending.append(pool.submit(atomic_write_png, path, rgb, fsync=False))
-        if len(pending) > 512:
-            for f in pending[:256]:
+        if len(pending) > 256:
+            for f in pending[:128]:
                 f.result()
-            del pending[:256]
+            del pending[:128]
 
-    bar = Progress(sum(len(v) for v in by_image.values()), "crops", enabled=progress, unit="entries")
+    todo_images = sorted(set(mine_images) | set(by_image))
+    bar = Progress(len(mine_images) + sum(len(v) for v in by_image.values()), "store", enabled=progress,
+                   unit="file")
+    killed_once = False
     try:
-        _crops(vm, paths, chosen, merged, boxes, staging, kinds, methods, by_image, write, bar)
+        for start in range(0, len(todo_images), image_chunk):
+            chunk = todo_images[start:start + image_chunk]
+            fitted: dict[int, np.ndarray] = {}
+            jobs: list[CropJob] = []
+            targets: list[tuple[int, int, int]] = []
+            for image_id in chunk:
+                entries = [e for e in by_image.get(image_id, [])
+                           if not all(png_complete(staging / crop_relpath(layer_key(e[0]), e[2], e[3], k))
+                                      for k in methods)]
+                image_path = staging / image_relpath(image_id)
+                need_image = image_id in mine_images and not png_complete(image_path)
+                if image_id in mine_images and not need_image:
+                    bar.update(1)
+                bar.update(len(by_image.get(image_id, [])) - len(entries))
+                if not entries and not need_image:
+                    continue
+                rgb = read_rgb(paths[image_id])
+                if rgb is None:  # vanished since pass 1: keep the entries, without pixels
+                    bar.update(len(entries) + int(need_image))
+                    continue
+                img = vm.preprocess.fit(rgb)
+                if need_image:
+                    write(image_path, img)
+                    bar.update(1)
+                fitted[image_id] = img
+                for li, name, ci, ri in entries:
+                    spatial = len(chosen[li][1]) == 3
+                    st = merged[name]
+                    jobs.append(CropJob(name, ci, int(st["y"][ci, ri]) if spatial else None,
+                                        int(st["x"][ci, ri]) if spatial else None,
+                                        tuple(int(v) for v in boxes[name][0][ci, ri]),  # type: ignore[arg-type]
+                                        img, image_id, float(st["values"][ci, ri])))
+                    targets.append((li, ci, ri))
+            counted = [0] * len(jobs)
+            for j, kind, crop in iter_crops(vm, jobs, methods):
+                li, ci, ri = targets[j]
+                write(staging / crop_relpath(layer_key(li), ci, ri, kind), crop)
+                counted[j] += 1
+                if counted[j] == len(methods):
+                    bar.update(1)
+                if not killed_once:
+                    killed_once = True
+                    for f in pending:
+                        f.result()
+                    _kill_point("crops")
         for f in pending:
             f.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
-    os.sync()  # one flush for all crops (written without per-file fsync) before the store is published
-
-
-def _crops(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, ...]]],
-           merged: dict[str, dict[str, np.ndarray]], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
-           staging: Path, kinds: list[str], methods: list[str], by_image: dict[int, list],
-           write: Callable[[Path, np.ndarray], None], bar: Progress) -> None:
-    if methods:
-        from ..attribution import AttributionContext, render_view
-    from ..probe import Probe
-
-    for image_id in sorted(by_image):
-        todo = [(li, name, ci, ri) for li, name, ci, ri in by_image[image_id]
-                if not all(png_complete(staging / crop_relpath(layer_key(li), ci, ri, k)) for k in kinds)]
-        if not todo:
-            bar.update(len(by_image[image_id]))
-            continue
-        rgb = read_rgb(paths[image_id])
-        if rgb is None:  # vanished since pass 1: keep the entry, without crops
-            bar.update(len(by_image[image_id]))
-            continue
-        fitted = vm.preprocess.fit(rgb)
-        for li, name, ci, ri in todo:
-            write(staging / crop_relpath(layer_key(li), ci, ri, "input"), crop_box(fitted, boxes[name][0][ci, ri])[0])
-        if methods:
-            _attribution_crops(vm, fitted, todo, chosen, merged, boxes, staging, methods, write,
-                               AttributionContext, render_view, Probe)
-        bar.update(len(by_image[image_id]))
-
-
-def _attribution_crops(vm: Any, fitted: np.ndarray, todo: list[tuple[int, str, int, int]],
-                       chosen: list[tuple[str, tuple[int, ...]]], merged: dict[str, dict[str, np.ndarray]],
-                       boxes: dict[str, tuple[np.ndarray, np.ndarray]], staging: Path, methods: list[str],
-                       write: Callable[[Path, np.ndarray], None], context: Any, render_view: Any, probe_cls: Any,
-                       chunk: int = 16) -> None:
-    """Deconv / guided images of many neurons of one image with one batched forward and one backward per rule.
-
-    The image is repeated once per neuron; sample j's objective is its own neuron, and as samples are independent
-    (eval mode) the gradient of the sum w.r.t. sample j is exactly neuron j's attribution.
-    """
-    x1 = vm.preprocess.to_tensor(fitted).detach()
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        xb = x1.expand(len(part), -1, -1, -1).clone().requires_grad_(True)
-        needed = list(dict.fromkeys(name for _, name, _, _ in part))
-        with torch.enable_grad(), context(vm.net) as ac, probe_cls(vm.net, needed) as probe:
-            vm.net(xb)
-            terms = []
-            for j, (li, name, ci, ri) in enumerate(part):
-                act = probe[name]
-                if len(chosen[li][1]) == 3:
-                    terms.append(act[j, ci, int(merged[name]["y"][ci, ri]), int(merged[name]["x"][ci, ri])])
-                else:
-                    terms.append(act[j, ci])
-            objective = torch.stack(terms).sum()
-            for m, kind in enumerate(methods):
-                (grad,) = ac.grad(objective, xb, kind, retain_graph=m < len(methods) - 1)
-                grad = torch.zeros_like(xb) if grad is None else grad
-                for j, (li, name, ci, ri) in enumerate(part):
-                    view = np.ascontiguousarray(render_view(grad[j:j + 1], "norm"))
-                    write(staging / crop_relpath(layer_key(li), ci, ri, kind),
-                          crop_box(view, boxes[name][0][ci, ri])[0])
+    # Crops kept from an interrupted run were not fsync'd either: flush every file of the store's folders.
+    fsync_files([*written, *(p for d in ("images", "crops") for p in (staging / d).rglob("*.png")
+                             if p not in set(written))])
+    for d in [staging / "images", *((staging / "crops").glob("*") if (staging / "crops").is_dir() else [])]:
+        fsync_dir(d)
 
 
 def _write_store(vm: Any, data: Any, paths: list[str], chosen: list[tuple[str, tuple[int, ...]]],
                  merged: dict[str, dict[str, np.ndarray]], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
                  staging: Path, out: Path, kinds: list[str], bad: dict[int, str], config: dict[str, Any],
-                 scan_s: float, world: int, resumed: bool) -> dict[str, Any]:
+                 scan_s: float, crops_s: float, world: int, resumed: bool, plan: dict[str, Any]) -> dict[str, Any]:
     used: set[int] = set()
     layer_index = []
     for li, (name, shape) in enumerate(chosen):
@@ -555,17 +636,17 @@ def _write_store(vm: Any, data: Any, paths: list[str], chosen: list[tuple[str, t
     n_bad = len(bad)
     report = {"data": str(data), "images_total": len(paths), "images_scanned": len(paths) - n_bad,
               "bad_count": n_bad, "bad": [{"path": paths[i], "error": bad[i]} for i in sorted(bad)],
-              "seconds_scan": round(scan_s, 3),
+              "seconds_scan": round(scan_s, 3), "seconds_store": round(crops_s, 3),
               "images_per_s": round((len(paths) - n_bad) / scan_s, 2) if scan_s > 0 else None,
-              "world_size": world, "resumed": resumed}
+              "world_size": world, "resumed": resumed, "plan": plan}
     atomic_write_json(staging / "report.json", report)
+    lazy = [k for k in ATTRIBUTION_KINDS if k not in kinds] if kinds else []
     atomic_write_json(staging / "index.json", {
         "format": FORMAT, "version": VERSION, "complete": True, "source": "scan",
         "model": {"name": vm.name, "weights": str(vm.weights)}, "input_size": vm.input_size,
-        "crop": vm.preprocess.crop, "top_k": config["top_k"], "kinds": kinds, "view": "norm",
+        "crop": vm.preprocess.crop, "top_k": config["top_k"], "kinds": kinds, "lazy_kinds": lazy, "view": "norm",
         "order": "value desc, image id asc", "num_images": len(paths), "layers": layer_index,
+        "images": "images" if kinds else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     publish(staging, out)
-    for ck in glob.glob(str(out / "checkpoint-g*-r*.pt")):
-        os.unlink(ck)
     return report

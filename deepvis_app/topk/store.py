@@ -1,73 +1,44 @@
 """The top-k STORE: a directory the GUI opens instantly and reads lazily (format: docs/store-format.md).
 
 Writers build the store in a sibling staging directory (`STORE.partial`) with every file written atomically
-(temp file + `os.replace`), write `index.json` last, and only then swap the staging directory into place, so a
-crash at any moment leaves either the previous store or none, never a half-written one.
+(`fileio`: same-directory temp file, fsync, normal permissions, rename), write `index.json` last, and then swap
+the staging directory into place (one atomic exchange where the kernel offers it), holding `STORE.lock` so two
+writers never interleave. A crash at any moment leaves the previous store or the new one; what a crash strands
+(`STORE.old-PID`, temp files) is recovered or removed by the next writer.
+
+Readers trust nothing in a store: every path is resolved inside the store root, arrays load without pickle,
+and any damage (missing, truncated, wrong types) becomes one `DeepVisError` line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
-import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..errors import DeepVisError, SourceError
+from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_png, fsync_dir  # noqa: F401 (re-export)
 from ..sources import fit_image, read_image
 
 FORMAT = "deepvis-topk"
-VERSION = 1
+VERSION = 2  # 2: fitted images stored once per image under images/; crops of attribution kinds may be lazy
 KINDS = ("input", "deconv", "guided")
+LAYER_ARRAYS = ("values", "image", "y", "x", "box", "padded")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-# ---------------------------------------------------------------- atomic writes
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part.
-
-    fsync=False (crops: thousands of small files) skips the per-file flush; the writer then calls `os.sync()`
-    once before publishing, and `png_complete` detects a crop torn by a power loss before that.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
-
-
-def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray, *, fsync: bool = True) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise OSError(f"cannot encode PNG for {path}")
-    atomic_write_bytes(path, data.tobytes(), fsync=fsync)
-
+# ---------------------------------------------------------------- small helpers
 
 def png_complete(path: str | os.PathLike) -> bool:
     """Cheap check that a PNG file is whole (ends with the IEND chunk), without decoding it."""
@@ -82,17 +53,27 @@ def png_complete(path: str | os.PathLike) -> bool:
         return False
 
 
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
-
-
 def staging_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".partial")
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+def is_store_dir(path: str | os.PathLike) -> bool:
+    """A directory a scan must not read as data: a store, its staging copy or a stranded old copy."""
+    p = Path(path)
+    if p.name.endswith(".partial") or re.search(r"\.old-\d+$", p.name):
+        return True
+    try:
+        with open(p / "index.json", "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return FORMAT.encode() in head
 
 
 def check_target(out: str | os.PathLike) -> None:
@@ -102,31 +83,120 @@ def check_target(out: str | os.PathLike) -> None:
         raise DeepVisError(f"{out} exists and is not a top-k store; choose another --out")
 
 
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike, *, wait: bool = False) -> Iterator[None]:
+    """Hold `STORE.lock` (flock) while writing STORE; a second writer gets one clear line (or waits)."""
+    import fcntl
+
+    path = lock_path(out)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise DeepVisError(f"cannot create the lock file {path} ({err.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise DeepVisError(f"another scan is writing {out} (it holds {path}); wait for it to finish or "
+                               "choose another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock; the lock file stays (removing it would race a waiting writer)
+
+
+def recover(out: str | os.PathLike) -> None:
+    """Clean up after a writer killed while publishing (call with the output lock held).
+
+    A stranded `STORE.old-PID` becomes STORE again when STORE is missing; otherwise it is removed.
+    """
+    out = Path(out)
+    olds = sorted(out.parent.glob(f"{glob_escape(out.name)}.old-*"))
+    for old in olds:
+        if not re.fullmatch(re.escape(out.name) + r"\.old-\d+", old.name):
+            continue
+        if not out.exists() and (old / "index.json").is_file():
+            os.replace(old, out)
+            fsync_dir(out.parent)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def remove_temp_files(root: str | os.PathLike, *, older_than_s: float = 0.0) -> int:
+    """Delete `.NAME.*.tmp` files (left by a killed atomic write) under `root`; returns how many."""
+    now, n = time.time(), 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if f.startswith(".") and f.endswith(".tmp"):
+                p = os.path.join(dirpath, f)
+                try:
+                    if older_than_s <= 0 or now - os.path.getmtime(p) > older_than_s:
+                        os.unlink(p)
+                        n += 1
+                except OSError:
+                    pass
+    return n
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _kill_point(name: str) -> None:
+    """Test hook: with DEEPVIS_KILL_AT=name, touch $DEEPVIS_KILL_MARKER and wait to be SIGKILLed there."""
+    if os.environ.get("DEEPVIS_KILL_AT") == name:
+        marker = os.environ.get("DEEPVIS_KILL_MARKER")
+        if marker:
+            Path(marker).write_text(str(os.getpid()))
+        time.sleep(3600)
+
+
 def publish(staging: Path, out: str | os.PathLike) -> None:
-    """Swap a finished staging directory into place (the old store, if any, is removed afterwards)."""
+    """Swap a finished staging directory into place (call with the output lock held).
+
+    Temp files of killed writes are dropped first. With an existing store the two directories are exchanged
+    atomically (the old one then sits at the staging path and is removed); where the kernel cannot exchange,
+    the old store moves to `STORE.old-PID` first, which `recover` puts back if we die in between.
+    """
     out = Path(out)
     check_target(out)
+    remove_temp_files(staging)
+    for ck in staging.glob("checkpoint-g*-r*.pt"):
+        ck.unlink()
+    fsync_dir(staging)
+    if out.exists() and _exchange(staging, out):
+        fsync_dir(out.parent)
+        _kill_point("publish")
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     old = None
     if out.exists():
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
         os.replace(out, old)
+        _kill_point("publish")
     os.replace(staging, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- layout helpers
@@ -138,6 +208,11 @@ def layer_key(index: int) -> str:
 
 def crop_relpath(key: str, unit: int, rank: int, kind: str) -> str:
     return f"crops/{key}/u{unit:05d}_r{rank:03d}_{kind}.png"
+
+
+def image_relpath(image_id: int) -> str:
+    """Where a scan store keeps the fitted SxS image the network saw (once per image, whatever its entries)."""
+    return f"images/i{image_id:08d}.png"
 
 
 def crop_box(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, bool]:
@@ -159,7 +234,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray | None:
     """Decode an image file to RGB uint8 HxWx3; None when it is missing, unreadable or not an image."""
     try:
         return read_image(path)
-    except SourceError:
+    except (SourceError, OSError, ValueError):
         return None
 
 
@@ -177,7 +252,8 @@ class Entry:
     """One of a unit's top-k: the image `path` (id `image_id`) excited `unit` of `layer` to `value` at (y, x).
 
     `box` = (top, left, bottom, right) in the fitted SxS input, bottom/right exclusive, not clipped; `padded`
-    says the box reaches past the image border (the stored crop is zero there).
+    says the box reaches past the image border (the stored crop is zero there). `path` is where the image came
+    from (for display; readers take pixels only from inside the store).
     """
 
     layer: str
@@ -192,13 +268,20 @@ class Entry:
     padded: bool
 
 
+def _damaged(root: Path, what: str, err: object = None) -> DeepVisError:
+    detail = f" ({type(err).__name__}: {err})" if isinstance(err, BaseException) else (f" ({err})" if err else "")
+    return DeepVisError(f"damaged top-k store {root}: {what}{detail}")
+
+
 class TopKStore:
-    """Lazy reader of a top-k store. `open` reads only index.json; arrays and PNGs load on first use.
+    """Lazy reader of a top-k store. `open` reads and checks only index.json; arrays and PNGs load on first use.
 
     >>> store = TopKStore.open("runs/imagenet-val")
     >>> store.layers                         # layer names in forward order
     >>> store.entries("_blocks.3", 12)       # list[Entry], best first; [] when the unit has no data
-    >>> store.crop("_blocks.3", 12, 0, kind="guided")   # uint8 HxWx3, or None when not stored
+    >>> store.crop("_blocks.3", 12, 0, kind="guided")   # uint8 HxWx3, or None when not stored (yet)
+
+    Safe to share between threads (caches fill idempotently). Damage raises DeepVisError, never another type.
     """
 
     def __init__(self, root: Path, index: dict[str, Any]) -> None:
@@ -214,15 +297,19 @@ class TopKStore:
         root = Path(path).expanduser()
         index_path = root / "index.json"
         if not index_path.is_file():
+            if index_path.exists():
+                raise _damaged(root, "index.json is not a file")
             hint = " (an unfinished scan; run it again with --resume)" if staging_path(root).is_dir() else ""
             raise DeepVisError(f"{root} is not a top-k store: no index.json{hint}")
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise DeepVisError(f"{index_path}: cannot read ({err})") from None
-        if index.get("format") != FORMAT:
-            raise DeepVisError(f"{root} is not a top-k store (format {index.get('format')!r})")
-        if int(index.get("version", 0)) > VERSION:
+            raise DeepVisError(f"{index_path}: cannot read ({type(err).__name__}: {err})") from None
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            got = index.get("format") if isinstance(index, dict) else type(index).__name__
+            raise DeepVisError(f"{root} is not a top-k store (format {got!r})")
+        _check_index(root, index)
+        if index["version"] > VERSION:
             raise DeepVisError(f"{root}: store format version {index['version']} is newer than this DeepVis "
                                f"reads ({VERSION}); update DeepVis")
         return cls(root, index)
@@ -238,8 +325,14 @@ class TopKStore:
 
     @property
     def kinds(self) -> list[str]:
-        """Crop kinds stored: "input", plus "deconv" / "guided" when attribution ran; [] for `--no-crops`."""
-        return list(self.index.get("kinds", []))
+        """Crop kinds the store shows: "input", plus "deconv" / "guided" when they are stored or renderable on
+        demand (`lazy_kinds`); [] for a `--no-crops` scan."""
+        return list(dict.fromkeys(list(self.index.get("kinds", [])) + self.lazy_kinds))
+
+    @property
+    def lazy_kinds(self) -> list[str]:
+        """Kinds not computed by the scan but rendered on first view (`topk.crops.render_unit`)."""
+        return list(self.index.get("lazy_kinds", []))
 
     @property
     def input_size(self) -> int:
@@ -247,7 +340,8 @@ class TopKStore:
 
     @property
     def model(self) -> dict[str, Any]:
-        return dict(self.index.get("model", {}))
+        m = self.index.get("model", {})
+        return dict(m) if isinstance(m, dict) else {}
 
     def layer_info(self, layer: str) -> dict[str, Any]:
         """{"name", "key", "kind", "shape", "channels", "spatial"} of a stored layer."""
@@ -263,22 +357,62 @@ class TopKStore:
     @property
     def report(self) -> dict[str, Any]:
         if self._report is None:
-            path = self.root / "report.json"
-            self._report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            path = self.inside("report.json")
+            try:
+                data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            except (OSError, ValueError) as err:
+                raise _damaged(self.root, "report.json unreadable", err) from None
+            self._report = data if isinstance(data, dict) else {}
         return self._report
+
+    def inside(self, rel: str) -> Path:
+        """`root / rel`, refused unless it resolves inside the store (no `..`, absolute paths or symlinks out)."""
+        if not isinstance(rel, str) or not rel or os.path.isabs(rel) or "\x00" in rel:
+            raise _damaged(self.root, f"path {rel!r} is not a relative path inside the store")
+        root = self.root.resolve()
+        path = (root / rel).resolve()
+        if path != root and root not in path.parents:
+            raise _damaged(self.root, f"path {rel!r} points outside the store")
+        return path
 
     # -- data
     def _layer_arrays(self, layer: str) -> dict[str, np.ndarray]:
         info = self.layer_info(layer)
-        if layer not in self._arrays:
-            with np.load(self.root / "layers" / f"{info['key']}.npz") as data:
-                self._arrays[layer] = {name: data[name] for name in data.files}
-        return self._arrays[layer]
+        arrays = self._arrays.get(layer)
+        if arrays is not None:
+            return arrays
+        path = self.inside(f"layers/{info['key']}.npz")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except Exception as err:  # noqa: BLE001 - numpy/zipfile raise many types for a damaged file
+            raise _damaged(self.root, f"layer file {path.name} unreadable", err) from None
+        missing = [n for n in LAYER_ARRAYS if n not in arrays]
+        if missing:
+            raise _damaged(self.root, f"layer file {path.name} lacks {', '.join(missing)}")
+        c, k = int(info["channels"]), self.top_k
+        want = {"values": (c, k), "image": (c, k), "y": (c, k), "x": (c, k), "box": (c, k, 4), "padded": (c, k)}
+        for name, shape in want.items():
+            a = arrays[name]
+            if a.shape != shape or a.dtype.kind not in "fiub":
+                raise _damaged(self.root, f"layer file {path.name}: {name} has shape {a.shape} dtype {a.dtype}, "
+                                          f"expected {shape}")
+        self._arrays[layer] = arrays
+        return arrays
 
     def _image_paths(self) -> dict[int, str]:
         if self._paths is None:
-            raw = json.loads((self.root / "images.json").read_text(encoding="utf-8"))
-            self._paths = {int(k): v for k, v in raw.items()}
+            path = self.inside("images.json")
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise _damaged(self.root, "images.json unreadable", err) from None
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise _damaged(self.root, "images.json is not an object of id -> path strings")
+            try:
+                self._paths = {int(k): v for k, v in raw.items()}
+            except ValueError as err:
+                raise _damaged(self.root, "images.json has a non-integer id", err) from None
         return self._paths
 
     def entries(self, layer: str, unit: int) -> list[Entry]:
@@ -294,7 +428,7 @@ class TopKStore:
                 break
             path = paths.get(image_id, "")
             if path and not os.path.isabs(path):
-                path = str(self.root / path)
+                path = str(self.inside(path))
             out.append(Entry(layer=layer, unit=unit, rank=rank, image_id=image_id, path=path,
                              value=float(arrays["values"][unit, rank]), y=int(arrays["y"][unit, rank]),
                              x=int(arrays["x"][unit, rank]),
@@ -302,15 +436,18 @@ class TopKStore:
                              padded=bool(arrays["padded"][unit, rank])))
         return out
 
-    def crop(self, layer: str, unit: int, rank: int, kind: str = "input") -> np.ndarray | None:
-        """The crop (uint8 HxWx3 RGB) of the unit's rank-th entry; None when not available.
-
-        "input" crops missing from the store (a `--no-crops` scan) are cut from the source image on the fly.
-        """
+    def crop_path(self, layer: str, unit: int, rank: int, kind: str) -> Path:
         if kind not in KINDS:
             raise DeepVisError(f"unknown crop kind {kind!r}; use one of {', '.join(KINDS)}")
-        info = self.layer_info(layer)
-        path = self.root / crop_relpath(info["key"], unit, rank, kind)
+        return self.inside(crop_relpath(self.layer_info(layer)["key"], int(unit), int(rank), kind))
+
+    def crop(self, layer: str, unit: int, rank: int, kind: str = "input") -> np.ndarray | None:
+        """The crop (uint8 HxWx3 RGB) of the unit's rank-th entry; None when not available (yet).
+
+        "input" crops are cut from the stored fitted image when no crop file exists; deconv/guided crops of a
+        store with `lazy_kinds` appear once `topk.crops.render_unit` has rendered the unit.
+        """
+        path = self.crop_path(layer, unit, rank, kind)
         if path.is_file():
             return read_rgb(path)
         if kind == "input":
@@ -321,10 +458,56 @@ class TopKStore:
         return None
 
     def image(self, entry: Entry) -> np.ndarray | None:
-        """The whole source image (RGB uint8, original size) of an entry; None when the file is gone."""
-        return read_rgb(entry.path) if entry.path else None
+        """The image of an entry as stored (scan stores: the fitted SxS image); None when not in the store.
+
+        Only files inside the store are opened: a store cannot make the viewer read arbitrary paths.
+        """
+        stored = self.inside(image_relpath(entry.image_id))
+        if stored.is_file():
+            return read_rgb(stored)
+        rel = self._image_paths().get(entry.image_id, "")
+        if rel and not os.path.isabs(rel):
+            return read_rgb(self.inside(rel))
+        return None
 
     def fitted(self, entry: Entry) -> np.ndarray | None:
         """The SxS image the network saw for this entry (the box coordinates refer to it)."""
         rgb = self.image(entry)
-        return None if rgb is None else fit_image(rgb, self.input_size, self.index.get("crop", "center"))
+        if rgb is None:
+            return None
+        size = self.input_size
+        if rgb.shape[0] == size and rgb.shape[1] == size:
+            return rgb
+        return fit_image(rgb, size, self.index.get("crop", "center"))
+
+
+def _check_index(root: Path, index: dict[str, Any]) -> None:
+    """Types of every index field the reader relies on (a crafted or damaged index is one clear line)."""
+    def bad(what: str) -> DeepVisError:
+        return _damaged(root, f"index.json: {what}")
+
+    version = index.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad("version is not an integer")
+    for name in ("top_k", "input_size"):
+        v = index.get(name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= 100_000:
+            raise bad(f"{name} is not a positive integer")
+    for name in ("kinds", "lazy_kinds"):
+        v = index.get(name, [])
+        if not isinstance(v, list) or any(k not in KINDS for k in v):
+            raise bad(f"{name} must be a list of {', '.join(KINDS)}")
+    layers = index.get("layers")
+    if not isinstance(layers, list):
+        raise bad("layers is not a list")
+    seen = set()
+    for info in layers:
+        if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+            raise bad("a layer entry has no name")
+        key = info.get("key")
+        if not isinstance(key, str) or not _KEY_RE.match(key) or key in seen:
+            raise bad(f"layer {info['name']!r} has a bad key {key!r}")
+        seen.add(key)
+        ch = info.get("channels")
+        if not isinstance(ch, int) or isinstance(ch, bool) or not 0 < ch <= 10_000_000:
+            raise bad(f"layer {info['name']!r} has a bad channel count {ch!r}")

@@ -1,0 +1,412 @@
+"""Deconvnet / guided-backprop crops of top-k entries: batched, windowed where exact, and lazily per unit.
+
+Each entry's crop is the `norm` view of `attribute(net, fitted image, layer, (c, y, x), kind)` cut to the
+unit's receptive-field box. Computing it that way costs a whole-network forward and backward per entry; here:
+
+* the forward stops at the entry's layer (nothing after it can change the unit or its gradients);
+* when the layer is local (`receptive_field.rf_is_local`: no squeeze-excitation or global pooling below it),
+  only a window of the input that contains the box goes through the net. The window is aligned to the layer's
+  total stride T and its size is congruent to the input size modulo T, and it sits on the image border where the
+  box does, so every conv sees the same pixels and the same zero padding in the unit's cone as on the whole
+  image: value and gradients are the same (each windowed unit's value is also checked against the scan's value,
+  falling back to the whole image on a mismatch);
+* entries are batched across units and images (all windows of a layer have one size), entries sharing a window
+  share one forward (the graph is kept and backpropagated once per entry round), inputs are channels-last.
+
+The GUI API is `iter_render_unit` / `render_unit`: one unit's k crops, written into the store atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import DeepVisError
+from ..fileio import atomic_write_png
+from .store import TopKStore, crop_box, remove_temp_files
+
+ATTRIBUTION_KINDS = ("deconv", "guided")
+
+
+# ---------------------------------------------------------------- forward to a layer, then stop
+
+class _Stop(Exception):
+    """Raised from a hook once every wanted layer is captured: the rest of the net is not run."""
+
+
+_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _call_counts(net: nn.Module, example: Tensor) -> dict[str, int]:
+    """How often each module runs per forward (a bare name is its last call); cached per net."""
+    if net not in _CALLS:
+        me = threading.get_ident()
+        counts: dict[str, int] = {}
+        handles = []
+
+        def make(name: str):
+            def hook(*_):
+                if threading.get_ident() == me:
+                    counts[name] = counts.get(name, 0) + 1
+            return hook
+
+        try:
+            for name, module in net.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make(name)))
+            with torch.no_grad():
+                net(example)
+        finally:
+            for h in handles:
+                h.remove()
+        _CALLS[net] = counts
+    return _CALLS[net]
+
+
+class Tap:
+    """Capture `layers` (Probe names: `name` or `name@k`) in forwards run by *this thread*, and stop the forward
+    once all are captured. Other threads' forwards of the same net (the live worker) pass untouched.
+
+    >>> with Tap(net, ["layer2"], example) as tap:
+    ...     tap.run(x)                       # returns the captured dict; the net after layer2 never runs
+    """
+
+    def __init__(self, net: nn.Module, layers: Sequence[str], example: Tensor, *, detach: bool = False,
+                 stop: bool = True) -> None:
+        from ..probe import Probe, split_layer
+
+        Probe(net, layers)  # validates the names (one clear error for an unknown layer)
+        counts = _call_counts(net, example)
+        self.net, self.detach, self.stop = net, detach, stop
+        self.layers = list(dict.fromkeys(layers))
+        self._want: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for layer in self.layers:
+            name, call = split_layer(layer)
+            self._want[name][counts.get(name, 1) - 1 if call is None else call].append(layer)
+        modules = dict(net.named_modules())
+        self._modules = {name: modules[name] for name in self._want}
+        self.acts: dict[str, Tensor] = {}
+        self._calls: dict[str, int] = {}
+        self._handles: list = []
+        self._owner = 0
+
+    def __enter__(self) -> Tap:
+        self._owner = threading.get_ident()
+        try:
+            self._handles.append(self.net.register_forward_pre_hook(self._reset))
+            for name, module in self._modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _reset(self, *_: object) -> None:
+        if threading.get_ident() == self._owner:
+            self._calls.clear()
+            self.acts.clear()
+
+    def _hook(self, name: str):
+        want = self._want[name]
+
+        def hook(_m: nn.Module, _i: object, out: object):
+            if threading.get_ident() != self._owner:
+                return None
+            call = self._calls.get(name, 0)
+            self._calls[name] = call + 1
+            if call not in want or not isinstance(out, Tensor):
+                return None
+            for layer in want[call]:
+                self.acts[layer] = out.detach() if self.detach else out
+            if self.stop and len(self.acts) == len(self.layers):
+                raise _Stop
+            return out.clone()  # later inplace ops must not rewrite what was captured
+
+        return hook
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        try:
+            self.net(x)
+        except _Stop:
+            pass
+        missing = [layer for layer in self.layers if layer not in self.acts]
+        if missing:
+            raise DeepVisError(f"layer {missing[0]!r} produced no output in this forward pass")
+        return dict(self.acts)
+
+
+# ---------------------------------------------------------------- crop jobs
+
+@dataclass(frozen=True)
+class CropJob:
+    """One entry to render: unit `channel` (at (y, x) for spatial layers, else None) of `layer` on `image`
+    (the fitted SxS uint8 RGB the net saw; `image_key` identifies it), cut to `box`. `value`: the unit's
+    activation from the scan, which checks the windowed forward (None: no check)."""
+
+    layer: str
+    channel: int
+    y: int | None
+    x: int | None
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+    image_key: int
+    value: float | None = None
+
+
+def _window_1d(lo: int, hi: int, size: int, stride: int, length: int) -> int:
+    """Start a of [a, a + length) containing [lo, hi) (clipped box), a multiple of `stride`, inside [0, size]."""
+    a = (max(lo, 0) // stride) * stride
+    if a + length > size:
+        a = size - length
+    return a
+
+
+def _window_length(extent: int, size: int, stride: int) -> int:
+    """Smallest L >= extent + stride - 1 with L = size (mod stride), capped at size."""
+    need = min(extent + stride - 1, size)
+    length = need + ((size - need) % stride)
+    return min(length, size)
+
+
+def _render_norm(grads: Tensor) -> np.ndarray:
+    """`render_view(g, "norm")` for a batch [n, C, H, W] -> uint8 [n, H, W] (same ops, per sample)."""
+    img = grads.detach().float().abs().sum(dim=1)
+    scale = img.flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
+    img = (img / scale).clamp(0, 1)
+    return (img * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def iter_crops(vm, jobs: Sequence[CropJob], kinds: Sequence[str] = ATTRIBUTION_KINDS, *, batch: int = 16,
+               window: bool = True) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Yield (job index, kind, uint8 HxWx3 crop) for every job and kind, batched (see the module docstring).
+
+    Abortable between yields (close the generator). window=False runs whole images (the reference path).
+    """
+    kinds = [k for k in dict.fromkeys(kinds)]
+    bad = [k for k in kinds if k not in ATTRIBUTION_KINDS]
+    if bad:
+        raise DeepVisError(f"unknown attribution {bad[0]!r}; use deconv or guided")
+    if not kinds or not jobs:
+        return
+    by_layer: dict[str, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        by_layer[job.layer].append(i)
+    for layer, idx in by_layer.items():
+        yield from _layer_crops(vm, layer, [jobs[i] for i in idx], idx, kinds, batch, window)
+
+
+def _layer_crops(vm, layer: str, jobs: list[CropJob], ids: list[int], kinds: list[str], batch: int,
+                 window: bool) -> Iterator[tuple[int, str, np.ndarray]]:
+    from ..attribution import AttributionContext
+    from ..receptive_field import rf_geometry, rf_is_local
+
+    net, size = vm.net, int(vm.input_size)
+    spatial = jobs[0].y is not None
+    ly = lx = size
+    ty = tx = 1
+    if window and spatial and rf_is_local(net, layer, size):
+        geom = rf_geometry(net, layer, size)
+        ty, tx = max(1, geom.stride_y), max(1, geom.stride_x)
+        ly, lx = _window_length(geom.size_y, size, ty), _window_length(geom.size_x, size, tx)
+    windowed = (ly, lx) != (size, size)
+    example = torch.zeros(1, 3, size, size, device=vm.device)
+    tensors: dict[int, Tensor] = {}
+
+    def tensor_of(job: CropJob) -> Tensor:
+        if job.image_key not in tensors:
+            if len(tensors) > 64:
+                tensors.clear()
+            tensors[job.image_key] = vm.preprocess.to_tensor(job.image).detach()
+        return tensors[job.image_key]
+
+    # windows: (image, top, left) -> the jobs that share that input
+    groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for j, job in enumerate(jobs):
+        if spatial and windowed:
+            t, lft, b, r = job.box
+            a_y = _window_1d(t, b, size, ty, ly)
+            a_x = _window_1d(lft, r, size, tx, lx)
+        else:
+            a_y = a_x = 0
+        groups[(job.image_key, a_y, a_x)].append(j)
+    per_batch = batch if not windowed else min(64, max(batch, int(batch * size * size / (ly * lx))))
+    fallback: list[int] = []
+    with Tap(net, [layer], example) as tap:
+        for plan in _pack(groups, per_batch):
+            yield from _run_batch(vm, tap, layer, jobs, ids, kinds, plan, (ly, lx), (ty, tx), spatial, windowed,
+                                  tensor_of, fallback, AttributionContext)
+    if fallback:  # windowed value disagreed with the scan's: redo those on whole images
+        yield from _layer_crops(vm, layer, [jobs[j] for j in fallback], [ids[j] for j in fallback], kinds, batch,
+                                window=False)
+
+
+def _pack(groups: dict[tuple[int, int, int], list[int]], per_batch: int) -> Iterator[list[tuple[tuple, list[int]]]]:
+    """Forward batches: each slot holds one window; a window with m jobs gets min(m, per_batch) slots and its jobs
+    take turns in rounds over the kept graph."""
+    plan: list[tuple[tuple, list[int]]] = []
+    used = 0
+    for key, members in groups.items():
+        slots = min(len(members), per_batch)
+        if used + slots > per_batch and plan:
+            yield plan
+            plan, used = [], 0
+        for s in range(slots):
+            plan.append((key, members[s::slots]))
+        used += slots
+    if plan:
+        yield plan
+
+
+def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], kinds: list[str],
+               plan: list[tuple[tuple, list[int]]], lengths: tuple[int, int], strides: tuple[int, int],
+               spatial: bool, windowed: bool, tensor_of, fallback: list[int],
+               context) -> Iterator[tuple[int, str, np.ndarray]]:
+    ly, lx = lengths
+    ty, tx = strides
+    rows = []
+    for (_key, a_y, a_x), members in plan:
+        full = tensor_of(jobs[members[0]])
+        rows.append(full[:, :, a_y:a_y + ly, a_x:a_x + lx])
+    x = torch.cat(rows).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    with torch.enable_grad(), context(vm.net) as ac:
+        act = tap.run(x)[layer]
+    rounds = max(len(m) for _, m in plan)
+    skip: set[int] = set()
+    if windowed:  # the window must reproduce the scan's value of the unit exactly (up to float noise)
+        for slot, ((_k, a_y, a_x), members) in enumerate(plan):
+            for j in members:
+                job = jobs[j]
+                if job.value is None:
+                    continue
+                got = float(act[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx].detach())
+                if not math.isclose(got, job.value, rel_tol=1e-3, abs_tol=1e-3):
+                    skip.add(j)
+                    fallback.append(j)
+    for r in range(rounds):
+        chosen = [(slot, members[r], key) for slot, (key, members) in enumerate(plan)
+                  if r < len(members) and members[r] not in skip]
+        if not chosen:
+            continue
+        terms = []
+        for slot, j, (_k, a_y, a_x) in chosen:
+            job = jobs[j]
+            if spatial:
+                terms.append(act[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx])
+            else:
+                terms.append(act[slot, job.channel])
+        objective = torch.stack(terms).sum()
+        for m, kind in enumerate(kinds):
+            last = r == rounds - 1 and m == len(kinds) - 1
+            (grad,) = ac.grad(objective, x, kind, retain_graph=not last)
+            if grad is None:
+                grad = torch.zeros_like(x)
+            views = _render_norm(grad[[slot for slot, _, _ in chosen]])
+            for n, (_slot, j, (_k, a_y, a_x)) in enumerate(chosen):
+                t, lft, b, rr = jobs[j].box
+                cut = crop_box(views[n], (t - a_y, lft - a_x, b - a_y, rr - a_x))[0]
+                yield ids[j], kind, np.repeat(cut[:, :, None], 3, axis=2)
+    del act, x
+
+
+# ---------------------------------------------------------------- lazy crops for viewers (GUI, CLI)
+
+@dataclass(frozen=True)
+class RenderedCrop:
+    """One rendered crop: the unit's rank-th entry, `kind` ("deconv" / "guided"), uint8 HxWx3 RGB. `written`:
+    stored in the store (False when the store is read-only for us; the image is still good)."""
+
+    layer: str
+    unit: int
+    rank: int
+    kind: str
+    image: np.ndarray
+    written: bool
+
+
+def _check_model(store: TopKStore, vm) -> None:
+    name = store.model.get("name")
+    if name and name != vm.name:
+        raise DeepVisError(f"store {store.root} was scanned with model {name!r}, not {vm.name!r}; load that model "
+                           "to render its crops")
+    weights = store.model.get("weights")
+    if weights and str(weights) != str(vm.weights):
+        raise DeepVisError(f"store {store.root} was scanned with weights {weights!r}, not {vm.weights!r}")
+    if int(store.input_size) != int(vm.input_size):
+        raise DeepVisError(f"store {store.root} has input size {store.input_size}, the model {vm.input_size}")
+
+
+def iter_render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequence[str] = ATTRIBUTION_KINDS, *,
+                     force: bool = False, write: bool = True) -> Iterator[RenderedCrop]:
+    """Render one unit's deconv / guided crops that the store lacks, yielding each as it is ready, and write it
+    into the store atomically (temp file + rename; two viewers rendering the same unit both write whole files,
+    the last one wins). Crops already stored are yielded as read (force=True renders them again).
+
+    Uses `vm.net` read-only with hooks that act only in the calling thread, so it may run in a background thread
+    while another thread runs the live forward. Abortable between yields (close the generator).
+    """
+    _check_model(store, vm)
+    info = store.layer_info(layer)
+    entries = store.entries(layer, unit)
+    jobs, ranks = [], []
+    for e in entries:
+        todo = []
+        for kind in kinds:
+            path = store.crop_path(layer, unit, e.rank, kind)
+            if not force and path.is_file():
+                img = store.crop(layer, unit, e.rank, kind)
+                if img is not None:
+                    yield RenderedCrop(layer, unit, e.rank, kind, img, True)
+                    continue
+            todo.append(kind)
+        if not todo:
+            continue
+        fitted = store.fitted(e)
+        if fitted is None:  # an old store without its images: nothing to render from
+            continue
+        spatial = bool(info.get("spatial", True))
+        jobs.append(CropJob(layer, unit, e.y if spatial else None, e.x if spatial else None, e.box, fitted,
+                            e.image_id, e.value))
+        ranks.append((e.rank, todo))
+    if not jobs:
+        return
+    wanted = [k for k in ATTRIBUTION_KINDS if k in kinds]
+    folder = store.crop_path(layer, unit, 0, "input").parent
+    if write:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_temp_files(folder, older_than_s=600)  # a viewer killed mid-write long ago
+        except OSError:
+            write = False
+    for j, kind, img in iter_crops(vm, jobs, wanted, batch=16):
+        rank, todo = ranks[j]
+        if kind not in todo:
+            continue
+        ok = False
+        if write:
+            try:
+                atomic_write_png(store.crop_path(layer, unit, rank, kind), img)
+                ok = True
+            except OSError:
+                ok = False
+        yield RenderedCrop(layer, unit, rank, kind, img, ok)
+
+
+def render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequence[str] = ATTRIBUTION_KINDS, *,
+                force: bool = False, write: bool = True) -> dict[tuple[int, str], np.ndarray]:
+    """All of `iter_render_unit` at once: {(rank, kind): crop}."""
+    return {(c.rank, c.kind): c.image for c in iter_render_unit(store, vm, layer, unit, kinds, force=force,
+                                                                write=write)}
+
