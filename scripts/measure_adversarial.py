@@ -39,6 +39,29 @@ def classify_png(vm, rgb: np.ndarray) -> np.ndarray:
         return torch.softmax(vm.net(vm.preprocess(decoded)).float(), 1)[0].cpu().numpy()
 
 
+def float_pgd(vm, photo: np.ndarray, target: int, eps: float, steps: int) -> tuple[bool, np.ndarray]:
+    """The textbook loop (as in torchattacks' PGD): float image, steps of eps/4 levels, projection, no rounding
+    inside; stops when the float image is classified as the target. Returns (float success, rounded uint8)."""
+    mean = torch.tensor(vm.spec.mean, device=vm.device).view(1, 3, 1, 1)
+    std = torch.tensor(vm.spec.std, device=vm.device).view(1, 3, 1, 1)
+    x0 = torch.from_numpy(photo).to(vm.device).permute(2, 0, 1).unsqueeze(0).float() / 255
+    e, a = eps / 255, adv.default_step(eps) / 255
+    x = x0.clone()
+    label = torch.tensor([target], device=vm.device)
+    ok = False
+    for _ in range(steps + 1):
+        x.requires_grad_(True)
+        logits = vm.net((x - mean) / std).float()
+        ok = int(logits.argmax()) == target
+        if ok:
+            break
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, label), x)
+        with torch.no_grad():
+            x = (x0 + (x - a * g.sign() - x0).clamp(-e, e)).clamp(0, 1)
+    img = (x.detach()[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return ok, img
+
+
 def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
@@ -53,6 +76,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100, help="step budget per attack")
     ap.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--float-baseline", action="store_true",
+                    help="also run a float PGD without 8-bit rounding in the loop and count what the PNG loses")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -84,6 +109,10 @@ def main() -> int:
                                 "eps": eps, "success": ok, "reported_success": st.success,
                                 "steps": st.step, "seconds": round(seconds, 4), "target_prob": float(probs[target]),
                                 "linf": st.linf})
+                if args.float_baseline:
+                    fok, fimg = float_pgd(vm, photo, target, eps, args.steps)
+                    attacks[-1]["float_success"] = fok
+                    attacks[-1]["float_success_after_png"] = bool(int(classify_png(vm, fimg).argmax()) == target)
                 print(f"{name:22s} eps {eps:g} -> {vm.categories[target][:24]:24s} "
                       f"{'ok ' if ok else 'FAIL'} {st.step:3d} steps {seconds:6.2f}s", file=sys.stderr, flush=True)
     summary = []
@@ -100,6 +129,10 @@ def main() -> int:
                  "max_linf": max((a["linf"] for a in rows), default=None),
                  "fgsm_untargeted_success_rate": round(
                      sum(r["success"] for r in fgsm_rows if r["eps"] == eps) / len(args.photos), 4)}
+        if args.float_baseline:
+            entry["float_pgd_success_rate"] = round(sum(a["float_success"] for a in rows) / len(rows), 4)
+            entry["float_pgd_success_rate_after_png"] = round(
+                sum(a["float_success_after_png"] for a in rows) / len(rows), 4)
         summary.append(entry)
     report = {"model": vm.name, "device": str(vm.device),
               "device_name": torch.cuda.get_device_name(vm.device) if vm.device.type == "cuda" else platform.processor()
