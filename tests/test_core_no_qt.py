@@ -14,7 +14,7 @@ def test_core_modules_import_no_qt():
              if not m.name.startswith("deepvis_app.gui") and not m.name.endswith("__main__")]
     code = ("import importlib, sys\n"
             f"for n in {names!r}: importlib.import_module(n)\n"
-            "qt = ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'shiboken6')\n"
+            "qt = ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'shiboken6', 'superqt')\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in qt]\n"
             "print(','.join(bad))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -22,6 +22,9 @@ def prepare(args: argparse.Namespace):
     from ..pipeline import Unit, validate_request
     from ..sources import open_source
 
+    exit_after = getattr(args, "exit_after", None)
+    if exit_after is not None and not (exit_after >= 0):  # also catches nan
+        raise DeepVisError(f"--exit-after must be a number of seconds >= 0, not {exit_after}")
     args.worker_threads = hand_threads_to_worker()  # before the main thread runs any torch op
     if getattr(args, "select", None) and not getattr(args, "layer", None):
         args.layer = Unit.parse(args.select).layer  # --select LAYER:UNIT shows that layer
@@ -64,36 +67,46 @@ def main_gui(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
-    schedule_exit(window, snapshot=args.snapshot, exit_after=args.exit_after)
+    outcome = schedule_exit(window, snapshot=args.snapshot, exit_after=args.exit_after)
     code = app.exec()
     window.shutdown()
     app.removeEventFilter(key_filter)
-    return int(code)
+    return int(code) or outcome.get("code", 0)
 
 
-def schedule_exit(window, *, snapshot: str | None, exit_after: float | None) -> None:
+MAX_TIMER_MS = 2**31 - 1  # Qt timers take a 32-bit int of milliseconds (~24.8 days)
+
+
+def schedule_exit(window, *, snapshot: str | None, exit_after: float | None) -> dict:
     """--snapshot / --exit-after: snapshot just before quitting (after at least one result for the current
-    request was painted, waiting up to 10 s more for it), or, without --exit-after, 5 s after start."""
+    request was painted, waiting up to 10 s more for it), or, without --exit-after, 5 s after start.
+    Returns a dict whose "code" becomes the exit status (2 when the snapshot could not be written)."""
     from PySide6.QtCore import QTimer
 
+    outcome: dict = {}
     if snapshot is None and exit_after is None:
-        return
+        return outcome
     delay = exit_after if exit_after is not None else 5.0
     deadline = time.monotonic() + delay + 10.0
+    live = window.live
 
     def fire() -> None:
-        res = window._painted
-        if snapshot is not None and (res is None or res.request_id < window.request.request_id) \
+        res = live.shown
+        if snapshot is not None and (res is None or res.request_id < live.request.request_id) \
                 and time.monotonic() < deadline:
             QTimer.singleShot(200, fire)
             return
         if snapshot is not None:
             try:
-                paths = window.save_snapshot(snapshot)
+                paths = window.feature("snapshots").save(snapshot)
                 print(f"deepvis: snapshot: {len(paths)} files in {snapshot}", file=sys.stderr)
             except DeepVisError as err:
                 print(f"deepvis: error: {err}", file=sys.stderr)
+                outcome["code"] = 2
+                window.close()
+                return
         if exit_after is not None:
             window.close()
 
-    QTimer.singleShot(max(0, int(delay * 1000) - 100), fire)
+    QTimer.singleShot(min(MAX_TIMER_MS, max(0, int(delay * 1000) - 100)), fire)
+    return outcome

@@ -70,4 +70,4 @@ def make_window(qtbot, vm, tmp_path):
         QApplication.instance().removeEventFilter(win.key_filter)
         win.close()
         win.shutdown()
-        assert not win.worker.is_alive()
+        assert not win.live.worker.is_alive()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepvis_app.gui.images import BORDER_RGB, indexed_qimage, make_lut, overlay, to_qimage
+from deepvis_app.gui.widgets.images import BORDER_RGB, indexed_qimage, make_lut, overlay, to_qimage
 
 
 def test_rgb_qimage_shares_memory(qapp):

@@ -63,8 +63,8 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store):
     store = TopKStore.open(tiny_store)
     assert {"input", "deconv", "guided"} <= set(store.kinds)
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 1)), store=tiny_store)
-    win.set_backprop_mode("off")
-    panel = win.inspector.topk
+    win.feature("inspector").set_backprop_mode("off")
+    panel = win.feature("topk").panel
     entries = store.entries(LAYER, 1)
     assert len(entries) == 3 and len(panel.tiles) == 3
     for tile, e in zip(panel.tiles, entries, strict=True):
@@ -87,40 +87,41 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store):
 
     # click: the whole image as the network saw it, with the receptive-field box, in a non-modal window
     qtbot.mouseClick(panel.tiles[1], Qt.MouseButton.LeftButton)
-    viewer = win.viewer
+    viewer = win.feature("topk").viewer
     assert viewer is not None and viewer.isVisible() and not viewer.isModal()
     qtbot.waitUntil(lambda: viewer.canvas.has_image, timeout=WAIT)
     assert np.array_equal(viewer.canvas.array, store.fitted(entries[1]))
     assert viewer.canvas.box == entries[1].box and entries[1].path in viewer.details.text()
     assert box_pixel_found(viewer.canvas)
-    painted = win.paint_count
-    qtbot.waitUntil(lambda: win.paint_count > painted + 1, timeout=WAIT)  # the live view goes on meanwhile
+    painted = win.live.paint_count
+    qtbot.waitUntil(lambda: win.live.paint_count > painted + 1, timeout=WAIT)  # the live view goes on meanwhile
 
-    win.select_channel(6)
+    win.feature("grid").select_channel(6)
     e6 = store.entries(LAYER, 6)
     assert len(panel.tiles) == len(e6)
     assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 6, 0, "input"))
-    win.set_layer("_blocks.3")  # not in the store: says so
+    win.feature("layers").set_layer("_blocks.3")  # not in the store: says so
     assert not panel.tiles and "no top-k data for this unit in store" in panel.message_text
 
 
 def test_store_opened_from_menu(qtbot, make_window, tiny_store):
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 2)))
-    panel = win.inspector.topk
+    panel = win.feature("topk").panel
     assert not panel.tiles and "no store loaded" in panel.message_text
-    win.open_store(tiny_store)  # what File > Open top-k store... does after its dialog
+    win.feature("topk").open_store(tiny_store)  # what File > Open top-k store... does after its dialog
     assert len(panel.tiles) == 3 and "store" in panel.info.text()
-    assert win.state_dict()["store"] == tiny_store
+    assert win.feature("snapshots").state_dict()["store"] == tiny_store
 
 
 def test_optimize_button_shows_an_image(qtbot, make_window, monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 2)))
-    win.optimize_steps, win.optimize_size = 3, 64
-    assert win.inspector.optimize_button.isEnabled()
-    assert "press optimize" in win.inspector.optimized.placeholder
-    win.inspector.optimize_button.click()
-    qtbot.waitUntil(lambda: win.inspector.optimized.has_image and "value" in win.inspector.optimized.caption,
+    opt = win.feature("optimize")
+    opt.steps, opt.size = 3, 64
+    assert win.feature("optimize").button.isEnabled()
+    assert "press optimize" in win.feature("optimize").canvas.placeholder
+    win.feature("optimize").button.click()
+    qtbot.waitUntil(lambda: opt.canvas.has_image and "value" in opt.canvas.caption,
                     timeout=WAIT)
-    img = win.inspector.optimized.array
+    img = win.feature("optimize").canvas.array
     assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from deepvis_app.gui.grid_pane import PLACEHOLDER_RGB, pattern_tile
+from deepvis_app.gui.widgets.grid_pane import PLACEHOLDER_RGB, pattern_tile
 from deepvis_app.optimize import cached_result, optimize
 from deepvis_app.optimize import objectives as O
 from deepvis_app.pipeline import Unit, ViewRequest
@@ -26,10 +26,10 @@ def tiny_opt(monkeypatch, tmp_path):
 
 def wait_painted(qtbot, win, pred=lambda r: True):
     def ok():
-        res = win._painted
-        return res is not None and res.request_id >= win.request.request_id and pred(res)
+        res = win.live.shown
+        return res is not None and res.request_id >= win.live.request.request_id and pred(res)
     qtbot.waitUntil(ok, timeout=WAIT)
-    return win._painted
+    return win.live.shown
 
 
 def tile(img: np.ndarray, layout, c: int) -> np.ndarray:
@@ -42,12 +42,12 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
     assert cached_result(vm, O.channel(LAYER, 0), steps=STEPS, size=SIZE) is None
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: r.layer == LAYER)
-    pane = win.grid_pane
+    pane = win.feature("grid").pane
     live_rows_cols = (pane.layout_.rows, pane.layout_.cols)
-    assert win.inspector.optimized.has_image is False  # unit 0: nothing cached
+    assert win.feature("optimize").canvas.has_image is False  # unit 0: nothing cached
 
-    qtbot.keyClicks(win.layers_pane.tree, "p")  # the toolbox key
-    assert win.pattern_on and pane.pattern_box.isChecked() and pane._shown == "pattern"
+    qtbot.keyClicks(win.feature("layers").pane.tree, "p")  # the toolbox key
+    assert win.state.pattern_mode and win.feature("patterns").box.isChecked() and pane.shown_kind == "pattern"
     lay = pane.layout_
     assert lay.channels == 40 and (lay.rows, lay.cols) == live_rows_cols  # same arrangement as the live grid
     img = pane.grid_image()
@@ -61,75 +61,76 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
     assert pane.pattern_label.text().startswith("pattern mode: 2 of 40 units cached")
     assert f"deepvis optimize-layer --layer {LAYER} --out DIR" in pane.pattern_label.text()
     assert pane.info.text() == f"{LAYER}: 2 of 40 optimized images"
-    assert win.state_dict()["patterns_cached"] == 2
+    assert win.feature("snapshots").state_dict()["patterns_cached"] == 2
 
     # live frames keep coming but the patterns stay on screen
-    frame = win._painted.frame_id
+    frame = win.live.shown.frame_id
     wait_painted(qtbot, win, lambda r: r.frame_id > frame)
     assert np.array_equal(pane.grid_image(), img)
 
     # clicking a pattern tile selects the unit; the inspector shows its cached image at once
     qtbot.mouseClick(pane.view.viewport(), Qt.MouseButton.LeftButton, pos=pane.tile_center(3))
-    assert win.request.unit == Unit(LAYER, 3)
-    assert pane.sel_rect.isVisible() and pane.sel_rect.rect().contains(pane._tile_rect(3).center())
-    assert np.array_equal(win.inspector.optimized.array, made[3])
-    assert win.inspector.optimized.caption == "cached"
+    assert win.live.request.unit == Unit(LAYER, 3)
+    assert pane.sel_rect.isVisible() and pane.sel_rect.rect().contains(pane.tile_rect(3).center())
+    assert np.array_equal(win.feature("optimize").canvas.array, made[3])
+    assert win.feature("optimize").canvas.caption == "cached"
 
     # back to live activations
-    qtbot.keyClicks(win.layers_pane.tree, "p")
-    assert not win.pattern_on and not pane.pattern_label.isVisible()
+    qtbot.keyClicks(win.feature("layers").pane.tree, "p")
+    assert not win.state.pattern_mode and not pane.pattern_label.isVisible()
     res = wait_painted(qtbot, win, lambda r: r.unit == Unit(LAYER, 3))
-    qtbot.waitUntil(lambda: pane._shown == "live", timeout=WAIT)
-    assert pane.grid_image().ndim == 2 and pane.grid_image().shape == win._painted.grid.image.shape
+    qtbot.waitUntil(lambda: pane.shown_kind == "live", timeout=WAIT)
+    assert pane.grid_image().ndim == 2 and pane.grid_image().shape == win.live.shown.grid.image.shape
     assert (pane.layout_.rows, pane.layout_.cols) == (res.grid.layout.rows, res.grid.layout.cols)
 
 
 def test_optimize_layer_job_fills_tiles_and_stops(qtbot, make_window, vm, tiny_opt):
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: r.layer == LAYER)
-    win.set_pattern_mode(True)
-    assert sum(im is not None for im in win._pattern_images) == 0
-    win.grid_pane.optimize_layer_button.click()
-    assert win._layer_job is not None and win.progress.isVisible()
-    assert win.grid_pane.optimize_layer_button.text() == "stop optimizing"
-    qtbot.waitUntil(lambda: sum(im is not None for im in win._pattern_images) >= 2, timeout=WAIT)
-    win.grid_pane.optimize_layer_button.click()  # stop
-    assert win._layer_job is None and not win.progress.isVisible()
-    done = [c for c, im in enumerate(win._pattern_images) if im is not None]
+    win.feature("patterns").set_pattern_mode(True)
+    assert sum(im is not None for im in win.feature("patterns").images) == 0
+    win.feature("patterns").button.click()
+    assert win.feature("patterns").layer_job_running and win.feature("patterns").progress.isVisible()
+    assert win.feature("patterns").button.text() == "stop optimizing"
+    qtbot.waitUntil(lambda: sum(im is not None for im in win.feature("patterns").images) >= 2, timeout=WAIT)
+    win.feature("patterns").button.click()  # stop
+    assert not win.feature("patterns").layer_job_running and not win.feature("patterns").progress.isVisible()
+    done = [c for c, im in enumerate(win.feature("patterns").images) if im is not None]
     assert done[:2] == [0, 1]  # unit by unit, in order
-    lay = win.grid_pane.layout_
-    img = win.grid_pane.grid_image()
+    lay = win.feature("grid").pane.layout_
+    img = win.feature("grid").pane.grid_image()
     for c in done:
         cached = cached_result(vm, O.channel(LAYER, c), steps=STEPS, size=SIZE)
         assert cached is not None and np.array_equal(tile(img, lay, c), pattern_tile(cached))
     assert (tile(img, lay, 39) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
-    assert win.inspector.optimized.has_image  # unit 0 (selected) got its image as soon as it was done
+    assert win.feature("optimize").canvas.has_image  # unit 0 (selected) got its image as soon as it was done
 
 
 def test_class_click_runs_class_optimization_then_selection_cancels(qtbot, make_window, tiny_opt):
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: bool(r.predictions))
-    bars = win.predictions.bars
+    bars = win.feature("predictions").pane.bars
     qtbot.waitUntil(lambda: bool(bars.rows), timeout=WAIT)
     idx, name, _p = bars.rows[0]
     qtbot.mouseClick(bars, Qt.MouseButton.LeftButton, pos=QPoint(*bars.row_center(0)))
-    assert win._opt_key == (win.vm.name, f"class:{idx}")
-    canvas = win.inspector.optimized
+    assert win.feature("optimize").running == f"class:{idx}"
+    canvas = win.feature("optimize").canvas
     qtbot.waitUntil(lambda: canvas.has_image and "value" in canvas.caption, timeout=WAIT)
-    log = [e for e in win.opt_log if e[0] == f"class:{idx}"]
+    log = [e for e in win.feature("optimize").log if e[0] == f"class:{idx}"]
     assert [s for _w, s, _n in log if s < STEPS]  # intermediate steps reached the canvas, not just the end
     assert log[-1][1] == STEPS
-    assert canvas.caption.startswith(name) and name in win.inspector._boxes["optimized"].title_label.text()
+    assert canvas.caption.startswith(name) and name in win.feature("optimize").title
     assert canvas.array.ndim == 3 and canvas.array.shape[:2] == (SIZE, SIZE)
 
     # a long one, cancelled when the unit selection changes
-    win.optimize_steps = 500
-    win.start_class_optimize((idx + 1) % 1000)
-    stop = win._opt_abort
-    qtbot.waitUntil(lambda: any(w == f"class:{(idx + 1) % 1000}" for w, _s, _n in win.opt_log), timeout=WAIT)
-    win.select_channel(5)
-    assert stop.is_set() and win._opt_key is None
-    assert win.inspector._boxes["optimized"].title_label.text() == "optimized image"
+    win.feature("optimize").steps = 500
+    win.feature("optimize").start_class((idx + 1) % 1000)
+    stop = win.feature("optimize").job
+    log = win.feature("optimize").log
+    qtbot.waitUntil(lambda: any(w == f"class:{(idx + 1) % 1000}" for w, _s, _n in log), timeout=WAIT)
+    win.feature("grid").select_channel(5)
+    assert stop.cancelled and win.feature("optimize").running is None
+    assert win.feature("optimize").title == "optimized image"
     assert not canvas.has_image
 
 
@@ -142,11 +143,11 @@ def test_open_pattern_folder_fills_missing_tiles(qtbot, make_window, tiny_opt, t
     write_png(folder / "unit_0002.png", img)
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: r.layer == LAYER)
-    win.open_pattern_folder(folder)
-    assert win.pattern_on
-    pane = win.grid_pane
+    win.feature("patterns").open_folder(folder)
+    assert win.state.pattern_mode
+    pane = win.feature("grid").pane
     assert np.array_equal(tile(pane.grid_image(), pane.layout_, 2), pattern_tile(img))
     assert pattern_tile(img).shape == (96, 96, 3)
     assert (tile(pane.grid_image(), pane.layout_, 1) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
-    win.open_pattern_folder(tmp_path / "empty")
-    assert "no unit_NNNN.png images" in win.last_error
+    win.feature("patterns").open_folder(tmp_path / "empty")
+    assert "no unit_NNNN.png images" in win.ctx.last_error

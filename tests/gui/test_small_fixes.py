@@ -13,12 +13,12 @@ from .test_window import wait_result
 
 def test_gamma_combo_shows_an_unlisted_value(qtbot, make_window):
     win = make_window("demo", ViewRequest(layer="_blocks.3", gamma=0.6))
-    box = win.grid_pane.gamma_box
-    assert box.currentText() == "gamma 0.6" and win.request.gamma == 0.6
+    box = win.feature("grid").pane.gamma_box
+    assert box.currentText() == "gamma 0.6" and win.live.request.gamma == 0.6
     box.setCurrentIndex(box.findText("gamma 0.5"))
-    assert win.request.gamma == 0.5
+    assert win.live.request.gamma == 0.5
     box.setCurrentIndex(box.findText("gamma 0.6"))
-    assert win.request.gamma == 0.6
+    assert win.live.request.gamma == 0.6
     assert box.count() == 5  # added once
 
 
@@ -36,17 +36,17 @@ def test_camera_indices_on_linux(tmp_path):
 
 
 def test_camera_menu_lists_existing_cameras(qtbot, make_window, monkeypatch):
-    from deepvis_app.gui import main_window
+    from deepvis_app.gui.features import sources
 
     win = make_window("demo")
-    monkeypatch.setattr(main_window, "camera_indices", lambda: [])
-    win.source_menu.aboutToShow.emit()
-    texts = [a.text() for a in win.source_menu.actions()]
-    (none,) = [a for a in win.source_menu.actions() if a.text() == "no cameras found"]
+    monkeypatch.setattr(sources, "camera_indices", lambda: [])
+    win.menus["&Source"].aboutToShow.emit()
+    texts = [a.text() for a in win.menus["&Source"].actions()]
+    (none,) = [a for a in win.menus["&Source"].actions() if a.text() == "no cameras found"]
     assert not none.isEnabled() and not any(t.startswith("Camera") for t in texts)
-    monkeypatch.setattr(main_window, "camera_indices", lambda: [0, 2])
-    win.source_menu.aboutToShow.emit()
-    texts = [a.text() for a in win.source_menu.actions()]
+    monkeypatch.setattr(sources, "camera_indices", lambda: [0, 2])
+    win.menus["&Source"].aboutToShow.emit()
+    texts = [a.text() for a in win.menus["&Source"].actions()]
     assert [t for t in texts if t.startswith("Camera") or t == "no cameras found"] == ["Camera 0", "Camera 2"]
     assert "Demo (photos)" in texts and "Mirror" in texts
 
@@ -59,12 +59,12 @@ def test_mirror_flips_the_input(qtbot, make_window, tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     win = make_window(str(path))
     wait_result(qtbot, win, lambda r: True)
-    qtbot.waitUntil(lambda: win.input_pane.canvas.has_image)
-    assert np.array_equal(win.input_pane.canvas.array, photo)
-    win.mirror_action.trigger()
-    assert win.mirror and win.mirror_action.isChecked()
+    qtbot.waitUntil(lambda: win.feature("input").pane.canvas.has_image)
+    assert np.array_equal(win.feature("input").pane.canvas.array, photo)
+    win.feature("sources").mirror_action.trigger()
+    assert win.state.mirror and win.feature("sources").mirror_action.isChecked()
     wait_result(qtbot, win, lambda r: np.array_equal(r.image, photo[:, ::-1]))
-    qtbot.waitUntil(lambda: np.array_equal(win.input_pane.canvas.array, photo[:, ::-1]))
-    assert not np.array_equal(win.input_pane.canvas.array, photo)
-    win.mirror_action.trigger()
+    qtbot.waitUntil(lambda: np.array_equal(win.feature("input").pane.canvas.array, photo[:, ::-1]))
+    assert not np.array_equal(win.feature("input").pane.canvas.array, photo)
+    win.feature("sources").mirror_action.trigger()
     wait_result(qtbot, win, lambda r: np.array_equal(r.image, photo))

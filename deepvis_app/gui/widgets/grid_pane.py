@@ -15,7 +15,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QGraphicsRectItem,
     QHBoxLayout,
@@ -26,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..render import Grid, GridLayout, grid_layout
-from .images import COLORMAPS, SIGNED_COLORMAP, make_lut
+from ...render import Grid, GridLayout, grid_layout
+from ...state import COLORMAPS, GAMMAS
+from .images import SIGNED_COLORMAP, make_lut
 
-GAMMAS = (1.0, 0.7, 0.5, 0.35)
 SELECT_COLOR = QColor(255, 214, 10)
 HOVER_COLOR = QColor(120, 200, 255)
 PATTERN_TILE = 96  # pixels per pattern tile (the GUI's default optimized image size: shown 1:1)
@@ -62,8 +61,7 @@ class GridPane(QWidget):
     unit_clicked = Signal(int)
     norm_changed = Signal(str)
     gamma_changed = Signal(float)
-    pattern_toggled = Signal(bool)
-    optimize_layer_clicked = Signal()
+    cmap_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -97,14 +95,6 @@ class GridPane(QWidget):
         self.cmap_box.setToolTip("colormap (signed layers always use a blue-white-red map, zero = white)")
         self.fit_button = QPushButton("fit")
         self.fit_button.setToolTip("show the whole grid (z zooms to the selected unit)")
-        self.pattern_box = QCheckBox("patterns")
-        self.pattern_box.setToolTip("pattern mode (p): each unit's cached optimized image instead of its live "
-                                    "activation")
-        self.pattern_box.toggled.connect(self.pattern_toggled.emit)
-        self.optimize_layer_button = QPushButton("optimize layer")
-        self.optimize_layer_button.setToolTip("fill the optimized-image cache for every unit of this layer, one "
-                                              "by one in the background (click again to stop)")
-        self.optimize_layer_button.clicked.connect(self.optimize_layer_clicked.emit)
         self.pattern_label = QLabel("")  # pattern mode's "N of C units cached - run ..." line
         self.pattern_label.setObjectName("patternStatus")
         self.pattern_label.setWordWrap(True)
@@ -118,10 +108,9 @@ class GridPane(QWidget):
         self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(self.gamma_box.itemData(i)))
         self.cmap_box.currentTextChanged.connect(self._on_cmap)
         self.fit_button.clicked.connect(self.reset_zoom)
-        bar = QHBoxLayout()
+        self.bar = bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
-        for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button, self.pattern_box,
-                  self.optimize_layer_button):
+        for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button):
             bar.addWidget(w)
         bar.addWidget(self.info, 1)
 
@@ -138,6 +127,7 @@ class GridPane(QWidget):
         self.sel_rect = self._outline(SELECT_COLOR, 2.5, 10)
         self.hover_rect = self._outline(HOVER_COLOR, 1.5, 9)
         self.view.scene().sigMouseMoved.connect(self._on_move)
+        self.view.viewport().installEventFilter(self)  # hover outline and text go when the pointer leaves
         self.view.scene().sigMouseClicked.connect(self._on_click)
 
         layout = QVBoxLayout(self)
@@ -146,6 +136,29 @@ class GridPane(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.pattern_label)
         layout.addWidget(self.view, 1)
+
+    def add_section(self, widget: QWidget, **_place: object) -> None:
+        """A control another feature puts in the grid's toolbar (before the info text)."""
+        self.bar.insertWidget(self.bar.count() - 1, widget)
+
+    def lut(self, name: str) -> np.ndarray:
+        """The grid's colour table `name` (a colormap, or the signed diverging map)."""
+        return self._luts[name]
+
+    @property
+    def shown_kind(self) -> str:
+        """"live" (activations) or "pattern" (optimized images): what the view holds now."""
+        return self._shown
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt naming
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Leave:
+            self.hover = None
+            self._place(self.hover_rect, None)
+            self.info.setText(self.default_info())
+            self.view.setToolTip("")
+        return False
 
     # -- showing
 
@@ -207,9 +220,6 @@ class GridPane(QWidget):
     def set_pattern_mode(self, on: bool) -> None:
         self.pattern_on = bool(on)
         self.pattern_label.setVisible(self.pattern_on)
-        self.pattern_box.blockSignals(True)
-        self.pattern_box.setChecked(self.pattern_on)
-        self.pattern_box.blockSignals(False)
         if not on and self.grid is not None:
             self.show_grid(self.grid, self._live_layer, self.labels)
 
@@ -243,7 +253,7 @@ class GridPane(QWidget):
         self.selected = channel
         self._place(self.sel_rect, channel)
 
-    def _tile_rect(self, channel: int) -> QRectF | None:
+    def tile_rect(self, channel: int) -> QRectF | None:
         lay = self.layout_
         if lay is None or channel is None or not 0 <= channel < lay.channels:
             return None
@@ -251,7 +261,7 @@ class GridPane(QWidget):
         return QRectF(x, y, lay.tile_w, lay.tile_h)
 
     def _place(self, item: QGraphicsRectItem, channel: int | None) -> None:
-        rect = self._tile_rect(channel) if channel is not None else None
+        rect = self.tile_rect(channel) if channel is not None else None
         if rect is None:
             item.hide()
         else:
@@ -280,7 +290,7 @@ class GridPane(QWidget):
 
     # -- zoom
     def zoom_to(self, channel: int | None) -> None:
-        rect = self._tile_rect(channel) if channel is not None else None
+        rect = self.tile_rect(channel) if channel is not None else None
         if rect is None:
             return
         lay = self.layout_
@@ -310,7 +320,7 @@ class GridPane(QWidget):
 
     def tile_center(self, channel: int) -> QPoint:
         """The tile's centre in `self.view.viewport()` coordinates (for tests and scripted clicks)."""
-        rect = self._tile_rect(channel)
+        rect = self.tile_rect(channel)
         if rect is None:
             raise ValueError(f"no tile {channel}")
         scene = self.vb.mapViewToScene(rect.center())
@@ -332,10 +342,19 @@ class GridPane(QWidget):
             ev.accept()
             self.unit_clicked.emit(ch)
 
-    def _on_cmap(self, name: str) -> None:
+    def set_cmap(self, name: str) -> None:
+        if name not in self._luts or name == self.cmap and self.cmap_box.currentText() == name:
+            return
         self.cmap = name
+        self.cmap_box.blockSignals(True)
+        self.cmap_box.setCurrentText(name)
+        self.cmap_box.blockSignals(False)
         if self.grid is not None and not self.grid.signed and self._shown == "live":
             self.image.setLookupTable(self._luts[name])
+
+    def _on_cmap(self, name: str) -> None:
+        self.set_cmap(name)
+        self.cmap_changed.emit(name)
 
     def grid_image(self) -> np.ndarray | None:
         """What the view shows: the live grid (uint8 HxW) or, in pattern mode, the RGB pattern grid."""

@@ -1,0 +1,37 @@
+"""The registered features, in the order the window composes them (docks, menus, keys, status bar).
+
+A new feature is one module here with a `Feature` subclass and one line in FEATURES; nothing else in `gui/` changes.
+Features never import each other (an import-linter contract checks it): they share the app state and AppEvents.
+"""
+
+from __future__ import annotations
+
+from .grid import GridFeature
+from .help import HelpFeature
+from .input import InputFeature
+from .inspector import InspectorFeature
+from .layers import LayersFeature
+from .models import ModelsFeature
+from .optimize import OptimizeFeature
+from .patterns import PatternsFeature
+from .predictions import PredictionsFeature
+from .snapshots import SnapshotsFeature
+from .sources import SourcesFeature
+from .status import StatusFeature
+from .topk import TopKFeature
+
+FEATURES = [
+    GridFeature,
+    InputFeature,
+    LayersFeature,
+    InspectorFeature,
+    TopKFeature,
+    OptimizeFeature,
+    PatternsFeature,
+    PredictionsFeature,
+    SourcesFeature,
+    ModelsFeature,
+    SnapshotsFeature,
+    StatusFeature,
+    HelpFeature,
+]

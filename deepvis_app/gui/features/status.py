@@ -1,0 +1,61 @@
+"""The status bar's facts: model (and whether its weights are random), device, source, the smoothed capture /
+inference / attribution rates and the newest frame's latency. Fixed-width labels, so numbers do not jump."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
+
+from ...pipeline import FrameResult
+from ..feature import Feature
+
+RATE_LABELS = ("capture", "inference", "attribution")
+
+
+class StatusFeature(Feature):
+    name = "status"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.labels: dict[str, QLabel] = {}
+        for key in ("model", "device", "source", *RATE_LABELS, "latency"):
+            label = QLabel("")
+            label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.labels[key] = label
+        metrics = self.labels["capture"].fontMetrics()
+        for key, sample in (("capture", "capture 000.0 fps"), ("inference", "inference 000.0 fps"),
+                            ("attribution", "attribution 000.0 fps"), ("latency", "latency 0000 ms")):
+            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + 8)
+        ctx.live.stats_changed.connect(self._rates)
+        ctx.live.painted.connect(self._latency)
+        ctx.live.model_changed.connect(lambda _vm: self._facts())
+        ctx.live.source_changed.connect(lambda _src: self._facts())
+        self._facts()
+        self._rates(ctx.live.stats)
+
+    def _facts(self) -> None:
+        vm = self.ctx.vm
+        random = " (random weights)" if str(vm.weights) == "random" else ""
+        self.labels["model"].setText(f"model {vm.name}{random}")
+        self.labels["device"].setText(str(vm.device))
+        src = self.ctx.live.source
+        self.labels["source"].setText(f"source {src.name}" if src is not None else "")
+
+    def _rates(self, stats: dict) -> None:
+        for key in RATE_LABELS:
+            self.labels[key].setText(f"{key} {stats[key + '_fps']:.1f} fps")
+
+    def _latency(self, res: FrameResult) -> None:
+        t = res.timings
+        detail = f"forward {t.get('forward', 0) * 1000:.0f}"
+        if "attribution" in t:
+            detail += f", backprop {t['attribution'] * 1000:.0f}"
+        label = self.labels["latency"]
+        label.setText(f"latency {res.latency * 1000:.0f} ms")
+        label.setToolTip(f"{detail} ms\n" + "\n".join(f"{k}: {v * 1000:.1f} ms" for k, v in t.items()))
+
+    def status_widgets(self) -> list:
+        return list(self.labels.values())
+
+    def snapshot_state(self) -> dict:
+        return {"stats": dict(self.ctx.live.stats)}

@@ -1,0 +1,226 @@
+"""Top-activating images in the inspector: an opened top-k store (File > Open top-k store), or the live top-k of
+the camera frames; a clicked tile opens its whole image with the receptive-field box; the live top-k can be
+saved as a store. Store reads and saves run as background jobs, so a slow disk never stalls the live view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog
+
+from ...errors import DeepVisError
+from ...pipeline import FrameResult
+from ...state import LIVE_TOPK_K
+from ..feature import Feature, MenuItem, Panel
+from ..widgets.topk_panel import ImageViewer, TileInfo, TopKPanel
+
+NO_STORE = "Top-activating images:\nno store loaded\n(File > Open top-k store, or turn on live top-k)"
+
+
+class TopKFeature(Feature):
+    name = "topk"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.panel = TopKPanel()
+        self.store = None  # the opened TopKStore (state.store is its path)
+        self.store_message = NO_STORE
+        self.viewer: ImageViewer | None = None  # the non-modal whole-image view of a clicked tile
+        self._key: tuple | None = None  # what the panel shows (store/unit/kind or live/unit/epoch)
+        self._entries: list = []  # the store entries behind the shown tiles (rank order)
+        self.live_tiles: tuple | None = None  # the live tiles on screen (the worker reuses unchanged tuples)
+        self.save_action = self.action("Save live top-k as store...", self.save_live_dialog)
+        st = ctx.state
+        p = self.panel
+        p.kind_changed.connect(lambda _k: self.update(force=True))
+        p.live_toggled.connect(lambda on: setattr(st, "live_topk", bool(on)))
+        p.clear_clicked.connect(self.clear_live)
+        p.save_clicked.connect(self.save_live_dialog)
+        p.tile_clicked.connect(self.open_tile)
+        st.events.store.connect(self._load_store)
+        st.events.unit.connect(lambda *_: self.update())
+        st.events.live_topk.connect(self._live_changed)
+        st.events.live_topk_epoch.connect(lambda *_: self.update())
+        ctx.live.model_changed.connect(lambda _vm: setattr(st, "store", None))
+        ctx.live.painted.connect(self.paint_live)
+        self._load_store(st.store)
+        self._live_changed()
+
+    # -- the store
+    @property
+    def store_name(self) -> str:
+        return Path(self.store.root).name if self.store is not None else ""
+
+    def open_store(self, path: str) -> None:
+        """Show the top-activating images of the store at `path` (File menu; a saved live top-k too)."""
+        if self.ctx.state.store == str(path):
+            self._load_store(str(path))
+        self.ctx.state.store = str(path)
+
+    def _load_store(self, path: str | None, *_old) -> None:
+        self.store = None
+        self._key = None
+        if not path:
+            self.store_message = NO_STORE
+        else:
+            try:
+                from ...topk.store import TopKStore
+
+                self.store = TopKStore.open(path)
+                self.store_message = f"no top-k data for this unit in {self.store_name}"
+                self.ctx.notify(f"top-k store: {self.store.root} ({', '.join(self.store.layers)})", "info", 8)
+            except DeepVisError as err:
+                self.store_message = "Top-activating images:\nstore not readable"
+                self.ctx.notify(str(err), "error")
+        self.update()
+
+    def open_store_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.panel.window(), "Open top-k store")
+        if path:
+            self.open_store(path)
+
+    def update(self, force: bool = False) -> None:
+        """The store's tiles for the selected unit (live tiles are painted from the results instead)."""
+        panel = self.panel
+        st = self.ctx.state
+        unit = st.unit
+        if st.live_topk:
+            panel.set_kinds(("input",))
+            key = ("live", str(unit), st.live_topk_epoch)
+            if key != self._key:
+                self._key, self.live_tiles, self._entries = key, None, []
+                panel.show_message("live top-k: no frames yet" if unit is not None else "select a unit",
+                                   "live top-k: collecting...")
+            return
+        store = self.store
+        panel.set_kinds(store.kinds if store is not None else ("input",))
+        kind = panel.kind
+        key = (id(store), str(unit), kind)
+        if key == self._key and not force:
+            return
+        self._key, self._entries = key, []
+        if store is None or unit is None:
+            panel.show_message(self.store_message if unit is not None else "select a unit")
+            return
+        name = self.store_name
+        try:
+            if unit.layer not in store.layers:
+                panel.show_message(f"no top-k data for this unit in {name}\n(layer {unit.layer} not in the store)",
+                                   f"store {name}: {', '.join(store.layers)}")
+                return
+            entries = store.entries(unit.layer, unit.channel)
+            crops = [store.crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
+        except (DeepVisError, OSError) as err:
+            panel.show_message(f"top-k store error: {err}")
+            return
+        if not entries:
+            panel.show_message(self.store_message, f"store {name}")
+            return
+        self._entries = entries
+        infos = [TileInfo(e.rank, e.value, e.path or f"image {e.image_id}", len(entries)) for e in entries]
+        panel.show_tiles(crops, infos, f"{unit}: top {len(entries)} of {store.top_k} from store {name}"
+                         f"{'' if kind == 'input' else ' (' + kind + ')'}", missing=f"{kind}\nnot stored")
+
+    # -- the live top-k
+    def _live_changed(self, *_args) -> None:
+        on = self.ctx.state.live_topk
+        self.panel.set_live(on)
+        self.save_action.setEnabled(on)
+        self.live_tiles = None
+        self._key = None
+        self.update()
+
+    def clear_live(self) -> None:
+        self.live_tiles = None
+        self.ctx.state.live_topk_epoch += 1
+        self.panel.show_message("live top-k: no frames yet", "live top-k: cleared")
+
+    def paint_live(self, res: FrameResult) -> None:
+        if not self.ctx.state.live_topk:
+            return
+        panel = self.panel
+        tiles = res.live_topk
+        if tiles is None or res.unit is None:
+            return
+        summary = f"live top-k: {res.unit}, {len(tiles)} of {LIVE_TOPK_K}, {res.live_topk_frames} frames held"
+        if tiles is self.live_tiles:
+            if panel.summary != summary:
+                panel.set_summary(summary)
+            return
+        self.live_tiles = tiles
+        if not tiles:
+            panel.show_message("live top-k: no frames yet", summary)
+            return
+        infos = [TileInfo(i, t.value, f"frame {t.frame_id}", len(tiles)) for i, t in enumerate(tiles)]
+        panel.show_tiles([t.patch for t in tiles], infos, summary)
+
+    def save_live_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.panel.window(), "Save live top-k as store", "live-topk",
+                                              "Top-k store (folder)")
+        if path:
+            self.save_live(path)
+
+    def save_live(self, path: str) -> None:
+        """Save a copy of the live top-k as a STORE on a background job (capture goes on meanwhile)."""
+        ctx = self.ctx
+        snap = ctx.live.worker.live_topk_snapshot()
+        if snap is None or snap.image_count == 0:
+            ctx.notify("live top-k: nothing to save yet (turn on live top-k and let some frames in)", "error")
+            return
+        model = {"name": ctx.vm.name, "weights": str(getattr(ctx.vm, "weights", ""))}
+        ctx.notify(f"saving live top-k to {path}...", "info", 4)
+        ctx.jobs.start("topk-save", lambda _abort: snap.save(path, model=model),
+                       on_done=lambda out: ctx.notify(f"live top-k saved: {out} (File > Open top-k store to "
+                                                      f"browse it)", "info", 15),
+                       on_error=lambda msg: ctx.notify(f"live top-k not saved: {msg}", "error"))
+
+    # -- the whole-image viewer
+    def open_tile(self, index: int) -> None:
+        """Show a tile's whole image (as the network saw it) with its receptive-field box, non-modal."""
+        ctx = self.ctx
+        if self.viewer is None:
+            self.viewer = ImageViewer(self.panel.window())
+        viewer = self.viewer
+        tiles = self.live_tiles if ctx.state.live_topk else None
+        if tiles:
+            if not 0 <= index < len(tiles):
+                return
+            t = tiles[index]
+            unit = ctx.live.shown.unit if ctx.live.shown is not None else ctx.state.unit
+            ctx.jobs.cancel("topk-image")
+            viewer.show_image(t.frame, t.box, f"live top-k: {unit} rank {index + 1}",
+                              f"<b>{unit}</b> rank {index + 1} &nbsp;value {t.value:.4g} &nbsp;frame {t.frame_id}"
+                              f" &nbsp;at ({t.y}, {t.x}) &nbsp;box {t.box}")
+            return
+        if self.store is None or not 0 <= index < len(self._entries):
+            return
+        entry = self._entries[index]
+        store = self.store
+        title = f"{self.store_name}: {entry.layer}:{entry.unit} rank {entry.rank + 1}"
+        details = (f"<b>{entry.layer}:{entry.unit}</b> rank {entry.rank + 1} &nbsp;value {entry.value:.4g}"
+                   f" &nbsp;at ({entry.y}, {entry.x}) &nbsp;box {entry.box}<br>{entry.path}")
+        viewer.show_image(None, None, title, details, missing="loading...")
+        ctx.jobs.start("topk-image", lambda _abort: store.fitted(entry),
+                       on_done=lambda image: viewer.show_image(image, entry.box, title, details,
+                                                               missing=f"image not found:\n{entry.path}"),
+                       on_error=lambda msg: viewer.show_image(None, None, title, details, missing=msg))
+
+    # -- what the window gathers
+    def panels(self) -> list[Panel]:
+        return [Panel("topk", "Top-k", self.panel, area="in:inspector",
+                      place={"row": 0, "col": 1, "rowspan": 2, "colspan": 2})]
+
+    def menu_items(self) -> list[MenuItem]:
+        return [MenuItem("&File", self.action("Open top-k store...", self.open_store_dialog)),
+                MenuItem("&File", self.save_action)]
+
+    def snapshot_state(self) -> dict:
+        res = self.ctx.live.shown
+        return {"store": str(self.store.root) if self.store is not None else None,
+                "topk_tiles": len(self.panel.tiles), "topk_message": self.panel.message_text,
+                "live_topk_tiles": len(res.live_topk) if res is not None and res.live_topk is not None else None,
+                "live_topk_frames": res.live_topk_frames if res is not None else 0}
+
+    def shutdown(self) -> None:
+        if self.viewer is not None:
+            self.viewer.close()

@@ -1,0 +1,1 @@
+"""Reusable widgets: canvases, grids and panes that own only their pixels (no app state, no jobs)."""

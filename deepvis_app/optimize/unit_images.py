@@ -1,0 +1,54 @@
+"""A unit's optimized image as the app looks it up: which objective, which settings count, where else to look.
+
+Shared by the inspector's optimized image and pattern mode (and the CLI's `optimize-layer` writes what they
+find): the objective is the channel mean for spatial layers and the unit itself for vectors, so the app and
+the CLI share cache entries.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeepVisError
+from . import objectives
+from .cache import read_png
+from .engine import cached_result
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive integer from the environment (e.g. DEEPVIS_OPTIMIZE_STEPS=4 in tests), else `default`."""
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def app_settings() -> tuple[int, int]:
+    """(steps, size) of the app's optimizations: small enough for a CPU next to the live loop."""
+    return env_int("DEEPVIS_OPTIMIZE_STEPS", 64), env_int("DEEPVIS_OPTIMIZE_SIZE", 96)
+
+
+def unit_objective(vm, layer: str, channel: int):
+    shape = vm.info(layer).shape
+    return objectives.channel(layer, channel) if len(shape) == 3 else objectives.neuron(layer, channel)
+
+
+def cached_unit_image(vm, layer: str, channel: int, *, steps: int, size: int,
+                      folder: tuple[str, Path] | None = None) -> np.ndarray | None:
+    """The unit's image from the cache (the app's settings first, then the CLI's defaults), else from an opened
+    `optimize-layer` folder for that layer; never runs the net."""
+    try:
+        obj = unit_objective(vm, layer, channel)
+        for settings in ({"steps": steps, "size": size}, {}):
+            img = cached_result(vm, obj, **settings)
+            if img is not None:
+                return img
+    except (DeepVisError, OSError, ValueError):
+        return None
+    if folder is not None and folder[0] == layer:
+        return read_png(Path(folder[1]) / f"unit_{channel:04d}.png")
+    return None
