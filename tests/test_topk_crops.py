@@ -1,0 +1,168 @@
+"""Deconv / guided crops: lazy per-unit rendering into a store, windowed backward == attribute() on the full image,
+early-stopping forward, thread-filtered taps, locality of receptive fields."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from test_topk import LAYERS, ensure_rf_module, write_photos, write_tinynet
+from torch import nn
+
+from deepvis_app.attribution import attribute, render_view
+from deepvis_app.errors import DeepVisError
+from deepvis_app.receptive_field import rf_box, rf_geometry, rf_is_local
+from deepvis_app.topk import TopKStore, crop_box
+from deepvis_app.topk.crops import CropJob, Tap, iter_crops, iter_render_unit, render_unit
+from deepvis_app.topk.scan import scan
+from deepvis_app.zoo import load_model
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    ensure_rf_module()
+    spec = write_tinynet(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("tinynet_topk", None)
+    return load_model(spec, weights="default", device="cpu")
+
+
+def _reference(vm, image: np.ndarray, layer: str, where: tuple, box, kind: str) -> np.ndarray:
+    attr = attribute(vm.net, vm.preprocess.to_tensor(image), layer=layer, unit=where, method=kind)
+    return crop_box(render_view(attr, "norm"), box)[0]
+
+
+def test_lazy_render_writes_crops_equal_to_eager_and_attribute(tiny, tmp_path):
+    write_photos(tmp_path / "data", bad=False)
+    kw = dict(layers=LAYERS, top_k=3, batch_size=4, workers=0, progress=False)
+    scan(tiny, tmp_path / "data", tmp_path / "eager", attribution=("deconv", "guided"), **kw)
+    scan(tiny, tmp_path / "data", tmp_path / "lazy", **kw)
+    eager, lazy = TopKStore.open(tmp_path / "eager"), TopKStore.open(tmp_path / "lazy")
+    assert lazy.lazy_kinds == ["deconv", "guided"] and not (tmp_path / "lazy" / "crops").exists()
+    assert lazy.crop("relu2", 1, 0, "guided") is None  # not rendered yet
+    old = os.umask(0o022)
+    try:
+        got = list(iter_render_unit(lazy, tiny, "relu2", 1))
+    finally:
+        os.umask(old)
+    entries = lazy.entries("relu2", 1)
+    assert sorted((c.rank, c.kind) for c in got) == sorted((e.rank, k) for e in entries for k in ("deconv", "guided"))
+    assert all(c.written for c in got)
+    for c in got:
+        e = entries[c.rank]
+        stored = lazy.crop("relu2", 1, c.rank, c.kind)
+        np.testing.assert_array_equal(stored, c.image)
+        want = _reference(tiny, lazy.fitted(e), "relu2", (1, e.y, e.x), e.box, c.kind).astype(int)
+        assert np.abs(stored.astype(int) - want).max() <= 1 and want.max() > 0
+        assert np.abs(stored.astype(int) - eager.crop("relu2", 1, c.rank, c.kind).astype(int)).max() <= 1
+        mode = stat.S_IMODE(lazy.crop_path("relu2", 1, c.rank, c.kind).stat().st_mode)
+        assert mode == 0o644, oct(mode)
+    # the next view reads what was written (same arrays), nothing left behind but the crops
+    again = render_unit(lazy, tiny, "relu2", 1)
+    for c in got:
+        np.testing.assert_array_equal(again[(c.rank, c.kind)], c.image)
+    assert not [p for p in (tmp_path / "lazy").rglob("*") if p.name.endswith(".tmp")]
+    # class layer (whole image per entry)
+    fc = render_unit(lazy, tiny, "fc", 2, kinds=("guided",))
+    e = lazy.entries("fc", 2)[0]
+    want = _reference(tiny, lazy.fitted(e), "fc", (2,), e.box, "guided").astype(int)
+    assert np.abs(fc[(0, "guided")].astype(int) - want).max() <= 1
+
+
+def test_render_refuses_another_model_and_survives_read_only(tiny, tmp_path, monkeypatch):
+    write_photos(tmp_path / "data", bad=False)
+    scan(tiny, tmp_path / "data", tmp_path / "s", layers="relu2", top_k=2, workers=0, progress=False)
+    store = TopKStore.open(tmp_path / "s")
+    other = load_model("resnet18", weights="random", device="cpu")
+    with pytest.raises(DeepVisError, match="scanned with model 'tiny'"):
+        render_unit(store, other, "relu2", 0)
+    import deepvis_app.topk.crops as crops_mod
+
+    def deny(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(crops_mod, "atomic_write_png", deny)
+    got = list(iter_render_unit(store, tiny, "relu2", 0))
+    assert got and not any(c.written for c in got) and store.crop("relu2", 0, 0, "deconv") is None
+
+
+def test_windowed_crops_equal_full_image_on_efficientnet(tmp_path):
+    """Lite0 (static asymmetric same-padding, strides 2): windows at the border and inside, both rules."""
+    vm = load_model("efficientnet_lite0", weights="default", device="cpu")
+    layer = "_blocks.5._bn1"
+    size = vm.input_size
+    geom = rf_geometry(vm.net, layer, size)
+    assert rf_is_local(vm.net, layer, size) and geom.size_y < size // 2
+    img = vm.preprocess.fit(skimage.data.chelsea())
+    # channels whose BN scale is positive (a negative one makes the deconv image all zero: exact but dull)
+    chans = torch.nonzero(vm.net._blocks[5]._bn1.weight > 0).flatten().tolist()
+    positions = [(0, 0, chans[0]), (13, 13, chans[1]), (6, 9, chans[2]), (1, 12, chans[-1])]  # corners, inside
+    with torch.no_grad():
+        from deepvis_app.probe import Probe
+
+        with Probe(vm.net, [layer], detach=True) as probe:
+            vm.net(vm.preprocess.to_tensor(img))
+        act = probe[layer][0]
+    jobs = [CropJob(layer, c, y, x, rf_box(vm.net, layer, y, x, size), img, 0, float(act[c, y, x]))
+            for y, x, c in positions]
+    out = {(j, k): crop for j, k, crop in iter_crops(vm, jobs, ("deconv", "guided"))}
+    assert len(out) == 2 * len(jobs)
+    lit = 0
+    for j, job in enumerate(jobs):
+        for kind in ("deconv", "guided"):
+            want = _reference(vm, img, layer, (job.channel, job.y, job.x), job.box, kind).astype(int)
+            got = out[(j, kind)].astype(int)
+            assert got.shape == want.shape and np.abs(got - want).max() <= 1, (j, kind)
+            lit += int(want.max() > 0)
+    assert lit >= 6
+    # a wrong scan value (a stale store) makes the window fall back to the whole image: still exact
+    bad = [CropJob(layer, 3, 6, 6, rf_box(vm.net, layer, 6, 6, size), img, 0, 1e6)]
+    (crop,) = [c for _, k, c in iter_crops(vm, bad, ("guided",))]
+    want = _reference(vm, img, layer, (3, 6, 6), bad[0].box, "guided").astype(int)
+    assert np.abs(crop.astype(int) - want).max() <= 1
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(nn.functional.adaptive_avg_pool2d(x, 1)))
+
+
+def test_rf_is_local_detects_global_context():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    se = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), _SE(4), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    assert rf_is_local(plain, "2", 32)
+    assert rf_geometry(se, "3", 32).size_y == 7  # the RF box ignores the global branch ...
+    assert not rf_is_local(se, "3", 32)         # ... but a window would change the unit: not local
+    assert rf_is_local(se, "0", 32)
+
+
+def test_tap_stops_early_and_ignores_other_threads():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
+    ran = []
+    net[2].register_forward_hook(lambda *_: ran.append(threading.get_ident()))
+    x = torch.rand(2, 3, 8, 8)
+    with Tap(net, ["1"], torch.zeros(1, 3, 8, 8)) as tap:
+        ran.clear()
+        acts = tap.run(x)
+        assert ran == []  # the net stopped after layer "1"
+        torch.testing.assert_close(acts["1"], torch.relu(net[0](x)))
+        other = []
+        t = threading.Thread(target=lambda: other.append(net(x)))
+        t.start()
+        t.join()
+        assert other[0].shape == (2, 4, 6, 6) and len(ran) == 1  # another thread's forward runs whole
+        assert torch.equal(tap.acts["1"], acts["1"])               # and is not captured
+    with pytest.raises(DeepVisError, match="unknown layer"):
+        Tap(net, ["nope"], torch.zeros(1, 3, 8, 8))
