@@ -10,12 +10,24 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from .errors import DeepVisError
 
 # Subcommand modules (deepvis_app/commands/<name>.py), each with register(subparsers) and run(args).
 COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize", "occlude", "segment", "filters",
                    "embed", "invert", "dream", "style", "fool")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with our error contract: a usage mistake is one line `deepvis: error: ...` and exit 2.
+
+    Subparsers are created with the parent's class, so every subcommand inherits this."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        sub = self.prog.removeprefix("deepvis").strip()
+        hint = f" (see `deepvis {sub} --help`)" if sub else " (see `deepvis --help`)"
+        self.exit(2, f"deepvis: error: {' '.join(message.split())}{hint}\n")
 
 
 def add_gui_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -37,7 +49,7 @@ def add_gui_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="deepvis",
         description="Watch every layer of a CNN see, live. Without a subcommand, opens the window.")
     add_gui_args(parser, top=True)
@@ -61,19 +73,29 @@ def _launch_gui(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed as one line
+        return done.code if isinstance(done.code, int) else 2
     func = getattr(args, "func", None) or _launch_gui
     try:
         return int(func(args) or 0)
     except DeepVisError as err:
-        print(f"deepvis: error: {err}", file=sys.stderr)
+        print(f"deepvis: error: {' '.join(str(err).split())}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("deepvis: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError:
+        print("deepvis: error: out of memory (try a smaller size, batch or --top-k)", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # a file we were told to read or write: permission, full disk, not a directory
+        where = f": {err.filename}" if err.filename else ""
+        print(f"deepvis: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepvis: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,12 +17,71 @@ import cv2
 import numpy as np
 
 from .errors import SourceError
+from .resources import DEMO_PHOTOS
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"}
 DEFAULT_FPS = 30.0
+# Frames wider or taller than this are decoded at 1/2, 1/4 or 1/8 scale (JPEG/PNG decoders do it while reading),
+# so a 12000 x 12000 photo costs ~70 MB instead of 430 MB + copies; networks see 224-ish pixels anyway.
+MAX_DECODE_SIDE = 4096
+# More pixels than this (after the reduced decode) is refused outright: a decompression bomb, not a photo.
+MAX_PIXELS = 64_000_000
 
 cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # OpenCV's probing noise is not for users
+
+
+def _header_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG/JPEG/GIF/BMP header without decoding pixels; None where unknown."""
+    b = data[:1 << 16].tobytes()
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    if b[:6] in (b"GIF87a", b"GIF89a") and len(b) >= 10:
+        return int.from_bytes(b[6:8], "little"), int.from_bytes(b[8:10], "little")
+    if b[:2] == b"BM" and len(b) >= 26:
+        w, h = (int.from_bytes(b[k:k + 4], "little", signed=True) for k in (18, 22))
+        return abs(w), abs(h)
+    if b[:2] == b"\xff\xd8":  # JPEG: walk the segments to the first start-of-frame marker
+        i = 2
+        while i + 9 < len(b):
+            if b[i] != 0xFF:
+                return None
+            marker, length = b[i + 1], int.from_bytes(b[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_image(data: np.ndarray, *, max_side: int = MAX_DECODE_SIDE) -> np.ndarray | None:
+    """Encoded bytes -> RGB uint8 HxWx3 (gray, RGBA, 16-bit, CMYK and palette images converted), or None.
+
+    Big images are decoded reduced (JPEG decoders skip the pixels; others are shrunk right after decoding), so
+    no multi-GB buffer is allocated; a size the header cannot tell is left to OpenCV's own pixel limit."""
+    if data.size == 0:
+        return None
+    factor = 1
+    size = _header_size(data)
+    if size is not None:
+        w, h = size
+        while max(w, h) > max_side * factor and factor < 8:
+            factor *= 2
+        if (w // factor) * (h // factor) > MAX_PIXELS:
+            return None
+    flag = _REDUCED[factor]
+    try:
+        img = cv2.imdecode(data, flag)
+    except cv2.error:
+        return None
+    if img is None or img.size == 0:
+        return None
+    if img.dtype != np.uint8:  # IMREAD_COLOR already gives 8 bits; guard the other paths
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(np.iinfo(img.dtype).max)))
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -34,11 +93,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise SourceError(f"not a file: {p}")
     if not os.access(p, os.R_OK):
         raise SourceError(f"image not readable (permission denied): {p}")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as err:
+        raise SourceError(f"image not readable ({err.strerror or err}): {p}") from None
+    img = decode_image(data)
     if img is None:
-        raise SourceError(f"not a readable image (corrupt or unsupported format): {p}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        raise SourceError(f"not a readable image (corrupt, unsupported or too large): {p}")
+    return img
 
 
 def fit_image(rgb: np.ndarray, size: int, crop: str = "center") -> np.ndarray:
@@ -162,6 +224,7 @@ class FolderSource(FrameSource):
         self.native_fps = DEFAULT_FPS
         self.skipped: list[Path] = []
         self._files: list[Path] = []
+        self._first: np.ndarray | None = None
         self._i = 0
 
     def open(self) -> None:
@@ -170,8 +233,22 @@ class FolderSource(FrameSource):
         self._files = list_images(self.path)
         if not self._files:
             raise SourceError(f"no images in {self.path} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+        # Fail at start, not in the capture loop: find the first image that decodes (skipping broken ones).
+        for path in self._files:
+            try:
+                self._first = read_image(path)
+                break
+            except SourceError:
+                self.skipped.append(path)
+                self._i += 1
+        else:
+            raise SourceError(f"none of the {len(self._files)} images in {self.path} could be read")
 
     def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            self._i += 1
+            return first
         for _ in range(len(self._files)):
             path = self._files[self._i % len(self._files)]
             self._i += 1
@@ -199,11 +276,9 @@ class ImageSource(FrameSource):
         return self._img
 
 
-DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat")
-
-
 class DemoSource(FrameSource):
-    """scikit-image's photos with a slow pan and zoom, so the network sees something like a moving camera."""
+    """Real photos (scikit-image's samples, shipped in the package's assets) with a slow pan and zoom, so the
+    network sees something like a moving camera."""
 
     name = "demo"
 
@@ -217,15 +292,9 @@ class DemoSource(FrameSource):
         self._t = 0
 
     def open(self) -> None:
-        import skimage.data
+        from .resources import demo_photo
 
-        images = []
-        for name in self.photos:
-            img = getattr(skimage.data, name)()
-            if img.ndim == 2:
-                img = np.stack([img] * 3, axis=-1)
-            images.append(np.ascontiguousarray(img[..., :3]))
-        self._images = images
+        self._images = [demo_photo(name) for name in self.photos]
 
     def read(self) -> np.ndarray | None:
         t = self._t

@@ -1,17 +1,25 @@
 """The model registry: specs (TOML) carrying builder, weights, preprocessing, labels and shown layers together.
 
-Curated specs live in the top-level `models/` folder; `--model` also takes a path to a user's own spec file.
-`load_model` returns a `VisModel`, the one object the rest of DeepVis needs to know about a network.
+Curated specs ship as package data (`deepvis_app/models/`, read through `importlib.resources`); `--model` also
+takes a path to a user's own spec file. `load_model` returns a `VisModel`, the one object the rest of DeepVis
+needs to know about a network.
+
+Trust: a spec is code. Its `builder` names a callable that is imported and called, exactly like running a
+Python file, so only load specs you would run. DeepVis only makes sure the callable is what it says (it exists,
+takes `pretrained`, returns an `nn.Module`) and never imports it from the current directory (see `_import_builder`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
+import importlib.util
+import inspect
 import os
-import socket
+import shutil
+import sys
+import tempfile
 import tomllib
+import urllib.request
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,12 +31,17 @@ from torch import nn
 
 from .devices import resolve_device
 from .errors import DeepVisError, WeightsMissingError
+from .fileio import FILE_MODE, fsync_dir
 from .probe import LayerInfo, layer_table, unknown_layer_message
+from .resources import models_dir
 from .sources import fit_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
-SPEC_DIR = Path(os.environ.get("DEEPVIS_MODELS", Path(__file__).resolve().parent.parent / "models"))
 _CROPS = ("center", "stretch")
+# Largest input side a spec may ask for: probing allocates every layer's activations at this size, and 2048^2
+# already means several GB for a VGG; a typo like 100000 must be refused before anything is allocated.
+MAX_INPUT_SIZE = 2048
+DOWNLOAD_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -58,18 +71,22 @@ class ModelSpec:
 
 def available_models() -> list[str]:
     """Names of the curated specs."""
-    return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
+    return sorted(p.stem for p in models_dir().glob("*.toml"))
 
 
 def find_spec(name_or_path: str | os.PathLike) -> Path:
     """Resolve a curated model name or a spec file path."""
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if text.endswith(".toml") or os.sep in text:
+    if not text.strip():
+        raise DeepVisError("--model is empty; give a curated model name or a path to a .toml spec")
+    if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text):
+        if path.is_dir():
+            raise DeepVisError(f"model spec is a directory, not a file: {path}")
         if not path.is_file():
             raise DeepVisError(f"model spec file not found: {path}")
         return path
-    curated = SPEC_DIR / f"{text}.toml"
+    curated = models_dir() / f"{text}.toml"
     if curated.is_file():
         return curated
     raise DeepVisError(f"unknown model {text!r}; curated models: {', '.join(available_models())} "
@@ -80,8 +97,10 @@ def read_spec(path: Path) -> ModelSpec:
     """Parse and validate one spec file; every problem names the file and the field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise DeepVisError(f"{path}: cannot read model spec ({err})") from None
+    except OSError as err:
+        raise DeepVisError(f"{path}: cannot read model spec ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise DeepVisError(f"{path}: not a text file (a model spec is TOML)") from None
     except tomllib.TOMLDecodeError as err:
         raise DeepVisError(f"{path}: not valid TOML ({err})") from None
 
@@ -105,12 +124,19 @@ def read_spec(path: Path) -> ModelSpec:
             raise DeepVisError(f"{path}: field 'std' must be positive, got {value!r}")
         return tuple(float(v) for v in value)  # type: ignore[return-value]
 
+    if not data:
+        raise DeepVisError(f"{path}: empty model spec (needs at least 'builder' and 'input_size')")
     builder = need("builder", str)
-    if ":" not in builder:
-        raise DeepVisError(f"{path}: field 'builder' must look like 'torchvision:NAME' or 'package.module:callable'")
+    module_name, _, attr = builder.partition(":")
+    if not _valid_builder(module_name, attr):
+        raise DeepVisError(f"{path}: field 'builder' must look like 'torchvision:NAME' or 'package.module:callable', "
+                           f"got {builder!r}")
     input_size = need("input_size", int)
-    if input_size < 8:
-        raise DeepVisError(f"{path}: field 'input_size' must be at least 8, got {input_size}")
+    if not 8 <= input_size <= MAX_INPUT_SIZE:
+        raise DeepVisError(f"{path}: field 'input_size' must be between 8 and {MAX_INPUT_SIZE}, got {input_size}")
+    resize = need("resize", int, input_size)
+    if not 8 <= resize <= 4 * MAX_INPUT_SIZE:
+        raise DeepVisError(f"{path}: field 'resize' must be between 8 and {4 * MAX_INPUT_SIZE}, got {resize}")
     crop = need("crop", str, "center")
     if crop not in _CROPS:
         raise DeepVisError(f"{path}: field 'crop' must be one of {', '.join(_CROPS)}, got {crop!r}")
@@ -125,7 +151,7 @@ def read_spec(path: Path) -> ModelSpec:
         builder=builder,
         weights=need("weights", str, "default"),
         input_size=input_size,
-        resize=need("resize", int, input_size),
+        resize=resize,
         crop=crop,
         mean=triple("mean", [0.485, 0.456, 0.406]),
         std=triple("std", [0.229, 0.224, 0.225]),
@@ -174,24 +200,84 @@ def _torchvision_weights(spec: ModelSpec, arch: str):
         raise DeepVisError(f"{spec.path}: field 'weights': {spec.weights!r} is not one of {valid}") from None
 
 
-def _ensure_cached(url: str, arch: str) -> None:
-    """Make sure torchvision's weight file is in the hub cache; one clear line when it cannot be had."""
+def _ensure_cached(url: str, arch: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+    """Make sure torchvision's weight file is in the hub cache; one clear line when it cannot be had.
+
+    Called from GUI job threads too, so it touches no process-wide state (no default socket timeout, no stderr
+    redirection): the download has its own timeout and goes to a temp file renamed into place when complete.
+    """
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     filename = url.rsplit("/", 1)[-1]
-    if (checkpoints / filename).is_file():
+    target = checkpoints / filename
+    if target.is_file():
         return
     hint = f"weights for {arch} are not cached: download {url} and put {filename} in {checkpoints}"
     if os.environ.get("DEEPVIS_OFFLINE"):
         raise WeightsMissingError(hint)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)
+    tmp = None
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub announces the download on stderr
-            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False)
-    except Exception:  # noqa: BLE001 - any network failure means the same thing to the user
-        raise WeightsMissingError(hint + " (no network)") from None
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - torchvision's own URL
+            fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=checkpoints)
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, target)
+        tmp = None
+        fsync_dir(checkpoints)
+    except Exception:  # noqa: BLE001 - any network or disk failure means the same thing to the user
+        raise WeightsMissingError(hint + " (download failed: no network?)") from None
     finally:
-        socket.setdefaulttimeout(old)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _valid_builder(module_name: str, attr: str) -> bool:
+    """`torchvision:NAME` or `pkg.module:callable`: absolute dotted identifiers only (no '', '..x', 'a b')."""
+    parts = module_name.split(".")
+    return bool(attr) and attr.isidentifier() and all(part.isidentifier() for part in parts)
+
+
+def _import_builder(spec: ModelSpec) -> Any:
+    """Import a spec's builder callable and check it is one: exists, callable, takes `pretrained`.
+
+    Where modules come from is Python's `sys.path`. `python -m deepvis_app` (how torchrun starts us) would put
+    the current directory first, so a stray `./evilplug.py` named by a spec would run; `__main__` drops that
+    entry (the `deepvis` script never has it). A spec is code, trusted like code: see docs/models.md.
+    """
+    module_name, _, attr = spec.builder.partition(":")
+    where = f"{spec.path}: field 'builder'"
+    top = module_name.split(".")[0]
+    if top not in sys.modules:
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise DeepVisError(f"{where}: no installed module {top!r} (builder {spec.builder!r})")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise DeepVisError(f"{where}: cannot import {module_name!r} ({err})") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise DeepVisError(f"{where}: module {module_name!r} has no {attr!r}")
+    if not callable(fn):
+        raise DeepVisError(f"{where}: {spec.builder!r} is not callable")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and "pretrained" not in params and \
+            not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise DeepVisError(f"{where}: {spec.builder!r} does not take a 'pretrained' argument "
+                           "(a builder is called as builder(pretrained=True|False))")
+    return fn
 
 
 def _build(spec: ModelSpec, pretrained: bool) -> nn.Module:
@@ -210,12 +296,14 @@ def _build(spec: ModelSpec, pretrained: bool) -> nn.Module:
             return tvm.get_model(target, weights=weights, **kwargs)
         except ValueError:
             raise DeepVisError(f"{spec.path}: field 'builder': torchvision has no model {target!r}") from None
+    fn = _import_builder(spec)
     try:
-        module = importlib.import_module(source)
-        fn = getattr(module, target)
-    except (ImportError, AttributeError) as err:
-        raise DeepVisError(f"{spec.path}: field 'builder': cannot import {spec.builder!r} ({err})") from None
-    net = fn(pretrained=pretrained)
+        net = fn(pretrained=pretrained)
+    except DeepVisError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's builder may fail in any way; say so in one line
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise DeepVisError(f"{spec.path}: builder {spec.builder!r} failed: {type(err).__name__}: {first}") from None
     if not isinstance(net, nn.Module):
         raise DeepVisError(f"{spec.path}: field 'builder': {spec.builder!r} returned {type(net).__name__}, "
                            "not a torch.nn.Module")
@@ -236,8 +324,14 @@ def _load_state_dict_file(net: nn.Module, path: Path) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DeepVisError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    if not set(state) & set(net.state_dict()):
+    own = net.state_dict()
+    if not set(state) & set(own):
         raise DeepVisError(f"{path}: no parameter name matches this model (e.g. {next(iter(state), '?')!r})")
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise DeepVisError(f"{path}: does not fit this model: {len(wrong)} tensors have the wrong shape "
+                           f"(first: {k!r} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)})")
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise DeepVisError(f"{path}: does not fit this model: {len(result.missing_keys)} missing, "
