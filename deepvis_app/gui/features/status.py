@@ -4,12 +4,13 @@ inference / attribution rates and the newest frame's latency. Fixed-width labels
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QLabel, QSizePolicy
 
 from ...pipeline import FrameResult
 from ..feature import Feature
 
 RATE_LABELS = ("capture", "inference", "attribution")
+ROOMY = ("model", "device", "source")  # may shrink (elided by Qt) so the window fits small screens
 
 
 class StatusFeature(Feature):
@@ -18,14 +19,17 @@ class StatusFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.labels: dict[str, QLabel] = {}
-        for key in ("model", "device", "source", *RATE_LABELS, "latency"):
+        for key in (*ROOMY, *RATE_LABELS, "latency"):
             label = QLabel("")
             label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.labels[key] = label
+        for key in ROOMY:
+            self.labels[key].setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.labels[key].setMinimumWidth(30)
         metrics = self.labels["capture"].fontMetrics()
-        for key, sample in (("capture", "capture 000.0 fps"), ("inference", "inference 000.0 fps"),
-                            ("attribution", "attribution 000.0 fps"), ("latency", "latency 0000 ms")):
-            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + 8)
+        for key, sample in (("capture", "capture 00.0 fps"), ("inference", "inference 00.0 fps"),
+                            ("attribution", "attribution 00.0 fps"), ("latency", "latency 00000 ms")):
+            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + 24)
         ctx.live.stats_changed.connect(self._rates)
         ctx.live.painted.connect(self._latency)
         ctx.live.model_changed.connect(lambda _vm: self._facts())
@@ -36,10 +40,15 @@ class StatusFeature(Feature):
     def _facts(self) -> None:
         vm = self.ctx.vm
         random = " (random weights)" if str(vm.weights) == "random" else ""
-        self.labels["model"].setText(f"model {vm.name}{random}")
-        self.labels["device"].setText(str(vm.device))
         src = self.ctx.live.source
-        self.labels["source"].setText(f"source {src.name}" if src is not None else "")
+        facts = {"model": f"model {vm.name}{random}", "device": str(vm.device),
+                 "source": f"source {src.name}" if src is not None else ""}
+        for key, text in facts.items():
+            label = self.labels[key]
+            label.setText(text)
+            label.setToolTip(text)
+            # as wide as its text when there is room; the Ignored policy lets it give way when there is not
+            label.setMaximumWidth(label.fontMetrics().horizontalAdvance(text) + 12)
 
     def _rates(self, stats: dict) -> None:
         for key in RATE_LABELS:

@@ -15,7 +15,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import (
-    QComboBox,
     QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
@@ -27,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from ...render import Grid, GridLayout, grid_layout
 from ...state import COLORMAPS, GAMMAS
-from .images import SIGNED_COLORMAP, make_lut
+from .images import SIGNED_COLORMAP, compact_combo, make_lut
 
 SELECT_COLOR = QColor(255, 214, 10)
 HOVER_COLOR = QColor(120, 200, 255)
@@ -82,14 +81,14 @@ class GridPane(QWidget):
         self._luts = {name: make_lut(name) for name in (*COLORMAPS, SIGNED_COLORMAP)}
 
         # controls
-        self.norm_box = QComboBox()
+        self.norm_box = compact_combo()
         self.norm_box.addItems(["whole layer", "per channel"])
         self.norm_box.setToolTip("normalization: scale by the whole layer (t) or by each channel")
-        self.gamma_box = QComboBox()
+        self.gamma_box = compact_combo()
         for g in GAMMAS:
             self.gamma_box.addItem(f"gamma {g:g}", float(g))
         self.gamma_box.setToolTip("gamma boost (< 1 lifts faint activity) (T)")
-        self.cmap_box = QComboBox()
+        self.cmap_box = compact_combo()
         self.cmap_box.addItems(COLORMAPS)
         self.cmap_box.setCurrentText(self.cmap)
         self.cmap_box.setToolTip("colormap (signed layers always use a blue-white-red map, zero = white)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS
 from .canvas import ImageCanvas
+from .images import compact_combo
 
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
 MAP_VIEW_TIPS = {
@@ -58,13 +58,13 @@ class InspectorPane(QWidget):
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.header.setTextFormat(Qt.TextFormat.RichText)
 
-        self.mode_box = QComboBox()
+        self.mode_box = compact_combo()
         self.mode_box.addItems(BACKPROP_MODES)
         self.mode_box.setToolTip("backprop mode: which methods are computed live (b)")
-        self.view_box = QComboBox()
+        self.view_box = compact_combo()
         self.view_box.addItems(BACKPROP_VIEWS)
         self.view_box.setToolTip("backprop view: raw / gray / norm / norm-blur (m)")
-        self.map_box = QComboBox()
+        self.map_box = compact_combo()
         for i, view in enumerate(MAP_VIEWS):
             self.map_box.addItem(view)
             self.map_box.setItemData(i, MAP_VIEW_TIPS[view], Qt.ItemDataRole.ToolTipRole)

@@ -13,7 +13,6 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDialog,
     QGridLayout,
     QHBoxLayout,
@@ -26,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from .canvas import ImageCanvas
+from .images import compact_combo
 
 KIND_TITLES = {"input": "patches", "deconv": "deconvnet", "guided": "guided bp"}
 MAX_TILES = 16
@@ -93,7 +93,7 @@ class TopKPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("topkPanel")
-        self.kind_box = QComboBox()
+        self.kind_box = compact_combo()
         for kind, title in KIND_TITLES.items():
             self.kind_box.addItem(title, kind)
         self.kind_box.setToolTip("show the input patches, or their deconvnet / guided-backprop images "
