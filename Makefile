@@ -6,19 +6,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Another torch than the pinned build only when asked for: `make setup TORCH_FALLBACK=1` (then a warning).
+TORCH_FALLBACK ?= 0
+export TORCH_FALLBACK
 # Qt's xcb platform plugin needs these for a real window; xvfb gives a virtual screen on headless machines.
 QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxkbcommon-x11-0 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
            libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 
-.PHONY: run test setup syslibs lint bench demo clean
+.PHONY: run test setup syslibs lint bench demo clean versions wheel-check
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	@# Prefer the pinned local torch build; fall back to the declared range where those files are absent.
-	$(BIN)/pip install -q $(TORCH_PINS) || $(BIN)/pip install -q "torch>=2.4" "torchvision>=0.19"
+	@# The pinned local torch build; the declared range only with TORCH_FALLBACK=1, never silently.
+	@$(BIN)/pip install -q $(TORCH_PINS) || { \
+	  if [ "$(TORCH_FALLBACK)" = 1 ]; then \
+	    echo "WARNING: pinned $(TORCH_PINS) not installable; TORCH_FALLBACK=1: using the declared range"; \
+	    $(BIN)/pip install -q "torch>=2.4" "torchvision>=0.19"; \
+	  else \
+	    echo "error: pinned $(TORCH_PINS) not installable here; rerun with TORCH_FALLBACK=1 to accept another build"; \
+	    exit 1; \
+	  fi; }
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
@@ -45,10 +55,19 @@ run: setup syslibs
 	  xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/deepvis $(ARGS); \
 	fi
 
-test: setup
+test: setup versions
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	scripts/check_wheel.sh
+
+# The torch/torchvision that tests run on; fails when they are not the pinned build (unless TORCH_FALLBACK=1).
+versions: setup
+	@$(BIN)/python scripts/check_torch.py $(TORCH_PINS)
+
+# Build the wheel, install it into a fresh venv and run the installed `deepvis` outside the source tree.
+wheel-check: setup
+	scripts/check_wheel.sh
 
 lint: setup
 	$(BIN)/ruff check .
@@ -58,4 +77,4 @@ bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build
