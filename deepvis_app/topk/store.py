@@ -107,9 +107,17 @@ def output_lock(out: str | os.PathLike, *, wait: bool = False) -> Iterator[None]
 def recover(out: str | os.PathLike) -> None:
     """Clean up after a writer killed while publishing (call with the output lock held).
 
-    A stranded `STORE.old-PID` becomes STORE again when STORE is missing; otherwise it is removed.
+    A stranded `STORE.old-PID` becomes STORE again when STORE is missing; otherwise it is removed. A staging
+    directory holding a whole store but no checkpoints is an old store swapped out by `publish`: removed.
+    Checkpoints and temp files left inside a published store are removed.
     """
     out = Path(out)
+    staging = staging_path(out)
+    if (staging / "index.json").is_file() and not list(staging.glob("checkpoint-g*-r*.pt")):
+        shutil.rmtree(staging, ignore_errors=True)
+    if (out / "index.json").is_file():
+        _drop_checkpoints(out)
+        remove_temp_files(out, older_than_s=600)  # (younger ones may be a viewer's write in progress)
     olds = sorted(out.parent.glob(f"{glob_escape(out.name)}.old-*"))
     for old in olds:
         if not re.fullmatch(re.escape(out.name) + r"\.old-\d+", old.name):
@@ -174,29 +182,36 @@ def publish(staging: Path, out: str | os.PathLike) -> None:
     """Swap a finished staging directory into place (call with the output lock held).
 
     Temp files of killed writes are dropped first. With an existing store the two directories are exchanged
-    atomically (the old one then sits at the staging path and is removed); where the kernel cannot exchange,
-    the old store moves to `STORE.old-PID` first, which `recover` puts back if we die in between.
+    atomically (the old one then sits at the staging path, without checkpoints, and is removed); where the kernel
+    cannot exchange, the old store moves to `STORE.old-PID` first, which `recover` puts back if we die in between.
     """
     out = Path(out)
     check_target(out)
     remove_temp_files(staging)
-    for ck in staging.glob("checkpoint-g*-r*.pt"):
-        ck.unlink()
     fsync_dir(staging)
     if out.exists() and _exchange(staging, out):
         fsync_dir(out.parent)
         _kill_point("publish")
+    else:
+        old = None
+        if out.exists():
+            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            fsync_dir(out.parent)
+            _kill_point("publish")
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    _drop_checkpoints(out)
+    if staging.exists():
         shutil.rmtree(staging, ignore_errors=True)
-        return
-    old = None
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        _kill_point("publish")
-    os.replace(staging, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _drop_checkpoints(root: Path) -> None:
+    for ck in root.glob("checkpoint-g*-r*.pt"):
+        with contextlib.suppress(OSError):
+            ck.unlink()
 
 
 # ---------------------------------------------------------------- layout helpers
