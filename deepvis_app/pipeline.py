@@ -7,8 +7,10 @@ exact same objects without a window.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -85,6 +87,20 @@ class LatestSlot:
         return self._closed
 
 
+MIN_FPS, MAX_FPS = 0.01, 1000.0
+MAX_TIMEOUT = 1e7  # seconds (~4 months); threading waits overflow somewhere above 1e9
+
+
+def check_fps(fps: float | None) -> None:
+    """None (the source's rate), 0 (as fast as taken) or MIN_FPS..MAX_FPS; a pace like 1e-12 would ask the
+    capture thread to sleep for 30000 years (and overflow the wait)."""
+    if fps is None or fps == 0:
+        return
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise DeepVisError(f"--fps must be 0 (as fast as the network takes frames) or between {MIN_FPS:g} and "
+                           f"{MAX_FPS:g}, got {fps}")
+
+
 class Capture(threading.Thread):
     """Reads a source on its own thread at the requested pace and posts frames into a `LatestSlot`.
 
@@ -98,6 +114,7 @@ class Capture(threading.Thread):
     def __init__(self, source: FrameSource, slot: LatestSlot, *, fps: float | None = None, mirror: bool = False,
                  on_status: StatusFn | None = None) -> None:
         super().__init__(name="deepvis-capture", daemon=True)
+        check_fps(fps)
         self.source = source
         self.slot = slot
         self.fps = fps
@@ -481,7 +498,9 @@ class InferenceWorker(threading.Thread):
 
 @dataclass(frozen=True)
 class HeadlessReport:
-    """What `deepvis run --headless --json` prints (field names are stable; see docs/cli.md)."""
+    """What `deepvis run --headless --json` prints (field names are stable; see docs/cli.md).
+
+    `timed_out` is true when the run hit its timeout first: the figures then cover the frames that arrived."""
 
     model: str
     device: str
@@ -498,24 +517,102 @@ class HeadlessReport:
     stage_ms_mean: dict[str, float]
     attribution_fps: float | None
     unit: str | None
+    timed_out: bool = False
+    frames_wanted: int = 0
+
+
+@dataclass(frozen=True)
+class FrameStat:
+    """The timings of one processed frame: all a headless run keeps (a `FrameResult` holds images; keeping
+    those for a long run grew RSS by ~2 MB a frame)."""
+
+    frame_id: int
+    layer: str
+    t_capture: float
+    t_done: float
+    timings: dict[str, float]
+
+    @property
+    def latency(self) -> float:
+        return self.t_done - self.t_capture
+
+
+class _Tally:
+    """Running figures of a headless run: a few numbers per frame in flat arrays (8 bytes each), stage times
+    as sums, so an hour-long run costs a few MB, not the images of every frame."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.seen = 0
+        self.layer = ""
+        self.t_start = 0.0  # finish time of the last warm-up frame: the clock starts there
+        self.frame_ids = array("q")
+        self.t_done = array("d")
+        self.latency = array("d")
+        self.stage_sums: dict[str, float] = {}
+
+    def add(self, stat: FrameStat) -> None:
+        self.seen += 1
+        self.layer = stat.layer
+        if self.seen <= self.warmup:
+            self.t_start = stat.t_done
+            return
+        self.frame_ids.append(stat.frame_id)
+        self.t_done.append(stat.t_done)
+        self.latency.append(stat.latency)
+        for k, v in stat.timings.items():
+            self.stage_sums[k] = self.stage_sums.get(k, 0.0) + v
+
+    def report(self, model: VisModel, source: FrameSource, request: ViewRequest, *, timed_out: bool,
+               wanted: int) -> HeadlessReport:
+        n = len(self.latency)
+        unit = str(request.unit) if request.unit else None
+        if n == 0:
+            return HeadlessReport(model=model.name, device=str(model.device), source=source.name,
+                                  layer=self.layer or request.layer, frames_processed=0, frames_captured=0,
+                                  frames_dropped=0, seconds=0.0, pipeline_fps=0.0, capture_fps=0.0,
+                                  latency_ms_p50=float("nan"), latency_ms_p95=float("nan"), stage_ms_mean={},
+                                  attribution_fps=None, unit=unit, timed_out=timed_out, frames_wanted=wanted)
+        span = max(1e-9, self.t_done[-1] - self.t_start)
+        lat = np.frombuffer(self.latency, dtype=np.float64) * 1000.0
+        captured = self.frame_ids[-1] - self.frame_ids[0] + 1
+        attr_fps = (n / span) if request.attribution and request.unit is not None else None
+        return HeadlessReport(
+            model=model.name, device=str(model.device), source=source.name, layer=self.layer,
+            frames_processed=n, frames_captured=captured, frames_dropped=captured - n, seconds=span,
+            pipeline_fps=n / span, capture_fps=captured / span, latency_ms_p50=float(np.percentile(lat, 50)),
+            latency_ms_p95=float(np.percentile(lat, 95)),
+            stage_ms_mean={k: v / n * 1000 for k, v in sorted(self.stage_sums.items())}, attribution_fps=attr_fps,
+            unit=unit, timed_out=timed_out, frames_wanted=wanted)
 
 
 def run_headless(model: VisModel, source: FrameSource, *, frames: int, request: ViewRequest,
                  fps: float | None = None, mirror: bool = False, warmup: int = 2,
-                 timeout: float | None = None, on_status: StatusFn | None = None) -> HeadlessReport:
-    """Run the live pipeline with no window until `frames` results arrived (after `warmup` ignored ones)."""
+                 timeout: float | None = None, on_status: StatusFn | None = None,
+                 on_frame: Callable[[FrameStat], None] | None = None) -> HeadlessReport:
+    """Run the live pipeline with no window until `frames` results arrived (after `warmup` ignored ones).
+
+    Only each frame's timings are kept, so memory stays flat however long it runs. On `timeout` the report
+    covers what arrived (`timed_out=True`); `on_frame` sees every frame's timings as it finishes (soak runs)."""
     if frames < 1:
         raise DeepVisError(f"--frames must be at least 1, got {frames}")
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise DeepVisError(f"--timeout must be between 0 and {MAX_TIMEOUT:g} seconds, got {timeout}")
     warmup = max(1, warmup)
     slot = LatestSlot()
-    results: list[FrameResult] = []
+    tally = _Tally(warmup)
     done = threading.Event()
     errors: list[str] = []
     target = frames + warmup
 
     def publish(result: FrameResult) -> None:
-        results.append(result)
-        if len(results) >= target:
+        if tally.seen >= target:
+            return
+        stat = FrameStat(result.frame_id, result.layer, result.t_capture, result.t_done, dict(result.timings))
+        tally.add(stat)
+        if on_frame is not None:
+            on_frame(stat)
+        if tally.seen >= target:
             done.set()
             worker.stop()
 
@@ -544,23 +641,7 @@ def run_headless(model: VisModel, source: FrameSource, *, frames: int, request: 
         capture.join(5)
     if errors:
         raise DeepVisError(errors[0])
-    if not finished:
-        raise DeepVisError(f"timed out after {timeout:g} s with {len(results)} of {target} frames")
-    measured = results[warmup:target]
-    span = max(1e-9, measured[-1].t_done - results[warmup - 1].t_done)
-    lat = np.array([r.latency for r in measured]) * 1000.0
-    stages = sorted({k for r in measured for k in r.timings})
-    stage_ms = {k: float(np.mean([r.timings.get(k, 0.0) for r in measured]) * 1000) for k in stages}
-    first_id, last_id = measured[0].frame_id, measured[-1].frame_id
-    captured = last_id - first_id + 1
-    attr_fps = (len(measured) / span) if request.attribution and request.unit is not None else None
-    return HeadlessReport(
-        model=model.name, device=str(model.device), source=source.name, layer=measured[-1].layer,
-        frames_processed=len(measured), frames_captured=captured, frames_dropped=captured - len(measured),
-        seconds=span, pipeline_fps=len(measured) / span,
-        capture_fps=captured / span, latency_ms_p50=float(np.percentile(lat, 50)),
-        latency_ms_p95=float(np.percentile(lat, 95)), stage_ms_mean=stage_ms, attribution_fps=attr_fps,
-        unit=str(request.unit) if request.unit else None)
+    return tally.report(model, source, request, timed_out=not finished, wanted=frames)
 
 
 def validate_request(model: VisModel, request: ViewRequest) -> None:

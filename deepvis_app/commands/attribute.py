@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..attribution import (
@@ -21,9 +20,10 @@ from ..attribution import (
     unruled_activations,
 )
 from ..errors import DeepVisError
+from ..fileio import atomic_write_bytes, encode_png
 from ..probe import unknown_layer_message
 from ..sources import read_image
-from .common import add_model_args, model_from_args
+from .common import add_model_args, check_output_file, float_in, int_in, model_from_args
 
 
 def register(subparsers) -> None:
@@ -32,15 +32,16 @@ def register(subparsers) -> None:
                               description="Attribution map of one unit of a layer w.r.t. the input image.")
     p.add_argument("image", help="input image file")
     p.add_argument("--layer", help="layer name (see `deepvis layers`); optional for --objective logit/prob")
-    p.add_argument("--unit", type=int, required=True, help="channel (or class index for logit/prob)")
-    p.add_argument("--y", type=int, default=None, help="row of the neuron (default: the channel's argmax)")
-    p.add_argument("--x", type=int, default=None, help="column of the neuron (default: the channel's argmax)")
+    p.add_argument("--unit", type=int_in(0, 10**9), required=True, help="channel (or class index for logit/prob)")
+    p.add_argument("--y", type=int_in(0, 10**6), default=None, help="row of the neuron (default: the channel's argmax)")
+    p.add_argument("--x", type=int_in(0, 10**6), default=None,
+                   help="column of the neuron (default: the channel's argmax)")
     p.add_argument("--method", default="guided", choices=METHODS)
     p.add_argument("--objective", default="neuron", choices=OBJECTIVES,
                    help="neuron (default), channel (sum), seed (old toolbox), logit / prob (class --unit)")
     p.add_argument("--cam-layer", default=None, help="Grad-CAM layer (default: --layer)")
     p.add_argument("--view", default="raw", choices=VIEWS, help="how a .png shows the map (default: raw)")
-    p.add_argument("--percentile", type=float, default=99.5,
+    p.add_argument("--percentile", type=float_in(0.0, 100.0, lo_open=True), default=99.5,
                    help="magnitude percentile shown at full brightness in a .png (100 = the max; default 99.5)")
     p.add_argument("--out", required=True, help="FILE.png (rendered view) or FILE.npy (raw float32 C x H x W)")
     add_model_args(p)
@@ -48,9 +49,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise DeepVisError(f"--out must end in .png or .npy, got {args.out!r}")
+    out = check_output_file(args.out, (".png", ".npy"))
     rgb = read_image(args.image)
     vm = model_from_args(args)
     class_target = args.objective in ("logit", "prob")
@@ -70,13 +69,12 @@ def run(args: argparse.Namespace) -> int:
     x = vm.preprocess(rgb)
     exp = explain_unit(vm.net, x, args.layer, unit, (args.method,), cam_layer=args.cam_layer)
     attr = exp[args.method]
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        np.save(out, attr[0].detach().float().cpu().numpy())
+        buf = io.BytesIO()
+        np.save(buf, attr[0].detach().float().cpu().numpy())
+        atomic_write_bytes(out, buf.getvalue())
     else:
-        img = render_view(attr, args.view, percentile=args.percentile)
-        if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-            raise DeepVisError(f"cannot write {out}")
+        atomic_write_bytes(out, encode_png(render_view(attr, args.view, percentile=args.percentile)))
     where = f" at (y={exp.unit.y}, x={exp.unit.x})" if exp.unit.y is not None else ""
     print(f"{args.method} of {args.layer or 'output'} unit {exp.unit.channel}{where} -> {out}")
     if args.method in ("deconv", "guided", "guided_gradcam") and unruled_activations(vm.net):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 
+from ..errors import DeepVisError
 from ..zoo import DEFAULT_MODEL, VisModel, load_model
 
 # Shared options may be given before or after the subcommand (`deepvis --model M layers` and
@@ -14,6 +19,81 @@ SOURCE_DEFAULTS = {"source": None, "fps": None, "mirror": False, "crop": None}
 
 def _default(top: bool, value: object) -> object:
     return value if top else argparse.SUPPRESS
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: an integer in [lo, hi]; anything else is a one-line usage error (before any work or
+    allocation: `--top-k 1000000000` must not try to allocate 100 GB)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in [lo, hi] (or (lo, hi] with lo_open); nan and inf are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        low_ok = value > lo if lo_open else value >= lo
+        if not math.isfinite(value) or not low_ok or value > hi:
+            bound = f"{'above' if lo_open else 'at least'} {lo:g} and at most {hi:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def fps_value(text: str) -> float:
+    """argparse type for --fps: 0 (as fast as taken) or a pace the capture thread can keep."""
+    from ..pipeline import MAX_FPS, MIN_FPS
+
+    value = float_in(0.0, MAX_FPS)(text)
+    if 0 < value < MIN_FPS:
+        raise argparse.ArgumentTypeError(f"must be 0 or between {MIN_FPS:g} and {MAX_FPS:g}, got {text}")
+    return value
+
+
+def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """An output file we can write: right suffix, not a directory, its folder exists and is writable.
+
+    Checked before the model loads, so a typo costs nothing and nothing is written."""
+    out = Path(path)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise DeepVisError(f"{option} must end in {' or '.join(suffixes)}, got {str(path)!r}")
+    if out.is_dir():
+        raise DeepVisError(f"{option} {out} is a directory; give a file name")
+    parent = out.parent
+    if not parent.is_dir():
+        raise DeepVisError(f"{option}: folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise DeepVisError(f"{option}: cannot write {out} (permission denied)")
+    return out
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """An output folder we can create or write into (not an existing file)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DeepVisError(f"{option} {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise DeepVisError(f"{option}: cannot create or write {out} (permission denied)")
+    return out
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -34,7 +114,7 @@ def add_source_args(parser: argparse.ArgumentParser, *, top: bool = False) -> No
     group.add_argument("--source", default=_default(top, None),
                        help="camera index (0, camera:1), 'demo', a video, an image folder or an image "
                             "(default: camera 0, or the demo when no camera opens)")
-    group.add_argument("--fps", type=float, default=_default(top, None),
+    group.add_argument("--fps", type=fps_value, default=_default(top, None),
                        help="pace the source: N frames/s, 0 = as fast as the network takes them "
                             "(default: the video's or camera's rate, 30 for demo/folder/image)")
     group.add_argument("--mirror", action="store_true", default=_default(top, False),

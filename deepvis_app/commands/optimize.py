@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -20,10 +21,16 @@ import numpy as np
 import torch
 
 from ..errors import DeepVisError
+from ..fileio import atomic_write_bytes, atomic_write_json, encode_png
 from ..optimize import PRESETS, optimize
 from ..optimize import objectives as O
-from ..optimize.cache import read_png, write_png
-from .common import add_model_args, model_from_args
+from ..optimize.cache import read_png, weights_id, write_png
+from ..optimize.presets import get_preset
+from .common import add_model_args, check_output_dir, check_output_file, int_in, model_from_args
+
+MAX_SIZE = 1024      # optimized image side: 1024^2 x batch x the net's activations is already GBs on a CPU
+MAX_STEPS = 100_000
+MAX_BATCH = 64
 
 
 def register(subparsers: Any) -> None:
@@ -34,14 +41,15 @@ def register(subparsers: Any) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="ImageNet class name or index")
     what.add_argument("--layer", help="layer name (see `deepvis layers`); use with --unit")
-    p.add_argument("--unit", type=int, help="channel index in --layer")
-    p.add_argument("--y", type=int, help="spatial row of the unit (default: whole channel)")
-    p.add_argument("--x", type=int, help="spatial column of the unit (default: whole channel)")
+    p.add_argument("--unit", type=int_in(0, 10**9), help="channel index in --layer")
+    p.add_argument("--y", type=int_in(0, 10**6), help="spatial row of the unit (default: whole channel)")
+    p.add_argument("--x", type=int_in(0, 10**6), help="spatial column of the unit (default: whole channel)")
     p.add_argument("--objective", choices=("logit", "prob"), default="logit",
                    help="for --class: maximize the pre-softmax logit (default) or the probability")
     p.add_argument("--negative", action="store_true", help="minimize instead: what the unit hates")
     _add_common(p)
-    p.add_argument("--batch", type=int, default=1, help="random starts optimized together; the best is saved")
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1,
+                   help="random starts optimized together; the best is saved")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--json", action="store_true", help="print a JSON report to stdout")
     p.set_defaults(func=run)
@@ -58,9 +66,9 @@ def register(subparsers: Any) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="settings preset (default: default)")
-    p.add_argument("--steps", type=int, help="optimization steps (default: the preset's)")
-    p.add_argument("--size", type=int, help="image size in pixels (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--steps", type=int_in(0, MAX_STEPS), help="optimization steps (default: the preset's)")
+    p.add_argument("--size", type=int_in(8, MAX_SIZE), help="image size in pixels (default: the preset's)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="random seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     add_model_args(p)
 
@@ -110,6 +118,7 @@ def _classify(vm: Any, rgb: np.ndarray) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out, (".png",))  # before the model loads: a typo costs nothing
     vm = model_from_args(args)
     if args.cls is not None:
         if args.unit is not None or args.y is not None or args.x is not None:
@@ -128,18 +137,11 @@ def run(args: argparse.Namespace) -> int:
         target = {"layer": args.layer, "unit": args.unit, "y": args.y, "x": args.x}
     if args.negative:
         objective = -objective
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise DeepVisError(f"--out must be a .png file, got {args.out!r}")
-    if not out.parent.is_dir():
-        raise DeepVisError(f"output folder does not exist: {out.parent}")
-    if args.batch < 1:
-        raise DeepVisError(f"--batch must be >= 1, got {args.batch}")
     t0 = time.perf_counter()
     res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                    batch=args.batch, use_cache=not args.no_cache, yield_every=10**9)
     seconds = time.perf_counter() - t0
-    write_png(out, res.image)
+    atomic_write_bytes(out, encode_png(res.image))
     report: dict[str, Any] = {"out": str(out), "model": vm.name, "weights": vm.weights, **target,
                               "objective": res.objective, "value": res.value, "preset": args.preset,
                               "steps": res.settings["steps"], "size": res.settings["size"], "seed": args.seed,
@@ -210,16 +212,63 @@ def sprite(images: list[np.ndarray | None], pad: int = 2) -> np.ndarray:
     return sheet
 
 
+# ---------------------------------------------------------------- optimize-layer: resumable, verified units
+
+def unit_png(out: Path, unit: int) -> Path:
+    return out / f"unit_{unit:04d}.png"
+
+
+def _record_path(out: Path, unit: int) -> Path:
+    return out / ".units" / f"unit_{unit:04d}.json"
+
+
+def layer_settings(vm: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything a unit image depends on, resolved (preset defaults filled in), to compare with a resumed run."""
+    p = get_preset(args.preset, steps=args.steps, size=args.size)
+    return {"model": f"{vm.spec.name}|{vm.spec.builder}|{weights_id(vm.weights)}", "layer": args.layer,
+            "preset": args.preset, "steps": p.steps, "size": p.size, "seed": args.seed}
+
+
+def trusted_unit(out: Path, unit: int, settings: dict[str, Any]) -> np.ndarray | None:
+    """A finished unit image, or None when it must be (re)done.
+
+    A unit counts as done only with its record (written after the PNG, both atomically) naming these settings
+    and the PNG's SHA-256, and a PNG that decodes at the recorded size: an empty, truncated or foreign file, or
+    one made with another --size/--steps/--seed, is redone, never shown."""
+    try:
+        record = json.loads(_record_path(out, unit).read_text(encoding="utf-8"))
+        data = unit_png(out, unit).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("settings") != settings or record.get("unit") != unit:
+        return None
+    if record.get("sha256") != hashlib.sha256(data).hexdigest():
+        return None
+    img = read_png(unit_png(out, unit))
+    size = settings["size"]
+    return img if img is not None and img.shape == (size, size, 3) else None
+
+
+def write_unit(out: Path, unit: int, image: np.ndarray, settings: dict[str, Any]) -> None:
+    """PNG first, then its record: a kill between the two leaves a unit that is simply redone."""
+    data = encode_png(image)
+    atomic_write_bytes(unit_png(out, unit), data)
+    _record_path(out, unit).parent.mkdir(exist_ok=True)
+    atomic_write_json(_record_path(out, unit), {"unit": unit, "settings": settings,
+                                                "sha256": hashlib.sha256(data).hexdigest()})
+
+
 def run_layer(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out)
     vm = model_from_args(args)
     shape = _layer_channels(vm, args.layer)
     n = shape[0] if shape else 1
     units = parse_units(args.units, n, args.layer)
-    out = Path(args.out)
+    settings = layer_settings(vm, args)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, dist_ready = _dist()
     mine = units[rank::world]
-    todo = [u for u in mine if not (out / f"unit_{u:04d}.png").is_file()]
+    todo = [u for u in mine if trusted_unit(out, u, settings) is None]
     t0 = time.perf_counter()
     tag = f"rank {rank}/{world} " if world > 1 else ""
     nl = "\n" if world > 1 else ""  # several ranks share stderr: one line per update, not \r
@@ -229,7 +278,7 @@ def run_layer(args: argparse.Namespace) -> int:
         objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
         res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                        use_cache=not args.no_cache, yield_every=10**9)
-        write_png(out / f"unit_{u:04d}.png", res.image)
+        write_unit(out, u, res.image, settings)
         _bar(k + 1, len(todo), u, t0, tag)
         sys.stderr.write(nl)
     if todo and not nl:
@@ -237,7 +286,7 @@ def run_layer(args: argparse.Namespace) -> int:
     if dist_ready:
         torch.distributed.barrier()
     if rank == 0:
-        tiles = [read_png(out / f"unit_{u:04d}.png") for u in units]
+        tiles = [trusted_unit(out, u, settings) for u in units]
         missing = sum(t is None for t in tiles)
         if missing == len(tiles):
             raise DeepVisError(f"no unit images in {out} to build a sprite from")

@@ -8,13 +8,13 @@ import torch
 
 from ..render import top_predictions
 from ..sources import read_image
-from .common import add_model_args, json_dump, model_from_args
+from .common import add_model_args, int_in, json_dump, model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="classify images (top-5 with probabilities)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    p.add_argument("--top", type=int_in(1, 100_000), default=5, help="how many classes (default 5)")
     p.add_argument("--crop", choices=("center", "stretch"), default=None, help="fit policy (default: spec's)")
     p.add_argument("--json", action="store_true", help="JSON: [{image, predictions: [{index, label, prob}]}]")
     add_model_args(p)

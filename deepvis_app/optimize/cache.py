@@ -2,9 +2,9 @@
 
 Location: `$DEEPVIS_CACHE/optimize` (default `~/.cache/deepvis/optimize`). An entry is `<key>.png` (all
 images of the batch side by side) plus `<key>.json` (values, history, settings), keyed by a SHA-256 of
-model id, weights, objective and every setting. Both files are written to a temporary name and moved into
-place with `os.replace`, JSON last: a run cancelled or killed part-way leaves no entry, and a reader never
-sees half a file.
+model id, weights, objective and every setting. Both files are written with the project's one atomic-write
+helper (`deepvis_app.fileio`), JSON last: a run cancelled or killed part-way leaves no entry, and a reader
+never sees half a file.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from ..fileio import atomic_write_bytes, atomic_write_png
 
 
 def cache_dir() -> Path:
@@ -42,37 +43,11 @@ def weights_id(weights: str) -> str:
     return weights
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not safe to toggle from worker threads
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved PNG should get normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG atomically."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:
-        raise OSError(f"could not encode PNG for {path}")
-    _atomic_write(Path(path), buf.tobytes())
+    """Write an RGB uint8 image as PNG atomically (creating the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_png(path, rgb)
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray | None:
@@ -91,7 +66,7 @@ def save(key: str, images: np.ndarray, meta: dict[str, Any], directory: Path | N
     write_png(d / f"{key}.png", strip)
     meta = dict(meta, batch=int(images.shape[0]))
     path = d / f"{key}.json"
-    _atomic_write(path, json.dumps(meta, sort_keys=True).encode())
+    atomic_write_bytes(path, json.dumps(meta, sort_keys=True).encode())
     return path
 
 
