@@ -297,3 +297,71 @@ def test_cli_class_json_and_layer_sprite(capsys, tmp_path) -> None:
     stamp = (d / "unit_0001.png").stat().st_mtime_ns
     _cli(args, capsys)  # resumable: existing units are skipped
     assert (d / "unit_0001.png").stat().st_mtime_ns == stamp
+
+
+# ---- optimize-layer: resume trusts only verified units ----------------------------------------------------
+
+
+def _layer_args(d, *more: str) -> list[str]:
+    return ["optimize-layer", "--layer", "_conv_stem", "--units", "0-2", "--steps", "2", "--size", "32",
+            "--out", str(d), "--device", "cpu", *more]
+
+
+def test_layer_resume_redoes_empty_truncated_foreign_and_other_settings(capsys, tmp_path) -> None:
+    from deepvis_app.optimize.cache import read_png
+
+    d = tmp_path / "layer"
+    assert _cli(_layer_args(d), capsys)[0] == 0
+    clean = {u: (d / f"unit_{u:04d}.png").read_bytes() for u in range(3)}
+    # damage: unit 0 emptied, unit 1 truncated, unit 2 replaced by a valid PNG its record does not name
+    (d / "unit_0000.png").write_bytes(b"")
+    (d / "unit_0001.png").write_bytes(clean[1][: len(clean[1]) // 2])
+    (d / "unit_0002.png").write_bytes(clean[0])
+    code, out, _ = _cli(_layer_args(d), capsys)
+    assert code == 0 and "not done" not in out
+    assert {u: (d / f"unit_{u:04d}.png").read_bytes() for u in range(3)} == clean  # redone, same seed
+    # another --size: every unit is redone at the new size, none of the old images is reused
+    code, out, _ = _cli(_layer_args(d, "--size", "40"), capsys)
+    assert code == 0 and all(read_png(d / f"unit_{u:04d}.png").shape == (40, 40, 3) for u in range(3))
+    sprite = read_png(d / "sprite.png")
+    assert sprite.shape == (2 + 2 * 42, 2 + 2 * 42, 3) and "not done" not in out
+
+
+def test_layer_sigkill_then_resume_equals_clean_run(capsys, tmp_path) -> None:
+    """A real `kill -9` in the middle of optimize-layer; the resumed folder equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    args = ["optimize-layer", "--layer", "_conv_stem", "--units", "0-7", "--steps", "12", "--size", "32",
+            "--no-cache", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPVIS_OFFLINE": "1"}
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "deepvis_app", *args, "--out", str(killed)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (killed / ".units").is_dir() and len(list((killed / ".units").glob("unit_*.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "optimize-layer finished before it could be killed: " + proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    proc.stderr.close()
+    done_before = len(list((killed / ".units").glob("unit_*.json")))
+    (killed / ".unit_0007.png.abc123.tmp").write_bytes(b"half a png")  # as a kill during a write leaves it
+    assert 2 <= done_before < 8 and not (killed / "sprite.png").exists()
+
+    torch.set_num_threads(1)
+    assert _cli([*args, "--out", str(killed)], capsys)[0] == 0
+    assert _cli([*args, "--out", str(clean)], capsys)[0] == 0
+    for u in range(8):
+        a = (killed / f"unit_{u:04d}.png").read_bytes()
+        b = (clean / f"unit_{u:04d}.png").read_bytes()
+        assert a == b, f"unit {u} differs after resume"
+    assert (killed / "sprite.png").read_bytes() == (clean / "sprite.png").read_bytes()
+    assert not [p for p in killed.rglob("*.tmp")], "a temp file of the killed run is left in the folder"

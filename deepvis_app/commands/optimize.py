@@ -267,6 +267,9 @@ def run_layer(args: argparse.Namespace) -> int:
     settings = layer_settings(vm, args)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, dist_ready = _dist()
+    if world == 1:  # temp files of a killed run (with several ranks, one of them may be writing right now)
+        for tmp in [*out.glob(".unit_*.png.*.tmp"), *out.glob(".units/.unit_*.json.*.tmp")]:
+            tmp.unlink(missing_ok=True)
     mine = units[rank::world]
     todo = [u for u in mine if trusted_unit(out, u, settings) is None]
     t0 = time.perf_counter()
