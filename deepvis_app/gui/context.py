@@ -7,7 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, QSettings
+from PySide6.QtCore import QObject, QSettings, Signal
 
 from ..state import AppEvents, AppState
 from ..zoo import VisModel
@@ -25,6 +25,8 @@ class Message:
 
 
 class AppContext(QObject):
+    show_panel = Signal(str)  # a feature asks the window to show and raise one of its docks
+
     def __init__(self, state: AppState, live: LiveSession, settings: QSettings, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.state = state

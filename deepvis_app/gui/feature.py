@@ -31,6 +31,7 @@ class Panel:
     area: str = "right"
     place: dict = field(default_factory=dict)  # for "in:<key>": row, col, rowspan, colspan
     visible: bool = True  # shown by default (hidden panels are one click away in the View menu)
+    tab_with: str = ""  # a dock key: share its place as a tab (new tools tab with "predictions")
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Feature(QObject):
         """The window closes: cancel jobs, close windows."""
 
     # -- helpers
+    def show_panel(self, key: str) -> None:
+        """Show and raise this feature's dock `key` (e.g. from its Tools menu entry)."""
+        self.ctx.show_panel.emit(key)
+
     def action(self, text: str, slot: Callable[[], None], *, shortcut: object = None, checkable: bool = False,
                tip: str = "") -> QAction:
         act = QAction(text, self)

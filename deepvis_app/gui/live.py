@@ -10,6 +10,7 @@ per `REQUEST_COALESCE_MS`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +64,8 @@ class LiveSession(QObject):
         self._last_flush = 0.0
         self._closing = False
         self.frames_before = 0  # frames read by captures that were replaced
+        self._copies: dict[tuple, VisModel] = {}  # private model copies kept per job slot
+        self._copies_lock = threading.Lock()
 
         self.request = view_request(state, request_id=0, default_layer=model.default_layer)
         self.slot = LatestSlot()
@@ -205,11 +208,27 @@ class LiveSession(QObject):
     def frames_read(self) -> int:
         return self.frames_before + (self.capture.frames_read if self.capture is not None else 0)
 
-    def model_copy_loader(self) -> Callable[[], VisModel]:
-        """A function that loads a private copy of the current model (jobs never share the live worker's)."""
+    def model_copy_loader(self, slot: str | None = None) -> Callable[[], VisModel]:
+        """A function that loads a private copy of the current model (jobs never share the live worker's).
+        With a `slot`, the copy is loaded once and kept for later jobs of that slot (live tools that run a few
+        steps per frame). A cancelled job may finish its current step while the slot's next job starts, so use a kept
+        copy for plain forward/backward passes, not for anything that installs hooks."""
         spec = self.vm.spec.path or self.vm.name
         weights, device = self.vm.weights, self.device_arg
-        return lambda: load_model(spec, weights=weights, device=device)
+        key = (slot, self.vm.name, str(weights))
+
+        def load() -> VisModel:
+            if slot is None:
+                return load_model(spec, weights=weights, device=device)
+            with self._copies_lock:
+                vm = self._copies.get(key)
+                if vm is None:
+                    for old in [k for k in self._copies if k[0] == slot]:
+                        del self._copies[old]  # another model's copy for this slot: free it
+                    vm = self._copies[key] = load_model(spec, weights=weights, device=device)
+                return vm
+
+        return load
 
     # ------------------------------------------------------------------ messages from the threads
     def _on_capture_status(self, message: str) -> None:

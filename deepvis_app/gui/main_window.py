@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
         ctx.top_widget = self
         self.banner = Banner()
         ctx.events.message.connect(self._show_message)
+        ctx.show_panel.connect(self._raise_dock)
         self.features: dict[str, Feature] = {}
         for cls in FEATURES:
             self.features[cls.name] = cls(ctx)
@@ -86,6 +87,8 @@ class MainWindow(QMainWindow):
                 dock.setObjectName(f"dock_{p.key}")
                 dock.setWidget(p.widget)
                 self.addDockWidget(AREAS[p.area], dock)
+                if p.tab_with in self.docks:
+                    self.tabifyDockWidget(self.docks[p.tab_with], dock)
                 dock.setVisible(p.visible)
                 self.docks[p.key] = dock
             hosts[p.key] = p.widget
@@ -127,6 +130,12 @@ class MainWindow(QMainWindow):
             if menu.isEmpty():
                 bar.removeAction(menu.menuAction())
         return menus
+
+    def _raise_dock(self, key: str) -> None:
+        dock = self.docks.get(key)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
 
     def _title(self, *_args) -> None:
         src = self.live.source.name if self.live.source is not None else "no source"

@@ -6,6 +6,7 @@ Features never import each other (an import-linter contract checks it): they sha
 
 from __future__ import annotations
 
+from .adversarial import AdversarialFeature
 from .grid import GridFeature
 from .help import HelpFeature
 from .input import InputFeature
@@ -33,5 +34,6 @@ FEATURES = [
     ModelsFeature,
     SnapshotsFeature,
     StatusFeature,
+    AdversarialFeature,
     HelpFeature,
 ]

@@ -24,7 +24,7 @@ class StatusFeature(Feature):
             label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.labels[key] = label
         for key in ROOMY:
-            self.labels[key].setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.labels[key].setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
             self.labels[key].setMinimumWidth(30)
         metrics = self.labels["capture"].fontMetrics()
         for key, sample in (("capture", "capture 00.0 fps"), ("inference", "inference 00.0 fps"),
@@ -47,7 +47,7 @@ class StatusFeature(Feature):
             label = self.labels[key]
             label.setText(text)
             label.setToolTip(text)
-            # as wide as its text when there is room; the Ignored policy lets it give way when there is not
+            # as wide as its text when there is room; the small minimum lets it give way when there is not
             label.setMaximumWidth(label.fontMetrics().horizontalAdvance(text) + 12)
 
     def _rates(self, stats: dict) -> None:

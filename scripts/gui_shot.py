@@ -1,0 +1,73 @@
+"""Screenshot of the real window (run under xvfb-run), optionally with a tool panel raised and driven first.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/gui_shot.py --out shot.png \
+        --panel adversarial --call "adversarial.run_on_frame" --wait 20
+
+--call FEATURE.METHOD calls a feature's public method once the first frame is painted (repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--source", default="demo")
+    ap.add_argument("--layer", default=None)
+    ap.add_argument("--select", default=None, help="LAYER:UNIT")
+    ap.add_argument("--panel", action="append", default=[], help="dock key to show and raise")
+    ap.add_argument("--call", action="append", default=[], help="FEATURE.METHOD to call after the first frame")
+    ap.add_argument("--wait", type=float, default=8.0, help="seconds after the calls before the shot")
+    ap.add_argument("--model", default="efficientnet_lite0")
+    args = ap.parse_args()
+    os.environ.setdefault("QT_API", "pyside6")
+    from deepvis_app.devices import hand_threads_to_worker
+
+    threads = hand_threads_to_worker()
+    import pyqtgraph as pg
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from deepvis_app import load_model
+    from deepvis_app.gui.main_window import KeyFilter, MainWindow
+    from deepvis_app.pipeline import Unit, ViewRequest
+    from deepvis_app.sources import open_source
+
+    pg.setConfigOptions(imageAxisOrder="row-major")
+    app = QApplication(sys.argv[:1])
+    vm = load_model(args.model, device="cpu")
+    unit = Unit.parse(args.select) if args.select else None
+    layer = args.layer or (unit.layer if unit else vm.default_layer)
+    settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(vm, open_source(args.source), ViewRequest(layer=layer, unit=unit), device="cpu",
+                     settings=settings, worker_threads=threads)
+    app.installEventFilter(KeyFilter(win))
+    win.show()
+
+    def pump(seconds: float, until=None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until()):
+            app.processEvents()
+            time.sleep(0.01)
+
+    pump(120, lambda: win.live.shown is not None)
+    for key in args.panel:
+        win.ctx.show_panel.emit(key)
+    for call in args.call:
+        feature, method = call.split(".", 1)
+        getattr(win.feature(feature), method)()
+    pump(args.wait)
+    ok = win.grab().save(args.out)
+    win.close()
+    print(args.out if ok else "could not save", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
