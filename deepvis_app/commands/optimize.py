@@ -110,6 +110,18 @@ def _check_unit(vm: Any, layer: str, unit: int | None, y: int | None, x: int | N
                                f"(valid: y 0..{h - 1}, x 0..{w - 1})")
 
 
+def check_size(vm: Any, preset: str, steps: int | None, size: int | None) -> None:
+    """One forward pass at the image size about to be optimized: a size too small for the network (kernels larger
+    than the padded map) is a one-line error before any work, not a traceback from deep inside the model."""
+    side = get_preset(preset, steps=steps, size=size).size
+    try:
+        with torch.no_grad():
+            vm.net(torch.zeros(1, 3, side, side, device=vm.device))
+    except RuntimeError as err:
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise DeepVisError(f"--size {side} does not fit {vm.name} ({first}); try a larger --size") from None
+
+
 def _classify(vm: Any, rgb: np.ndarray) -> torch.Tensor:
     with torch.no_grad():
         out = vm.net(vm.preprocess(rgb))
@@ -137,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         target = {"layer": args.layer, "unit": args.unit, "y": args.y, "x": args.x}
     if args.negative:
         objective = -objective
+    check_size(vm, args.preset, args.steps, args.size)
     t0 = time.perf_counter()
     res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                    batch=args.batch, use_cache=not args.no_cache, yield_every=10**9)
@@ -265,6 +278,7 @@ def run_layer(args: argparse.Namespace) -> int:
     n = shape[0] if shape else 1
     units = parse_units(args.units, n, args.layer)
     settings = layer_settings(vm, args)
+    check_size(vm, args.preset, args.steps, args.size)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, dist_ready = _dist()
     if world == 1:  # temp files of a killed run (with several ranks, one of them may be writing right now)
