@@ -1,0 +1,65 @@
+"""The files of `deepvis embed`: map, coordinates CSV, the two pictures and the settings, all written atomically.
+
+OUT/codes.npz        paths, codes, top-1 class and probability, thumbnails (from `codes`)
+OUT/embedding.npz    xy [N, 2], grid cells [N, 2] and the settings JSON (`EmbeddingMap.load(OUT)` reads it back)
+OUT/embedding.csv    path, x, y, grid_row, grid_col, class index, class name, probability
+OUT/map.png          thumbnails at their positions
+OUT/grid.png         the same snapped to a full grid
+OUT/embedding.json   exact settings (model, layer, method and its parameters), counts, timings, file names
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fileio import atomic_write_json, atomic_write_png, atomic_write_text
+from .codes import CODES_FILE, Codes
+from .maps import MAP_FILE, EmbeddingMap
+from .pictures import grid_picture, scatter_picture, snap_to_grid
+
+
+def embed_outputs(codes: Codes, out: str | os.PathLike, *, method: str = "tsne", perplexity: float = 30.0,
+                  seed: int = 0, pictures: bool = True, exact_limit: int = 2500,
+                  n_jobs: int | None = None) -> tuple[dict[str, Any], EmbeddingMap]:
+    """Fit the map of `codes` and write every output file into `out`; returns (report, map)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    emap = EmbeddingMap.fit(codes.codes, method=method, perplexity=perplexity, seed=seed, n_jobs=n_jobs)
+    t0 = time.perf_counter()
+    cells, cols, rows, snap = snap_to_grid(emap.xy, exact_limit=exact_limit)
+    snap_s = time.perf_counter() - t0
+    emap.save(out / MAP_FILE, cells=cells.astype(np.int32))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "x", "y", "grid_row", "grid_col", "class_index", "class", "probability"])
+    for i, path in enumerate(codes.paths):
+        w.writerow([path, f"{emap.xy[i, 0]:.5f}", f"{emap.xy[i, 1]:.5f}", int(cells[i, 0]), int(cells[i, 1]),
+                    int(codes.pred[i]), codes.label(i), f"{float(codes.prob[i]):.4f}"])
+    atomic_write_text(out / "embedding.csv", buf.getvalue())
+    files = {"codes": CODES_FILE, "map": MAP_FILE, "csv": "embedding.csv"}
+    drawn = None
+    if pictures and codes.thumbs is not None:
+        scatter, drawn = scatter_picture(emap.xy, codes.thumbs, seed=seed)
+        atomic_write_png(out / "map.png", scatter)
+        atomic_write_png(out / "grid.png", grid_picture(cells, codes.thumbs, cols, rows))
+        files.update(map_picture="map.png", grid_picture="grid.png")
+    report = {"images": len(codes), "unreadable": len(codes.bad), "code_layer": codes.layer,
+              "code_dims": int(codes.codes.shape[1]), "extraction": codes.settings, "embedding": emap.settings,
+              "grid": {"cols": cols, "rows": rows, "snap": snap, "seconds": round(snap_s, 3)},
+              "thumbnails_drawn_in_map": drawn, "files": files,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(out / "embedding.json", report)
+    return report, emap
+
+
+def load_result(out: str | os.PathLike) -> tuple[Codes, EmbeddingMap]:
+    """(codes, map) of a finished `deepvis embed` output folder, for the app's Embedding panel."""
+    codes = Codes.load(Path(out) / CODES_FILE)
+    return codes, EmbeddingMap.load(out, codes=codes.codes)
