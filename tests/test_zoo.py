@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +155,90 @@ def test_spec_reader_defaults(tmp_path):
     path.write_text('builder = "torchvision:resnet18"\ninput_size = 64\n')
     spec = read_spec(path)
     assert spec.name == "min" and spec.crop == "center" and spec.labels == "imagenet" and spec.resize == 64
+
+
+# ---- downloads touch no process-wide state; builders are checked; the trust model -----------------------
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_weight_download_uses_a_per_call_timeout_and_no_global_state(monkeypatch, tmp_path):
+    import socket
+    import sys
+    import urllib.request
+
+    from deepvis_app import zoo
+
+    monkeypatch.delenv("DEEPVIS_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    seen = []
+    stderr, default_timeout = sys.stderr, socket.getdefaulttimeout()
+
+    def failing(url, timeout=None):
+        seen.append((url, timeout, socket.getdefaulttimeout(), sys.stderr))
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", failing)
+    with pytest.raises(zoo.WeightsMissingError, match="download failed"):
+        zoo._ensure_cached("https://example.org/w/net-1234.pth", "net")
+    assert seen == [("https://example.org/w/net-1234.pth", zoo.DOWNLOAD_TIMEOUT_S, default_timeout, stderr)]
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"weights!" * 1000))
+    zoo._ensure_cached("https://example.org/w/net-1234.pth", "net")
+    files = list((tmp_path / "checkpoints").iterdir())
+    assert [f.name for f in files] == ["net-1234.pth"] and files[0].read_bytes() == b"weights!" * 1000
+
+
+def _spec_with(tmp_path, builder: str) -> str:
+    path = tmp_path / "s.toml"
+    path.write_text(f'builder = "{builder}"\ninput_size = 32\nlabels = "none"\n')
+    return str(path)
+
+
+@pytest.mark.parametrize("builder, message", [
+    ("os:system", "does not take a 'pretrained' argument"),     # never called
+    ("math:pi", "not callable"),
+    ("builtins:dict", "returned dict, not a torch.nn.Module"),
+    ("deepvis_app.builders:missing", "has no 'missing'"),
+    ("no_such_module_xyz:build", "no installed module 'no_such_module_xyz'"),
+])
+def test_builder_must_exist_take_pretrained_and_return_a_module(tmp_path, builder, message):
+    with pytest.raises(DeepVisError, match=message):
+        load_model(_spec_with(tmp_path, builder), weights="random", device="cpu")
+
+
+EVIL = """
+import pathlib
+pathlib.Path("IMPORTED").write_text("evilplug ran")
+import torch
+def build(*, pretrained=False):
+    return torch.nn.Conv2d(3, 4, 3)
+"""
+
+
+def test_python_dash_m_never_imports_a_builder_from_the_current_directory(tmp_path):
+    """`python -m deepvis_app` puts the cwd first on sys.path; a stray ./evilplug.py named by a spec must not run.
+    Put on PYTHONPATH on purpose, the same module loads (a spec is code, trusted like code)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "evilplug.py").write_text(EVIL)
+    spec = _spec_with(tmp_path, "evilplug:build")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", DEEPVIS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "deepvis_app", "layers", "--model", spec, "--weights", "random", "--json"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "IMPORTED").exists()
+    assert proc.stderr.strip().splitlines() == [
+        f"deepvis: error: {spec}: field 'builder': no installed module 'evilplug' (builder 'evilplug:build')"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "IMPORTED").exists(), proc.stderr
