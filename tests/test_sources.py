@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import write_rgb
 
-from deepvis_app.errors import SourceError
+from deepvis_app.errors import DeepVisError, SourceError
 from deepvis_app.sources import (
     CameraSource,
     DemoSource,
@@ -93,3 +94,63 @@ def test_default_camera_falls_back_to_demo(monkeypatch):
     notes: list[str] = []
     src = open_source(None, fallback_to_demo=True, notice=notes.append)
     assert isinstance(src, DemoSource) and "demo" in notes[0] and "camera 0" in notes[0]
+
+
+def test_decode_image_converts_every_layout_to_rgb_uint8(photos):
+    from deepvis_app.sources import decode_image
+
+    rgb = photos["coffee"]
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def enc(img, ext=".png"):
+        return np.frombuffer(cv2.imencode(ext, img)[1].tobytes(), np.uint8)
+
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    for name, data, want in [
+        ("rgb", enc(bgr), rgb),
+        ("gray", enc(gray), np.stack([gray] * 3, -1)),
+        ("rgba", enc(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)), rgb),
+        ("16 bit", enc(bgr.astype(np.uint16) * 257), rgb),
+    ]:
+        got = decode_image(data)
+        assert got.dtype == np.uint8 and got.shape == rgb.shape, name
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name
+    assert decode_image(np.zeros(0, np.uint8)) is None
+    assert decode_image(np.frombuffer(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, np.uint8)) is None
+
+
+def test_big_images_are_decoded_reduced_and_bombs_refused():
+    from deepvis_app.sources import MAX_DECODE_SIDE, _header_size, decode_image
+
+    img = np.zeros((300, 9000, 3), np.uint8)
+    img[:, 4500:] = 255
+    for ext in (".jpg", ".png", ".bmp"):
+        data = np.frombuffer(cv2.imencode(ext, img)[1].tobytes(), np.uint8)
+        assert _header_size(data) == (9000, 300), ext
+        out = decode_image(data)
+        assert out.shape == (75, 2250, 3) and max(out.shape) <= MAX_DECODE_SIDE, ext  # 9000 / 4
+        assert out[30, 100].max() < 20 and out[30, 2200].min() > 230, ext
+    # a PNG header claiming 100000 x 100000 pixels: refused from the header, nothing decoded
+    head = bytearray(np.frombuffer(cv2.imencode(".png", img[:8, :8])[1].tobytes(), np.uint8))
+    head[16:24] = (100000).to_bytes(4, "big") * 2
+    assert decode_image(np.frombuffer(bytes(head), np.uint8)) is None
+
+
+def test_folder_with_no_readable_image_fails_at_open(tmp_path, photos):
+    for i in range(3):
+        (tmp_path / f"bad{i}.png").write_bytes(b"broken")
+    with pytest.raises(SourceError, match="none of the 3 images"):
+        FolderSource(tmp_path).open()
+    write_rgb(tmp_path / "z_good.png", photos["rocket"])
+    src = FolderSource(tmp_path)
+    src.open()
+    assert src.read().shape == photos["rocket"].shape and len(src.skipped) == 3
+
+
+def test_capture_refuses_absurd_fps():
+    from deepvis_app.pipeline import Capture, LatestSlot
+
+    for fps in (1e-12, -1.0, float("nan"), float("inf"), 1e9):
+        with pytest.raises(DeepVisError, match="--fps"):
+            Capture(DemoSource(), LatestSlot(), fps=fps)
+    Capture(DemoSource(), LatestSlot(), fps=0)  # as fast as taken: fine
