@@ -5,11 +5,14 @@
 
 `iter_optimize` is the same as a step iterator (for the GUI's worker thread, with an abort check between
 steps). `cached_result` looks a result up without running anything. See docs/optimize.md. No Qt here.
+
+Optimizing a photo instead of a class image: `invert` (feature inversion, docs/inversion.md), `dream` (DeepDream,
+docs/dream.md) and `style` (neural style, docs/style.md), each a generator of `ImageStep`s plus a plain function.
 """
 
-from . import objectives
+from . import dream, invert, objectives, style
 from .engine import Cancelled, OptimizeResult, Progress, cached, cached_result, iter_optimize, optimize
 from .presets import PRESETS, Preset, get_preset
 
 __all__ = ["PRESETS", "Cancelled", "OptimizeResult", "Preset", "Progress", "cached", "cached_result", "get_preset",
-           "iter_optimize", "objectives", "optimize"]
+           "dream", "invert", "iter_optimize", "objectives", "optimize", "style"]
