@@ -60,6 +60,15 @@ class AppContext(QObject):
         return texts if last is None else texts[-last:]
 
     # -- model facts every feature asks for
+    def model_title(self) -> str:
+        """The model's title as users should read it: "random weights" instead of the weights it was trained on."""
+        vm = self.vm
+        title = vm.spec.title
+        if str(vm.weights) == "random":
+            base = title.split(" (")[0] if title.endswith(")") else title
+            return f"{base} (random weights)"
+        return title
+
     def channels(self, layer: str) -> int:
         shape = self.vm.info(layer).shape
         if not shape:

@@ -139,8 +139,7 @@ class MainWindow(QMainWindow):
 
     def _title(self, *_args) -> None:
         src = self.live.source.name if self.live.source is not None else "no source"
-        random = " (random weights)" if str(self.live.vm.weights) == "random" else ""
-        self.setWindowTitle(f"DeepVis - {self.live.vm.spec.title}{random} - {src}")
+        self.setWindowTitle(f"DeepVis - {self.ctx.model_title()} - {src}")
 
     def _show_message(self, text: str, level: str, seconds: float) -> None:
         self.banner.show_message(text, level, seconds or None)

@@ -21,8 +21,8 @@ class InspectorFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.pane = InspectorPane()
-        self._inferno = make_lut("inferno", border=False)
         self._signed = make_lut(SIGNED_COLORMAP)
+        self._luts: dict[str, object] = {}
         st = ctx.state
         self.pane.backprop_mode_changed.connect(self.set_backprop_mode)
         self.pane.view_changed.connect(self.set_backprop_view)
@@ -69,6 +69,13 @@ class InspectorFeature(Feature):
                          unit=unit)
 
     # -- drawing
+    def _lut(self):
+        """The grid's colormap (one colour policy for grid and inspector), without the grid's border entry."""
+        name = self.ctx.state.colormap
+        if name not in self._luts:
+            self._luts[name] = make_lut(name, border=False)
+        return self._luts[name]
+
     def _sync(self, *_args) -> None:
         st = self.ctx.state
         self.pane.set_modes(st.backprop_mode, st.backprop_view, st.map_view)
@@ -98,7 +105,7 @@ class InspectorFeature(Feature):
             self._paint_erf(res, shape)
         elif res.unit_map is not None:
             signed = res.grid.signed and unit.layer == res.layer  # zero is mid-scale: use the diverging map
-            lut = self._signed if signed else self._inferno
+            lut = self._signed if signed else self._lut()
             canvas.caption = "overlay" if view == "overlay" else ""
             canvas.marker = None
             if res.unit_position is not None and len(shape) == 3:
@@ -123,7 +130,7 @@ class InspectorFeature(Feature):
         else:
             # sqrt: the gradient mass is concentrated near the centre; its faint tails are the point of an ERF
             canvas.caption = f"ERF (sqrt), {res.erf_frames} frame{'s' if res.erf_frames != 1 else ''}"
-            canvas.set_image(self._inferno[SQRT_LUT[res.erf_map]])
+            canvas.set_image(self._lut()[SQRT_LUT[res.erf_map]])
 
     # -- what the window gathers
     def panels(self) -> list[Panel]:

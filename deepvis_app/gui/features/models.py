@@ -47,12 +47,12 @@ class ModelsFeature(Feature):
     def _loaded(self, vm: VisModel) -> None:
         self.progress.hide()
         self.ctx.live.set_model(vm)
-        random = " (random weights)" if str(vm.weights) == "random" else ""
-        self.ctx.notify(f"model: {vm.spec.title}{random}", "info", 4)
+        self.ctx.notify(f"model: {self.ctx.model_title()}", "info", 4)
 
     def _failed(self, message: str) -> None:
         self.progress.hide()
-        hint = " (or choose it with random weights)" if "weights" in message.lower() else ""
+        hint = (" (or Model > Random weights, like --weights random, to study the architecture untrained)"
+                if "weights" in message.lower() else "")
         self.ctx.notify(f"model not loaded: {message}{hint} (still running {self.ctx.vm.name})", "error")
 
     def open_spec_dialog(self) -> None:

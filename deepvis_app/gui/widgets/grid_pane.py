@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from ...render import Grid, GridLayout, grid_layout
 from ...state import COLORMAPS, GAMMAS
+from .colorbar import ColorBar
 from .images import SIGNED_COLORMAP, compact_combo, make_lut
 
 SELECT_COLOR = QColor(255, 214, 10)
@@ -107,11 +108,13 @@ class GridPane(QWidget):
         self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(self.gamma_box.itemData(i)))
         self.cmap_box.currentTextChanged.connect(self._on_cmap)
         self.fit_button.clicked.connect(self.reset_zoom)
+        self.colorbar = ColorBar()
         self.bar = bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
         for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button):
             bar.addWidget(w)
         bar.addWidget(self.info, 1)
+        bar.addWidget(self.colorbar)
 
         # the view
         self.view = pg.GraphicsView()
@@ -205,6 +208,7 @@ class GridPane(QWidget):
         self.labels = labels or []
         self.image.setLookupTable(self._luts[SIGNED_COLORMAP if grid.signed else self.cmap], update=False)
         self.image.setImage(grid.image, autoLevels=False, levels=(0, 255))
+        self._update_scale()
         if new_shape:
             self._zoomed = False
             self.vb.setRange(QRectF(0, 0, grid.image.shape[1], grid.image.shape[0]), padding=0.01)
@@ -240,6 +244,7 @@ class GridPane(QWidget):
         self.pattern_label.setText(status)
         self.image.setLookupTable(None, update=False)
         self.image.setImage(pattern_grid(self.pattern_images, lay), autoLevels=False, levels=(0, 255))
+        self._update_scale()
         if new_shape:
             self._zoomed = False
             self.vb.setRange(QRectF(0, 0, lay.width, lay.height), padding=0.01)
@@ -293,7 +298,7 @@ class GridPane(QWidget):
         if rect is None:
             return
         lay = self.layout_
-        m = 2.5 * max(lay.tile_w, lay.tile_h)
+        m = 0.2 * max(lay.tile_w, lay.tile_h)  # the tile fills the view: a real zoom even on a small grid
         self.vb.setRange(rect.adjusted(-m, -m, m, m), padding=0)
         self._zoomed = True
 
@@ -341,6 +346,27 @@ class GridPane(QWidget):
             ev.accept()
             self.unit_clicked.emit(ch)
 
+    def _update_scale(self) -> None:
+        """The colour bar and the colormap box say how the live grid is coloured (signed layers: diverging)."""
+        grid = self.grid
+        if grid is None or self._shown != "live":
+            self.colorbar.setVisible(False)
+            return
+        self.colorbar.setVisible(True)
+        top = float(np.max(np.abs(grid.channel_max))) if len(grid.channel_max) else 0.0
+        per_channel = self.norm_box.currentIndex() == 1
+        hi = "tile max" if per_channel else f"{top:.3g}"
+        if grid.signed:
+            self.colorbar.set_scale(self._luts[SIGNED_COLORMAP], (f"-{hi}", "0", f"+{hi}"),
+                                    "signed layer (no ReLU after it): blue < 0 < red, white = 0; the colormap box "
+                                    "applies to non-negative layers")
+        else:
+            self.colorbar.set_scale(self._luts[self.cmap], ("0", hi), f"{self.cmap}: 0 .. "
+                                    f"{'each tile' if per_channel else 'the layer'}'s max")
+        self.cmap_box.setEnabled(not grid.signed)
+        self.cmap_box.setToolTip("signed layer: drawn blue-white-red (zero = white); the colormap applies to "
+                                 "non-negative layers" if grid.signed else "colormap of the grid and unit map")
+
     def set_cmap(self, name: str) -> None:
         if name not in self._luts or name == self.cmap and self.cmap_box.currentText() == name:
             return
@@ -350,6 +376,7 @@ class GridPane(QWidget):
         self.cmap_box.blockSignals(False)
         if self.grid is not None and not self.grid.signed and self._shown == "live":
             self.image.setLookupTable(self._luts[name])
+        self._update_scale()
 
     def _on_cmap(self, name: str) -> None:
         self.set_cmap(name)

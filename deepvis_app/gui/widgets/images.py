@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtGui import QImage
 
+from ...state import COLORMAPS  # noqa: F401 - the choosable colormaps live with the state (one list)
+
 BORDER_RGB = (20, 22, 28)  # grid border pixels (value 0): darker than any tile colour
-COLORMAPS = ("gray", "inferno", "viridis", "turbo")
 SIGNED_COLORMAP = "CET-D1"  # diverging blue-white-red: zero (value 128) is white-ish
 
 

@@ -33,7 +33,7 @@ def titled(title: str, widget: QWidget) -> QWidget:
     """`widget` under a small centred title; the title label is `box.title_label`."""
     box = QWidget()
     lay = QVBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
+    lay.setContentsMargins(0, 4, 0, 0)  # a gap above the title: it belongs to the image below, not above
     lay.setSpacing(1)
     label = QLabel(title)
     label.setObjectName("paneTitle")

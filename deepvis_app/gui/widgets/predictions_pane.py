@@ -25,9 +25,11 @@ class Bars(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setToolTip("click a class: synthesize its optimized image in the unit inspector")
+        self.setToolTip("click a class: explain its unit and synthesize its optimized image")
         self.rows: list[tuple[int, str, float]] = []
         self.colors: dict[int, QColor] = {}
+        self.hovered = False  # while the pointer is over the rows their order is held (clicks land where aimed)
+        self.setMouseTracking(True)
         self.setMinimumHeight(5 * 18)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
@@ -35,7 +37,24 @@ class Bars(QWidget):
         return QSize(260, 5 * 22)
 
     def set_rows(self, rows: list[tuple[int, str, float]], colors: dict[int, QColor]) -> None:
+        """New top-k rows; while hovered, the classes keep their rows (probabilities still update; a class that
+        left the top-k shows its last value, dimmed) so a click lands on the class the user aimed at."""
+        if self.hovered and self.rows:
+            latest = {i: (n, p) for i, n, p in rows}
+            held = [(i, latest.get(i, (n, p))[0], latest[i][1] if i in latest else -p) for i, n, p in self.rows]
+            rows = held
         self.rows, self.colors = rows, colors
+        self.update()
+
+    def enterEvent(self, event) -> None:  # noqa: N802
+        self.hovered = True
+        self.setToolTip("the rows keep their order while the pointer is here (probabilities still update; "
+                        "dimmed: out of the newest top 5). Click a class: its unit and optimized image")
+        super().enterEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.hovered = False
+        super().leaveEvent(event)
         self.update()
 
     def row_at(self, y: float) -> int | None:
@@ -73,7 +92,9 @@ class Bars(QWidget):
         p.setFont(f)
         for i, (idx, name, prob) in enumerate(self.rows):
             y = i * h
-            color = self.colors.get(idx, QColor(150, 150, 150))
+            stale = prob < 0  # held under the pointer but out of the newest top-k: its last value, dimmed
+            prob = abs(prob)
+            color = self.colors.get(idx, QColor(150, 150, 150)) if not stale else QColor(90, 90, 90)
             bar = QColor(color)
             bar.setAlpha(110)
             p.fillRect(QRectF(0, y + 2, max(2.0, self.width() * prob), h - 4), bar)
@@ -138,6 +159,8 @@ class PredictionsPane(QWidget):
             return
         now = self.history[-1][0]
         ts = np.array([t - now for t, _ in self.history])
+        # sparse history (a slow model or a busy CPU): dots as well, so lone points between gaps still show
+        sparse = len(ts) < 3 or float(np.mean(np.diff(ts))) > 0.4
         for idx in list(self._curves):
             if idx not in top:
                 self.plot.removeItem(self._curves.pop(idx))
@@ -148,5 +171,9 @@ class PredictionsPane(QWidget):
                 curve = self.plot.plot(name=self._names.get(idx, str(idx)))
                 self._curves[idx] = curve
             curve.setPen(pg.mkPen(colors[idx], width=2))
-            curve.setData(ts, ys, connect="finite")
+            if sparse:
+                curve.setData(ts, ys, connect="finite", symbol="o", symbolSize=5, symbolBrush=colors[idx],
+                              symbolPen=None)
+            else:
+                curve.setData(ts, ys, connect="finite", symbol=None)
         self.plot.setXRange(-HISTORY_SECONDS, 0, padding=0)

@@ -8,7 +8,7 @@ QTreeWidget::item:selected { background: #3a3f1a; color: #ffd60a; }
 QHeaderView::section { background: #232631; color: #c8c8c8; border: none; padding: 2px 4px; }
 QComboBox, QPushButton, QToolButton { background: #232631; border: 1px solid #343846; padding: 2px 6px; }
 QComboBox:hover, QPushButton:hover { border-color: #5a6070; }
-QLabel#paneTitle { color: #a9b0c0; font-size: 11px; }
+QLabel#paneTitle { color: #a9b0c0; font-size: 11px; border-top: 1px solid #343846; padding-top: 2px; }
 QLabel#inspectorHeader { font-size: 13px; padding: 2px; }
 QStatusBar { background: #1b1d25; color: #c8c8c8; }
 QStatusBar QLabel { padding: 0 6px; }
