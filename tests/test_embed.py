@@ -288,3 +288,19 @@ def test_cli_embed_missing_data_and_umap_hint(capsys, tmp_path, small_set):
         assert code == 2 and "pip install 'deepvis[umap]'" in err and err.count("\n") == 1
         with pytest.raises(DeepVisError, match="umap-learn"):
             EmbeddingMap.fit(np.random.default_rng(0).normal(size=(20, 8)), method="umap")
+
+
+def test_live_frame_code_and_embed_job(r18, small_set, clean_codes, tmp_path):
+    from deepvis_app.embed import code_of_image, iter_embed
+    from deepvis_app.sources import read_image
+
+    code, probs = code_of_image(r18, read_image(clean_codes.paths[2]))  # the live path: one frame, one forward
+    np.testing.assert_allclose(code, clean_codes.codes[2], rtol=1e-4, atol=1e-5)
+    assert int(probs.argmax()) == int(clean_codes.pred[2]) and probs.sum() == pytest.approx(1, abs=1e-4)
+    steps = list(iter_embed(r18, small_set, tmp_path / "o", batch_size=2, perplexity=5, pictures=False))
+    assert [s.stage for s in steps] == ["codes"] * 5 + ["map", "done"]
+    assert [s.done for s in steps[:5]] == [0, 2, 4, 6, 6] and steps[0].total == 6
+    done = steps[-1]
+    assert done.report["images"] == 5 and done.map.xy.shape == (5, 2)
+    idx, sims = done.map.nearest(code, k=3)
+    assert idx[0] == 2 and sims[0] == pytest.approx(1, abs=1e-4)

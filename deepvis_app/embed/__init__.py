@@ -6,10 +6,10 @@ new code, nearest by cosine); `pictures`: thumbnails at their positions and snap
 """
 
 from .codes import Codes, CodesProgress, CodeTap, code_of_image, extract_codes, iter_codes, resolve_code_layer
-from .job import embed_outputs, load_result
+from .job import EmbedProgress, embed_outputs, iter_embed, load_result
 from .maps import EmbeddingMap, neighbour_purity
 from .pictures import grid_picture, scatter_picture, snap_to_grid
 
-__all__ = ["CodeTap", "Codes", "CodesProgress", "EmbeddingMap", "code_of_image", "embed_outputs", "extract_codes",
-           "grid_picture", "iter_codes", "load_result", "neighbour_purity", "resolve_code_layer",
-           "scatter_picture", "snap_to_grid"]
+__all__ = ["CodeTap", "Codes", "CodesProgress", "EmbedProgress", "EmbeddingMap", "code_of_image", "embed_outputs",
+           "extract_codes", "grid_picture", "iter_codes", "iter_embed", "load_result", "neighbour_purity",
+           "resolve_code_layer", "scatter_picture", "snap_to_grid"]

@@ -14,6 +14,8 @@ import csv
 import io
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,37 @@ def embed_outputs(codes: Codes, out: str | os.PathLike, *, method: str = "tsne",
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(out / "embedding.json", report)
     return report, emap
+
+
+@dataclass
+class EmbedProgress:
+    """One step of `iter_embed`: stage "codes" (done/total images), "map" (fitting started; no progress inside
+    the fit) or "done" (report, codes and map set)."""
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    report: dict[str, Any] | None = None
+    codes: Codes | None = None
+    map: EmbeddingMap | None = None
+
+
+def iter_embed(vm: Any, data: Any, out: str | os.PathLike, *, method: str = "tsne", perplexity: float = 30.0,
+               seed: int = 0, pictures: bool = True, abort: Any = None, **extract: Any) -> Iterator[EmbedProgress]:
+    """The whole `deepvis embed` as a job for the app's thread: codes (progress per batch, `abort` between
+    batches; resumable with resume=True), then the map and its files. Ends without "done" when aborted."""
+    from .codes import iter_codes
+
+    codes = None
+    for p in iter_codes(vm, data, out, abort=abort, **extract):
+        yield EmbedProgress("codes", p.done, p.total)
+        if p.finished:
+            codes = p.result
+    if codes is None:
+        return
+    yield EmbedProgress("map", len(codes), len(codes))
+    report, emap = embed_outputs(codes, out, method=method, perplexity=perplexity, seed=seed, pictures=pictures)
+    yield EmbedProgress("done", len(codes), len(codes), report=report, codes=codes, map=emap)
 
 
 def load_result(out: str | os.PathLike) -> tuple[Codes, EmbeddingMap]:
