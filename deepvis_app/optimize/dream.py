@@ -44,9 +44,14 @@ from .imagejob import (
 
 @dataclass
 class DreamResult:
+    """`image`: the dream (uint8, the input's size); `objective_start` / `objective_end`: mean squared activation
+    at the layer for the input and for the saved 8-bit dream (how much more the layer now sees)."""
+
     image: np.ndarray
     layer: str
     settings: dict[str, Any]
+    objective_start: float = float("nan")
+    objective_end: float = float("nan")
     cached: bool = False
 
 
@@ -97,8 +102,10 @@ def iter_dream(net: Any, image: np.ndarray, layer: str, *, octaves: int = 4, oct
     key = cache_key(m, "dream", [image], settings, use_cache)
     hit = load_cached(key, cache_dir)
     if hit is not None:
-        res = DreamResult(hit[0], layer, settings, cached=True)
-        yield ImageStep(0, 0, hit[0], dict(hit[1].get("losses", {})), done=True, result=res)
+        meta = hit[1]
+        res = DreamResult(hit[0], layer, settings, float(meta["objective_start"]), float(meta["objective_end"]),
+                          cached=True)
+        yield ImageStep(0, 0, hit[0], {"objective": res.objective_end}, done=True, result=res)
         return
     h, w = image.shape[:2]
     sizes = octave_sizes(h, w, octaves, octave_scale)
@@ -111,6 +118,8 @@ def iter_dream(net: Any, image: np.ndarray, layer: str, *, octaves: int = 4, oct
     value = float("nan")
     done = 0
     with torch.enable_grad(), layer_forward(m, [layer]) as fwd:
+        with torch.no_grad():
+            start = float(fwd(m.normalize(base_full)).layer(layer).pow(2).mean())
         for o, base in enumerate(bases):
             if o:
                 detail = F.interpolate(detail, size=base.shape[2:], mode="bilinear", align_corners=False)
@@ -125,12 +134,14 @@ def iter_dream(net: Any, image: np.ndarray, layer: str, *, octaves: int = 4, oct
                                                                           align_corners=False)
                     yield ImageStep(done, total, to_uint8_image(full), {"objective": value})
             detail = img - base
-    if aborted(abort):
-        return
-    out = to_uint8_image((bases[-1] + detail).clamp(0, 1))
-    res = DreamResult(out, layer, settings)
-    save_cached(key, out, {"losses": {"objective": value}, "settings": settings}, cache_dir)
-    yield ImageStep(total, total, out, {"objective": value}, done=True, result=res)
+        if aborted(abort):
+            return
+        out = to_uint8_image((bases[-1] + detail).clamp(0, 1))
+        with torch.no_grad():
+            end = float(fwd(m.normalize(from_uint8(out, m.device))).layer(layer).pow(2).mean())
+    res = DreamResult(out, layer, settings, start, end)
+    save_cached(key, out, {"objective_start": start, "objective_end": end, "settings": settings}, cache_dir)
+    yield ImageStep(total, total, out, {"objective": end}, done=True, result=res)
 
 
 def _step(m: Any, fwd: Any, img: torch.Tensor, layer: str, lr: float, jitter: int,

@@ -1,0 +1,146 @@
+"""`deepvis invert`: reconstruct a photo from its code at several layers (Mahendran & Vedaldi 2015).
+
+Writes DIR/original.png (the photo as the network sees it), one DIR/<layer>.png per layer and DIR/overview.png
+(all side by side, captioned with the relative code error). Every figure is measured on the PNG as written.
+See docs/inversion.md. `job_bar`, `png_path` and `read_photo` are shared with `dream` and `style`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeepVisError
+from ..fileio import atomic_write_png
+from ..optimize.invert import invert, side_by_side, top1
+from ..sources import read_image
+from .common import add_model_args, model_from_args
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "invert", help="reconstruct an image from a layer's code (feature inversion)",
+        description="Find an image whose code at each layer matches the photo's (relative code error + alpha-norm "
+                    "and total-variation priors). Reconstructions from deeper layers show what they throw away. "
+                    "See docs/inversion.md.")
+    p.add_argument("image", metavar="IMAGE", help="the photo to invert")
+    p.add_argument("--layers", required=True, help="comma-separated layer names (see `deepvis layers`)")
+    p.add_argument("--steps", type=int, default=200, help="optimization steps per layer (default: 200)")
+    p.add_argument("--size", type=int, help="square size the photo is cropped and resized to (default: the "
+                                            "model's input size)")
+    p.add_argument("--tv-weight", type=float, help="total-variation prior weight (default: grows with depth)")
+    p.add_argument("--alpha-weight", type=float, default=1e-3, help="alpha-norm prior weight (default: 1e-3)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam step size in pixel units 0..1 (default: 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the start image (default: 0)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if its parent exists)")
+    p.add_argument("--json", action="store_true", help="print a JSON report to stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def read_photo(path: str) -> Any:
+    return read_image(path)  # SourceError (a DeepVisError): one line for missing, unreadable or corrupt files
+
+
+def png_path(value: str, option: str = "--out") -> Path:
+    path = Path(value)
+    if path.suffix.lower() != ".png":
+        raise DeepVisError(f"{option} must be a .png file, got {value!r}")
+    if not path.parent.is_dir():
+        raise DeepVisError(f"output folder does not exist: {path.parent}")
+    return path
+
+
+@contextmanager
+def job_bar(total: int, desc: str, quiet: bool):
+    """A tqdm bar on stderr (None when quiet) that the job's steps update; closed on the way out."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def bar_update(bar: Any, step: int, losses: dict[str, float]) -> None:
+    if bar is not None:
+        bar.n = step
+        bar.set_postfix_str(" ".join(f"{k}={v:.3g}" for k, v in losses.items()), refresh=True)
+
+
+def parse_layers(spec: str) -> list[str]:
+    layers = [s.strip() for s in spec.split(",") if s.strip()]
+    if not layers:
+        raise DeepVisError("--layers needs at least one layer name, e.g. --layers _blocks.3,_blocks.10")
+    return list(dict.fromkeys(layers))
+
+
+def layer_file(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@-]", "_", layer) + ".png"
+
+
+def run(args: argparse.Namespace) -> int:
+    layers = parse_layers(args.layers)
+    if args.steps < 0:
+        raise DeepVisError(f"--steps must be >= 0, got {args.steps}")
+    if args.size is not None and args.size < 16:
+        raise DeepVisError(f"--size must be at least 16, got {args.size}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DeepVisError(f"--out must be a folder, but {out} is a file")
+    if not out.parent.is_dir():
+        raise DeepVisError(f"output folder's parent does not exist: {out.parent}")
+    photo = read_photo(args.image)
+    vm = model_from_args(args)
+    for layer in layers:
+        vm.info(layer)  # one line listing the valid layers
+    out.mkdir(exist_ok=True)
+    size = args.size or vm.input_size
+    results = []
+    t0 = time.perf_counter()
+    for layer in layers:
+        with job_bar(args.steps, f"invert {layer}", args.quiet) as bar:
+            res = invert(vm, photo, layer, steps=args.steps, size=size, lr=args.lr, alpha_weight=args.alpha_weight,
+                         tv_weight=args.tv_weight, seed=args.seed, use_cache=not args.no_cache, yield_every=1,
+                         on_step=lambda st, bar=bar: bar_update(bar, st.step, st.losses))
+        path = out / layer_file(layer)
+        atomic_write_png(path, res.image)
+        saved = read_image(path)  # measured on the PNG as written
+        results.append((layer, res, saved, path))
+    original = results[0][1].original
+    atomic_write_png(out / "original.png", original)
+    o_idx, o_p = top1(vm, original)
+    rows = []
+    for layer, res, saved, path in results:
+        idx, p = top1(vm, saved)
+        rows.append({"layer": layer, "out": str(path), "code_error": round(res.code_error, 5),
+                     "tv_weight": res.settings["tv_weight"], "top1_index": idx, "top1_class": vm.categories[idx],
+                     "top1_prob": round(p, 4), "same_top1": idx == o_idx, "cached": res.cached})
+    atomic_write_png(out / "overview.png", side_by_side(
+        [original] + [r[2] for r in results], ["original"] + [f"{r[0]} err {r[1].code_error:.2f}" for r in results]))
+    report = {"image": args.image, "out": str(out), "model": vm.name, "weights": vm.weights, "size": size,
+              "steps": args.steps, "seed": args.seed, "original_top1_index": o_idx,
+              "original_top1_class": vm.categories[o_idx], "original_top1_prob": round(o_p, 4), "layers": rows,
+              "seconds": round(time.perf_counter() - t0, 3)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"original: {vm.categories[o_idx]} ({o_p:.3f})")
+        for r in rows:
+            same = "same top-1" if r["same_top1"] else "top-1 changed"
+            print(f"{r['layer']}: relative code error {r['code_error']:.3f}, {r['top1_class']} ({r['top1_prob']:.3f}),"
+                  f" {same} -> {r['out']}")
+        print(f"wrote {out / 'overview.png'}")
+    return 0
