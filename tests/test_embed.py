@@ -304,3 +304,37 @@ def test_live_frame_code_and_embed_job(r18, small_set, clean_codes, tmp_path):
     assert done.report["images"] == 5 and done.map.xy.shape == (5, 2)
     idx, sims = done.map.nearest(code, k=3)
     assert idx[0] == 2 and sims[0] == pytest.approx(1, abs=1e-4)
+
+
+TINY_SRC = """
+import torch
+from torch import nn
+
+
+def build(pretrained=False):
+    torch.manual_seed(0)  # the same weights in every process
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+"""
+
+
+def test_torchrun_two_processes_equal_single(small_set, tmp_path, monkeypatch):
+    (tmp_path / "tinyembed.py").write_text(TINY_SRC)
+    spec = tmp_path / "tinyembed.toml"
+    spec.write_text('name = "tinyembed"\nbuilder = "tinyembed:build"\ninput_size = 32\nlabels = "none"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    vm = load_model(spec, device="cpu")
+    single = extract_codes(vm, small_set, batch_size=2, progress=False)
+    assert single.layer == "6:input" and single.codes.shape == (5, 16)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "deepvis_app", "embed",
+                           str(small_set), "--out", str(tmp_path / "dist"), "--model", str(spec), "--device", "cpu",
+                           "--batch-size", "2", "--quiet", "--perplexity", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist = Codes.load(tmp_path / "dist" / "codes.npz")
+    assert dist.paths == single.paths and dist.bad == single.bad and dist.settings["world_size"] == 2
+    np.testing.assert_allclose(dist.codes, single.codes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(dist.pred, single.pred)
+    assert (tmp_path / "dist" / "embedding.csv").read_text().count("\n") == 6
