@@ -78,9 +78,21 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], option
     parent = out.parent
     if not parent.is_dir():
         raise DeepVisError(f"{option}: folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise DeepVisError(f"{option}: cannot write {out} (permission denied)")
+    _probe_writable(parent, out, option)
     return out
+
+
+def _probe_writable(folder: Path, out: Path, option: str) -> None:
+    """Create and remove a temp file in `folder`: the one test that also holds for root (to whom os.access says
+    yes everywhere) and for special file systems such as /proc."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".deepvis-probe.", dir=folder)
+    except OSError as err:
+        raise DeepVisError(f"{option}: cannot write {out} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -91,8 +103,9 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise DeepVisError(f"{option}: cannot create or write {out} (permission denied)")
+    if not probe.is_dir():
+        raise DeepVisError(f"{option}: cannot create {out}: {probe} is not a folder")
+    _probe_writable(probe, out, option)
     return out
 
 
