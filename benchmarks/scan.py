@@ -1,11 +1,18 @@
-"""Scan throughput vs the model's bare batched forward on the same images; prints one JSON object.
+"""`deepvis scan` against the bare batched forward, and the crop engines old vs new, side by side in one run.
 
-    .venv/bin/python benchmarks/scan.py [--model efficientnet_lite0] [--images 96] [--batch-size 32]
+    .venv/bin/python benchmarks/scan.py [--images 400] [--eager-images 36] [--eager-unit-step 8]
 
-"bare" = batched forward only, on images already decoded, fitted and in memory (the ceiling).
-"scan" = pass 1 of `deepvis scan` (decode in DataLoader workers + forward + Probe + on-device top-k merge),
-as timed inside the scan, interleaved with the bare runs; "crops" = pass 2 of one more scan (receptive-field
-crops of every entry, plus deconv/guided with --attribution deconv,guided).
+Prints one JSON object:
+* "default_scan": the whole default `scan()` call (list, decode, pass 1 up to the deepest layer, boxes, pass 2
+  storing each winning image once, publish) vs "bare" = a batched forward of the whole net over the same images,
+  pre-decoded and in memory (the ceiling). Interleaved repeats, so both see the same machine load.
+* "eager_crops": deconv + guided crops of the same entries (the issue's case: 36 photos, k = 5; every
+  `--eager-unit-step`-th unit of each layer to keep the old engine's run short) by the old engine (per image,
+  16 copies of the image through the whole net, two backwards, one render per entry; copied here as it was) and
+  by `topk.crops.iter_crops` (forward stops at the layer, windows where exact, shared forwards, channels-last).
+  PNG writing is excluded from both; the crops are compared (max grey-level difference).
+* "lazy_render": seconds for the first view of one unit's k = 9 crops of both kinds (`render_unit`, written into
+  the store), over a few units of each layer.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deepvis_app.topk import TopKStore  # noqa: E402
-from deepvis_app.topk.scan import list_images, resolve_layers, scan  # noqa: E402
+from deepvis_app.topk import TopKStore, crop_box  # noqa: E402
+from deepvis_app.topk.crops import CropJob, iter_crops, render_unit  # noqa: E402
+from deepvis_app.topk.scan import list_images, scan  # noqa: E402
 from deepvis_app.zoo import load_model  # noqa: E402
+
+LAYERS = "_blocks.5._bn1,_blocks.11._expand_conv"
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> None:
+    """n distinct photos: random crops (and flips) of the four scikit-image photos, 320x320 JPEG."""
     rng = np.random.default_rng(seed)
     photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
     for i in range(n):
@@ -44,77 +55,143 @@ def make_images(folder: Path, n: int, seed: int = 0) -> None:
         cv2.imwrite(str(folder / f"img{i:05d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
 
 
+def old_engine(vm, jobs: list[CropJob], kinds: tuple[str, ...]) -> dict[tuple[int, str], np.ndarray]:
+    """The crop pass as it was (deepvis_app/topk/scan.py before the lazy crops), minus the PNG writes."""
+    from deepvis_app.attribution import AttributionContext, render_view
+    from deepvis_app.probe import Probe
+
+    out = {}
+    by_image: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        by_image.setdefault(job.image_key, []).append(i)
+    for _key, idx in sorted(by_image.items()):
+        x1 = vm.preprocess.to_tensor(jobs[idx[0]].image).detach()
+        for start in range(0, len(idx), 16):
+            part = idx[start:start + 16]
+            xb = x1.expand(len(part), -1, -1, -1).clone().requires_grad_(True)
+            needed = list(dict.fromkeys(jobs[i].layer for i in part))
+            with torch.enable_grad(), AttributionContext(vm.net) as ac, Probe(vm.net, needed) as probe:
+                vm.net(xb)
+                terms = []
+                for j, i in enumerate(part):
+                    job, act = jobs[i], probe[jobs[i].layer]
+                    terms.append(act[j, job.channel, job.y, job.x] if job.y is not None else act[j, job.channel])
+                objective = torch.stack(terms).sum()
+                for m, kind in enumerate(kinds):
+                    (grad,) = ac.grad(objective, xb, kind, retain_graph=m < len(kinds) - 1)
+                    grad = torch.zeros_like(xb) if grad is None else grad
+                    for j, i in enumerate(part):
+                        view = np.ascontiguousarray(render_view(grad[j:j + 1], "norm"))
+                        out[(i, kind)] = crop_box(view, jobs[i].box)[0]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--weights", default="default")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--images", type=int, default=96)
+    p.add_argument("--images", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="default: the scan's automatic choice")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-crops", action="store_true", help="do not time the crop pass")
-    p.add_argument("--layers", default=None, help="default: the spec's shown layers")
-    p.add_argument("--attribution", default="none", help="crops pass: none (input crops only) or deconv,guided")
+    p.add_argument("--top-k", type=int, default=9)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--eager-images", type=int, default=36)
+    p.add_argument("--eager-top-k", type=int, default=5)
+    p.add_argument("--eager-unit-step", type=int, default=8)
+    p.add_argument("--skip-eager", action="store_true")
     args = p.parse_args()
 
-    vm = load_model(args.model, weights=args.weights, device=args.device)
-    layers = [name for name, _ in resolve_layers(vm, args.layers)]
+    vm = load_model(args.model, weights="default", device="cpu")
+    result: dict[str, object] = {"model": vm.name, "device": str(vm.device), "torch_threads": torch.get_num_threads(),
+                                 "layers": LAYERS}
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
+        tmp = Path(tmp)
+        data = tmp / "data"
         data.mkdir()
         make_images(data, args.images)
         paths = list_images(data)
-        # bare batched forward on pre-decoded images (decoding excluded: the ceiling)
-        fitted = [vm.preprocess.fit(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)) for p in paths]
-        batch = torch.from_numpy(np.stack(fitted))
-
-        def forward_all() -> None:
-            for i in range(0, len(batch), args.batch_size):
-                x = batch[i:i + args.batch_size].to(vm.device).permute(0, 3, 1, 2).float()
-                vm.net((x - vm.preprocess.mean) * vm.preprocess.inv_std)
+        batch = torch.from_numpy(np.stack([vm.preprocess.fit(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB))
+                                           for p in paths]))
 
         def bare_run() -> float:
+            t0 = time.perf_counter()
             with torch.no_grad():
-                if vm.device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                forward_all()
-                if vm.device.type == "cuda":
-                    torch.cuda.synchronize()
+                for i in range(0, len(batch), args.batch_size):
+                    x = batch[i:i + args.batch_size].permute(0, 3, 1, 2).float()
+                    vm.net((x - vm.preprocess.mean) * vm.preprocess.inv_std)
             return time.perf_counter() - t0
 
-        def scan_run(i: int) -> float:  # pass 1 only, as timed inside scan (includes worker start-up)
-            report = scan(vm, data, Path(tmp) / f"store{i}", layers=layers, batch_size=args.batch_size,
-                          workers=args.workers, crops=False, progress=False)
-            return report["seconds_scan"]
+        def scan_run(i: int) -> tuple[float, dict]:
+            t0 = time.perf_counter()
+            report = scan(vm, data, tmp / f"store{i}", layers=LAYERS, top_k=args.top_k, batch_size=args.batch_size,
+                          progress=False)
+            return time.perf_counter() - t0, report
 
-        with torch.no_grad():
-            forward_all()  # warm-up
-        # Interleaved repeats: the machine may be shared, so both sides see the same load on average.
-        bare_s, scan_s = [], []
+        bare_run()  # warm-up (and the RF geometry / call counts caches for the scan)
+        scan_run(-1)
+        bare_s, scan_s, reports = [], [], []
         for i in range(args.repeats):
             bare_s.append(bare_run())
-            scan_s.append(scan_run(i))
-        kinds = [] if args.attribution == "none" else args.attribution.split(",")
-        crops_s, n_crops = None, None
-        if not args.skip_crops:
+            t, rep = scan_run(i)
+            scan_s.append(t)
+            reports.append(rep)
+        store_bytes = sum(f.stat().st_size for f in (tmp / "store0").rglob("*") if f.is_file())
+        result["default_scan"] = {
+            "images": len(paths), "top_k": args.top_k, "batch_size": args.batch_size,
+            "bare_forward_s": [round(t, 2) for t in bare_s], "scan_command_s": [round(t, 2) for t in scan_s],
+            "scan_vs_bare": round(sum(scan_s) / sum(bare_s), 3),
+            "pass1_s": [r["seconds_scan"] for r in reports], "store_pass_s": [r["seconds_store"] for r in reports],
+            "entries": reports[0]["plan"]["entries"], "images_stored": reports[0]["plan"]["images"],
+            "store_bytes": store_bytes, "estimated_bytes": reports[0]["plan"]["estimated_bytes"]}
+
+        # lazy: first view of one unit (9 entries x deconv + guided), written into the store
+        store = TopKStore.open(tmp / "store0")
+        times = {}
+        for layer in store.layers:
+            ts = []
+            for unit in (0, 17, 33):
+                t0 = time.perf_counter()
+                got = render_unit(store, vm, layer, unit)
+                ts.append(time.perf_counter() - t0)
+                assert len(got) == 2 * len(store.entries(layer, unit))
+            times[layer] = [round(t, 3) for t in ts]
+        result["lazy_render"] = {"crops_per_unit": 2 * args.top_k, "seconds": times}
+
+        if not args.skip_eager:
+            edata = tmp / "edata"
+            edata.mkdir()
+            make_images(edata, args.eager_images, seed=1)
             t0 = time.perf_counter()
-            report = scan(vm, data, Path(tmp) / "store", layers=layers, batch_size=args.batch_size,
-                          workers=args.workers, attribution=kinds, progress=False)
-            crops_s = round(time.perf_counter() - t0 - report["seconds_scan"], 2)
-            store = TopKStore.open(Path(tmp) / "store")
-            n_crops = sum(len(store.entries(layer, u)) for layer in store.layers
-                          for u in range(store.channels(layer)))
-    bare = len(paths) * len(bare_s) / sum(bare_s)
-    scan_rate = len(paths) * len(scan_s) / sum(scan_s)
-    print(json.dumps({
-        "model": vm.name, "device": str(vm.device), "torch_threads": torch.get_num_threads(),
-        "images": len(paths), "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
-        "layers": layers, "bare_forward_images_per_s": round(bare, 2), "scan_images_per_s": round(scan_rate, 2),
-        "scan_vs_bare": round(scan_rate / bare, 3), "bare_runs_s": [round(t, 2) for t in bare_s],
-        "scan_runs_s": [round(t, 2) for t in scan_s], "crop_entries": n_crops, "attribution": kinds,
-        "crops_pass_s": crops_s}))
+            scan(vm, edata, tmp / "estore", layers=LAYERS, top_k=args.eager_top_k, progress=False)
+            pass1_total = time.perf_counter() - t0
+            es = TopKStore.open(tmp / "estore")
+            fitted: dict[int, np.ndarray] = {}
+            jobs = []
+            for layer in es.layers:
+                spatial = es.layer_info(layer)["spatial"]
+                for unit in range(0, es.channels(layer), args.eager_unit_step):
+                    for e in es.entries(layer, unit):
+                        if e.image_id not in fitted:
+                            fitted[e.image_id] = es.fitted(e)
+                        jobs.append(CropJob(layer, unit, e.y if spatial else None, e.x if spatial else None, e.box,
+                                            fitted[e.image_id], e.image_id, e.value))
+            kinds = ("deconv", "guided")
+            t0 = time.perf_counter()
+            old = old_engine(vm, jobs, kinds)
+            old_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            new = {(i, k): c for i, k, c in iter_crops(vm, jobs, kinds)}
+            new_s = time.perf_counter() - t0
+            diff = max(int(np.abs(old[key].astype(int) - new[key][:, :, 0].astype(int)[..., None]).max())
+                       if old[key].size else 0 for key in old)
+            all_entries = sum(len(es.entries(layer, u)) for layer in es.layers for u in range(es.channels(layer)))
+            result["eager_crops"] = {
+                "images": args.eager_images, "top_k": args.eager_top_k, "entries_timed": len(jobs),
+                "entries_total": all_entries, "old_s": round(old_s, 2), "new_s": round(new_s, 2),
+                "old_entries_per_s": round(len(jobs) / old_s, 2), "new_entries_per_s": round(len(jobs) / new_s, 2),
+                "speedup": round(old_s / new_s, 2), "max_grey_level_difference": diff,
+                "default_scan_s_now": round(pass1_total, 2),
+                "old_default_scan_s_estimated": round(pass1_total + all_entries * old_s / len(jobs), 1)}
+    print(json.dumps(result, indent=1))
+
 
 if __name__ == "__main__":
     main()

@@ -166,3 +166,41 @@ def test_tap_stops_early_and_ignores_other_threads():
         assert torch.equal(tap.acts["1"], acts["1"])               # and is not captured
     with pytest.raises(DeepVisError, match="unknown layer"):
         Tap(net, ["nope"], torch.zeros(1, 3, 8, 8))
+
+
+def test_topk_render_cli(tiny, tmp_path, capsys):
+    import json
+
+    from deepvis_app.cli import main
+
+    write_photos(tmp_path / "data", bad=False)
+    out = tmp_path / "store"
+    scan(tiny, tmp_path / "data", out, layers="relu2", top_k=2, workers=0, progress=False)
+    spec = str(tmp_path / "tiny.toml")
+    capsys.readouterr()
+    assert main(["topk", str(out), "--layer", "relu2", "--unit", "4", "--render", "--model", spec, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert sorted((c["rank"], c["kind"]) for c in data["crops"]) == [(0, "deconv"), (0, "guided"), (1, "deconv"),
+                                                                     (1, "guided")]
+    assert all(c["written"] and os.path.isfile(c["path"]) for c in data["crops"])
+    store = TopKStore.open(out)
+    e = store.entries("relu2", 4)[1]
+    want = _reference(tiny, store.fitted(e), "relu2", (4, e.y, e.x), e.box, "deconv").astype(int)
+    assert np.abs(store.crop("relu2", 4, 1, "deconv").astype(int) - want).max() <= 1
+    assert main(["topk", str(out), "--layer", "relu2", "--unit", "4", "--render"]) == 2  # default model != tiny
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scanned with model 'tiny'" in err[0]
+
+
+def test_scan_output_errors_are_one_line(tiny, tmp_path):
+    write_photos(tmp_path / "data", bad=False)
+    (tmp_path / "file").write_text("x")
+    kw = dict(layers="relu2", top_k=2, workers=0, progress=False)
+    with pytest.raises(DeepVisError, match="not a directory"):
+        scan(tiny, tmp_path / "data", tmp_path / "file", **kw)
+    with pytest.raises(DeepVisError, match="does not exist"):
+        scan(tiny, tmp_path / "data", tmp_path / "no" / "where", **kw)
+    with pytest.raises(DeepVisError):
+        scan(tiny, tmp_path / "data", "/proc/deepvis-store", **kw)
+    with pytest.raises(DeepVisError, match="too large"):
+        scan(tiny, tmp_path / "data", tmp_path / "s", **{**kw, "top_k": 1_000_000_000})
