@@ -16,7 +16,7 @@ Prints one JSON object:
 * "embedding_10k": `EmbeddingMap.fit` of 10,000 synthetic codes of the real dimension (1280; a mixture of 100
   non-negative clusters): extracting 10,000 real images takes ~30 min on this 2-core CPU, so synthetic codes.
 * "live": on that map, ms per frame of `locate` (marker position + 9 nearest by cosine, the live path), of
-  `nearest` alone, and of openTSNE's optimised `transform` of one code.
+  `nearest` alone, and of openTSNE's optimised `transform` of one code; `locate` also over 100,000 codes.
 * "grid" / "pictures_100k": grid snapping (exact at 2,500, approximate at 10,000 / 100,000) and both pictures
   for 100,000 points with 32 px thumbnails.
 """
@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deepvis_app.embed import EmbeddingMap, extract_codes, neighbour_purity  # noqa: E402
+from deepvis_app.embed.maps import unit_rows  # noqa: E402
 from deepvis_app.embed.pictures import grid_picture, scatter_picture, snap_to_grid  # noqa: E402
 from deepvis_app.topk.scan import list_images  # noqa: E402
 from deepvis_app.zoo import load_model  # noqa: E402
@@ -153,6 +154,12 @@ def embedding_10k() -> tuple[dict, dict, EmbeddingMap, np.ndarray]:
             "nearest_k9_ms": ms(lambda: m.nearest(queries[next(it) % 200], k=9), 200),
             "tsne_transform_optimized_ms_per_code": ms(lambda: m.transform(queries[next(it) % 200][None],
                                                                            optimize=True), 10)}
+    # 100,000 codes (positions random: only the cosine pass over the codes matters here).
+    big = synthetic_codes(100_000, seed=2)
+    m_big = EmbeddingMap(xy=np.random.default_rng(0).normal(size=(len(big), 2)).astype(np.float32),
+                         units=unit_rows(big), method="none")
+    del big
+    live["locate_ms_per_frame_100k"] = ms(lambda: m_big.locate(queries[next(it) % 200], k=9), 50)
     return ({"points": len(codes), "dims": codes.shape[1], "seconds": round(fit_s, 2),
              "settings": m.settings}, live, m, codes)
 
