@@ -123,11 +123,24 @@ def run_to_end(steps: Iterator[ImageStep], on_step: Any = None) -> Any:
     raise Cancelled("cancelled")
 
 
+class _LayerForward(_Forward):
+    """The engine's forward, with "input too small for a kernel" turned into a one-line user error."""
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        try:
+            return super().__call__(x)
+        except RuntimeError as err:
+            if "size" not in str(err).lower():
+                raise
+            raise DeepVisError(f"the image ({x.shape[-1]}x{x.shape[-2]} px) is too small for this network up to "
+                               f"layer {self.layers[-1]!r}; use a larger size") from None
+
+
 def layer_forward(model: Model, layers: Sequence[str]) -> _Forward:
     """A context manager whose call `fwd(normalized_x)` returns `Outputs` with the activations of `layers`; the
     forward stops after the deepest of them (the engine's `_Forward`), so a low layer costs only its prefix.
-    Unknown layers raise `DeepVisError` naming the valid ones."""
-    return _Forward(model.net, list(layers), need_logits=False)
+    Unknown layers raise `DeepVisError` naming the valid ones; inputs too small for the net raise one too."""
+    return _LayerForward(model.net, list(layers), need_logits=False)
 
 
 @torch.no_grad()
