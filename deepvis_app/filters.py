@@ -90,6 +90,19 @@ def first_conv(model: Any) -> str:
     return convs[0]
 
 
+def conv_for_layer(model: Any, layer: str | None) -> str | None:
+    """The conv whose weights the Weights panel shows for `layer`: the layer itself when it is a conv, else the
+    last conv inside it (a block, `_blocks.3` -> `_blocks.3._project_conv`), else None (no weights to show)."""
+    if not layer:
+        return first_conv(model)
+    name = str(layer).partition("@")[0]
+    convs = conv_layers(model)
+    if name in convs:
+        return name
+    inside = [c for c in convs if c.startswith(name + ".")]
+    return inside[-1] if inside else None
+
+
 def conv_weight(model: Any, layer: str | None = None) -> tuple[str, torch.Tensor, int]:
     """(layer name, weight [out, in/groups, kh, kw] on the CPU as float32, groups) of a conv layer."""
     name = first_conv(model) if layer in (None, "") else str(layer).partition("@")[0]

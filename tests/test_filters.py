@@ -14,7 +14,7 @@ from torch import nn
 from deepvis_app import load_model
 from deepvis_app.cli import main
 from deepvis_app.errors import DeepVisError
-from deepvis_app.filters import GREY, filter_tiles, first_conv, random_twin, scale_symmetric
+from deepvis_app.filters import GREY, conv_for_layer, filter_tiles, first_conv, random_twin, scale_symmetric
 
 
 def _net(*convs: nn.Module) -> nn.Module:
@@ -126,3 +126,9 @@ def test_cli_filters_bad_inputs_one_line(capsys, tmp_path, args, msg):
     assert code == 2 and msg in err and err.count("\n") == 1 and not out.exists()
     code = main(["filters", "--device", "cpu", "--out", str(tmp_path / "no" / "f.png")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_conv_for_layer_picks_the_conv_the_panel_shows(lite0):
+    assert conv_for_layer(lite0, None) == "_conv_stem" and conv_for_layer(lite0, "_conv_stem") == "_conv_stem"
+    assert conv_for_layer(lite0, "_blocks.3") == "_blocks.3._project_conv"
+    assert conv_for_layer(lite0, "_swish@0") is None and conv_for_layer(lite0, "_fc") is None
