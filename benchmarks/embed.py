@@ -44,6 +44,7 @@ from deepvis_app.embed.pictures import grid_picture, scatter_picture, snap_to_gr
 from deepvis_app.topk.scan import list_images  # noqa: E402
 from deepvis_app.zoo import load_model  # noqa: E402
 
+PICTURES: str | None = None  # --pictures DIR: save the trained map's two pictures there
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
           "camera")
 
@@ -82,6 +83,12 @@ def quality(vm, folder: Path) -> dict:
     labels = np.array([Path(p).name.rsplit("_", 1)[0] for p in codes.paths])
     m = EmbeddingMap.fit(codes.codes, perplexity=30, seed=0)
     strict, mean = neighbour_purity(m.xy, labels, k=10)
+    if PICTURES and vm.weights == "default":
+        from deepvis_app.fileio import atomic_write_png
+
+        cells, cols, rows, _ = snap_to_grid(m.xy)
+        atomic_write_png(Path(PICTURES) / "embedding-map.png", scatter_picture(m.xy, codes.thumbs)[0])
+        atomic_write_png(Path(PICTURES) / "embedding-grid.png", grid_picture(cells, codes.thumbs, cols, rows))
     return {"images": len(codes), "photos": len(set(labels)), "all_10_nn_same_photo": round(strict, 4),
             "mean_same_photo_among_10_nn": round(mean, 4),
             "trustworthiness_k10": round(float(trustworthiness(codes.codes, m.xy, n_neighbors=10)), 4),
@@ -192,7 +199,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--random-contrast", action="store_true")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: quality,extraction,10k,pictures")
+    ap.add_argument("--pictures", default=None, metavar="DIR", help="save the quality map's pictures into DIR")
     args = ap.parse_args()
+    global PICTURES
+    PICTURES = args.pictures
     skip = set(args.skip.split(","))
     out: dict = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                  "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]}
