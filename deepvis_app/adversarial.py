@@ -136,17 +136,17 @@ def iter_attack(net: Any, image: np.ndarray, target: int | None, *, method: str 
     radius = float(math.floor(eps + 1e-9))  # the 8-bit result can only differ by whole levels
     t0 = time.perf_counter()
 
-    scale = torch.tensor(std_, device=dev).view(1, 3, 1, 1) * 255.0
-    shift = torch.tensor(mean_, device=dev).view(1, 3, 1, 1) * 255.0
-    x0 = torch.from_numpy(fitted).to(dev).permute(2, 0, 1).unsqueeze(0).float()
-    lo, hi = torch.clamp(-x0, min=-radius), torch.clamp(255.0 - x0, max=radius)  # keeps x0+d in 0..255 and the ball
-    d = torch.zeros_like(x0)
-    if delta is not None:
-        prev = np.asarray(delta)
-        if prev.shape != fitted.shape:
-            raise DeepVisError(f"delta has shape {prev.shape}, expected {fitted.shape} (the fitted image's)")
-        d = torch.maximum(torch.minimum(torch.from_numpy(prev.astype(np.float32)).to(dev).permute(2, 0, 1)
-                                        .unsqueeze(0), hi), lo)
+    if delta is not None and np.shape(delta) != fitted.shape:
+        raise DeepVisError(f"delta has shape {np.shape(delta)}, expected {fitted.shape} (the fitted image's)")
+    with torch.inference_mode(False):  # normal tensors even when the caller runs under inference_mode
+        scale = torch.tensor(std_, device=dev).view(1, 3, 1, 1) * 255.0
+        shift = torch.tensor(mean_, device=dev).view(1, 3, 1, 1) * 255.0
+        x0 = torch.from_numpy(fitted).to(dev).permute(2, 0, 1).unsqueeze(0).float()
+        lo, hi = torch.clamp(-x0, min=-radius), torch.clamp(255.0 - x0, max=radius)  # 0..255 and the ball
+        d = torch.zeros_like(x0)
+        if delta is not None:
+            prev = torch.from_numpy(np.asarray(delta, np.float32)).to(dev).permute(2, 0, 1).unsqueeze(0)
+            d = torch.maximum(torch.minimum(prev, hi), lo)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         out = module((x - shift) / scale)
@@ -168,8 +168,8 @@ def iter_attack(net: Any, image: np.ndarray, target: int | None, *, method: str 
             return
         q = torch.round(x0 + torch.round(d).clamp(-radius, radius)).clamp(0, 255)  # the 8-bit image
         last = k == steps
-        with torch.enable_grad():
-            q.requires_grad_(not last)
+        with torch.inference_mode(False), torch.enable_grad():  # also under a caller's inference_mode
+            q = q.clone().requires_grad_(not last)
             logits = logits_of(q)
             probs = torch.softmax(logits.detach(), 1)[0]
             if orig_top1 is None:
@@ -315,15 +315,16 @@ def effect_vs_pixels(net: Any, image: np.ndarray, *, eps: float = 1.0,
     Rows: fraction, values changed, predicted and actual logit drop, the class's probability after."""
     fitted = _fit(net, image)
     module, mean_, std_, dev, _ = _model_parts(net, mean, std, device, None)
-    scale = torch.tensor(std_, device=dev).view(1, 3, 1, 1) * 255.0
-    shift = torch.tensor(mean_, device=dev).view(1, 3, 1, 1) * 255.0
-    x0 = torch.from_numpy(fitted).to(dev).permute(2, 0, 1).unsqueeze(0).float()
+    with torch.inference_mode(False):
+        scale = torch.tensor(std_, device=dev).view(1, 3, 1, 1) * 255.0
+        shift = torch.tensor(mean_, device=dev).view(1, 3, 1, 1) * 255.0
+        x0 = torch.from_numpy(fitted).to(dev).permute(2, 0, 1).unsqueeze(0).float()
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         out = module((x - shift) / scale)
         return (out[0] if isinstance(out, tuple | list) else out).float()
 
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         x = x0.clone().requires_grad_(True)
         logits = logits_of(x)
         cls = int(logits.argmax())

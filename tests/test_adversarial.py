@@ -115,6 +115,18 @@ def test_resume_from_a_previous_delta_and_abort():
         adv.run_attack(net, GREY, 1, eps=4, steps=50, abort=lambda: True, **ZERO)
 
 
+def test_runs_under_a_callers_inference_mode():
+    # the live worker runs its forward passes under inference_mode; the attack needs autograd all the same
+    net, net1 = linear_net(1.0), linear_net(-1.0)  # top-1: class 0, class 1
+    with torch.inference_mode():
+        state = adv.fgsm(net, GREY, eps=3, **ZERO)
+        rows = adv.effect_vs_pixels(net1, GREY, eps=1, fractions=(1.0,), **ZERO)
+    np.testing.assert_array_equal(state.delta, 3 * pattern_hwc())
+    # the top-1 logit PATTERN . x / 255 drops by eps * |PATTERN|_1 / 255 when every value moves one level
+    assert rows[0]["class"] == 1 and rows[0]["logit_drop"] == pytest.approx(48 / 255, abs=1e-5)
+    assert rows[0]["predicted_drop"] == pytest.approx(48 / 255, abs=1e-5)
+
+
 def test_lecture_logistic_regression():
     demo = adv.linear_demo()  # x, w of the lecture; eps 0.5 per coordinate along sign(w)
     assert demo["score"] == -3 and demo["score_adv"] == 2 and demo["score_change"] == 0.5 * 10
