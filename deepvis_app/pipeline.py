@@ -145,8 +145,9 @@ class Capture(threading.Thread):
         try:
             while not self._halt.is_set():
                 rate = self._rate()
-                if rate == 0:
-                    self.slot.wait_taken(timeout=0.5, cancel=self._halt)
+                if rate == 0:  # pulled: the next frame only once the last one was taken, however long it takes
+                    while not self.slot.wait_taken(timeout=0.5, cancel=self._halt):
+                        pass
                     if self._halt.is_set():
                         break
                 try:
