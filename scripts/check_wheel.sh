@@ -12,7 +12,9 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/deepvis-wheel.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 echo "== building the wheel"
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >/dev/null
+# .venv's own setuptools when it is new enough (fast, offline); else pip's isolated build (fetches setuptools).
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >/dev/null 2>&1 ||
+  "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$ROOT" >/dev/null
 WHEEL="$(ls "$WORK"/dist/deepvis-*.whl)"
 "$PY" - "$WHEEL" <<'PYEOF'
 import sys, zipfile
