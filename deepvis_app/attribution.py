@@ -528,11 +528,16 @@ def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
 
 def _scale(values: Tensor, percentile: float) -> Tensor:
     """The value mapped to full brightness: the max, or a high percentile so one hot pixel cannot make
-    the whole image dark (values above it saturate)."""
+    the whole image dark (values above it saturate). The percentile is taken over the pixels the signal
+    reaches (non-zero): a unit with an 11-pixel receptive field has zeros almost everywhere, and a percentile
+    over the whole image would be 0 and turn its patch into a white block."""
     tiny = torch.finfo(torch.float32).tiny
     if percentile >= 100.0:
         return values.amax().clamp_min(tiny)
     flat = values.flatten()
+    flat = flat[flat > 0]
+    if flat.numel() == 0:
+        return torch.tensor(tiny, device=values.device)
     if flat.numel() > 4_000_000:  # torch.quantile's size limit; a strided sample is plenty
         flat = flat[:: flat.numel() // 4_000_000 + 1]
     return torch.quantile(flat, percentile / 100.0).clamp_min(tiny)

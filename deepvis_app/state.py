@@ -52,6 +52,7 @@ class AppState:
     backprop_mode: str = "guided"
     backprop_view: str = "norm"
     backprop_blocked: Unit | None = None  # backprop failed for this unit: it runs without until the unit changes
+    backprop_crop: bool = True  # show backprop images cropped to the unit's receptive field when it is small
     map_view: str = "activation"
     live_topk: bool = False
     live_topk_epoch: int = 0  # bump to clear the live top-k

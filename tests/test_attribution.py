@@ -429,6 +429,18 @@ def test_render_view_percentile_keeps_faint_detail_visible() -> None:
     assert robust[5, 5, 0] == 255 and robust[0, 0, 0] == 255  # 98th pct = 0.03: faint pixels full, hot one clipped
 
 
+def test_render_view_percentile_is_over_the_pixels_the_signal_reaches() -> None:
+    """A small receptive field: zero almost everywhere. The percentile ignores the zeros, so the patch keeps
+    its shades (a percentile over the whole image would be 0 and saturate the patch to a white block)."""
+    a = torch.zeros((1, 3, 100, 100))
+    patch = torch.linspace(0.1, 1.0, 25).view(5, 5)
+    a[0, :, 10:15, 20:25] = patch
+    img = render_view(a, "norm", percentile=99.5)[..., 0]
+    assert img[:10].max() == 0 and img[15:].max() == 0  # outside the field: black
+    inside = img[10:15, 20:25].astype(int)
+    assert inside.min() < 60 and inside.max() == 255 and len(np.unique(inside)) > 20  # shades, not a block
+
+
 # ------------------------------------------------------------------------------------------------------------
 # CLI
 

@@ -28,8 +28,8 @@ from .sources_gui import FreezableSource
 PAINT_MS = 16  # display timer (~60 Hz); paints only when a new result arrived
 REQUEST_COALESCE_MS = 25  # request changes are sent at most this often
 # Fields of the state that only change how a result is drawn: no new request, just a repaint.
-DISPLAY_ONLY = {"colormap", "unit_frozen", "camera_frozen", "store", "pattern_mode", "pattern_folder", "source",
-                "mirror", "model", "weights"}
+DISPLAY_ONLY = {"colormap", "backprop_crop", "unit_frozen", "camera_frozen", "store", "pattern_mode",
+                "pattern_folder", "source", "mirror", "model", "weights"}
 
 
 class LiveSession(QObject):

@@ -282,6 +282,7 @@ def test_layout_remembered_between_runs(qtbot, make_window):
 
 def test_attribution_images_live(qtbot, make_window):
     win = make_window("demo", ViewRequest(layer="_blocks.7", unit=Unit("_blocks.7", 3)))
+    win.state.backprop_crop = False  # whole images here; cropping to the receptive field: test below
     assert win.live.request.attribution == ("guided",)
     res = wait_result(qtbot, win, lambda r: set(r.attributions) == {"guided"})
     attr = win.feature("inspector").pane.attr
@@ -296,5 +297,29 @@ def test_attribution_images_live(qtbot, make_window):
     qtbot.keyClick(win, "m")  # -> normblur: the worker renders the new view
     assert win.live.request.attribution_view == "normblur"
     wait_result(qtbot, win, lambda r: "guided" in r.attributions)
-    assert win.feature("inspector").pane.attr["guided"].caption == "normblur"
+    pane = win.feature("inspector").pane
+    qtbot.waitUntil(lambda: "normblur" in pane.method_boxes["guided"].title_label.text(), timeout=WAIT)
+    assert pane.attr["guided"].caption == ""  # the view is named in the title, not over the image
     assert win.feature("snapshots").state_dict()["attribution"] == ["gradient", "deconv", "guided"]
+
+
+def test_backprop_images_cropped_to_a_small_receptive_field(qtbot, make_window, vm):
+    from deepvis_app.receptive_field import rf_box
+
+    win = make_window("demo", ViewRequest(layer="_blocks.1", unit=Unit("_blocks.1", 3, 28, 30)))
+    assert win.state.backprop_crop  # the default
+    pane = win.feature("inspector").pane
+    qtbot.waitUntil(lambda: "RF" in pane.method_boxes["guided"].title_label.text(), timeout=WAIT)
+    res = win.live.shown
+    y, x = res.unit_position
+    assert (y, x) == (28, 30)
+    top, left, bottom, right = rf_box(vm.net, "_blocks.1", y, x, 224)
+    top, left, bottom, right = max(0, top), max(0, left), min(224, bottom), min(224, right)
+    qtbot.waitUntil(lambda: pane.attr["guided"].array.shape[:2] == (bottom - top, right - left), timeout=WAIT)
+    shown = pane.attr["guided"].array
+    assert shown.shape[:2] != (224, 224)
+    assert np.array_equal(shown, win.live.shown.attributions["guided"][top:bottom, left:right])
+    assert f"RF {bottom - top}x{right - left} px" in pane.method_boxes["guided"].title_label.text()
+    pane.crop_box.setChecked(False)  # off: the whole input again
+    assert not win.state.backprop_crop
+    qtbot.waitUntil(lambda: pane.attr["guided"].array.shape[:2] == (224, 224), timeout=WAIT)

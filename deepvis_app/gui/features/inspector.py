@@ -28,7 +28,10 @@ class InspectorFeature(Feature):
         self.pane.view_changed.connect(self.set_backprop_view)
         self.pane.freeze_unit_toggled.connect(self.set_unit_frozen)
         self.pane.map_view_changed.connect(self.set_map_view)
-        for name in ("backprop_mode", "backprop_view", "map_view", "unit", "unit_frozen", "backprop_blocked"):
+        self.pane.crop_toggled.connect(lambda on: setattr(st, "backprop_crop", bool(on)))
+        self._rf: dict[tuple, object] = {}  # (model, layer, input size) -> RFGeometry, or None while measured
+        for name in ("backprop_mode", "backprop_view", "map_view", "unit", "unit_frozen", "backprop_blocked",
+                     "backprop_crop"):
             getattr(st.events, name).connect(self._sync)
         ctx.live.painted.connect(self.paint)
         self._sync()
@@ -79,7 +82,7 @@ class InspectorFeature(Feature):
     def _sync(self, *_args) -> None:
         st = self.ctx.state
         self.pane.set_modes(st.backprop_mode, st.backprop_view, st.map_view)
-        self.pane.set_frozen(st.unit_frozen)
+        self.pane.set_frozen(st.unit_frozen, st.backprop_crop)
         methods = self.ctx.live.request.attribution if st.unit is not None else methods_for(st.backprop_mode)
         self.pane.set_methods(methods)
 
@@ -114,11 +117,48 @@ class InspectorFeature(Feature):
             canvas.set_image(overlay(res.image, res.unit_map, lut) if view == "overlay" else lut[res.unit_map])
         else:
             canvas.clear(f"fully-connected unit: no spatial map\nvalue {value}")
+        box = self._crop_box(res, shape) if res.attributions else None
         for method, attr_canvas in pane.attr.items():
             img = res.attributions.get(method)
             if img is not None:
-                attr_canvas.caption = ctx.state.backprop_view
+                detail = ctx.state.backprop_view
+                if box is not None:
+                    top, left, bottom, right = box
+                    img = img[top:bottom, left:right]
+                    detail += f", RF {bottom - top}x{right - left} px"
+                attr_canvas.caption = ""  # said in the title: a badge would cover the patch
+                pane.set_method_title(method, detail)
                 attr_canvas.set_image(img)
+
+    def _crop_box(self, res: FrameResult, shape: tuple) -> tuple[int, int, int, int] | None:
+        """The explained neuron's receptive field, clipped to the frame, when cropping is on and the field
+        covers less than half of the input; None otherwise (the geometry is measured once per layer, on a
+        private model copy in the background, and the full image is shown until it is known)."""
+        if not self.ctx.state.backprop_crop or res.unit is None or res.unit_position is None or len(shape) != 3:
+            return None
+        size = res.image.shape[0]
+        key = (self.ctx.vm.name, res.unit.layer, size)
+        if key not in self._rf:
+            self._rf[key] = None
+            load = self.ctx.live.model_copy_loader("rf")
+            layer = res.unit.layer
+
+            def measure(_abort):
+                from ...receptive_field import rf_geometry
+
+                return rf_geometry(load().net, layer, size)
+
+            self.ctx.jobs.start(f"rf:{layer}", measure, on_done=lambda geom, k=key: self._rf.__setitem__(k, geom),
+                                on_error=lambda _msg, k=key: self._rf.pop(k, None))
+            return None
+        geom = self._rf[key]
+        if geom is None or geom.full:
+            return None
+        top, left, bottom, right = geom.box(*res.unit_position)
+        top, left, bottom, right = max(0, top), max(0, left), min(size, bottom), min(size, right)
+        if bottom - top < 4 or right - left < 4 or (bottom - top) * (right - left) > 0.5 * size * size:
+            return None
+        return top, left, bottom, right
 
     def _paint_erf(self, res: FrameResult, shape: tuple) -> None:
         canvas = self.pane.unit_map

@@ -48,7 +48,7 @@ class StatusFeature(Feature):
             label.setText(text)
             label.setToolTip(text)
             # as wide as its text when there is room; the small minimum lets it give way when there is not
-            label.setMaximumWidth(label.fontMetrics().horizontalAdvance(text) + 12)
+            label.setMaximumWidth(label.fontMetrics().horizontalAdvance(text) + 24)
 
     def _rates(self, stats: dict) -> None:
         for key in RATE_LABELS:

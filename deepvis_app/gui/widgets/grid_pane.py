@@ -113,8 +113,11 @@ class GridPane(QWidget):
         bar.setContentsMargins(0, 0, 0, 0)
         for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button):
             bar.addWidget(w)
-        bar.addWidget(self.info, 1)
-        bar.addWidget(self.colorbar)
+        bar.addStretch(1)
+        foot = QHBoxLayout()  # under the grid: what the pointer is on, and the colour scale
+        foot.setContentsMargins(2, 0, 2, 0)
+        foot.addWidget(self.info, 1)
+        foot.addWidget(self.colorbar)
 
         # the view
         self.view = pg.GraphicsView()
@@ -138,9 +141,10 @@ class GridPane(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.pattern_label)
         layout.addWidget(self.view, 1)
+        layout.addLayout(foot)
 
     def add_section(self, widget: QWidget, **_place: object) -> None:
-        """A control another feature puts in the grid's toolbar (before the info text)."""
+        """A control another feature puts in the grid's toolbar (before the stretch)."""
         self.bar.insertWidget(self.bar.count() - 1, widget)
 
     def lut(self, name: str) -> np.ndarray:

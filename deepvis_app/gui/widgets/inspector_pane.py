@@ -21,6 +21,15 @@ from .canvas import ImageCanvas
 from .images import compact_combo
 
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
+METHOD_TIPS = {
+    "gradient": "d unit / d input: how each input pixel would change the unit (exact gradient, signed)",
+    "deconv": "deconvnet (Zeiler & Fergus): ReLUs pass only positive signals backwards, ignoring the forward "
+              "mask. Deep units often show a checkerboard: strided convolutions, run backwards, spread the signal "
+              "unevenly over the input grid (their kernels overlap unevenly). It is the method's artifact, not "
+              "the unit's; guided backprop suppresses it",
+    "guided": "guided backprop (Springenberg et al.): the gradient where both the forward activation and the "
+              "backward signal are positive; the sharpest picture of what in this frame drives the unit",
+}
 MAP_VIEW_TIPS = {
     "activation": "the unit's activation map on this frame",
     "overlay": "the activation map drawn over the input frame",
@@ -49,6 +58,7 @@ class InspectorPane(QWidget):
     view_changed = Signal(str)
     freeze_unit_toggled = Signal(bool)
     map_view_changed = Signal(str)
+    crop_toggled = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,6 +79,10 @@ class InspectorPane(QWidget):
             self.map_box.addItem(view)
             self.map_box.setItemData(i, MAP_VIEW_TIPS[view], Qt.ItemDataRole.ToolTipRole)
         self.map_box.setToolTip("activation map / overlay on the frame / effective receptive field (ERF)")
+        self.crop_box = QCheckBox("crop to RF")
+        self.crop_box.setToolTip("show the backprop images cropped to the unit's receptive field (when it covers "
+                                 "less than half of the input), so a small field is not a blob in a big canvas")
+        self.crop_box.toggled.connect(self.crop_toggled.emit)
         self.freeze_box = QCheckBox("freeze unit")
         self.freeze_box.setToolTip("keep explaining this unit while browsing other layers (x)")
         self.mode_box.currentTextChanged.connect(self.backprop_mode_changed.emit)
@@ -80,6 +94,7 @@ class InspectorPane(QWidget):
         controls.addWidget(QLabel("backprop"))
         controls.addWidget(self.mode_box)
         controls.addWidget(self.view_box)
+        controls.addWidget(self.crop_box)
         controls.addWidget(self.freeze_box)
         controls.addStretch(1)
 
@@ -101,6 +116,7 @@ class InspectorPane(QWidget):
         self.method_boxes = {}
         for i, m in enumerate(("gradient", "deconv", "guided")):
             self.method_boxes[m] = titled(METHOD_TITLES[m], self.attr[m])
+            self.method_boxes[m].setToolTip(METHOD_TIPS[m])
             self.grid.addWidget(self.method_boxes[m], 2, i)
         for c in range(3):
             self.grid.setColumnStretch(c, 1)
@@ -124,10 +140,16 @@ class InspectorPane(QWidget):
             box.setCurrentText(text)
             box.blockSignals(False)
 
-    def set_frozen(self, frozen: bool) -> None:
-        self.freeze_box.blockSignals(True)
-        self.freeze_box.setChecked(frozen)
-        self.freeze_box.blockSignals(False)
+    def set_frozen(self, frozen: bool, crop: bool = True) -> None:
+        for box, on in ((self.freeze_box, frozen), (self.crop_box, crop)):
+            box.blockSignals(True)
+            box.setChecked(on)
+            box.blockSignals(False)
+
+    def set_method_title(self, method: str, detail: str) -> None:
+        """The method's title with what is shown (view, crop), kept off the image itself."""
+        self.method_boxes[method].title_label.setText(f"{METHOD_TITLES[method]}  ({detail})" if detail
+                                                      else METHOD_TITLES[method])
 
     def set_methods(self, methods: tuple[str, ...]) -> None:
         """Placeholders for methods that are not computed; the computed ones get highlighted titles."""
