@@ -242,3 +242,28 @@ def test_python_dash_m_never_imports_a_builder_from_the_current_directory(tmp_pa
     proc = subprocess.run(cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and (tmp_path / "IMPORTED").exists(), proc.stderr
+
+
+def test_default_builder_prints_nothing_and_keeps_sys_stdout(capsys):
+    import sys
+
+    from deepvis_app.builders import efficientnet_lite0
+
+    stdout = sys.stdout
+    seen = []
+
+    class Watch:
+        def write(self, text):
+            seen.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    sys.stdout = watch = Watch()
+    try:
+        net = efficientnet_lite0(pretrained=True)
+        assert sys.stdout is watch  # never swapped (that would be process-wide, across GUI job threads)
+    finally:
+        sys.stdout = stdout
+    assert seen == [] and net._fc.weight.shape == (1000, 1280)
