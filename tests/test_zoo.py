@@ -244,10 +244,19 @@ def test_python_dash_m_never_imports_a_builder_from_the_current_directory(tmp_pa
     assert proc.returncode == 0 and (tmp_path / "IMPORTED").exists(), proc.stderr
 
 
-def test_default_builder_prints_nothing_and_keeps_sys_stdout(capsys):
+def test_default_builder_prints_nothing_and_keeps_sys_stdout(monkeypatch):
     import sys
 
     from deepvis_app.builders import efficientnet_lite0
+
+    real_load = torch.load
+    during = []
+
+    def load(*args, **kwargs):  # runs inside the builder: is sys.stdout still ours there?
+        during.append(sys.stdout is watch and kwargs.get("weights_only") is True)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
 
     stdout = sys.stdout
     seen = []
@@ -266,4 +275,4 @@ def test_default_builder_prints_nothing_and_keeps_sys_stdout(capsys):
         assert sys.stdout is watch  # never swapped (that would be process-wide, across GUI job threads)
     finally:
         sys.stdout = stdout
-    assert seen == [] and net._fc.weight.shape == (1000, 1280)
+    assert seen == [] and during == [True] and net._fc.weight.shape == (1000, 1280)
