@@ -1,0 +1,135 @@
+"""`deepvis occlude IMAGE (--class C | --layer L --unit U)`: Zeiler & Fergus occlusion map as PNG / .npy / JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeepVisError
+from ..fileio import atomic_write_bytes, atomic_write_png
+from ..occlusion import FILLS, OcclusionTarget, occlusion_map
+from ..sources import read_image
+from .common import add_model_args, model_from_args
+from .optimize import resolve_class
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("occlude", help="occlusion map: how a class or unit score changes as a grey patch "
+                                              "slides over the image",
+                              description="Slide a patch over IMAGE and record the score of a class or unit at "
+                                          "each position (Zeiler & Fergus). Exact, with incremental inference; "
+                                          "see docs/occlusion.md.")
+    p.add_argument("image", help="input image file")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="class name or index")
+    what.add_argument("--layer", help="layer name (see `deepvis layers`); use with --unit")
+    p.add_argument("--unit", type=int, help="channel in --layer (score: the channel's mean, or the neuron at --y/--x)")
+    p.add_argument("--y", type=int, help="row of the neuron in --layer (default: the whole channel)")
+    p.add_argument("--x", type=int, help="column of the neuron in --layer")
+    p.add_argument("--score", choices=("prob", "logit"), default="prob",
+                   help="for --class: softmax probability (default) or logit")
+    p.add_argument("--window", type=int, default=32, help="patch side in input pixels (default: 32)")
+    p.add_argument("--stride", type=int, default=8, help="patch step in input pixels (default: 8)")
+    p.add_argument("--fill", choices=FILLS, default="zero",
+                   help="zero = mid-grey in pixel space (default), mean = the image's mean colour, blur = the "
+                        "image under the patch blurred")
+    p.add_argument("--batch", type=int, default=32, help="patch positions per forward (default: 32)")
+    p.add_argument("--out", required=True, help="PNG: the image with the drop map overlaid (red: covering hurts)")
+    p.add_argument("--npy", help="also save the score map (rows x cols, float32) as .npy")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def overlay(rgb: np.ndarray, drop: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The image with a signed map over it: red where covering hurts (drop > 0), blue where it helps,
+    scaled by the largest |drop| (so the colours compare within one map)."""
+    scale = float(np.abs(drop).max()) or 1.0
+    v = np.clip(drop / scale, -1.0, 1.0)[..., None]
+    red = np.array([255.0, 0.0, 0.0])
+    blue = np.array([0.0, 64.0, 255.0])
+    colour = np.where(v > 0, red, blue)
+    a = alpha * np.abs(v)
+    out = rgb.astype(np.float64) * (1 - a) + colour * a
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _target(args: argparse.Namespace, vm: Any) -> OcclusionTarget:
+    if args.cls is not None:
+        if args.unit is not None or args.y is not None or args.x is not None:
+            raise DeepVisError("--unit/--y/--x go with --layer, not --class")
+        return OcclusionTarget(cls=resolve_class(args.cls, vm.categories), score=args.score)
+    if args.unit is None:
+        raise DeepVisError("--layer needs --unit C (a channel index)")
+    if (args.y is None) != (args.x is None):
+        raise DeepVisError("give both --y and --x, or neither")
+    vm.info(args.layer)  # unknown layer: one line listing the valid ones
+    return OcclusionTarget(layer=args.layer, channel=args.unit, y=args.y, x=args.x)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise DeepVisError(f"--out must be a .png file, got {args.out!r}")
+    npy = Path(args.npy) if args.npy else None
+    if npy is not None and npy.suffix.lower() != ".npy":
+        raise DeepVisError(f"--npy must end in .npy, got {args.npy!r}")
+    for path in (out, npy):
+        if path is not None and not path.parent.is_dir():
+            raise DeepVisError(f"output folder does not exist: {path.parent}")
+    rgb = read_image(args.image)
+    vm = model_from_args(args)
+    target = _target(args, vm)
+    fitted = vm.preprocess.fit(rgb)
+    x = vm.preprocess.to_tensor(fitted)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="pos", file=sys.stderr, desc="occlude", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    t0 = time.perf_counter()
+    m = occlusion_map(vm, x, target, window=args.window, stride=args.stride, fill=args.fill, batch=args.batch,
+                      progress=progress)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    atomic_write_png(out, overlay(fitted, m.upsampled()))
+    if npy is not None:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, m.scores.numpy().astype(np.float32))
+        atomic_write_bytes(npy, buf.getvalue())
+    report: dict[str, Any] = {"out": str(out), "npy": str(npy) if npy else None, "model": vm.name,
+                              "weights": vm.weights, "target": target.label, "window": m.window,
+                              "stride": m.stride, "fill": m.fill, "positions": [len(m.ys), len(m.xs)],
+                              "base_score": m.base_score, **m.extremes(), "method": m.note,
+                              "seconds": round(seconds, 3)}
+    if target.cls is not None:
+        report["class"] = vm.categories[target.cls] if vm.categories else target.cls
+        report["class_index"] = target.cls
+        report["score"] = target.score
+        if m.base_label is not None and vm.categories:
+            report["base_prediction"] = vm.categories[m.base_label]
+    else:
+        report.update(layer=target.layer, unit=target.channel, y=target.y, x=target.x)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {out}: base {report['base_score']:.4g}, min {report['min']:.4g} at {report['min_at']}, "
+              f"max {report['max']:.4g} at {report['max_at']} (row, col of the patch's top-left pixel)")
+    return 0
