@@ -20,6 +20,7 @@ from .snapshots import SnapshotsFeature
 from .sources import SourcesFeature
 from .status import StatusFeature
 from .topk import TopKFeature
+from .weights import WeightsFeature
 
 FEATURES = [
     GridFeature,
@@ -34,6 +35,7 @@ FEATURES = [
     ModelsFeature,
     SnapshotsFeature,
     StatusFeature,
+    WeightsFeature,
     AdversarialFeature,
     HelpFeature,
 ]
