@@ -189,7 +189,7 @@ def _render_norm(grads: Tensor) -> np.ndarray:
     return (img * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def iter_crops(vm, jobs: Sequence[CropJob], kinds: Sequence[str] = ATTRIBUTION_KINDS, *, batch: int = 16,
+def iter_crops(vm, jobs: Sequence[CropJob], kinds: Sequence[str] = ATTRIBUTION_KINDS, *, batch: int = 8,
                window: bool = True) -> Iterator[tuple[int, str, np.ndarray]]:
     """Yield (job index, kind, uint8 HxWx3 crop) for every job and kind, batched (see the module docstring).
 
@@ -390,7 +390,7 @@ def iter_render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequenc
             remove_temp_files(folder, older_than_s=600)  # a viewer killed mid-write long ago
         except OSError:
             write = False
-    for j, kind, img in iter_crops(vm, jobs, wanted, batch=16):
+    for j, kind, img in iter_crops(vm, jobs, wanted):
         rank, todo = ranks[j]
         if kind not in todo:
             continue
