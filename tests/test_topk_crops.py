@@ -142,7 +142,7 @@ def test_rf_is_local_detects_global_context():
     plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1))
     se = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), _SE(4), nn.Conv2d(4, 4, 3, stride=2, padding=1))
     assert rf_is_local(plain, "2", 32)
-    assert rf_geometry(se, "3", 32).size_y == 7  # the RF box ignores the global branch ...
+    assert rf_geometry(se, "3", 32).size_y == 5  # 3x3 then 3x3: the RF box ignores the global branch ...
     assert not rf_is_local(se, "3", 32)         # ... but a window would change the unit: not local
     assert rf_is_local(se, "0", 32)
 
