@@ -106,6 +106,13 @@ class Jobs(QObject):
         if job is not None:
             job.cancel()
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, wait_ms: int = 0) -> None:
+        """Cancel every job; with `wait_ms`, wait that long for their threads to stop (at exit: a thread still
+        running when Qt tears down would emit into deleted objects)."""
         for slot in list(self._current):
             self.cancel(slot)
+        if wait_ms > 0 and self._workers:
+            try:
+                WorkerBase.await_workers(wait_ms)
+            except RuntimeError:
+                pass  # a step that cannot be interrupted (e.g. loading a model): its thread ends on its own

@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
             return
         for feature in self.ctx.features:
             feature.shutdown()
-        self.ctx.jobs.cancel_all()
+        self.ctx.jobs.cancel_all(wait_ms=5000)
         self.live.shutdown()
 
     def closeEvent(self, event) -> None:  # noqa: N802

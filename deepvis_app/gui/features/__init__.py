@@ -21,6 +21,7 @@ from .sources import SourcesFeature
 from .status import StatusFeature
 from .topk import TopKFeature
 from .weights import WeightsFeature
+from .where import WhereFeature
 
 FEATURES = [
     GridFeature,
@@ -35,6 +36,7 @@ FEATURES = [
     ModelsFeature,
     SnapshotsFeature,
     StatusFeature,
+    WhereFeature,
     WeightsFeature,
     AdversarialFeature,
     HelpFeature,

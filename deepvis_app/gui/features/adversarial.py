@@ -104,10 +104,14 @@ class AdversarialFeature(Feature):
         self.why.hide()
         self.why_button.hide()
 
-        bar = QHBoxLayout()
-        for widget in (QLabel("target"), self.picker, self.method, QLabel("eps"), self.eps, QLabel("steps/frame"),
-                       self.per_frame, self.live_box, self.run_button):
+        bar = QHBoxLayout()  # two short rows rather than one long one: the dock stays narrow
+        for widget in (QLabel("target"), self.picker, self.live_box, self.run_button):
             bar.addWidget(widget)
+        bar.addStretch(1)
+        bar2 = QHBoxLayout()
+        for widget in (self.method, QLabel("eps"), self.eps, QLabel("steps/frame"), self.per_frame):
+            bar2.addWidget(widget)
+        bar2.addStretch(1)
         grid = QGridLayout()
         for col, (title, canvas, label) in enumerate((("frame", self.frame, self.frame_top),
                                                       (f"perturbation x{GAIN:g} (grey = unchanged)", self.noise,
@@ -119,6 +123,7 @@ class AdversarialFeature(Feature):
         lay = QVBoxLayout(w)
         lay.setContentsMargins(4, 2, 4, 2)
         lay.addLayout(bar)
+        lay.addLayout(bar2)
         lay.addLayout(grid, 1)
         lay.addWidget(self.info)
         lay.addWidget(self.why_box)
