@@ -65,7 +65,8 @@ def list_images(data: str | os.PathLike) -> list[str]:
     """
     root = Path(data).expanduser()
     if root.is_dir():
-        paths = sorted(os.path.abspath(p) for p in folder_images(root) if not _in_store(p, root))
+        cache: dict[Path, bool] = {}
+        paths = sorted(os.path.abspath(p) for p in folder_images(root) if not _in_store(p, root, cache))
         if not paths:
             raise DeepVisError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found under {root}")
         return paths
@@ -86,13 +87,15 @@ def list_images(data: str | os.PathLike) -> list[str]:
     raise DeepVisError(f"DATA not found: {root} (give a folder of images or a text file listing image paths)")
 
 
-def _in_store(path: Path, root: Path, _cache: dict[Path, bool] | None = None) -> bool:
+def _in_store(path: Path, root: Path, cache: dict[Path, bool]) -> bool:
     """Whether `path` lies in a top-k store (or its staging / stranded copy) below `root`: a scan must never
-    read its own output (`deepvis scan photos --out photos/topk`)."""
+    read its own output (`deepvis scan photos --out photos/topk`). `cache`: verdict per folder."""
     for parent in path.parents:
         if parent == root or root not in parent.parents:
             return False
-        if is_store_dir(parent):
+        if parent not in cache:
+            cache[parent] = is_store_dir(parent)
+        if cache[parent]:
             return True
     return False
 
