@@ -380,7 +380,6 @@ def _chain_candidates(net: nn.Module, x: Tensor, before: str | None) -> list[tup
     modules = dict(net.named_modules())
     with torch.no_grad():
         table = layer_table(net, x)
-    counts, _order = _call_counts(net, x)
     out = []
     for info in table:
         name = info.name
@@ -393,7 +392,7 @@ def _chain_candidates(net: nn.Module, x: Tensor, before: str | None) -> list[tup
         parent = name.rpartition(".")[0]
         chain = parent == "" or (isinstance(modules.get(parent), nn.Sequential | nn.ModuleList)
                                  and "." not in parent)
-        if chain and counts.get(name) == 1 and len(info.shape) == 3 and min(info.shape[1:]) > 1:
+        if chain and len(info.shape) == 3 and min(info.shape[1:]) > 1:  # bare names: modules called once
             out.append((name, info.shape))
     return out
 
@@ -438,8 +437,8 @@ def _make_plan(net: nn.Module, x: Tensor, window: int, stop_layer: str | None, m
     for name, shape in _chain_candidates(net, x, stop_layer):
         try:
             geom = rf_geometry(net, name, size)
-        except DeepVisError:
-            reason = f"no receptive field for {name}"
+        except DeepVisError as err:
+            reason = f"{name} has no measurable receptive field ({err})"
             break
         if geom.full:
             reason = f"{name} has no spatial footprint"
