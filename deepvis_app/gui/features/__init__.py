@@ -9,6 +9,7 @@ from __future__ import annotations
 from .adversarial import AdversarialFeature
 from .grid import GridFeature
 from .help import HelpFeature
+from .imagelab import ImageLabFeature
 from .input import InputFeature
 from .inspector import InspectorFeature
 from .layers import LayersFeature
@@ -37,6 +38,7 @@ FEATURES = [
     SnapshotsFeature,
     StatusFeature,
     WhereFeature,
+    ImageLabFeature,
     WeightsFeature,
     AdversarialFeature,
     HelpFeature,

@@ -19,7 +19,7 @@ BOX_COLOR = QColor(255, 214, 10)  # receptive-field boxes (the grid's selection 
 class ImageCanvas(QWidget):
     """Shows one uint8 image (HxW with a LUT, or HxWx3) or, when empty, a centred placeholder message."""
 
-    def __init__(self, placeholder: str = "", *, smooth: bool = False, min_size: int = 96,
+    def __init__(self, placeholder: str = "", *, smooth: bool = False, min_size: int = 64,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._array: np.ndarray | None = None  # keeps the QImage's memory alive
