@@ -309,13 +309,14 @@ def test_backprop_images_cropped_to_a_small_receptive_field(qtbot, make_window, 
     win = make_window("demo", ViewRequest(layer="_blocks.1", unit=Unit("_blocks.1", 3, 28, 30)))
     assert win.state.backprop_crop  # the default
     pane = win.feature("inspector").pane
-    qtbot.waitUntil(lambda: "RF" in pane.method_boxes["guided"].title_label.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: "RF" in pane.method_boxes["guided"].title_label.text(), timeout=2 * WAIT)
     res = win.live.shown
     y, x = res.unit_position
     assert (y, x) == (28, 30)
     top, left, bottom, right = rf_box(vm.net, "_blocks.1", y, x, 224)
     top, left, bottom, right = max(0, top), max(0, left), min(224, bottom), min(224, right)
-    qtbot.waitUntil(lambda: pane.attr["guided"].array.shape[:2] == (bottom - top, right - left), timeout=WAIT)
+    qtbot.waitUntil(lambda: pane.attr["guided"].array.shape[:2] == (bottom - top, right - left),
+                    timeout=2 * WAIT)
     shown = pane.attr["guided"].array
     assert shown.shape[:2] != (224, 224)
     assert np.array_equal(shown, win.live.shown.attributions["guided"][top:bottom, left:right])
