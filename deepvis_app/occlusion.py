@@ -418,7 +418,7 @@ def _input_deps(axis: _Axis, lo: int, hi: int, size: int, margin: int) -> tuple[
     return max(lo * axis.s + axis.o - margin, 0), min((hi - 1) * axis.s + axis.o + axis.z + margin, size)
 
 
-_PLANS: dict[tuple, _Plan] = {}
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakKeyDictionary()
 _PLANS_LOCK = threading.Lock()
 MAX_AREA = 0.6  # a cut is worth it while a crop is at most this fraction of the map
 
@@ -487,13 +487,10 @@ class _Engine:
         self.target = target
         self.fill = fill
         self.window = window
-        self.run_net = fast_copy(net)
-        self.mods = dict(self.run_net.named_modules())
-        self.runner = _Runner(self.run_net)
-        self.stop: tuple[nn.Module, int] | None = None
+        self.stop_at: tuple[str, int] | None = None
         if target.layer is not None:
             name, call = split_layer(target.layer)
-            modules = self.mods
+            modules = dict(net.named_modules())
             if name not in modules or not name:
                 from .probe import unknown_layer_message
 
@@ -501,15 +498,37 @@ class _Engine:
             if call is None:
                 counts, _ = _call_counts(net, x)
                 call = counts.get(name, 1) - 1
-            self.stop = (modules[name], call)
-        # Unoccluded forward: the base score/label and the base activation at every cut
+            self.stop_at = (name, call)
+        # The unoccluded score and the reference at three positions come from the caller's net itself.
+        self._use(net)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        self._probe = [(0, 0), ((h - window) // 2, (w - window) // 3), (h - window, w - window)]
         with torch.no_grad():
             out = self.runner.run(x, stop=self.stop)
             self._check_target(out)
             self.base_scores, self.base_labels = self._score(out)
+        self._ref = self.naive(self._probe)[0]
+        # A faster copy (channels-last, BatchNorm folded into the conv before it) when it gives the same scores.
+        self.fast = "plain"
+        for fold in (True, False):
+            try:
+                self._use(fast_copy(net, x, fold=fold))
+                if torch.allclose(self.naive(self._probe)[0], self._ref, rtol=1e-4, atol=1e-5):
+                    self.fast = "channels-last" + (", BatchNorm folded" if fold else "")
+                    break
+            except (RuntimeError, ValueError):
+                pass
+        else:
+            self._use(net)
         self.plan = _Plan([], "full recomputation (incremental inference off)", None)
         if incremental:
             self.plan = self._checked_plan()
+
+    def _use(self, run_net: nn.Module) -> None:
+        self.run_net = run_net
+        self.mods = dict(run_net.named_modules())
+        self.runner = _Runner(run_net)
+        self.stop = (self.mods[self.stop_at[0]], self.stop_at[1]) if self.stop_at else None
 
     # -- scores
     def _check_target(self, out: Tensor) -> None:
@@ -623,21 +642,18 @@ class _Engine:
     _margin = 0
 
     def _checked_plan(self) -> _Plan:
-        size = self.x.shape[-1]
-        key_base = (id(self.net), tuple(self.x.shape), str(self.x.device), self.window,
+        key_base = (tuple(self.x.shape), str(self.x.device), self.window,
                     self.target.layer if self.target.layer else None)
-        last = size - self.window
-        probe = [(0, 0), (last // 2, last // 3), (last, last)]
-        ref, _ = self.naive(probe)
+        probe, ref = self._probe, self._ref
         for margin in (0, 1):
             key = (*key_base, margin)
             with _PLANS_LOCK:
-                plan = _PLANS.get(key)
+                plan = _PLANS.get(self.net, {}).get(key)
             if plan is None:
                 plan = _make_plan(self.net, self.x, self.window, split_layer(self.target.layer)[0]
                                   if self.target.layer else None, margin)
                 with _PLANS_LOCK:
-                    _PLANS[key] = plan
+                    _PLANS.setdefault(self.net, {})[key] = plan
             if not plan.stages:
                 return plan
             self._margin = margin
@@ -671,22 +687,69 @@ class _Engine:
         return acts
 
 
-_FAST: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
+_FAST: weakref.WeakKeyDictionary[nn.Module, dict[bool, tuple[tuple, nn.Module]]] = weakref.WeakKeyDictionary()
+_FAST_LOCK = threading.Lock()
 
 
 def _fingerprint(net: nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in list(net.parameters()) + list(net.buffers()))
 
 
-def fast_copy(net: nn.Module) -> nn.Module:
-    """A channels-last copy of `net` for batched CPU/GPU convolutions (1.2-1.4x faster here, same values to
-    float rounding); cached per net and rebuilt when its parameters change. The caller's net is not touched."""
+def _conv_bn_pairs(net: nn.Module, x: Tensor) -> list[tuple[str, str]]:
+    """(conv, bn) module names where an eval BatchNorm2d's input is exactly a Conv2d's output (both called once)."""
+    made: dict[int, tuple[str, Tensor]] = {}
+    pairs: list[tuple[str, str]] = []
+    calls: dict[str, int] = {}
+    handles = []
+
+    def hook(mod, inp, out, name):
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(mod, nn.Conv2d):
+            made[id(out)] = (name, out)  # keep the tensor alive so its id stays unique
+        elif isinstance(mod, nn.BatchNorm2d) and inp and id(inp[0]) in made:
+            pairs.append((made[id(inp[0])][0], name))
+
+    try:
+        for name, mod in net.named_modules():
+            if isinstance(mod, nn.Conv2d | nn.BatchNorm2d):
+                handles.append(mod.register_forward_hook(lambda m, i, o, _n=name: hook(m, i, o, _n)))
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
+
+
+def fast_copy(net: nn.Module, x: Tensor, *, fold: bool = True) -> nn.Module:
+    """A copy of `net` for batched inference: channels-last (1.2-1.4x faster convolutions on this CPU) and, with
+    `fold`, every BatchNorm that directly follows a conv folded into it (one pass less over each activation).
+    Same values up to float rounding; the engine checks that against the caller's net before using it. Cached
+    per net and rebuilt when its parameters change; the caller's net is never touched."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
     fp = _fingerprint(net)
-    hit = _FAST.get(net)
+    with _FAST_LOCK:
+        hit = _FAST.get(net, {}).get(fold)
     if hit is not None and hit[0] == fp:
         return hit[1]
-    fast = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)
-    _FAST[net] = (fp, fast)
+    fast = copy.deepcopy(net).eval()
+    if fold:
+        mods = dict(fast.named_modules())
+        for conv_name, bn_name in _conv_bn_pairs(net, x):
+            conv, bn = mods[conv_name], mods[bn_name]
+            if bn.training or bn.running_mean is None:
+                continue
+            w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                        bn.weight, bn.bias)
+            conv.weight, conv.bias = w, b
+            parent, _, leaf = bn_name.rpartition(".")
+            (mods[parent] if parent else fast)._modules[leaf] = nn.Identity()
+        for p in fast.parameters():
+            p.requires_grad_(False)
+    fast = fast.to(memory_format=torch.channels_last)
+    with _FAST_LOCK:
+        _FAST.setdefault(net, {})[fold] = (fp, fast)
     return fast
 
 
@@ -754,7 +817,7 @@ def _iterate(net: nn.Module, x: Tensor, target: Any, *, window: int, stride: int
         scores = torch.full((len(ys), len(xs)), float("nan"))
         labels = torch.full((len(ys), len(xs)), -1, dtype=torch.long) if target.cls is not None else None
         m = OcclusionMap(target, window, s, fill, ys, xs, scores, labels, base, base_label, (h, w), 0, level,
-                         len(levels), eng.plan.note, eng.plan.until)
+                         len(levels), f"{eng.plan.note}; {eng.fast}", eng.plan.until)
         todo = []
         for i, y in enumerate(ys):
             for j, xx in enumerate(xs):

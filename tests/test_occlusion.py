@@ -103,7 +103,8 @@ def test_grey_fill_is_mid_grey_in_pixel_space():
 def test_incremental_equals_naive_loop(image, fill, stride):
     net = tiny()
     m = occlusion_map(net, image, 3, window=12, stride=stride, fill=fill, batch=50, **ID)
-    assert m.note.startswith("incremental up to"), m.note  # the incremental path really ran
+    assert m.note.startswith("incremental up to"), m.note  # the incremental path really ran ...
+    assert m.note.endswith("channels-last, BatchNorm folded"), m.note  # ... on the fast copy of the net
     softmax3 = lambda out: out.softmax(dim=1)[:, 3]  # noqa: E731
     ref = naive_occlusion(net, image, softmax3, window=12, stride=stride, fill=fill_image(image, fill, 12, **ID))
     assert m.scores.shape == ((64 - 12) // stride + 1,) * 2
