@@ -355,12 +355,15 @@ def _call_counts(net: nn.Module, x: Tensor) -> tuple[dict[str, int], list[str]]:
     counts: dict[str, int] = {}
     order: list[str] = []
     handles = []
+    me = threading.get_ident()
     try:
         for name, module in net.named_modules():
             if not name:
                 continue
 
             def hook(*_a, _n=name):
+                if threading.get_ident() != me:
+                    return
                 if _n not in counts:
                     order.append(_n)
                 counts[_n] = counts.get(_n, 0) + 1
@@ -702,7 +705,11 @@ def _conv_bn_pairs(net: nn.Module, x: Tensor) -> list[tuple[str, str]]:
     calls: dict[str, int] = {}
     handles = []
 
+    me = threading.get_ident()
+
     def hook(mod, inp, out, name):
+        if threading.get_ident() != me:  # a live worker's forward on the shared net
+            return
         calls[name] = calls.get(name, 0) + 1
         if isinstance(mod, nn.Conv2d):
             made[id(out)] = (name, out)  # keep the tensor alive so its id stays unique
