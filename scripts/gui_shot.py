@@ -3,7 +3,8 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/gui_shot.py --out shot.png \
         --panel adversarial --call "adversarial.run_on_frame" --wait 20
 
---call FEATURE.METHOD calls a feature's public method once the first frame is painted (repeatable).
+--call FEATURE.METHOD[:ARG] calls a feature's public method (with one string argument) once the first frame is
+painted (repeatable).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main() -> int:
     ap.add_argument("--layer", default=None)
     ap.add_argument("--select", default=None, help="LAYER:UNIT")
     ap.add_argument("--panel", action="append", default=[], help="dock key to show and raise")
-    ap.add_argument("--call", action="append", default=[], help="FEATURE.METHOD to call after the first frame")
+    ap.add_argument("--call", action="append", default=[], help="FEATURE.METHOD[:ARG] to call after the first frame")
     ap.add_argument("--wait", type=float, default=8.0, help="seconds after the calls before the shot")
     ap.add_argument("--model", default="efficientnet_lite0")
     args = ap.parse_args()
@@ -60,8 +61,9 @@ def main() -> int:
     for key in args.panel:
         win.ctx.show_panel.emit(key)
     for call in args.call:
-        feature, method = call.split(".", 1)
-        getattr(win.feature(feature), method)()
+        target, _, arg = call.partition(":")
+        feature, method = target.split(".", 1)
+        getattr(win.feature(feature), method)(*([arg] if arg else []))
     pump(args.wait)
     ok = win.grab().save(args.out)
     win.close()

@@ -7,6 +7,7 @@ Features never import each other (an import-linter contract checks it): they sha
 from __future__ import annotations
 
 from .adversarial import AdversarialFeature
+from .embedding import EmbeddingFeature
 from .grid import GridFeature
 from .help import HelpFeature
 from .imagelab import ImageLabFeature
@@ -39,6 +40,7 @@ FEATURES = [
     StatusFeature,
     WhereFeature,
     ImageLabFeature,
+    EmbeddingFeature,
     WeightsFeature,
     AdversarialFeature,
     HelpFeature,
