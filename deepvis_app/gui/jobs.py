@@ -2,9 +2,11 @@
 
 A job is a generator function `fn(abort: threading.Event)` that yields progress or partial results and returns its
 final value; a plain function works too. Each job runs in a *slot* (e.g. "optimize"): starting a job in a slot
-aborts the one running there (latest request wins), and everything an older job still delivers is dropped by id,
-so a feature never sees a stale result. Callbacks run on the GUI thread. Aborting sets the Event (checked inside
-long steps, e.g. `iter_optimize`) and asks superqt to stop at the next yield.
+cancels the one there (latest request wins), and everything an older job still delivers is dropped by id, so a
+feature never sees a stale result. Within a slot, jobs never overlap: a new job starts once the cancelled one's
+thread has stopped (at its next yield or abort check), so a slot may keep resources such as a private model
+copy that only one thread at a time may use. Callbacks run on the GUI thread. Cancelling sets the Event, which
+every job checks between steps (the core generators take it as `abort`).
 """
 
 from __future__ import annotations
@@ -31,16 +33,19 @@ class Job:
     id: int
     abort: threading.Event = field(default_factory=threading.Event)
     worker: WorkerBase | None = None
-    done: bool = False
+    done: bool = False  # its result (or error) was delivered
+    launched: bool = False  # its thread was started
+    stopped: bool = False  # its thread has ended
 
     @property
     def cancelled(self) -> bool:
         return self.abort.is_set()
 
     def cancel(self) -> None:
+        # Only the Event: the job's own loop returns at its next check, so its generator *finishes* (its `finally`
+        # and `with` blocks run in its thread: hooks removed, files closed). superqt's quit() would instead leave
+        # the generator suspended, holding whatever it holds until garbage collection.
         self.abort.set()
-        if self.worker is not None and not self.done:
-            self.worker.quit()
 
 
 def error_text(err: BaseException) -> str:
@@ -53,13 +58,15 @@ class Jobs(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._current: dict[str, Job] = {}
-        self._workers: set[WorkerBase] = set()  # keep references until finished
+        self._current: dict[str, Job] = {}  # the newest job per slot (the only one whose results count)
+        self._running: dict[str, Job] = {}  # the job whose thread runs in the slot now
+        self._workers: set[WorkerBase] = set()  # keep references until their threads end
 
     def start(self, slot: str, fn: Callable[[threading.Event], object], *,
               on_yield: Callable[[object], None] | None = None, on_done: Callable[[object], None] | None = None,
               on_error: Callable[[str], None] | None = None) -> Job:
-        """Run `fn(abort)` in the background; a job already running in `slot` is cancelled first."""
+        """Run `fn(abort)` in the background; a job in `slot` is cancelled first (the new one starts when its
+        thread has stopped). `fn` must return soon after `abort` is set."""
         self.cancel(slot)
         job = Job(slot, next(_ids))
         self._current[slot] = job
@@ -74,17 +81,27 @@ class Jobs(QObject):
             worker.yielded.connect(lambda value: on_yield(value) if live() else None)
         worker.returned.connect(lambda value: self._finish(job, on_done, value) if live() else None)
         worker.errored.connect(lambda err: self._fail(job, on_error, err) if live() else None)
-
-        def release() -> None:
-            job.done = True
-            self._workers.discard(worker)
-            if self._current.get(slot) is job:
-                del self._current[slot]
-
-        worker.finished.connect(release)
-        self._workers.add(worker)
-        worker.start()
+        worker.finished.connect(lambda: self._stopped(job))
+        if slot not in self._running:
+            self._launch(job)
         return job
+
+    def _launch(self, job: Job) -> None:
+        self._running[job.slot] = job
+        self._workers.add(job.worker)
+        job.launched = True
+        job.worker.start()
+
+    def _stopped(self, job: Job) -> None:
+        job.stopped = True
+        self._workers.discard(job.worker)
+        if self._running.get(job.slot) is job:
+            del self._running[job.slot]
+        if self._current.get(job.slot) is job:
+            del self._current[job.slot]
+        nxt = self._current.get(job.slot)
+        if nxt is not None and not nxt.launched and not nxt.cancelled:
+            self._launch(nxt)  # the slot is free: the newest request runs now
 
     def _finish(self, job: Job, on_done: Callable[[object], None] | None, value: object) -> None:
         job.done = True
@@ -97,7 +114,7 @@ class Jobs(QObject):
             on_error(error_text(err))
 
     def current(self, slot: str) -> Job | None:
-        """The job running in `slot` (None when idle)."""
+        """The newest job of `slot` while it is wanted (None when idle or cancelled)."""
         job = self._current.get(slot)
         return job if job is not None and not job.done and not job.cancelled else None
 

@@ -211,8 +211,7 @@ class LiveSession(QObject):
     def model_copy_loader(self, slot: str | None = None) -> Callable[[], VisModel]:
         """A function that loads a private copy of the current model (jobs never share the live worker's).
         With a `slot`, the copy is loaded once and kept for later jobs of that slot (live tools that run a few
-        steps per frame). A cancelled job may finish its current step while the slot's next job starts, so use a kept
-        copy for plain forward/backward passes, not for anything that installs hooks."""
+        steps per frame); jobs of one slot never overlap (`Jobs`), so the copy is used by one thread at a time."""
         spec = self.vm.spec.path or self.vm.name
         weights, device = self.vm.weights, self.device_arg
         key = (slot, self.vm.name, str(weights))

@@ -71,11 +71,23 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store):
         assert np.array_equal(tile.array, store.crop(LAYER, 1, e.rank, "input"))
     patches = [t.array.copy() for t in panel.tiles]
 
-    panel.set_kind("deconv")  # the toggle: the same neurons' deconvnet images
+    panel.set_kind("deconv")  # the toggle: the same neurons' deconvnet images, rendered on first view
+    qtbot.waitUntil(lambda: all(t.array is not None for t in panel.tiles), timeout=WAIT)
     for tile, e, patch in zip(panel.tiles, entries, patches, strict=True):
-        deconv = store.crop(LAYER, 1, e.rank, "deconv")
-        assert np.array_equal(tile.array, deconv) and not np.array_equal(tile.array, patch)
+        deconv = store.crop(LAYER, 1, e.rank, "deconv")  # written into the store by the viewer
+        assert deconv is not None and np.array_equal(tile.array, deconv) and not np.array_equal(tile.array, patch)
+    from deepvis_app.attribution import attribute, render_view
+    from deepvis_app.topk.store import crop_box
+    from deepvis_app.zoo import load_model
+
+    ref = load_model("efficientnet_lite0", device="cpu")  # not the live window's model: its worker runs it
+    e0 = entries[0]
+    fitted = store.fitted(e0)
+    grad = attribute(ref.net, ref.preprocess.to_tensor(fitted), LAYER, (1, e0.y, e0.x), method="deconv")
+    full = render_view(grad, "norm")
+    assert np.abs(crop_box(full, e0.box)[0].astype(int) - panel.tiles[0].array.astype(int)).max() <= 1
     panel.set_kind("guided")
+    qtbot.waitUntil(lambda: all(t.array is not None for t in panel.tiles), timeout=WAIT)
     assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 1, 0, "guided"))
     panel.set_kind("input")
 

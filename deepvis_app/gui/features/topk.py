@@ -29,6 +29,8 @@ class TopKFeature(Feature):
         self._key: tuple | None = None  # what the panel shows (store/unit/kind or live/unit/epoch)
         self._entries: list = []  # the store entries behind the shown tiles (rank order)
         self.live_tiles: tuple | None = None  # the live tiles on screen (the worker reuses unchanged tuples)
+        self._fresh: dict[tuple, object] = {}  # (layer, unit, rank, kind) -> crop rendered here (read-only stores)
+        self._rendered: set[tuple] = set()  # (store, unit) whose backprop crops are all there
         self.save_action = self.action("Save live top-k as store...", self.save_live_dialog)
         st = ctx.state
         p = self.panel
@@ -109,7 +111,7 @@ class TopKFeature(Feature):
                                    f"store {name}: {', '.join(store.layers)}")
                 return
             entries = store.entries(unit.layer, unit.channel)
-            crops = [store.crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
+            crops = [self._crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
         except (DeepVisError, OSError) as err:
             panel.show_message(f"top-k store error: {err}")
             return
@@ -117,9 +119,56 @@ class TopKFeature(Feature):
             panel.show_message(self.store_message, f"store {name}")
             return
         self._entries = entries
+        rendering = kind in store.lazy_kinds and any(c is None for c in crops)
         infos = [TileInfo(e.rank, e.value, e.path or f"image {e.image_id}", len(entries)) for e in entries]
         panel.show_tiles(crops, infos, f"{unit}: top {len(entries)} of {store.top_k} from store {name}"
-                         f"{'' if kind == 'input' else ' (' + kind + ')'}", missing=f"{kind}\nnot stored")
+                         f"{'' if kind == 'input' else ' (' + kind + ')'}",
+                         missing=f"{kind}\nrendering..." if rendering else f"{kind}\nnot stored")
+        self._render_missing(unit)
+
+    def _crop(self, layer: str, unit: int, rank: int, kind: str):
+        crop = self.store.crop(layer, unit, rank, kind)
+        return crop if crop is not None else self._fresh.get((layer, unit, rank, kind))
+
+    def _render_missing(self, unit) -> None:
+        """On first view of a unit of a lazy store, render its deconv / guided crops in the background (written
+        into the store, so the next view is instant); the tiles fill in as they arrive."""
+        store = self.store
+        key = (id(store), str(unit))
+        if store is None or not store.lazy_kinds or unit.layer not in store.layers or key in self._rendered:
+            return
+        entries = store.entries(unit.layer, unit.channel)
+        if all(self._crop(unit.layer, unit.channel, e.rank, k) is not None for e in entries
+               for k in store.lazy_kinds):
+            self._rendered.add(key)
+            return
+        load = self.ctx.live.model_copy_loader("topk-render")
+        kinds = list(store.lazy_kinds)
+
+        def work(abort):
+            from ...topk.crops import iter_render_unit
+
+            gen = iter_render_unit(store, load(), unit.layer, unit.channel, kinds)
+            try:
+                for crop in gen:
+                    if abort.is_set():
+                        return None
+                    yield crop
+            finally:
+                gen.close()
+            return key
+
+        self.ctx.jobs.start("topk-render", work, on_yield=self._crop_arrived,
+                            on_done=lambda k: self._rendered.add(k) if k is not None else None,
+                            on_error=lambda msg: self.ctx.notify(f"top-k crops not rendered: {msg}", "error"))
+
+    def _crop_arrived(self, crop) -> None:
+        if not crop.written:
+            self._fresh[(crop.layer, crop.unit, crop.rank, crop.kind)] = crop.image
+        unit = self.ctx.state.unit
+        if (unit is not None and (unit.layer, unit.channel) == (crop.layer, crop.unit) and not self.ctx.state.live_topk
+                and self.panel.kind == crop.kind):
+            self.update(force=True)
 
     # -- the live top-k
     def _live_changed(self, *_args) -> None:

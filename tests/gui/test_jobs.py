@@ -1,0 +1,65 @@
+"""The job runner: latest request per slot wins, stale results are dropped, jobs of one slot never overlap."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from deepvis_app.gui.jobs import Jobs
+
+
+def test_latest_wins_and_slot_jobs_never_overlap(qtbot):
+    jobs = Jobs()
+    active = []  # threads inside a job of slot "a" right now
+    overlap = []
+    got: list = []
+    lock = threading.Lock()
+
+    def slow(tag):
+        def fn(abort):
+            with lock:
+                active.append(tag)
+                overlap.append(len(active))
+            try:
+                for i in range(20):
+                    if abort.is_set():
+                        return None
+                    time.sleep(0.02)
+                    yield (tag, i)
+                return tag
+            finally:
+                with lock:
+                    active.remove(tag)
+        return fn
+
+    first = jobs.start("a", slow("first"), on_yield=lambda v: got.append(("y",) + v), on_done=lambda v: got.append(v))
+    qtbot.waitUntil(lambda: any(g[0] == "y" for g in got), timeout=5000)
+    second = jobs.start("a", slow("second"), on_yield=lambda v: got.append(("y",) + v),
+                        on_done=lambda v: got.append(v))
+    assert first.cancelled and jobs.current("a") is second
+    qtbot.waitUntil(lambda: "second" in got, timeout=10000)
+    assert max(overlap) == 1  # the second started after the first had stopped
+    assert "first" not in got  # the cancelled job's result is dropped
+    firsts = [g for g in got if g[:2] == ("y", "first")]
+    seconds = [g for g in got if g[:2] == ("y", "second")]
+    assert len(seconds) == 20 and got.index(seconds[0]) > got.index(firsts[-1])
+    qtbot.waitUntil(lambda: jobs.current("a") is None, timeout=5000)
+
+
+def test_errors_become_one_line_and_other_slots_run_alongside(qtbot):
+    from deepvis_app.errors import DeepVisError
+
+    jobs = Jobs()
+    errors, done = [], []
+
+    def bad(_abort):
+        raise DeepVisError("no such layer 'x'")
+
+    def boom(_abort):
+        raise ValueError("bad value")
+
+    jobs.start("a", bad, on_error=errors.append)
+    jobs.start("b", boom, on_error=errors.append)
+    jobs.start("c", lambda _abort: 42, on_done=done.append)
+    qtbot.waitUntil(lambda: len(errors) == 2 and done == [42], timeout=5000)
+    assert sorted(errors) == ["ValueError: bad value", "no such layer 'x'"]
