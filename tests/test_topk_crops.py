@@ -204,3 +204,31 @@ def test_scan_output_errors_are_one_line(tiny, tmp_path):
         scan(tiny, tmp_path / "data", "/proc/deepvis-store", **kw)
     with pytest.raises(DeepVisError, match="too large"):
         scan(tiny, tmp_path / "data", tmp_path / "s", **{**kw, "top_k": 1_000_000_000})
+
+
+def test_plan_is_printed_and_large_stores_ask_when_interactive(monkeypatch, capsys):
+    import argparse
+    import io
+
+    from deepvis_app.commands.scan import _confirm_plan
+
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plan = {"entries": 9000, "images": 20, "crop_files": 18000, "eager_kinds": ["deconv", "guided"],
+            "estimated_bytes": int(5e9)}
+    args = argparse.Namespace(quiet=False, yes=False, out="S")
+    monkeypatch.setattr("sys.stdin", TTY())
+    monkeypatch.setattr("builtins.input", lambda _prompt: "n")
+    with pytest.raises(DeepVisError, match="--resume --yes"):
+        _confirm_plan(args)(plan)
+    assert "9000 entries, 20 images to store, 18000 deconv/guided crop files; store about 5.0 GB" in \
+        capsys.readouterr().err
+    monkeypatch.setattr("builtins.input", lambda _prompt: "y")
+    _confirm_plan(args)(plan)
+    monkeypatch.setattr("builtins.input", lambda _prompt: pytest.fail("asked despite --yes"))
+    _confirm_plan(argparse.Namespace(quiet=True, yes=True, out="S"))(plan)
+    _confirm_plan(args)({**plan, "estimated_bytes": int(2e9)})  # small: no question
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    _confirm_plan(args)(plan)  # not interactive: no question
