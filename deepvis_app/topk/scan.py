@@ -613,8 +613,8 @@ def _second_pass(vm: Any, paths: list[str], chosen: list[tuple[str, tuple[int, .
         pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     # Crops kept from an interrupted run were not fsync'd either: flush every file of the store's folders.
-    fsync_files([*written, *(p for d in ("images", "crops") for p in (staging / d).rglob("*.png")
-                             if p not in set(written))])
+    mine = set(written)
+    fsync_files([*written, *(p for d in ("images", "crops") for p in (staging / d).rglob("*.png") if p not in mine)])
     for d in [staging / "images", *((staging / "crops").glob("*") if (staging / "crops").is_dir() else [])]:
         fsync_dir(d)
 
