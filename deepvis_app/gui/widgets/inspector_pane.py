@@ -47,6 +47,7 @@ def titled(title: str, widget: QWidget) -> QWidget:
     label = QLabel(title)
     label.setObjectName("paneTitle")
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a long title never widens it
     lay.addWidget(label)
     lay.addWidget(widget, 1)
     box.title_label = label  # type: ignore[attr-defined]
@@ -148,8 +149,9 @@ class InspectorPane(QWidget):
 
     def set_method_title(self, method: str, detail: str) -> None:
         """The method's title with what is shown (view, crop), kept off the image itself."""
-        self.method_boxes[method].title_label.setText(f"{METHOD_TITLES[method]}  ({detail})" if detail
-                                                      else METHOD_TITLES[method])
+        text = f"{METHOD_TITLES[method]}  ({detail})" if detail else METHOD_TITLES[method]
+        self.method_boxes[method].title_label.setText(text)
+        self.method_boxes[method].title_label.setToolTip(text)
 
     def set_methods(self, methods: tuple[str, ...]) -> None:
         """Placeholders for methods that are not computed; the computed ones get highlighted titles."""

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeWidget, QTree
 from ...zoo import VisModel
 
 ROLE_LAYER = Qt.ItemDataRole.UserRole
+NARROW = 230  # pane width (px) below which the shape column is hidden
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -41,6 +42,12 @@ class LayersPane(QWidget):
         self._items: dict[str, QTreeWidgetItem] = {}  # first item per layer (the curated one if any)
         self._mute = False
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        """A narrow pane (small screens) drops the shape column rather than eliding every name to "blo..."; the
+        shape stays in each row's tooltip."""
+        super().resizeEvent(event)
+        self.tree.setColumnHidden(1, self.width() < NARROW)
+
     def set_model(self, vm: VisModel) -> None:
         self._mute = True
         self.tree.clear()
@@ -53,7 +60,7 @@ class LayersPane(QWidget):
             title = ls.title.split(" (")[0] if ls.title.endswith(")") else ls.title  # shape has its own column
             item = QTreeWidgetItem([title, shape_text(vm.info(ls.name).shape)])
             item.setData(0, ROLE_LAYER, ls.name)
-            item.setToolTip(0, f"{ls.title}: {ls.name}")
+            item.setToolTip(0, f"{ls.title}: {ls.name} ({shape_text(vm.info(ls.name).shape)})")
             item.setFont(0, bold)
             item.setFont(1, bold)
             self.tree.addTopLevelItem(item)
@@ -66,7 +73,7 @@ class LayersPane(QWidget):
         for info in vm.layer_info:
             item = QTreeWidgetItem([info.name, shape_text(info.shape)])
             item.setData(0, ROLE_LAYER, info.name)
-            item.setToolTip(0, f"{info.name} ({info.kind})")
+            item.setToolTip(0, f"{info.name} ({info.kind}, {shape_text(info.shape)})")
             self.tree.addTopLevelItem(item)
             self._items.setdefault(info.name, item)
         self._mute = False
