@@ -17,7 +17,7 @@ Prints one JSON object:
   non-negative clusters): extracting 10,000 real images takes ~30 min on this 2-core CPU, so synthetic codes.
 * "live": on that map, ms per frame of `locate` (marker position + 9 nearest by cosine, the live path), of
   `nearest` alone, and of openTSNE's optimised `transform` of one code; `locate` also over 100,000 codes.
-* "grid" / "pictures_100k": grid snapping (exact at 2,500, approximate at 10,000 / 100,000) and both pictures
+* "grid" / "pictures_100k": grid snapping (exact at 2,000, approximate at 10,000 / 100,000) and both pictures
   for 100,000 points with 32 px thumbnails.
 """
 
@@ -174,7 +174,7 @@ def embedding_10k() -> tuple[dict, dict, EmbeddingMap, np.ndarray]:
 def grid_and_pictures() -> tuple[dict, dict]:
     rng = np.random.default_rng(0)
     grid = {}
-    for n, limit in ((2500, 2500), (10_000, 0), (100_000, 0)):
+    for n, limit in ((2000, 2000), (10_000, 0), (100_000, 0)):
         t0 = time.perf_counter()
         snap_to_grid(rng.normal(size=(n, 2)), exact_limit=limit)
         grid[f"{n}_{'exact' if limit else 'approximate'}_s"] = round(time.perf_counter() - t0, 3)

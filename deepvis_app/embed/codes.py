@@ -330,7 +330,9 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
             rec: dict[str, Any] = {"bad_ids": np.array([i for i, _ in bad_items], dtype=np.int64),
                                    "bad_errs": [e for _, e in bad_items]}
             if len(ids):
-                x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float()
+                # NHWC uint8 -> contiguous NCHW float: the layout of a plain batched forward (channels-last was
+                # slower for the default net on this CPU, benchmarks/embed.py).
+                x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float().contiguous()
                 logits = vm.net((x - mean) * inv_std)
                 prob, pred = torch.softmax(logits.float().reshape(len(ids), -1), 1).max(1)
                 rec.update(ids=ids.numpy(), codes=tap.code.cpu().numpy(), pred=pred.cpu().numpy(),

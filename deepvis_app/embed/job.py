@@ -28,7 +28,7 @@ from .pictures import grid_picture, scatter_picture, snap_to_grid
 
 
 def embed_outputs(codes: Codes, out: str | os.PathLike, *, method: str = "tsne", perplexity: float = 30.0,
-                  seed: int = 0, pictures: bool = True, exact_limit: int = 2500,
+                  seed: int = 0, pictures: bool = True, exact_limit: int = 2000,
                   n_jobs: int | None = None) -> tuple[dict[str, Any], EmbeddingMap]:
     """Fit the map of `codes` and write every output file into `out`; returns (report, map)."""
     out = Path(out)

@@ -3,7 +3,7 @@
 The scatter picture sizes its thumbnails to the number of points and skips a thumbnail whose spot is already
 taken, so 100,000 points give a readable picture of a few thousand thumbnails instead of an ink blot. The grid
 picture puts every point in a cell of a cols x rows grid: an optimal assignment (scipy's linear_sum_assignment
-on squared distances) up to `exact_limit` points, above that a fast approximate snap (rows by y, then x within
+on squared distances) up to `exact_limit` (2,000) points, above that a fast approximate snap (rows by y, then x within
 each row), and cells shrink so the picture stays below `max_side` pixels.
 """
 
@@ -33,7 +33,7 @@ def grid_shape(n: int, aspect: float = 1.0) -> tuple[int, int]:
 
 
 def snap_to_grid(xy: np.ndarray, cols: int | None = None, rows: int | None = None,
-                 exact_limit: int = 2500) -> tuple[np.ndarray, int, int, str]:
+                 exact_limit: int = 2000) -> tuple[np.ndarray, int, int, str]:
     """Cells (row, col) [N, 2] of every point, each cell used at most once, plus (cols, rows, method).
     Row 0 is the top (largest y), matching `scatter_picture`."""
     n = len(xy)
