@@ -338,3 +338,23 @@ def test_torchrun_two_processes_equal_single(small_set, tmp_path, monkeypatch):
     np.testing.assert_allclose(dist.codes, single.codes, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(dist.pred, single.pred)
     assert (tmp_path / "dist" / "embedding.csv").read_text().count("\n") == 6
+
+
+def test_code_tap_only_taps_its_own_thread_and_job_keeps_grad_mode(r18, small_set):
+    from deepvis_app.embed import CodeTap
+
+    x = torch.zeros(1, 3, 224, 224)
+    for layer in (None, "layer3"):
+        tap = CodeTap(r18, layer)
+        with torch.no_grad(), tap:
+            other = threading.Thread(target=lambda: r18.net(x))  # e.g. the live worker's forward
+            other.start()
+            other.join()
+            with pytest.raises(DeepVisError, match="no output"):
+                tap.code  # noqa: B018
+            r18.net(x)
+            assert tap.code.shape == (1, 512 if layer is None else 256)
+    jobs = iter_codes(r18, small_set, batch_size=2)
+    next(jobs), next(jobs)  # suspended between batches
+    assert torch.is_grad_enabled()
+    jobs.close()

@@ -85,9 +85,12 @@ def pool(x: torch.Tensor) -> torch.Tensor:
 
 
 class CodeTap:
-    """Capture the pooled code during forwards of `vm.net` (also the live worker's own forward: no extra pass).
+    """Capture the pooled code during forwards of `vm.net` run by the thread that entered it (also the live
+    worker's own forward: no extra pass); other threads' forwards of the same net pass untouched. Reusable:
+    enter it around each forward.
 
-    >>> with CodeTap(vm) as tap:
+    >>> tap = CodeTap(vm)
+    >>> with tap:
     ...     logits = vm.net(x)
     ...     code = tap.code            # Tensor[N, D] on the model's device
     """
@@ -96,35 +99,44 @@ class CodeTap:
         self.layer = resolve_code_layer(vm, layer)
         self.net = vm.net
         self._raw: torch.Tensor | None = None
-        self._probe = None
+        self._owner = 0
         self._handle = None
+        self._tap = None
+        if not self.layer.endswith(INPUT_SUFFIX):
+            from ..topk.crops import Tap  # thread-aware capture of a layer's output (`name` or `name@k`)
+
+            example = torch.zeros(1, 3, vm.input_size, vm.input_size, device=vm.device)
+            self._tap = Tap(self.net, [self.layer], example, detach=True, stop=False)
 
     def __enter__(self) -> CodeTap:
-        if self.layer.endswith(INPUT_SUFFIX):
-            module = dict(self.net.named_modules())[self.layer[: -len(INPUT_SUFFIX)]]
+        self._owner = threading.get_ident()
+        self._raw = None
+        if self._tap is not None:
+            self._tap.__enter__()
+            return self
+        module = dict(self.net.named_modules())[self.layer[: -len(INPUT_SUFFIX)]]
 
-            def grab(_m: nn.Module, inputs: tuple) -> None:
-                if inputs and isinstance(inputs[0], torch.Tensor):
-                    self._raw = inputs[0].detach()
+        def grab(_m: nn.Module, inputs: tuple) -> None:
+            if threading.get_ident() == self._owner and inputs and isinstance(inputs[0], torch.Tensor):
+                self._raw = inputs[0].detach()
 
-            self._handle = module.register_forward_pre_hook(grab)
-        else:
-            from ..probe import Probe
-
-            self._probe = Probe(self.net, [self.layer], detach=True).__enter__()
+        self._handle = module.register_forward_pre_hook(grab)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        if self._probe is not None:
-            self._probe.__exit__()
-            self._probe = None
+        if self._tap is not None:
+            if self._tap.acts.get(self.layer) is not None:
+                self._raw = self._tap.acts[self.layer]
+            self._tap.__exit__()
 
     @property
     def code(self) -> torch.Tensor:
-        raw = self._probe[self.layer] if self._probe is not None else self._raw
+        raw = self._tap.acts.get(self.layer) if self._tap is not None else self._raw
+        if raw is None:
+            raw = self._raw
         if raw is None:
             raise DeepVisError(f"layer {self.layer!r} produced no output in this forward pass")
         return pool(raw).float()
@@ -322,34 +334,38 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
 
     yield CodesProgress(ndone, mine_total)
     batches = 0
-    with torch.no_grad(), CodeTap(vm, code_layer) as tap:
-        for ids, images, bad_items in loader:
-            if _aborted(abort):
-                flush()
-                return
-            rec: dict[str, Any] = {"bad_ids": np.array([i for i, _ in bad_items], dtype=np.int64),
-                                   "bad_errs": [e for _, e in bad_items]}
-            if len(ids):
-                # NHWC uint8 -> contiguous NCHW float: the layout of a plain batched forward (channels-last was
-                # slower for the default net on this CPU, benchmarks/embed.py).
+    tap = CodeTap(vm, code_layer)
+    for ids, images, bad_items in loader:
+        if _aborted(abort):
+            flush()
+            return
+        rec: dict[str, Any] = {"bad_ids": np.array([i for i, _ in bad_items], dtype=np.int64),
+                               "bad_errs": [e for _, e in bad_items]}
+        if len(ids):
+            # NHWC uint8 -> contiguous NCHW float: the layout of a plain batched forward (channels-last was
+            # slower for the default net on this CPU, benchmarks/embed.py).
+            # Hooks and no_grad only around the forward, never across a yield: the consumer's thread keeps its
+            # grad mode, and other forwards of the net between batches (the live worker) are not tapped.
+            with torch.no_grad(), tap:
                 x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float().contiguous()
                 logits = vm.net((x - mean) * inv_std)
                 prob, pred = torch.softmax(logits.float().reshape(len(ids), -1), 1).max(1)
-                rec.update(ids=ids.numpy(), codes=tap.code.cpu().numpy(), pred=pred.cpu().numpy(),
-                           prob=prob.cpu().numpy())
-                if thumb:
-                    rec["thumbs"] = _thumbs(images.numpy(), thumb)
-            else:
-                rec["ids"] = np.zeros(0, np.int64)  # a batch of unreadable files only: no code arrays
-            (buffered if parts_dir is not None else mem).append(rec)
-            batches += 1
-            ndone += len(ids) + len(bad_items)
-            if batches % checkpoint_every == 0:
-                flush()
-            if stop_after_batches is not None and batches >= stop_after_batches:
-                flush()
-                raise KeyboardInterrupt
-            yield CodesProgress(ndone, mine_total)
+                code = tap.code
+            rec.update(ids=ids.numpy(), codes=code.cpu().numpy(), pred=pred.cpu().numpy(),
+                       prob=prob.cpu().numpy())
+            if thumb:
+                rec["thumbs"] = _thumbs(images.numpy(), thumb)
+        else:
+            rec["ids"] = np.zeros(0, np.int64)  # a batch of unreadable files only: no code arrays
+        (buffered if parts_dir is not None else mem).append(rec)
+        batches += 1
+        ndone += len(ids) + len(bad_items)
+        if batches % checkpoint_every == 0:
+            flush()
+        if stop_after_batches is not None and batches >= stop_after_batches:
+            flush()
+            raise KeyboardInterrupt
+        yield CodesProgress(ndone, mine_total)
     flush()
     seconds = time.perf_counter() - started
     dist.barrier()
