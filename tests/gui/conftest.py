@@ -21,6 +21,15 @@ def vm():
 
 
 @pytest.fixture(scope="session")
+def ref_vm():
+    """A second copy of the model for reference computations while a window runs: hooks installed on the live
+    worker's model from the test thread would mix with the worker's own captures."""
+    from deepvis_app.zoo import load_model
+
+    return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def video_path(tmp_path_factory) -> str:
     """A 24-frame MJPG .avi made of real photos (chelsea, coffee) with a slow pan."""
     import skimage.data

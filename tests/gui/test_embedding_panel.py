@@ -13,7 +13,7 @@ from deepvis_app.pipeline import Unit, ViewRequest
 from .test_window import WAIT, wait_result
 
 
-def test_embed_a_folder_and_place_the_live_frame(qtbot, make_window, vm, tmp_path, monkeypatch):
+def test_embed_a_folder_and_place_the_live_frame(qtbot, make_window, ref_vm, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "photos"
     data.mkdir()
@@ -35,7 +35,7 @@ def test_embed_a_folder_and_place_the_live_frame(qtbot, make_window, vm, tmp_pat
     assert len(feat.dots.data) == 12
     # the live frame: a marker and its 9 nearest images by cosine, as the core computes them
     qtbot.waitUntil(lambda: len(feat.neighbours) == 9, timeout=WAIT * 2)
-    code, _p = code_of_image(vm, win.live.shown.image, feat.codes.layer)
+    code, _p = code_of_image(ref_vm, win.live.shown.image, feat.codes.layer)
     xy, idx, _sims = feat.map.locate(code, k=9)
     assert feat.neighbours == [int(i) for i in idx] and np.allclose(feat.live_xy, xy)
     assert feat.neighbour_canvases[0].array is not None

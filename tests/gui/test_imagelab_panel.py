@@ -12,7 +12,7 @@ from deepvis_app.pipeline import Unit, ViewRequest
 from .test_window import WAIT, wait_result
 
 
-def test_invert_style_and_live_dream(qtbot, make_window, vm, monkeypatch, tmp_path):
+def test_invert_style_and_live_dream(qtbot, make_window, ref_vm, monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 0)))
     win.feature("inspector").set_backprop_mode("off")
@@ -26,7 +26,7 @@ def test_invert_style_and_live_dream(qtbot, make_window, vm, monkeypatch, tmp_pa
     qtbot.waitUntil(lambda: lab.last_step is not None and lab.last_step.done, timeout=WAIT * 2)
     qtbot.waitUntil(lambda: "code error" in lab.info.text(), timeout=WAIT)
     frame = win.live.shown.image
-    ref = invert(vm, frame, "_blocks.3", steps=6, yield_every=1)
+    ref = invert(ref_vm, frame, "_blocks.3", steps=6, yield_every=1)
     assert f"relative code error {ref.code_error:.3f}" in lab.info.text()  # the same run (seeded, cached)
     assert np.array_equal(lab.result.array, ref.image) and np.array_equal(lab.source.array, frame)
 

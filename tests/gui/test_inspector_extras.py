@@ -57,7 +57,7 @@ def box_pixel_found(canvas, color=(255, 214, 10)) -> bool:
     return False
 
 
-def test_topk_panel_from_store(qtbot, make_window, tiny_store):
+def test_topk_panel_from_store(qtbot, make_window, tiny_store, ref_vm):
     from deepvis_app.topk.store import TopKStore
 
     store = TopKStore.open(tiny_store)
@@ -78,9 +78,7 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store):
         assert deconv is not None and np.array_equal(tile.array, deconv) and not np.array_equal(tile.array, patch)
     from deepvis_app.attribution import attribute, render_view
     from deepvis_app.topk.store import crop_box
-    from deepvis_app.zoo import load_model
-
-    ref = load_model("efficientnet_lite0", device="cpu")  # not the live window's model: its worker runs it
+    ref = ref_vm  # not the live window's model: its worker runs it
     e0 = entries[0]
     fitted = store.fitted(e0)
     grad = attribute(ref.net, ref.preprocess.to_tensor(fitted), LAYER, (1, e0.y, e0.x), method="deconv")

@@ -12,7 +12,7 @@ from deepvis_app.pipeline import Unit, ViewRequest
 from .test_window import WAIT, wait_result
 
 
-def test_occlusion_saliency_and_cutout_of_the_shown_frame(qtbot, make_window, vm):
+def test_occlusion_saliency_and_cutout_of_the_shown_frame(qtbot, make_window, vm, ref_vm):
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 0)))
     win.feature("inspector").set_backprop_mode("off")
     qtbot.keyClick(win, "f")  # freeze: study one frame
@@ -30,7 +30,7 @@ def test_occlusion_saliency_and_cutout_of_the_shown_frame(qtbot, make_window, vm
     res = win.live.shown
     top = int(res.predictions[0][0])
     assert m.target == OcclusionTarget(cls=top) and m.stride == 28 and 56 in seen_strides
-    ref = occlusion_map(vm, res.image, top, window=56, stride=28)
+    ref = occlusion_map(ref_vm, res.image, top, window=56, stride=28)
     assert torch.allclose(m.scores, ref.scores, atol=1e-4) and abs(m.base_score - ref.base_score) < 1e-5
     # red (R > B) where covering hurts most
     drop = m.drop().numpy()

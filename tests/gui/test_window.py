@@ -303,11 +303,10 @@ def test_attribution_images_live(qtbot, make_window):
     assert win.feature("snapshots").state_dict()["attribution"] == ["gradient", "deconv", "guided"]
 
 
-def test_backprop_images_cropped_to_a_small_receptive_field(qtbot, make_window):
+def test_backprop_images_cropped_to_a_small_receptive_field(qtbot, make_window, ref_vm):
     from deepvis_app.receptive_field import rf_box
-    from deepvis_app.zoo import load_model
 
-    ref = load_model("efficientnet_lite0", device="cpu")  # never probe the live window's model from the test
+    ref = ref_vm  # never probe the live window's model from the test
 
     win = make_window("demo", ViewRequest(layer="_blocks.1", unit=Unit("_blocks.1", 3, 28, 30)))
     assert win.state.backprop_crop  # the default
