@@ -46,3 +46,13 @@ def hand_threads_to_worker() -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     return threads
+
+
+def job_threads() -> int:
+    """Intra-op threads for a background job (optimized images, attacks, occlusion, ...) next to the live worker:
+    a quarter of the cores, at least one. Each job thread gets its own OpenMP team; on a small machine a second
+    full team competes with the worker's and both slow down, so jobs stay small and the live view keeps its pace.
+    """
+    import os
+
+    return max(1, (os.cpu_count() or 1) // 4)

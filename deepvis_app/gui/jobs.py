@@ -48,6 +48,26 @@ class Job:
         self.abort.set()
 
 
+def _small_team(fn: Callable, gen: bool) -> Callable:
+    """`fn` run with the job thread's torch team held to `devices.job_threads()` (the live worker keeps the cores)."""
+    from ..devices import job_threads
+
+    if gen:
+        def run_gen(abort):
+            import torch
+
+            torch.set_num_threads(job_threads())
+            return (yield from fn(abort))
+        return run_gen
+
+    def run(abort):
+        import torch
+
+        torch.set_num_threads(job_threads())
+        return fn(abort)
+    return run
+
+
 def error_text(err: BaseException) -> str:
     """One line for the user: our own errors as they are, anything else with its type."""
     return str(err) if isinstance(err, DeepVisError) else f"{type(err).__name__}: {err}"
@@ -75,7 +95,7 @@ class Jobs(QObject):
             return self._current.get(slot) is job and not job.cancelled
 
         gen = inspect.isgeneratorfunction(fn)
-        worker: WorkerBase = (GeneratorWorker if gen else FunctionWorker)(fn, job.abort)
+        worker: WorkerBase = (GeneratorWorker if gen else FunctionWorker)(_small_team(fn, gen), job.abort)
         job.worker = worker
         if on_yield is not None and gen:
             worker.yielded.connect(lambda value: on_yield(value) if live() else None)
