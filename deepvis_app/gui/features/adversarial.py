@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -29,6 +28,7 @@ from ..feature import Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
 from ..widgets.class_picker import ClassPicker
 from ..widgets.inspector_pane import titled
+from ..widgets.panel import assemble, control_row
 
 SLOT = "adversarial"
 GAIN = 20.0
@@ -104,14 +104,6 @@ class AdversarialFeature(Feature):
         self.why.hide()
         self.why_button.hide()
 
-        bar = QHBoxLayout()  # two short rows rather than one long one: the dock stays narrow
-        for widget in (QLabel("target"), self.picker, self.live_box, self.run_button):
-            bar.addWidget(widget)
-        bar.addStretch(1)
-        bar2 = QHBoxLayout()
-        for widget in (self.method, QLabel("eps"), self.eps, QLabel("steps/frame"), self.per_frame):
-            bar2.addWidget(widget)
-        bar2.addStretch(1)
         grid = QGridLayout()
         for col, (title, canvas, label) in enumerate((("frame", self.frame, self.frame_top),
                                                       (f"perturbation x{GAIN:g} (grey = unchanged)", self.noise,
@@ -120,17 +112,15 @@ class AdversarialFeature(Feature):
             grid.addWidget(titled(title, canvas), 0, col)
             grid.addWidget(label, 1, col)
             grid.setColumnStretch(col, 1)
-        lay = QVBoxLayout(w)
-        lay.setContentsMargins(4, 2, 4, 2)
-        lay.addLayout(bar)
-        lay.addLayout(bar2)
-        lay.addLayout(grid, 1)
-        lay.addWidget(self.info)
-        lay.addWidget(self.why_box)
         why = QHBoxLayout()
         why.addWidget(self.why, 1)
         why.addWidget(self.why_button)
-        lay.addLayout(why)
+        why_box = QWidget()
+        why_box.setLayout(why)
+        # two short rows rather than one long one: the dock stays narrow
+        assemble(w, [control_row("target", self.picker, self.live_box, self.run_button),
+                     control_row(self.method, "eps", self.eps, "steps/frame", self.per_frame)],
+                 grid, [self.info, self.why_box, why_box])
         return w
 
     def _why_text(self) -> str:

@@ -15,12 +15,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
+from PySide6.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton
 
 from ...pipeline import FrameResult
 from ..feature import Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
-from ..widgets.panel import ToolPanel
+from ..widgets.panel import ToolPanel, assemble, control_row, small_progress
 from ..widgets.topk_panel import ImageViewer
 
 SLOT, LIVE_SLOT = "embed", "embed-live"
@@ -65,9 +65,7 @@ class EmbeddingFeature(Feature):
         self.open_button = QPushButton("open embedding...")
         self.open_button.setToolTip("a folder written by `deepvis embed DATA --out DIR`")
         self.open_button.clicked.connect(self.open_dialog)
-        self.progress = QProgressBar()
-        self.progress.setMaximumHeight(12)
-        self.progress.hide()
+        self.progress = small_progress()
         self.plot = pg.PlotWidget(background=QColor(14, 15, 19))
         self.plot.setAspectLocked(True)
         self.plot.hideAxis("left")
@@ -85,20 +83,15 @@ class EmbeddingFeature(Feature):
         self.info = QLabel("embed a folder of images (or open a `deepvis embed` output) to see the map")
         self.info.setWordWrap(True)
         self.neighbour_canvases = [ImageCanvas("", smooth=True, min_size=40) for _ in range(NEIGHBOURS)]
-        bar = QHBoxLayout()
-        for widget in (self.embed_button, self.open_button, self.progress):
-            bar.addWidget(widget)
-        bar.addStretch(1)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("nearest to\nthe camera:"))
+        row = control_row("nearest to\nthe camera:")
+        row.takeAt(row.count() - 1)  # no stretch: the neighbours share the row
         for canvas in self.neighbour_canvases:
             row.addWidget(canvas, 1)
-        lay = QVBoxLayout(w)
-        lay.setContentsMargins(4, 2, 4, 2)
-        lay.addLayout(bar)
-        lay.addWidget(self.plot, 1)
-        lay.addLayout(row)
-        lay.addWidget(self.info)
+        body = QGridLayout()
+        body.addWidget(self.plot, 0, 0)
+        assemble(w, [control_row(self.embed_button, self.open_button, self.progress)], body, [])
+        w.layout().addLayout(row)
+        w.layout().addWidget(self.info)
         return w
 
     # -- making and opening maps

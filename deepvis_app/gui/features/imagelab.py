@@ -19,12 +19,10 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
 )
 
 from ...errors import DeepVisError
@@ -33,7 +31,7 @@ from ...sources import read_image
 from ..feature import Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
 from ..widgets.inspector_pane import titled
-from ..widgets.panel import ToolPanel
+from ..widgets.panel import ToolPanel, assemble, control_row
 
 SLOT, LIVE_SLOT = "imagelab", "dream-live"
 TECHNIQUES = ("invert", "dream", "style")
@@ -88,11 +86,6 @@ class ImageLabFeature(Feature):
         self.hint.setWordWrap(True)
         self.info = QLabel("")
         self.info.setWordWrap(True)
-        bar = QHBoxLayout()
-        for widget in (self.technique, QLabel("steps"), self.steps, self.run_button, self.stop_button,
-                       self.live_box, self.style_button):
-            bar.addWidget(widget)
-        bar.addStretch(1)
         grid = QGridLayout()
         grid.addWidget(titled("frame", self.source), 0, 0)
         grid.addWidget(titled("result", self.result), 0, 1)
@@ -100,13 +93,9 @@ class ImageLabFeature(Feature):
         grid.addWidget(self.style_box, 0, 2)
         for c in range(3):
             grid.setColumnStretch(c, 1)
-        lay = QVBoxLayout(w)
-        lay.setContentsMargins(4, 2, 4, 2)
-        lay.addLayout(bar)
-        lay.addWidget(self.hint)
-        lay.addLayout(grid, 1)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.info)
+        assemble(w, [control_row(self.technique, "steps", self.steps, self.run_button, self.stop_button,
+                                 self.live_box, self.style_button)], grid, [self.progress, self.info])
+        w.layout().insertWidget(1, self.hint)
         self._technique_changed("invert")
         return w
 

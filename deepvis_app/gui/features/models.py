@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import torch
 from PySide6.QtGui import QAction, QActionGroup
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QProgressBar
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
 from ...zoo import VisModel, available_models, load_model
 from ..feature import Feature, MenuItem
+from ..widgets.panel import small_progress
 
 SLOT = "load-model"
 MODEL_MENU = "&Model"
@@ -20,11 +21,7 @@ class ModelsFeature(Feature):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 0)
-        self.progress.setMaximumWidth(140)
-        self.progress.setMaximumHeight(14)
-        self.progress.hide()
+        self.progress = small_progress(busy=True)
         self.group = QActionGroup(self)
         self.model_actions: dict[tuple[str, str], QAction] = {}
         ctx.live.model_changed.connect(lambda _vm: self._check_current())

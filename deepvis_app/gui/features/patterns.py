@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QCheckBox, QFileDialog, QProgressBar, QPushButton
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QPushButton
 
 from ...optimize.unit_images import cached_unit_image, unit_objective
 from ...state import OptimizedImage, PatternContent
 from ..feature import Feature, Key, MenuItem, Panel
+from ..widgets.panel import small_progress
 
 SLOT = "optimize-layer"
 
@@ -34,10 +35,7 @@ class PatternsFeature(Feature):
         self.button.setToolTip("fill the optimized-image cache for every unit of this layer, one by one in the "
                                "background (click again to stop)")
         self.button.clicked.connect(self.toggle_optimize_layer)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(140)
-        self.progress.setMaximumHeight(14)
-        self.progress.hide()
+        self.progress = small_progress()
         self.mode_action = self.action("Pattern mode  (p)", lambda: self.set_pattern_mode(not self.on),
                                        checkable=True)
         self.layer_action = self.action("Optimize layer (fill the pattern cache)", self.toggle_optimize_layer)

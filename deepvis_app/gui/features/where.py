@@ -15,11 +15,9 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
 )
 
 from ...occlusion import FILLS, OcclusionTarget, iter_occlusion
@@ -31,7 +29,7 @@ from ..widgets.class_picker import ClassPicker
 from ..widgets.colorbar import ColorBar
 from ..widgets.images import SIGNED_COLORMAP, make_lut
 from ..widgets.inspector_pane import titled
-from ..widgets.panel import ToolPanel
+from ..widgets.panel import ToolPanel, assemble, control_row
 
 OCC_SLOT, SAL_SLOT = "occlusion", "saliency"
 TARGETS = ("top class", "chosen class", "selected unit")
@@ -116,14 +114,6 @@ class WhereFeature(Feature):
         for label in (self.occ_info, self.sal_info, self.legend):
             label.setWordWrap(True)
 
-        bar = QHBoxLayout()  # two short rows rather than one long one: the dock stays narrow
-        for widget in (QLabel("target"), self.target_box, self.picker, self.live_box, self.run_button):
-            bar.addWidget(widget)
-        bar.addStretch(1)
-        bar2 = QHBoxLayout()
-        for widget in (QLabel("patch"), self.window, QLabel("stride"), self.stride, QLabel("fill"), self.fill):
-            bar2.addWidget(widget)
-        bar2.addStretch(1)
         grid = QGridLayout()
         grid.addWidget(titled("occlusion: red = covering hurts, blue = helps", self.occ), 0, 0)
         grid.addWidget(titled("winning class per patch position", self.labels_canvas), 0, 1)
@@ -134,13 +124,10 @@ class WhereFeature(Feature):
         grid.addWidget(self.smooth_box, 1, 2)
         for c in range(4):
             grid.setColumnStretch(c, 1)
-        lay = QVBoxLayout(w)
-        lay.setContentsMargins(4, 2, 4, 2)
-        lay.addLayout(bar)
-        lay.addLayout(bar2)
-        lay.addLayout(grid, 1)
-        lay.addWidget(self.occ_info)
-        lay.addWidget(self.sal_info)
+        # two short rows rather than one long one: the dock stays narrow
+        assemble(w, [control_row("target", self.target_box, self.picker, self.live_box, self.run_button),
+                     control_row("patch", self.window, "stride", self.stride, "fill", self.fill)],
+                 grid, [self.occ_info, self.sal_info])
         return w
 
     # -- targets

@@ -118,6 +118,8 @@ class InspectorPane(QWidget):
         for i, m in enumerate(("gradient", "deconv", "guided")):
             self.method_boxes[m] = titled(METHOD_TITLES[m], self.attr[m])
             self.method_boxes[m].setToolTip(METHOD_TIPS[m])
+            # a long title ("guided backprop (normblur, RF 35x35 px)") is cut at its end, not at both sides
+            self.method_boxes[m].title_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             self.grid.addWidget(self.method_boxes[m], 2, i)
         for c in range(3):
             self.grid.setColumnStretch(c, 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 
 class ToolPanel(QWidget):
@@ -12,3 +12,34 @@ class ToolPanel(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt naming
         super().showEvent(event)
         self.shown.emit()
+
+
+def control_row(*widgets: QWidget | str) -> QHBoxLayout:
+    """A row of controls, left-aligned (a string becomes a label)."""
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(QLabel(w) if isinstance(w, str) else w)
+    row.addStretch(1)
+    return row
+
+
+def assemble(panel: QWidget, rows: list[QHBoxLayout], body: QGridLayout, footer: list[QWidget]) -> None:
+    """The tool panels' shape: control rows on top, the images (body) taking the room, text lines below."""
+    lay = QVBoxLayout(panel)
+    lay.setContentsMargins(4, 2, 4, 2)
+    for row in rows:
+        lay.addLayout(row)
+    lay.addLayout(body, 1)
+    for w in footer:
+        lay.addWidget(w)
+
+
+def small_progress(busy: bool = False) -> QProgressBar:
+    """A thin progress bar for the status bar or a panel (hidden until a job runs); `busy`: no known total."""
+    bar = QProgressBar()
+    if busy:
+        bar.setRange(0, 0)
+    bar.setMaximumWidth(140)
+    bar.setMaximumHeight(14)
+    bar.hide()
+    return bar
