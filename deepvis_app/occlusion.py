@@ -47,7 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Abort = Callable[[], bool] | threading.Event | None
 
 __all__ = ["FILLS", "SCORES", "OcclusionMap", "OcclusionTarget", "fill_image", "iter_occlusion", "naive_occlusion",
-           "occlusion_map", "patch_positions"]
+           "occlusion_map", "patch_positions", "upsample_nearest"]
 
 
 # --------------------------------------------------------------------------------------------------------------
