@@ -51,6 +51,11 @@ def main_gui(args: argparse.Namespace) -> int:
         app = QApplication.instance() or QApplication(sys.argv[:1])
         app.setApplicationName("DeepVis")
         app.setOrganizationName("DeepVis")
+        from PySide6.QtGui import QIcon
+
+        from ..resources import icon_path
+
+        app.setWindowIcon(QIcon(str(icon_path())))
         from .main_window import KeyFilter, MainWindow
 
         settings = None

@@ -6,9 +6,9 @@ routes Esc (reset), q (quit) and dropped files. Behaviour lives in `gui/features
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QComboBox, QDockWidget, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QVBoxLayout, QWidget
 
 from ..pipeline import ViewRequest
 from ..sources import FrameSource
@@ -17,9 +17,11 @@ from ..zoo import VisModel
 from .context import AppContext
 from .feature import MENUS, Feature, Panel
 from .features import FEATURES
+from .keyfilter import KeyFilter
 from .live import LiveSession
 from .widgets.banner import Banner
 from .widgets.style import STYLE
+from .window_layout import LayoutKeeper
 
 AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
          "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
@@ -61,8 +63,8 @@ class MainWindow(QMainWindow):
         self.state.events.model.connect(self._title)
         self.state.events.source.connect(self._title)
         self.live.start(source)
-        self._fit_to_screen()
-        self._restore_layout()
+        self.layout_keeper = LayoutKeeper(self, self.settings, self.docks)
+        self.layout_keeper.restore()
         for note in notices or []:
             ctx.notify(note, "info")
 
@@ -180,37 +182,8 @@ class MainWindow(QMainWindow):
         if any(f.accepts_drop(files) for f in self.ctx.features):
             event.acceptProposedAction()
 
-    # ------------------------------------------------------------------ layout persistence
-    def _fit_to_screen(self) -> None:
-        self.resize(1500, 920)
-        screen = self.screen().availableGeometry() if self.screen() is not None else None
-        if screen is not None and screen.width() > 200:
-            self.resize(min(1500, int(screen.width() * 0.96)), min(920, int(screen.height() * 0.94)))
-
-    def _restore_layout(self) -> None:
-        """The saved layout, unless it no longer fits this screen (then the default one)."""
-        self._default_state = self.saveState()
-        geometry = self.settings.value("window/geometry")
-        state = self.settings.value("window/state")
-        screen = self.screen().availableGeometry() if self.screen() is not None else None
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-            if screen is not None and (self.width() > screen.width() or self.height() > screen.height()):
-                self._fit_to_screen()  # saved on a bigger screen: start from the default layout
-                return
-        if state is not None:
-            self.restoreState(state)
-
     def reset_layout(self) -> None:
-        self.restoreState(self._default_state)
-        for dock in self.docks.values():
-            dock.show()
-
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        help_ = self.features.get("help")
-        if help_ is not None and help_.visible:
-            help_.overlay.setGeometry(self.rect())
+        self.layout_keeper.reset()
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
@@ -223,28 +196,10 @@ class MainWindow(QMainWindow):
         self.live.shutdown()
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/state", self.saveState())
+        self.layout_keeper.save()
         self.shutdown()
         self.settings.sync()
         super().closeEvent(event)
 
 
-class KeyFilter(QObject):
-    """Application-wide filter so the shortcuts work whichever pane has focus (the layer list would otherwise eat
-    the arrows); keys aimed at other windows (file dialogs) or an open combo box pass through."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802
-        if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
-            return False
-        if obj.window() is not self.window:
-            return False
-        if isinstance(obj, QComboBox) and obj.view().isVisible():
-            return False
-        return self.window.handle_key(event)
-
-
+__all__ = ["KeyFilter", "MainWindow"]  # app.py and the tests take both from here

@@ -276,8 +276,10 @@ def test_layout_remembered_between_runs(qtbot, make_window):
     win.close()
     again = make_window("demo")
     assert again.docks["predictions"].isHidden() and not again.docks["inspector"].isHidden()
+    again.docks["weights"].show()
     again.reset_layout()
     assert not again.docks["predictions"].isHidden()
+    assert again.docks["weights"].isHidden()  # tool panels are hidden in the default layout
 
 
 def test_attribution_images_live(qtbot, make_window):

@@ -35,7 +35,15 @@ class HelpFeature(Feature):
         if self.overlay is None:
             shortcuts = [(k.label, k.help) for f in self.ctx.features for k in f.keys() if k.help]
             self.overlay = HelpOverlay(self.ctx.top_widget, shortcuts + WINDOW_KEYS)
+            self.ctx.top_widget.installEventFilter(self)  # the overlay follows the window's size
         return self.overlay
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt naming
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Resize and self.visible:
+            self.overlay.setGeometry(obj.rect())
+        return False
 
     @property
     def visible(self) -> bool:
