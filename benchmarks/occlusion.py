@@ -37,7 +37,7 @@ def _time(fn, reps: int = 1) -> tuple[float, object]:
 
 
 def bench_model(name: str, weights: str, window: int, stride: int, batch: int, sweep: list[int],
-                batches: list[int]) -> dict:
+                batches: list[int], reps: int) -> dict:
     from captum.attr import Occlusion
 
     from deepvis_app.occlusion import OcclusionTarget, fill_image, occlusion_map
@@ -58,16 +58,16 @@ def bench_model(name: str, weights: str, window: int, stride: int, batch: int, s
 
     sweep_s = {ppe: _time(lambda p=ppe: captum(p, 2 * stride))[0] for ppe in sweep}  # short run: 4x fewer windows
     best_ppe = min(sweep_s, key=sweep_s.get)
-    t_captum, attr = _time(lambda: captum(best_ppe, stride))
+    t_captum, attr = _time(lambda: captum(best_ppe, stride), reps)
 
     target = OcclusionTarget(cls=cls)
     t_cold, m = _time(lambda: occlusion_map(vm, x, target, window=window, stride=stride, batch=batch))
     ours_sweep = {b: _time(lambda b=b: occlusion_map(vm, x, target, window=window, stride=2 * stride, batch=b))[0]
                   for b in batches}  # our batch size gets the same short-run sweep as Captum's
     best_batch = min(ours_sweep, key=ours_sweep.get)
-    t_warm, m = _time(lambda: occlusion_map(vm, x, target, window=window, stride=stride, batch=best_batch))
+    t_warm, m = _time(lambda: occlusion_map(vm, x, target, window=window, stride=stride, batch=best_batch), reps)
     t_full, m_full = _time(lambda: occlusion_map(vm, x, target, window=window, stride=stride, batch=best_batch,
-                                                 incremental=False))
+                                                 incremental=False), reps)
     ys, xs = m.ys, m.xs
     diffs = []
     with torch.no_grad():  # one plain forward of the original net per position (every other row and column)
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--sweep", default="1,8,32,64", help="Captum perturbations_per_eval values to try")
     ap.add_argument("--batches", default="4,8,16,32", help="our batch sizes to try")
+    ap.add_argument("--reps", type=int, default=3, help="best of N for the final timings (other jobs share the CPU)")
     ap.add_argument("--models", default="resnet18:random,efficientnet_lite0:default")
     args = ap.parse_args()
     if args.threads:
@@ -134,7 +135,7 @@ def main() -> None:
     for spec in args.models.split(","):
         name, _, weights = spec.partition(":")
         out["models"].append(bench_model(name, weights or "default", args.window, args.stride, args.batch, sweep,
-                                         [int(v) for v in args.batches.split(",")]))
+                                         [int(v) for v in args.batches.split(",")], args.reps))
         print(json.dumps(out["models"][-1]), flush=True)
     out["live"] = bench_live(32, args.live_batch)
     out["load_avg_end"] = list(os.getloadavg())
