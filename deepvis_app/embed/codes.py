@@ -343,7 +343,7 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
                                "bad_errs": [e for _, e in bad_items]}
         if len(ids):
             # The loader's NHWC batch becomes a channels-last NCHW view, no copy (benchmarks/embed.py: on this CPU
-            # channels-last ran the default net 0.92x-1.47x as fast as contiguous NCHW between runs).
+            # channels-last ran the default net 0.92x-1.66x as fast as contiguous NCHW between runs).
             # Hooks and no_grad only around the forward, never across a yield: the consumer's thread keeps its
             # grad mode, and other forwards of the net between batches (the live worker) are not tapped.
             with torch.no_grad(), tap:
