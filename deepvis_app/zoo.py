@@ -50,6 +50,11 @@ class LayerSpec:
     title: str
 
 
+def _short_title(title: str) -> str:
+    """"block 3 (40 @ 28x28)" -> "block 3": the title without its shape note."""
+    return title.split(" (")[0] if title.endswith(")") else title
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A validated model spec; see `models/*.toml` and docs/models.md for the fields."""
@@ -427,7 +432,25 @@ class VisModel:
             return exact[0]
         if calls:
             return LayerInfo(layer, calls[-1].kind, calls[-1].shape)
-        raise DeepVisError(unknown_layer_message(layer, self.layers))
+        raise DeepVisError(self.unknown_layer(layer))
+
+    def unknown_layer(self, layer: str) -> str:
+        """One line for a layer the model does not have: the curated titles first (what the window shows), then
+        the module names."""
+        titles = ", ".join(f"{_short_title(ls.title)!r} ({ls.name})" for ls in self.shown_layers)
+        rest = unknown_layer_message(layer, self.layers)
+        return rest.replace("; valid layers: ", f"; curated: {titles}; all layers: ", 1) if titles else rest
+
+    def resolve_layer(self, text: str) -> str:
+        """A layer given as its module name or as the title the window shows ("block 3", case-insensitive)."""
+        names = set(self.layers) | {n.partition("@")[0] for n in self.layers}
+        if text in names:
+            return text
+        wanted = text.strip().lower()
+        for ls in self.shown_layers:
+            if wanted in (ls.title.lower(), _short_title(ls.title).lower()):
+                return ls.name
+        raise DeepVisError(self.unknown_layer(text))
 
     @property
     def shown_layers(self) -> list[LayerSpec]:

@@ -119,7 +119,15 @@ def add_model_args(parser: argparse.ArgumentParser, *, top: bool = False) -> Non
 
 
 def model_from_args(args: argparse.Namespace) -> VisModel:
-    return load_model(args.model, weights=args.weights, device=args.device)
+    """The model, with `--layer` / `--layers` given as window titles ("block 3") turned into module names."""
+    vm = load_model(args.model, weights=args.weights, device=args.device)
+    layer = getattr(args, "layer", None)
+    if isinstance(layer, str) and layer:
+        args.layer = vm.resolve_layer(layer)
+    layers = getattr(args, "layers", None)
+    if isinstance(layers, str) and layers and layers != "all":
+        args.layers = ",".join(vm.resolve_layer(part.strip()) for part in layers.split(",") if part.strip())
+    return vm
 
 
 def add_source_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
