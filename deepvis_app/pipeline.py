@@ -237,6 +237,11 @@ class ViewRequest:
         return replace(self, request_id=self.request_id + 1, **changes)
 
 
+# Live top-k diversity (grey levels, see LiveTopK.similar): a camera on a still scene offers the same view every
+# frame; a repeat replaces the held shot only when it excites the unit more, so the k tiles are k moments.
+LIVE_TOPK_SIMILAR = 6.0
+
+
 @dataclass(frozen=True)
 class TopKTile:
     """One live top-k entry of the selected unit, with its receptive-field patch."""
@@ -325,7 +330,7 @@ class FrameProcessor:
             channels = activation.shape[0]
             spatial = activation.dim() == 3
             rf = partial(rf_box, self.model.net, unit.layer, input_size=self.model.input_size) if spatial else None
-            self.live = LiveTopK(unit.layer, channels, req.live_topk_k, rf_fn=rf)
+            self.live = LiveTopK(unit.layer, channels, req.live_topk_k, rf_fn=rf, similar=LIVE_TOPK_SIMILAR)
             self._live_key, self._live_tiles = key, None
         taken = self.live.update(frame_id, fitted, activation)
         cached = self._live_tiles

@@ -45,13 +45,18 @@ class LiveTopK:
     rf_fn: `(y, x) -> (top, left, bottom, right)` in fitted-image pixels (e.g. a partial of
     `receptive_field.rf_box`); None means the whole frame (right for (C,) layers).
     Order: value desc, then frame id asc (an equal value later never displaces an earlier frame).
+    similar: diversity rule for a camera that looks at the same scene for many frames. A candidate whose unit
+    already holds a frame with the neuron at the same position and a receptive-field patch that differs by less
+    than `similar` grey levels on average (8x8 thumbnails) is the same "moment": it replaces that frame when its
+    value is higher and is dropped otherwise, so nine near-identical consecutive frames never fill the top-k.
+    0 = off (exact top-k, as a dataset scan keeps).
     """
 
     def __init__(self, layer: str, channels: int | Sequence[int], k: int = 9,
-                 rf_fn: Callable[[int, int], Box] | None = None) -> None:
+                 rf_fn: Callable[[int, int], Box] | None = None, similar: float = 0.0) -> None:
         if k < 1:
             raise DeepVisError("top-k needs k >= 1")
-        self.layer, self.k, self.rf_fn = layer, k, rf_fn
+        self.layer, self.k, self.rf_fn, self.similar = layer, k, rf_fn, float(similar)
         units = list(range(channels)) if isinstance(channels, int) else [int(c) for c in channels]
         if not units or min(units) < 0:
             raise DeepVisError("LiveTopK needs at least one channel index >= 0")
@@ -105,6 +110,10 @@ class LiveTopK:
             boxes = np.tile(np.array([0, 0, h, w_img], dtype=np.int64), (rows.size, 1))
         else:
             boxes = np.array([self.rf_fn(int(ys[r]), int(xs[r])) for r in rows], dtype=np.int64).reshape(-1, 4)
+        if self.similar > 0:
+            rows, boxes = self._same_moment(rows, boxes, vals, ys, xs, fitted)
+            if rows.size == 0:
+                return 0
         cand_v = np.concatenate([self.values[rows], vals[rows, None]], axis=1)
         cand_id = np.concatenate([self.ids[rows], np.full((rows.size, 1), frame_id)], axis=1)
         cand_y = np.concatenate([self.y[rows], ys[rows, None]], axis=1)
@@ -122,6 +131,32 @@ class LiveTopK:
         for fid in [f for f in self._images if f not in referenced]:
             del self._images[fid]
         return int(rows.size)
+
+    def _thumb(self, image: np.ndarray, box) -> np.ndarray:
+        import cv2
+
+        patch = crop_box(image, tuple(int(v) for v in box))[0]
+        gray = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2GRAY)
+        return cv2.resize(gray, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def _same_moment(self, rows: np.ndarray, boxes: np.ndarray, vals: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                     fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the `similar` rule: drop candidates that repeat a held moment without beating it; free the slot
+        of a held moment that a candidate beats (it sorts out as empty)."""
+        keep = []
+        for i, r in enumerate(rows):
+            held = np.flatnonzero((self.ids[r] != _EMPTY) & (self.y[r] == ys[r]) & (self.x[r] == xs[r]))
+            if held.size:
+                thumb = self._thumb(fitted, boxes[i])
+                same = [j for j in held if int(self.ids[r, j]) in self._images and np.abs(
+                    self._thumb(self._images[int(self.ids[r, j])], self.box[r, j]) - thumb).mean() < self.similar]
+                if same:
+                    j = same[0]
+                    if not vals[r] > self.values[r, j]:
+                        continue  # the same view again, not better: not a new moment
+                    self.values[r, j], self.ids[r, j] = -np.inf, _EMPTY  # a better shot of the same moment
+            keep.append(i)
+        return rows[keep], boxes[keep]
 
     def entries(self, unit: int) -> list[Entry]:
         """The unit's frames, best first; [] for units not tracked or without frames yet."""

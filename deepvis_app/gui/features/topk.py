@@ -191,7 +191,8 @@ class TopKFeature(Feature):
         tiles = res.live_topk
         if tiles is None or res.unit is None:
             return
-        summary = f"live top-k: {res.unit}, {len(tiles)} of {LIVE_TOPK_K}, {res.live_topk_frames} frames held"
+        summary = (f"live top-k: {res.unit}, {len(tiles)} of {LIVE_TOPK_K}, {res.live_topk_frames} frames held; "
+                   f"one tile per moment (a repeated view only replaces its tile when it excites more)")
         if tiles is self.live_tiles:
             if panel.summary != summary:
                 panel.set_summary(summary)
