@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import DeepVisError
 from ..zoo import DEFAULT_MODEL, VisModel, load_model
@@ -158,3 +161,24 @@ def json_dump(obj: object) -> str:
         return str(o)
 
     return json.dumps(obj, default=default, indent=2)
+
+
+@contextmanager
+def job_bar(total: int, desc: str, quiet: bool, unit: str = "step"):
+    """A tqdm bar on stderr (None when quiet) that the job's steps update; closed on the way out."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def bar_update(bar: Any, step: int, losses: dict[str, float]) -> None:
+    if bar is not None:
+        bar.n = step
+        bar.set_postfix_str(" ".join(f"{k}={v:.3g}" for k, v in losses.items()), refresh=True)

@@ -18,8 +18,8 @@ from ..errors import DeepVisError
 from ..fileio import atomic_write_png, fsync_dir
 from ..optimize.dream import dream, iter_dream_zoom, octave_sizes
 from ..optimize.style import fit_max_side
-from .common import add_model_args, model_from_args
-from .invert import bar_update, job_bar, read_photo
+from .common import add_model_args, bar_update, job_bar, model_from_args
+from .invert import read_photo
 
 
 def register(subparsers: Any) -> None:

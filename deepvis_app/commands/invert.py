@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from ..errors import DeepVisError
 from ..fileio import atomic_write_png
 from ..optimize.invert import invert, side_by_side, top1
 from ..sources import read_image
-from .common import add_model_args, model_from_args
+from .common import add_model_args, bar_update, job_bar, model_from_args
 
 
 def register(subparsers: Any) -> None:
@@ -57,27 +55,6 @@ def png_path(value: str, option: str = "--out") -> Path:
     if not path.parent.is_dir():
         raise DeepVisError(f"output folder does not exist: {path.parent}")
     return path
-
-
-@contextmanager
-def job_bar(total: int, desc: str, quiet: bool):
-    """A tqdm bar on stderr (None when quiet) that the job's steps update; closed on the way out."""
-    if quiet:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def bar_update(bar: Any, step: int, losses: dict[str, float]) -> None:
-    if bar is not None:
-        bar.n = step
-        bar.set_postfix_str(" ".join(f"{k}={v:.3g}" for k, v in losses.items()), refresh=True)
 
 
 def parse_layers(spec: str) -> list[str]:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,15 @@ from ..optimize import PRESETS, optimize
 from ..optimize import objectives as O
 from ..optimize.cache import read_png, weights_id, write_png
 from ..optimize.presets import get_preset
-from .common import add_model_args, check_output_dir, check_output_file, int_in, model_from_args
+from .common import (
+    add_model_args,
+    bar_update,
+    check_output_dir,
+    check_output_file,
+    int_in,
+    job_bar,
+    model_from_args,
+)
 
 MAX_SIZE = 1024      # optimized image side: 1024^2 x batch x the net's activations is already GBs on a CPU
 MAX_STEPS = 100_000
@@ -70,6 +77,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int_in(8, MAX_SIZE), help="image size in pixels (default: the preset's)")
     p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="random seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
 
 
@@ -151,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
         objective = -objective
     check_size(vm, args.preset, args.steps, args.size)
     t0 = time.perf_counter()
-    res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
-                   batch=args.batch, use_cache=not args.no_cache, yield_every=10**9)
+    total = args.steps if args.steps is not None else get_preset(args.preset).steps
+    with job_bar(total, "optimize", args.quiet) as bar:
+        res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
+                       batch=args.batch, use_cache=not args.no_cache, yield_every=max(1, total // 50),
+                       on_progress=lambda p: bar_update(bar, p.step, {"value": p.value}))
     seconds = time.perf_counter() - t0
     atomic_write_bytes(out, encode_png(res.image))
     report: dict[str, Any] = {"out": str(out), "model": vm.name, "weights": vm.weights, **target,
@@ -200,15 +211,6 @@ def _dist() -> tuple[int, int, bool]:
     if ready:
         rank, world = dist.get_rank(), dist.get_world_size()
     return rank, world, ready
-
-
-def _bar(done: int, total: int, unit: int, t0: float, tag: str = "") -> None:
-    width = 30
-    fill = int(width * done / max(total, 1))
-    rate = (time.perf_counter() - t0) / max(done, 1)
-    sys.stderr.write(f"\r{tag}[{'#' * fill}{'.' * (width - fill)}] {done}/{total} unit {unit} "
-                     f"{rate:.1f}s/unit ETA {rate * (total - done):.0f}s ")
-    sys.stderr.flush()
 
 
 def sprite(images: list[np.ndarray | None], pad: int = 2) -> np.ndarray:
@@ -286,20 +288,14 @@ def run_layer(args: argparse.Namespace) -> int:
             tmp.unlink(missing_ok=True)
     mine = units[rank::world]
     todo = [u for u in mine if trusted_unit(out, u, settings) is None]
-    t0 = time.perf_counter()
     tag = f"rank {rank}/{world} " if world > 1 else ""
-    nl = "\n" if world > 1 else ""  # several ranks share stderr: one line per update, not \r
-    if todo:
-        _bar(0, len(todo), todo[0], t0, tag)
-    for k, u in enumerate(todo):
-        objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
-        res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
-                       use_cache=not args.no_cache, yield_every=10**9)
-        write_unit(out, u, res.image, settings)
-        _bar(k + 1, len(todo), u, t0, tag)
-        sys.stderr.write(nl)
-    if todo and not nl:
-        sys.stderr.write("\n")
+    with job_bar(len(todo), f"{tag}optimize-layer", args.quiet or not todo, unit="unit") as bar:
+        for k, u in enumerate(todo):
+            objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
+            res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
+                           use_cache=not args.no_cache, yield_every=10**9)
+            write_unit(out, u, res.image, settings)
+            bar_update(bar, k + 1, {"unit": u})
     if dist_ready:
         torch.distributed.barrier()
     if rank == 0:

@@ -14,8 +14,8 @@ from typing import Any
 from ..errors import DeepVisError, WeightsMissingError
 from ..fileio import atomic_write_png
 from ..optimize.style import OPTIMIZERS, style_transfer
-from .common import add_model_args, model_from_args
-from .invert import bar_update, job_bar, png_path, read_photo
+from .common import add_model_args, bar_update, job_bar, model_from_args
+from .invert import png_path, read_photo
 
 
 def register(subparsers: Any) -> None:
