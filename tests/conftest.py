@@ -49,3 +49,29 @@ def video_file(tmp_path, photos) -> str:
         writer.write(cv2.cvtColor(cv2.resize(img, (160, 120)), cv2.COLOR_RGB2BGR))
     writer.release()
     return str(path)
+
+
+def tiny_conv_net(hidden: int = 4, out: int = 6) -> torch.nn.Module:
+    """conv(3->hidden, 3x3) -> ReLU -> conv(hidden->out, 3x3, stride 2), seeded: the tiny net of the
+    image-optimization tests (named modules conv1, relu, conv2)."""
+    from torch import nn
+
+    class TinyConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, hidden, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv2d(hidden, out, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv2(self.relu(self.conv1(x)))
+
+    torch.manual_seed(0)
+    return TinyConvNet().eval()
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """DEEPVIS_CACHE in the test's own folder: nothing read from or left in the user's cache."""
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

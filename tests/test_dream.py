@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_conv_net
 from torch import nn
 
 from deepvis_app.cli import main
@@ -27,26 +28,14 @@ from deepvis_app.optimize.dream import (
 torch.set_num_threads(1)
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.relu(self.conv1(x)))
-
-
 @pytest.fixture
 def net() -> nn.Module:
-    torch.manual_seed(0)
-    return TinyNet().eval()
+    return tiny_conv_net()
 
 
 @pytest.fixture(autouse=True)
-def _cache_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
+def _cache_env(isolated_cache):
+    """Every test writes its own cache."""
 
 
 def _img(h=24, w=24, seed=0) -> np.ndarray:

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_conv_net
 from torch import nn
 
 from deepvis_app.cli import main
@@ -26,26 +27,14 @@ from deepvis_app.optimize.invert import (
 torch.set_num_threads(1)
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.relu(self.conv1(x)))
-
-
 @pytest.fixture
 def net() -> nn.Module:
-    torch.manual_seed(0)
-    return TinyNet().eval()
+    return tiny_conv_net(hidden=8, out=8)
 
 
 @pytest.fixture(autouse=True)
-def _cache_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
+def _cache_env(isolated_cache):
+    """Every test writes its own cache."""
 
 
 def _photo(photos, size=48) -> np.ndarray:
