@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .attribution import _gaussian_blur
 from .errors import DeepVisError
-from .probe import layer_table, split_layer
+from .probe import call_counts, layer_table, split_layer
 
 FILLS = ("zero", "mean", "blur")
 SCORES = ("prob", "logit")
@@ -350,33 +350,6 @@ class _Plan:
     until: str | None
 
 
-def _call_counts(net: nn.Module, x: Tensor) -> tuple[dict[str, int], list[str]]:
-    """How often each module runs per forward, and the modules in the order of their first call."""
-    counts: dict[str, int] = {}
-    order: list[str] = []
-    handles = []
-    me = threading.get_ident()
-    try:
-        for name, module in net.named_modules():
-            if not name:
-                continue
-
-            def hook(*_a, _n=name):
-                if threading.get_ident() != me:
-                    return
-                if _n not in counts:
-                    order.append(_n)
-                counts[_n] = counts.get(_n, 0) + 1
-
-            handles.append(module.register_forward_hook(hook))
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return counts, order
-
-
 def _chain_candidates(net: nn.Module, x: Tensor, before: str | None) -> list[tuple[str, tuple[int, ...]]]:
     """Layers the whole forward flows through, in order: top-level modules and the items of top-level
     Sequential/ModuleList containers, called once, with a spatial output; only those before `before`."""
@@ -499,7 +472,7 @@ class _Engine:
 
                 raise DeepVisError(unknown_layer_message(target.layer, [n for n in modules if n]))
             if call is None:
-                counts, _ = _call_counts(net, x)
+                counts, _ = call_counts(net, x)
                 call = counts.get(name, 1) - 1
             self.stop_at = (name, call)
         # The unoccluded score and the reference at three positions come from the caller's net itself.

@@ -11,6 +11,8 @@ Inplace safety: a hook hands the *next* module a clone of the captured output, s
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -161,3 +163,39 @@ def layer_table(net: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
             name = f"{name}@{k}"
         table.append(LayerInfo(name, kind, shape))
     return table
+
+
+_CALLS: weakref.WeakKeyDictionary[nn.Module, tuple[dict[str, int], list[str]]] = weakref.WeakKeyDictionary()
+
+
+def call_counts(net: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], list[str]]:
+    """How often each named module runs per forward (a bare name of a reused module means its last call), and
+    the modules in the order of their first call; measured once per net with one no-grad forward of `example`.
+    The hooks count only this thread's calls, so a forward another thread runs meanwhile does not mix in."""
+    cached = _CALLS.get(net)
+    if cached is not None:
+        return cached
+    me = threading.get_ident()
+    counts: dict[str, int] = {}
+    order: list[str] = []
+    handles = []
+
+    def make(name: str):
+        def hook(*_):
+            if threading.get_ident() == me:
+                if name not in counts:
+                    order.append(name)
+                counts[name] = counts.get(name, 0) + 1
+        return hook
+
+    try:
+        for name, module in net.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make(name)))
+        with torch.no_grad():
+            net(example)
+    finally:
+        for h in handles:
+            h.remove()
+    _CALLS[net] = (counts, order)
+    return counts, order

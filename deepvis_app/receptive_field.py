@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from .attribution import AttributionContext
 from .errors import DeepVisError
-from .probe import Probe, split_layer
+from .probe import Probe, call_counts, split_layer
 
 __all__ = ["EffectiveRF", "RFGeometry", "rf_box", "rf_geometry", "rf_is_local"]
 
@@ -189,31 +189,6 @@ def _stop_when_captured(probe: Probe, layer: str, calls: list[int], last: int) -
         raise _Captured
 
 
-_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
-
-
-def _call_counts(net: nn.Module, x: Tensor) -> dict[str, int]:
-    """How often each module runs per forward (so a bare name's last call is known); cached per net."""
-    if net not in _CALLS:
-        counts: dict[str, int] = {}
-        handles = []
-
-        def make(name: str):
-            def hook(*_):
-                counts[name] = counts.get(name, 0) + 1
-            return hook
-
-        try:
-            for name, module in net.named_modules():
-                if name:
-                    handles.append(module.register_forward_hook(make(name)))
-            with torch.no_grad():
-                net(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        _CALLS[net] = counts
-    return _CALLS[net]
 
 
 def _in_channels(net: nn.Module) -> int:
@@ -235,7 +210,7 @@ def _probe_boxes(net: nn.Module, layer: str, size: int,
     probe = Probe(net, [layer])  # validates the name
     name, call = split_layer(layer)
     if call is None:
-        call = _call_counts(net, x.detach()).get(name, 1) - 1
+        call = call_counts(net, x.detach())[0].get(name, 1) - 1
     target = dict(net.named_modules())[name]
     calls = [0]
     with torch.enable_grad(), AttributionContext(net) as ac, probe, _SupportMode(cut_global):

@@ -21,7 +21,7 @@ def test_cli_layer_title_and_unknown_layer_message(tmp_path, capsys, chelsea_png
                  "--out", str(out), "--weights", "random", "--device", "cpu"]) == 0
     assert np.load(out).shape == (3, 224, 224)
     capsys.readouterr()
-    assert main(["attribute", chelsea_png, "--layer", "block 99", "--unit", "3", "--out", str(out),
+    assert main(["optimize", "--layer", "block 99", "--unit", "3", "--out", str(tmp_path / "o.png"),
                  "--weights", "random", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "curated: 'conv stem' (_conv_stem)" in err[0]

@@ -126,11 +126,20 @@ def model_from_args(args: argparse.Namespace) -> VisModel:
     vm = load_model(args.model, weights=args.weights, device=args.device)
     layer = getattr(args, "layer", None)
     if isinstance(layer, str) and layer:
-        args.layer = vm.resolve_layer(layer)
+        args.layer = _title_to_name(vm, layer)
     layers = getattr(args, "layers", None)
     if isinstance(layers, str) and layers and layers != "all":
-        args.layers = ",".join(vm.resolve_layer(part.strip()) for part in layers.split(",") if part.strip())
+        args.layers = ",".join(_title_to_name(vm, part.strip()) for part in layers.split(",") if part.strip())
     return vm
+
+
+def _title_to_name(vm: VisModel, text: str) -> str:
+    """A window title ("block 3") -> its module name; anything else unchanged, so each command still reports an
+    unknown layer in its own words (e.g. `deepvis topk` names the store's model)."""
+    try:
+        return vm.resolve_layer(text)
+    except DeepVisError:
+        return text
 
 
 def add_source_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:

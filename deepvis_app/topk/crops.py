@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError
 from ..fileio import atomic_write_png
+from ..probe import call_counts
 from .store import TopKStore, crop_box, remove_temp_files
 
 ATTRIBUTION_KINDS = ("deconv", "guided")
@@ -42,33 +42,6 @@ class _Stop(Exception):
     """Raised from a hook once every wanted layer is captured: the rest of the net is not run."""
 
 
-_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
-
-
-def _call_counts(net: nn.Module, example: Tensor) -> dict[str, int]:
-    """How often each module runs per forward (a bare name is its last call); cached per net."""
-    if net not in _CALLS:
-        me = threading.get_ident()
-        counts: dict[str, int] = {}
-        handles = []
-
-        def make(name: str):
-            def hook(*_):
-                if threading.get_ident() == me:
-                    counts[name] = counts.get(name, 0) + 1
-            return hook
-
-        try:
-            for name, module in net.named_modules():
-                if name:
-                    handles.append(module.register_forward_hook(make(name)))
-            with torch.no_grad():
-                net(example)
-        finally:
-            for h in handles:
-                h.remove()
-        _CALLS[net] = counts
-    return _CALLS[net]
 
 
 class Tap:
@@ -84,7 +57,7 @@ class Tap:
         from ..probe import Probe, split_layer
 
         Probe(net, layers)  # validates the names (one clear error for an unknown layer)
-        counts = _call_counts(net, example)
+        counts = call_counts(net, example)[0]
         self.net, self.detach, self.stop = net, detach, stop
         self.layers = list(dict.fromkeys(layers))
         self._want: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
