@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from types import TracebackType
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import DeepVisError
-from .probe import Probe
+from .probe import Probe, call_counts, split_layer
 
 RULES = ("gradient", "deconv", "guided")
 METHODS = ("gradient", "deconv", "guided", "saliency", "input_x_gradient", "gradcam", "guided_gradcam")
@@ -38,7 +39,7 @@ OBJECTIVES = ("neuron", "channel", "seed", "logit", "prob")
 VIEWS = ("raw", "gray", "norm", "normblur")
 
 __all__ = [
-    "METHODS", "OBJECTIVES", "RULES", "VIEWS", "AttributionContext", "Explanation", "Unit", "attribute",
+    "METHODS", "OBJECTIVES", "RULES", "VIEWS", "AttributionContext", "Explanation", "GraphCut", "Unit", "attribute",
     "attribution_context", "explain_unit", "gradcam_map", "render_view", "unit_objective",
 ]
 
@@ -439,6 +440,61 @@ class AttributionContext:
             if "guided_gradcam" in methods:
                 maps["guided_gradcam"] = grads["guided"] * cam
         return Explanation(unit, maps)
+
+
+class GraphCut:
+    """Record the autograd graph only up to one layer's output; the rest of the forward runs without grad.
+
+    >>> with AttributionContext(net) as ac, Probe(net, [layer]) as probe, GraphCut(net, layer, x):
+    ...     logits = net(x.requires_grad_())   # graph up to `layer`; logits computed under no_grad
+
+    A unit's attribution backpropagates from its layer down, so the graph (and saved tensors) of everything
+    after it is dead weight: cutting there makes the live frame's forward cheaper and its values identical
+    (the same ops run; only autograd recording stops). `layer` is a Probe name (`name` or `name@k`); a bare
+    name of a reused module means its last call (counts from `probe.call_counts`, one cached forward per
+    net). Enter it after `Probe`, so the probe captures the layer's output before grad is switched off.
+    Grad mode is restored on exit, also after an exception.
+    """
+
+    def __init__(self, net: nn.Module, layer: str, example: Tensor) -> None:
+        name, call = split_layer(layer)
+        modules = dict(net.named_modules())
+        if name not in modules or name == "":
+            raise DeepVisError(f"unknown layer {layer!r}")
+        if call is None:
+            call = max(call_counts(net, example.detach())[0].get(name, 1), 1) - 1
+        self.net, self.module, self.call = net, modules[name], call
+        self._calls = 0
+        self._grad_was: bool | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> GraphCut:
+        self._grad_was = torch.is_grad_enabled()
+        try:
+            self._handles.append(self.net.register_forward_pre_hook(self._reset))
+            self._handles.append(self.module.register_forward_hook(self._hook))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._grad_was is not None:
+            torch.set_grad_enabled(self._grad_was)
+
+    def _reset(self, _module: nn.Module, _inputs: object) -> None:
+        self._calls = 0
+        if self._grad_was is not None:
+            torch.set_grad_enabled(self._grad_was)
+
+    def _hook(self, _module: nn.Module, _inputs: object, _output: object) -> None:
+        if self._calls == self.call:
+            torch.set_grad_enabled(False)
+        self._calls += 1
 
 
 def attribution_context(net: nn.Module | None = None) -> AttributionContext:

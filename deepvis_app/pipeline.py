@@ -357,11 +357,14 @@ class FrameProcessor:
         layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
         ctx = None
         if methods or (req.erf and unit is not None):
-            from .attribution import AttributionContext  # loaded only when a unit is explained
+            from .attribution import AttributionContext, GraphCut  # loaded only when a unit is explained
 
+            # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
+            # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph.
+            cut = GraphCut(vm.net, unit.layer, x)
             x.requires_grad_(True)
-            with AttributionContext(vm.net) as ctx, Probe(vm.net, layers) as probe:
-                logits = vm.net(x)  # the one forward: its graph is reused by every attribution method
+            with AttributionContext(vm.net) as ctx, Probe(vm.net, layers) as probe, cut:
+                logits = vm.net(x)
             acts = dict(probe.activations)
         else:
             with Probe(vm.net, layers, detach=True) as probe, torch.inference_mode():

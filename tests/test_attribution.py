@@ -12,7 +12,9 @@ import torchvision
 from torch import nn
 
 from deepvis_app.attribution import (
+    RULES,
     AttributionContext,
+    GraphCut,
     Unit,
     attribute,
     explain_unit,
@@ -387,6 +389,49 @@ def test_live_pipeline_reuses_one_forward() -> None:
         torch.testing.assert_close(first[m], attribute(net, x.detach(), "layer2", 4, m))
     torch.testing.assert_close(second["guided"],
                                attribute(net, x.detach(), "layer2", 9, "guided", objective="channel"))
+
+
+@pytest.mark.parametrize("layer", ["layer2", "layer1.0.relu", "layer1.0.relu@0"])
+def test_graph_cut_records_only_up_to_the_layer(layer: str) -> None:
+    """GraphCut: the layer keeps its graph (same maps, bit for bit), everything after it has none, the logits
+    are unchanged, grad mode is restored; a bare name of a reused module (ResNet's relu) cuts after its last call."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = net(x)
+    xg = x.clone().requires_grad_(True)
+    with AttributionContext(net) as ac, Probe(net, [layer, "layer3"]) as probe, GraphCut(net, layer, xg):
+        logits = net(xg)
+    assert torch.is_grad_enabled()
+    assert torch.equal(logits, plain) and logits.grad_fn is None and probe["layer3"].grad_fn is None
+    assert probe[layer].grad_fn is not None
+    cut = ac.explain(xg, probe[layer], Unit(3), RULES)
+    xf = x.clone().requires_grad_(True)
+    with AttributionContext(net) as af, Probe(net, [layer]) as full:
+        net(xf)
+    ref = af.explain(xf, full[layer], Unit(3), RULES)
+    assert cut.unit == ref.unit
+    for rule in RULES:
+        assert torch.equal(cut[rule], ref[rule])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_graph_cut_restores_grad_mode_after_an_error() -> None:
+    net = TinyNet().eval()
+    cut = GraphCut(net, "conv1", X)
+    with pytest.raises(RuntimeError, match="boom"), cut:
+        net(X.clone().requires_grad_(True))
+        assert not torch.is_grad_enabled()
+        raise RuntimeError("boom")
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        with GraphCut(net, "conv1", X):
+            net(X)
+        assert not torch.is_grad_enabled()  # restored to the mode it found, not switched on
+    assert torch.is_grad_enabled()
+    with pytest.raises(DeepVisError, match="unknown layer"):
+        GraphCut(net, "nope", X)
 
 
 def test_errors_are_user_errors() -> None:

@@ -182,10 +182,31 @@ def test_processor_attributions_match_standalone_api(lite0, photos):
                                percentile=99.5)
         got = result.attributions[method]
         assert got.shape == (224, 224, 3) and got.dtype == np.uint8
-        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+        assert np.array_equal(got, expected)  # the graph cut after the unit's layer changes no value
     assert not np.array_equal(result.attributions["gradient"], result.attributions["guided"])
     assert "attribution" in result.timings
     assert all(not m._forward_hooks for m in lite0.net.modules())
+
+
+def test_processor_with_unit_before_the_grid_layer_keeps_predictions_and_grid(lite0, photos):
+    """Grad is recorded only up to the unit's layer: the grid layer after it and the predictions (computed
+    without a graph) equal a plain forward's, the attributions equal `attribute()`, and grad mode is restored."""
+    from deepvis_app.attribution import attribute, render_view
+
+    proc = FrameProcessor(lite0)
+    req = ViewRequest(layer="_blocks.10", unit=Unit("_blocks.3", 2, 10, 12), attribution=("guided",),
+                      attribution_view="norm")
+    result = proc.process(Frame(0, photos["chelsea"], time.perf_counter()), req)
+    assert torch.is_grad_enabled()
+    plain = FrameProcessor(lite0).process(Frame(0, photos["chelsea"], time.perf_counter()),
+                                          ViewRequest(layer="_blocks.10"))
+    assert result.predictions == plain.predictions
+    assert np.array_equal(result.grid.image, plain.grid.image)
+    x = lite0.preprocess(photos["chelsea"])
+    expected = render_view(attribute(lite0.net, x, layer="_blocks.3", unit=(2, 10, 12), method="guided"), "norm",
+                           percentile=99.5)
+    assert np.array_equal(result.attributions["guided"], expected)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lite0.net.modules())
 
 
 def test_model_switch_brings_its_own_request(lite0, photos):
