@@ -13,11 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# Library noise is not for users: where a source fails we say so in one line ourselves. FFmpeg prints
+# "moov atom not found" & co. to fd 2 from C, and reads its level once, when OpenCV first opens a capture;
+# OpenCV reads its own at import. setdefault, so OPENCV_LOG_LEVEL=DEBUG / OPENCV_FFMPEG_LOGLEVEL=48 still work.
+_USER_CV_LOG_LEVEL = "OPENCV_LOG_LEVEL" in os.environ
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
-from .errors import SourceError
-from .resources import DEMO_PHOTOS
+import cv2  # noqa: E402 - after the environment defaults above
+import numpy as np  # noqa: E402
+
+from .errors import SourceError  # noqa: E402
+from .resources import DEMO_PHOTOS  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"}
@@ -28,7 +35,8 @@ MAX_DECODE_SIDE = 4096
 # More pixels than this (after the reduced decode) is refused outright: a decompression bomb, not a photo.
 MAX_PIXELS = 64_000_000
 
-cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # OpenCV's probing noise is not for users
+if not _USER_CV_LOG_LEVEL and hasattr(cv2, "setLogLevel"):
+    cv2.setLogLevel(0)  # cv2 may have been imported before us (fileio), so its import-time level may be the default
 
 
 def _header_size(data: np.ndarray) -> tuple[int, int] | None:

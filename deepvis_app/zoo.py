@@ -293,7 +293,9 @@ def _build(spec: ModelSpec, pretrained: bool) -> nn.Module:
         weights = _torchvision_weights(spec, target) if pretrained else None
         if weights is not None:
             _ensure_cached(weights.url, target)
-        kwargs: dict[str, Any] = {}
+        # The file is cached above (our own download, our own error line): torchvision's "Downloading: ..." and
+        # progress bar would only be noise on stderr.
+        kwargs: dict[str, Any] = {"progress": False}
         if target in ("googlenet", "inception_v3"):
             kwargs["aux_logits"] = False if weights is None else None  # aux heads are training-only
             kwargs = {k: v for k, v in kwargs.items() if v is not None}
