@@ -61,6 +61,21 @@ def _header_size(data: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def _png_truncated(data: np.ndarray) -> bool:
+    """A PNG whose chunk chain ends before IEND: libpng would print "libpng error: ..." straight to fd 2 (no
+    log level reaches it) and OpenCV would fail anyway, so such a file is refused before decoding. Walks only
+    the 12-byte chunk headers (a few hundred for a photo)."""
+    if data.size < 8 or data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
+        return False
+    i, n = 8, int(data.size)
+    while i + 8 <= n:
+        length = int.from_bytes(data[i:i + 4].tobytes(), "big")
+        if data[i + 4:i + 8].tobytes() == b"IEND":
+            return False
+        i += 12 + length
+    return True
+
+
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -70,7 +85,7 @@ def decode_image(data: np.ndarray, *, max_side: int = MAX_DECODE_SIDE) -> np.nda
 
     Big images are decoded reduced (JPEG decoders skip the pixels; others are shrunk right after decoding), so
     no multi-GB buffer is allocated; a size the header cannot tell is left to OpenCV's own pixel limit."""
-    if data.size == 0:
+    if data.size == 0 or _png_truncated(data):
         return None
     factor = 1
     size = _header_size(data)

@@ -55,14 +55,17 @@ def test_truncated_video_is_noisy_without_our_defaults(truncated_mp4: Path, tmp_
     assert proc.stderr.splitlines()[-1].startswith("deepvis: error: not a readable video")
 
 
-@pytest.mark.parametrize("case", ["corrupt_image", "truncated_video", "camera",
+@pytest.mark.parametrize("case", ["corrupt_image", "truncated_png", "truncated_video", "camera",
                                   "offline_weights", "no_network_weights"])
 def test_failing_command_prints_one_line(case: str, truncated_mp4: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"garbage, not a jpeg")
     cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((32, 32, 3), np.uint8))
+    png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    (tmp_path / "half.png").write_bytes(png[: len(png) // 2])  # libpng: "PNG input buffer is incomplete" on fd 2
     env: dict[str, str] = {}
     args = {
         "corrupt_image": ["predict", "bad.jpg"],
+        "truncated_png": ["predict", "half.png"],
         "truncated_video": ["run", "--headless", "--source", str(truncated_mp4)],
         "camera": ["run", "--headless", "--source", "7"],
         "offline_weights": ["predict", "--model", "resnet18", "ok.png"],
