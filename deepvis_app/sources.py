@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,18 +62,26 @@ def _header_size(data: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _png_truncated(data: np.ndarray) -> bool:
-    """A PNG whose chunk chain ends before IEND: libpng would print "libpng error: ..." straight to fd 2 (no
-    log level reaches it) and OpenCV would fail anyway, so such a file is refused before decoding. Walks only
-    the 12-byte chunk headers (a few hundred for a photo)."""
+def _png_damaged(data: np.ndarray) -> bool:
+    """A PNG whose chunk chain ends before IEND, or a critical chunk (IHDR, PLTE, IDAT, IEND) whose CRC is wrong:
+    libpng fails on both and prints "libpng error: ..." straight to fd 2 (no log level reaches it), so such a
+    file is refused before decoding, as it would be after. Ancillary chunks with a bad CRC are left alone:
+    libpng skips those and decodes the image."""
     if data.size < 8 or data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
         return False
-    i, n = 8, int(data.size)
+    buf = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
+    i, n = 8, len(buf)
     while i + 8 <= n:
-        length = int.from_bytes(data[i:i + 4].tobytes(), "big")
-        if data[i + 4:i + 8].tobytes() == b"IEND":
+        length = int.from_bytes(buf[i:i + 4], "big")
+        kind = bytes(buf[i + 4:i + 8])
+        end = i + 8 + length
+        if end + 4 > n:
+            return True
+        if kind[:1].isupper() and zlib.crc32(buf[i + 4:end]) != int.from_bytes(buf[end:end + 4], "big"):
+            return True
+        if kind == b"IEND":
             return False
-        i += 12 + length
+        i = end + 4
     return True
 
 
@@ -85,7 +94,7 @@ def decode_image(data: np.ndarray, *, max_side: int = MAX_DECODE_SIDE) -> np.nda
 
     Big images are decoded reduced (JPEG decoders skip the pixels; others are shrunk right after decoding), so
     no multi-GB buffer is allocated; a size the header cannot tell is left to OpenCV's own pixel limit."""
-    if data.size == 0 or _png_truncated(data):
+    if data.size == 0 or _png_damaged(data):
         return None
     factor = 1
     size = _header_size(data)
