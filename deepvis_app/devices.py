@@ -56,3 +56,11 @@ def job_threads() -> int:
     import os
 
     return max(1, (os.cpu_count() or 1) // 4)
+
+
+def thread_policy() -> dict[str, str | int | None]:
+    """What the process runs with (for an About box or a benchmark log): torch threads and the OpenMP wait policy
+    that `import deepvis_app` defaults to PASSIVE (issue 17) unless the user set one."""
+    import os
+
+    return {"torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -25,3 +25,45 @@ def test_cuda_without_gpu_and_nonsense(monkeypatch):
     for bad in ("gpu", "cuda:x", "tpu"):
         with pytest.raises(DeepVisError, match="bad --device"):
             resolve_device(bad)
+
+
+# The thread policy (issue 17) must reach OpenMP before torch loads, so it is checked in fresh interpreters.
+_PROBE = r"""
+import importlib.abc, json, os, sys
+seen = {}
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and "policy" not in seen:
+            seen["policy"] = os.environ.get("OMP_WAIT_POLICY")
+        return None
+sys.meta_path.insert(0, Spy())
+import deepvis_app
+import torch
+print(json.dumps({"at_torch_import": seen.get("policy"), "env": os.environ.get("OMP_WAIT_POLICY"),
+                  "threads": torch.get_num_threads()}))
+"""
+
+
+def _probe(**env: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DEEPVIS_NO_THREAD_POLICY")}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env={**base, **env}, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_wait_policy_is_passive_before_torch_loads():
+    got = _probe()
+    assert got["at_torch_import"] == "PASSIVE"  # set by `import deepvis_app`, before torch's OpenMP reads it
+    assert got["env"] == "PASSIVE"
+
+
+def test_user_choices_win():
+    assert _probe(OMP_WAIT_POLICY="ACTIVE")["at_torch_import"] == "ACTIVE"
+    assert _probe(DEEPVIS_NO_THREAD_POLICY="1")["at_torch_import"] is None
+    assert _probe(OMP_NUM_THREADS="1")["threads"] == 1
