@@ -13,7 +13,7 @@ if not _os.environ.get("DEEPVIS_NO_THREAD_POLICY"):
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import DeepVisError  # noqa: E402
-from .zoo import VisModel  # noqa: E402, available_models, load_model
+from .zoo import VisModel, available_models, load_model  # noqa: E402
 
 __all__ = ["DeepVisError", "VisModel", "available_models", "load_model"]
 __version__ = "0.1.0"
