@@ -5,7 +5,7 @@ Issue 17: with torch's default threads the live view fell to 0-6 fps while other
 Each policy is measured in a child process (OMP_* / GOMP_* must be set before torch loads) running
 (a) the headless live pipeline on the demo source, as benchmarks/pipeline.py does, and
 (b) a short `optimize` (channel objective, --steps, --size), once quiet and once with one busy-loop
-process per core, started and killed here. Children get DEEPVIS_NO_THREAD_POLICY=1 so the package's own
+process per core, started and killed here. Children get DEEPVIS_WAIT_POLICY unset so the package's own
 defaults do not mask the policy under test.
 Usage: python benchmarks/threads.py [--frames N] [--steps S] [--size P] [--policies a,b,...]
 """
@@ -57,7 +57,7 @@ print(json.dumps({"torch_threads": torch.get_num_threads(), "pipeline_fps": roun
 
 def measure(threads: int | None, extra: dict[str, str], busy: bool, args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "MKL_"))}
-    env.update(extra, DEEPVIS_NO_THREAD_POLICY="1")
+    env.update(extra, DEEPVIS_WAIT_POLICY="")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(CORES if busy else 0)]
     try:
         t0 = time.perf_counter()

@@ -5,11 +5,12 @@ The compute core (this package minus `deepvis_app.gui`) imports no Qt.
 
 import os as _os
 
-# Issue 17 (benchmarks/threads.py): torch's OpenMP team spin-waits by default; next to other busy programs on a small
-# CPU the spinning threads starve each other (a 32-step optimize ran past 100 s instead of ~1 s). PASSIVE makes idle
-# team threads sleep, so the app slows with the load instead of collapsing. It must be set before torch loads, hence
-# here; a user's own OMP_WAIT_POLICY wins, and DEEPVIS_NO_THREAD_POLICY=1 (the benchmark's children) leaves it unset.
-if not _os.environ.get("DEEPVIS_NO_THREAD_POLICY"):
+# OpenMP's wait policy must be chosen before torch loads, hence here. Measured (issue 17): torch's default (idle
+# team threads spin) collapses next to other busy programs on a small CPU (a 32-step optimize ran past 100 s), while
+# PASSIVE (idle threads sleep) cost the live window ~35% of its fps on a quiet 2-core machine (gui_latency: 13.6-15.7
+# vs 19.7 fps; click->paint 110-126 vs 80 ms). Until a clean measurement settles it, the default stays torch's;
+# DEEPVIS_WAIT_POLICY=passive (a shared or busy machine) opts in; a user's own OMP_WAIT_POLICY always wins.
+if _os.environ.get("DEEPVIS_WAIT_POLICY", "").lower() == "passive":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import DeepVisError  # noqa: E402

@@ -60,7 +60,7 @@ def job_threads() -> int:
 
 def thread_policy() -> dict[str, str | int | None]:
     """What the process runs with (for an About box or a benchmark log): torch threads and the OpenMP wait policy
-    that `import deepvis_app` defaults to PASSIVE (issue 17) unless the user set one."""
+    (`DEEPVIS_WAIT_POLICY=passive` or the user's OMP_WAIT_POLICY; unset = torch's default)."""
     import os
 
     return {"torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -51,19 +51,19 @@ def _probe(**env: str) -> dict:
     import sys
 
     base = {k: v for k, v in os.environ.items()
-            if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DEEPVIS_NO_THREAD_POLICY")}
+            if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DEEPVIS_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", _PROBE], env={**base, **env}, capture_output=True, text=True,
                          check=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_wait_policy_is_passive_before_torch_loads():
-    got = _probe()
+def test_wait_policy_opt_in_is_set_before_torch_loads():
+    assert _probe()["at_torch_import"] is None  # the default: torch's own policy (fastest on a quiet machine)
+    got = _probe(DEEPVIS_WAIT_POLICY="passive")
     assert got["at_torch_import"] == "PASSIVE"  # set by `import deepvis_app`, before torch's OpenMP reads it
     assert got["env"] == "PASSIVE"
 
 
 def test_user_choices_win():
-    assert _probe(OMP_WAIT_POLICY="ACTIVE")["at_torch_import"] == "ACTIVE"
-    assert _probe(DEEPVIS_NO_THREAD_POLICY="1")["at_torch_import"] is None
+    assert _probe(OMP_WAIT_POLICY="ACTIVE", DEEPVIS_WAIT_POLICY="passive")["at_torch_import"] == "ACTIVE"
     assert _probe(OMP_NUM_THREADS="1")["threads"] == 1
