@@ -27,7 +27,6 @@ class PatternsFeature(Feature):
         self.steps, self.size = app_settings()
         self.images: list[np.ndarray | None] = []  # per unit of `self.layer`
         self._key: tuple | None = None  # (model, layer) that `images` belongs to
-        self._job_key: tuple | None = None  # (model, layer) the optimize-layer job works on
         self.box = QCheckBox("patterns")
         self.box.setToolTip("pattern mode (p): each unit's cached optimized image instead of its live activation")
         self.box.toggled.connect(self.set_pattern_mode)
@@ -136,7 +135,6 @@ class PatternsFeature(Feature):
         objectives = {c: unit_objective(ctx.vm, layer, c) for c in todo}
         steps, size, total = self.steps, self.size, len(todo)
         load = ctx.live.model_copy_loader()
-        self._job_key = (model, layer)
 
         def work(abort):
             vm = load()
@@ -170,7 +168,6 @@ class PatternsFeature(Feature):
         self._publish()
 
     def _job_finished(self, message: str, level: str = "info") -> None:
-        self._job_key = None
         self.progress.hide()
         self.button.setText("optimize layer")
         self.ctx.notify(message, level, 10)
