@@ -138,6 +138,8 @@ class MainWindow(QMainWindow):
         if dock is not None:
             dock.show()
             dock.raise_()
+            # a tool opened from the menu gets room: about half of its column's height
+            self.resizeDocks([dock], [int(self.height() * 0.5)], Qt.Orientation.Vertical)
 
     def _title(self, *_args) -> None:
         src = self.live.source.name if self.live.source is not None else "no source"

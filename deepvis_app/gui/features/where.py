@@ -115,10 +115,17 @@ class WhereFeature(Feature):
             label.setWordWrap(True)
 
         grid = QGridLayout()
-        grid.addWidget(titled("occlusion: red = covering hurts, blue = helps", self.occ), 0, 0)
-        grid.addWidget(titled("winning class per patch position", self.labels_canvas), 0, 1)
-        grid.addWidget(titled("class saliency |d score / d pixel|", self.sal), 0, 2)
-        grid.addWidget(titled("cut out (GrabCut seeded by saliency)", self.cut), 0, 3)
+        grid.addWidget(titled("red hurts \u00b7 blue helps", self.occ), 0, 0)
+        grid.addWidget(titled("winning class", self.labels_canvas), 0, 1)
+        grid.addWidget(titled("saliency", self.sal), 0, 2)
+        grid.addWidget(titled("GrabCut cut-out", self.cut), 0, 3)
+        for canvas, tip in ((self.occ, "the target's score with a patch over each spot, as a drop from the "
+                             "unoccluded score: red = covering hurts, blue = covering helps"),
+                            (self.labels_canvas, "which class wins with the patch at each position (yellow: the "
+                             "unoccluded winner)"),
+                            (self.sal, "class saliency: max over colours of |d score / d pixel| (Simonyan 2013)"),
+                            (self.cut, "GrabCut seeded by the saliency's top (object) and bottom (background)")):
+            canvas.setToolTip(tip)
         grid.addWidget(self.occ_bar, 1, 0)
         grid.addWidget(self.legend, 1, 1)
         grid.addWidget(self.smooth_box, 1, 2)
@@ -228,8 +235,7 @@ class WhereFeature(Feature):
         self.occ.set_image(diverging_overlay(image, drop, self._signed_lut, scale))
         self.occ.caption = f"stride {m.stride}" + ("" if m.complete else f"  {m.done}/{m.total}")
         unit = "probability" if m.target.cls is not None and m.target.score == "prob" else "score"
-        self.occ_bar.set_scale(self._signed_lut,
-                               (f"-{scale:.2g} helps", "0", f"+{scale:.2g} hurts"),
+        self.occ_bar.set_scale(self._signed_lut, (f"-{scale:.2g}", "0", f"+{scale:.2g}"),
                                f"drop in the target's {unit} when that patch is covered")
         cats = self.ctx.vm.categories
         what = (cats[m.target.cls] if m.target.cls is not None and m.target.cls < len(cats) else m.target.label)
