@@ -75,3 +75,30 @@ def isolated_cache(tmp_path, monkeypatch):
     """DEEPVIS_CACHE in the test's own folder: nothing read from or left in the user's cache."""
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def cat_on_rocket(photos) -> np.ndarray:
+    """Chelsea's face (112 px) in the middle of a 224 px rocket photo: a cat with known whereabouts."""
+    from deepvis_app.sources import fit_image
+
+    img = fit_image(photos["rocket"], 224, "center").copy()
+    img[56:168, 56:168] = cv2.resize(fit_image(photos["chelsea"], 224, "center"), (112, 112),
+                                     interpolation=cv2.INTER_AREA)
+    return img
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """The top-k tests' tiny conv net as a spec-loaded VisModel (tests/test_topk.py writes its module)."""
+    import sys
+
+    from test_topk import ensure_rf_module, write_tinynet
+
+    from deepvis_app.zoo import load_model
+
+    ensure_rf_module()
+    spec = write_tinynet(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("tinynet_topk", None)
+    return load_model(spec, weights="default", device="cpu")

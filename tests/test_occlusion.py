@@ -22,7 +22,6 @@ from deepvis_app.occlusion import (
     occlusion_map,
     patch_positions,
 )
-from deepvis_app.sources import fit_image
 
 ID = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -191,15 +190,6 @@ def test_bad_arguments_are_one_line_errors(image):
         occlusion_map(net, image, 10, window=8, stride=8, **ID)
     with pytest.raises(DeepVisError, match="unknown layer"):
         occlusion_map(net, image, ("nope", 1), window=8, stride=8, **ID)
-
-
-@pytest.fixture(scope="module")
-def cat_on_rocket(photos) -> np.ndarray:
-    """Chelsea's face (112 px) in the middle of a 224 px rocket photo: a cat with known whereabouts."""
-    img = fit_image(photos["rocket"], 224, "center").copy()
-    img[56:168, 56:168] = cv2.resize(fit_image(photos["chelsea"], 224, "center"), (112, 112),
-                                     interpolation=cv2.INTER_AREA)
-    return img
 
 
 def test_covering_the_cat_face_hurts_most(lite0, cat_on_rocket):

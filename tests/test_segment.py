@@ -13,7 +13,6 @@ from torch import nn
 from deepvis_app.cli import main
 from deepvis_app.errors import DeepVisError
 from deepvis_app.segment import grabcut_from_saliency, saliency_map, segment, smoothgrad
-from deepvis_app.sources import fit_image
 
 
 def linear_net() -> nn.Module:
@@ -66,14 +65,6 @@ def test_grabcut_follows_the_object_from_saliency_seeds():
     assert not grabcut_from_saliency(img, np.zeros((96, 96), np.float32)).any()  # no seeds, no object
     with pytest.raises(DeepVisError, match="differ in size"):
         grabcut_from_saliency(img, sal[:10])
-
-
-@pytest.fixture(scope="module")
-def cat_on_rocket(photos) -> np.ndarray:
-    img = fit_image(photos["rocket"], 224, "center").copy()
-    img[56:168, 56:168] = cv2.resize(fit_image(photos["chelsea"], 224, "center"), (112, 112),
-                                     interpolation=cv2.INTER_AREA)
-    return img
 
 
 def test_cat_saliency_is_mostly_on_the_cat(lite0, cat_on_rocket):

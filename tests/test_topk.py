@@ -17,7 +17,6 @@ import torch
 from deepvis_app.errors import DeepVisError
 from deepvis_app.topk import LiveTopK, RunningTopK, TopKStore, crop_box
 from deepvis_app.topk.scan import list_images, scan
-from deepvis_app.zoo import load_model
 
 # A tiny net with a known receptive field: conv1 (k3 s1 p1) -> RF of (y, x) = rows y-1..y+1;
 # conv2 (k3 s2 p1) on conv1 -> rows 2y-2..2y+2. Written to a module so subprocesses (torchrun) can build it.
@@ -83,13 +82,6 @@ def write_tinynet(folder: Path) -> Path:
     return spec
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    ensure_rf_module()
-    spec = write_tinynet(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("tinynet_topk", None)
-    return load_model(spec, weights="default", device="cpu")
 
 
 def write_photos(folder: Path, bad: bool = True) -> list[Path]:

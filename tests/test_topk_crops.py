@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import threading
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
-from test_topk import LAYERS, ensure_rf_module, write_photos, write_tinynet
+from test_topk import LAYERS, write_photos
 from torch import nn
 
 from deepvis_app.attribution import attribute, render_view
@@ -22,15 +21,6 @@ from deepvis_app.topk import TopKStore, crop_box
 from deepvis_app.topk.crops import CropJob, Tap, iter_crops, iter_render_unit, render_unit
 from deepvis_app.topk.scan import scan
 from deepvis_app.zoo import load_model
-
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    ensure_rf_module()
-    spec = write_tinynet(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("tinynet_topk", None)
-    return load_model(spec, weights="default", device="cpu")
 
 
 def _reference(vm, image: np.ndarray, layer: str, where: tuple, box, kind: str) -> np.ndarray:
