@@ -5,6 +5,9 @@ x.requires_grad), so only the partial backward(s) from the selected layer are ti
 now keeps: recorded only up to the layer, `GraphCut`). ours_e2e_three adds that forward. Before/after in one run:
 frame_forward_full_graph_ms is the old live forward (graph over the whole net), frame_forward_cut_ms the new one
 (graph up to the layer, the rest under no_grad), frame_forward_plain_no_grad_ms a plain forward.
+ours_*_unfused: the same with the conv -> BN -> rectifier fusion switched off (the backward before it).
+ours_three_views_cached_ms: the live steady state on a net whose deconvnet maps cannot depend on the image
+(`deconv_static`, e.g. EfficientNet-Lite): the same unit on the next frame, its deconvnet map from `DeconvCache`.
 
 Usage: .venv/bin/python benchmarks/attribution.py [--model efficientnet_lite0] [--layer _blocks.10] [--reps 10]
 """
@@ -25,7 +28,8 @@ import torch
 def main() -> None:
     from captum.attr import NeuronGuidedBackprop
 
-    from deepvis_app.attribution import AttributionContext, GraphCut, Unit, resolve_unit
+    import deepvis_app.attribution as attribution
+    from deepvis_app.attribution import AttributionContext, DeconvCache, GraphCut, Unit, resolve_unit
     from deepvis_app.probe import Probe
     from deepvis_app.zoo import load_model
 
@@ -78,6 +82,25 @@ def main() -> None:
         ac, x, act = state["f"]
         return ac.explain(x, act, unit, ("gradient", "deconv", "guided"))
 
+    cache = DeconvCache()
+    fused_chain = attribution._conv_chain
+
+    def three_cached():
+        ac, x, act = state["f"]
+        return ac.explain(x, act, unit, ("gradient", "deconv", "guided"), deconv_cache=cache, layer=args.layer)
+
+    def unfused(fn):
+        def run():
+            attribution._conv_chain = lambda a, k: None
+            try:
+                prepare()
+            finally:
+                attribution._conv_chain = fused_chain
+            t = time.perf_counter()
+            fn()
+            return time.perf_counter() - t
+        return run
+
     def plain_forward():
         with torch.no_grad():
             net(x0)
@@ -91,7 +114,8 @@ def main() -> None:
 
     # Interleaved rounds, so load changes on a shared machine hit every variant alike; medians reported.
     times: dict[str, list[float]] = {k: [] for k in ("captum", "one", "three", "e2e", "fwd_ctx", "fwd_plain",
-                                                     "fwd_full", "three_full", "e2e_full")}
+                                                     "fwd_full", "three_full", "e2e_full", "three_cached",
+                                                     "one_unfused", "three_unfused")}
     for i in range(args.reps + 1):
         state["f"] = None  # graphs are freed outside the timed spans
         t0 = time.perf_counter()
@@ -114,6 +138,15 @@ def main() -> None:
         t8 = time.perf_counter()
         three()
         t9 = time.perf_counter()
+        state["f"] = None
+        prepare()
+        t10 = time.perf_counter()
+        three_cached()
+        t11 = time.perf_counter()
+        state["f"] = None
+        t_one_unfused = unfused(one)()
+        state["f"] = None
+        t_three_unfused = unfused(three)()
         if i == 0:
             continue  # warm-up
         times["captum"].append(t1 - t0)
@@ -125,6 +158,9 @@ def main() -> None:
         times["fwd_full"].append(t8 - t7)
         times["three_full"].append(t9 - t8)
         times["e2e_full"].append(t9 - t7)
+        times["three_cached"].append(t11 - t10)
+        times["one_unfused"].append(t_one_unfused)
+        times["three_unfused"].append(t_three_unfused)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     captum_ms, one_ms, three_ms, e2e_ms = med["captum"], med["one"], med["three"], med["e2e"]
     fwd_ctx_ms, fwd_plain_ms = med["fwd_ctx"], med["fwd_plain"]
@@ -136,6 +172,13 @@ def main() -> None:
         "ours_three_views_ms": round(three_ms, 2),
         "ratio_one_vs_captum": round(one_ms / captum_ms, 3),
         "ratio_three_vs_captum": round(three_ms / captum_ms, 3),
+        "ours_three_views_cached_ms": round(med["three_cached"], 2),
+        "ratio_three_cached_vs_captum": round(med["three_cached"] / captum_ms, 3),
+        "deconv_cache_hits": cache.hits,
+        "ours_one_method_unfused_ms": round(med["one_unfused"], 2),
+        "ours_three_views_unfused_ms": round(med["three_unfused"], 2),
+        "ratio_one_unfused_vs_captum": round(med["one_unfused"] / captum_ms, 3),
+        "ratio_three_unfused_vs_captum": round(med["three_unfused"] / captum_ms, 3),
         "target_one": "<= 0.35", "target_three": "<= 1.0",
         "ours_e2e_forward_plus_three_ms": round(e2e_ms, 2),
         "ratio_e2e_three_vs_captum": round(e2e_ms / captum_ms, 3),

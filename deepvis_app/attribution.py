@@ -39,8 +39,8 @@ OBJECTIVES = ("neuron", "channel", "seed", "logit", "prob")
 VIEWS = ("raw", "gray", "norm", "normblur")
 
 __all__ = [
-    "METHODS", "OBJECTIVES", "RULES", "VIEWS", "AttributionContext", "Explanation", "GraphCut", "Unit", "attribute",
-    "attribution_context", "explain_unit", "gradcam_map", "render_view", "unit_objective",
+    "METHODS", "OBJECTIVES", "RULES", "VIEWS", "AttributionContext", "DeconvCache", "Explanation", "GraphCut", "Unit",
+    "attribute", "attribution_context", "explain_unit", "gradcam_map", "render_view", "unit_objective",
 ]
 
 
@@ -54,6 +54,7 @@ class _RuleState:
     def __init__(self) -> None:
         self.rule = "gradient"
         self.calls = 0  # rectifier calls routed to _Rectifier (a check that the rules are in the graph)
+        self.deconv_static = True  # no recorded op makes the deconvnet backward depend on the input
         self.lock = threading.Lock()  # one rule-switching backward at a time per context
 
 
@@ -81,12 +82,148 @@ class _Rectifier(torch.autograd.Function):
         if rule == "guided":
             # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6:
             # a unit saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
-            return torch.ops.aten.threshold_backward(grad.clamp(min=0), out, 0), None, None, None
-        if ctx.upper is None:
-            grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        else:
-            grad = torch.ops.aten.hardtanh_backward(grad, out, 0.0, ctx.upper)
-        return grad, None, None, None
+            return _rule_backward(grad, out, "guided", ctx.upper), None, None, None
+        return _rule_backward(grad, out, rule, ctx.upper), None, None, None
+
+
+def _rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None) -> Tensor:
+    """A rectifier's input gradient under `rule`, in one new tensor (the clamp of guided is done in place on it:
+    on the CPU each fresh activation-sized tensor costs more than the arithmetic)."""
+    if rule == "deconv":
+        return grad.clamp(min=0)
+    if rule == "guided":
+        return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0)
+    if upper is None:
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+    return torch.ops.aten.hardtanh_backward(grad, out, 0.0, upper)
+
+
+# Conv -> eval BatchNorm (-> rectifier) chains get one autograd node each: BN's per-channel scale is folded into
+# the conv's weight for the backward, and the rule is applied once, so the backward of the chain is one rule
+# pass plus one transposed conv instead of rule, multiply and convolution_backward, each with a fresh tensor.
+# The forward still runs the native ops one by one (bit-identical values); the fused node only adds a shortcut
+# edge from the chain's output to the conv's input. The intermediate outputs keep their own nodes, so a unit on
+# the conv or BN output (or any other use of them) is still differentiated exactly.
+_CHAIN = "_deepvis_chain"  # attribute on a conv / conv+BN output: (the _Chain that produced it, its version)
+
+
+def _tag(out: Tensor, chain: _Chain) -> None:
+    setattr(out, _CHAIN, (chain, out._version))
+
+
+def _chain_of(x: Tensor) -> _Chain | None:
+    """The chain that produced `x`, unless `x` was modified in place since (say a residual `out += identity`)."""
+    tag = getattr(x, _CHAIN, None)
+    if isinstance(tag, tuple) and len(tag) == 2 and isinstance(tag[0], _Chain) and tag[1] == x._version:
+        return tag[0]
+    return None
+
+
+@dataclass(frozen=True)
+class _Chain:
+    x: Tensor  # the conv's input
+    weight: Tensor  # the conv weight (times BN's scale once BN is folded in)
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    def backward(self, grad: Tensor) -> Tensor:
+        """The conv's input gradient. Two shapes take a matrix product instead of `convolution_backward`, which
+        measured 1.3-8x slower for them on the CPU: 1x1 convs, and convs with a tiny input fan-in (the stem's
+        3 x 3 x 3), whose columns are folded back (col2im)."""
+        n, co = grad.shape[:2]
+        ci, kh, kw = self.weight.shape[1:]
+        if self.groups == 1 and self.x.shape[0] == n and grad.device.type == "cpu":
+            if (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
+                w = self.weight.view(co, ci)
+                if grad.is_contiguous():
+                    return torch.matmul(w.t(), grad.view(n, co, -1)).view(self.x.shape)
+                if grad.is_contiguous(memory_format=torch.channels_last):
+                    rows = torch.mm(grad.permute(0, 2, 3, 1).reshape(-1, co), w)
+                    return rows.view(n, *grad.shape[2:], ci).permute(0, 3, 1, 2)
+            elif ci * kh * kw <= 32 and grad.is_contiguous():
+                cols = torch.matmul(self.weight.view(co, -1).t(), grad.view(n, co, -1))
+                return F.fold(cols, tuple(self.x.shape[-2:]), (kh, kw), dilation=self.dilation,
+                              padding=self.padding, stride=self.stride)
+        return torch.ops.aten.convolution_backward(
+            grad, self.x, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
+            [0, 0], self.groups, [True, False, False])[0]
+
+
+def _pair(v: object) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))  # type: ignore[index]
+
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def _conv_chain(args: tuple, kwargs: dict) -> _Chain | None:
+    """The chain start of a 2-d conv whose only differentiable argument is its input; else None. A symmetric
+    zero `F.pad` just before it (TF-style "same" convs) becomes the conv's own padding in the backward."""
+    p = dict(zip(_CONV_ARGS, args, strict=False)) | kwargs
+    x, w, b = p.get("input"), p.get("weight"), p.get("bias")
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.requires_grad:
+        return None
+    if not isinstance(w, Tensor) or w.dim() != 4 or w.requires_grad or (isinstance(b, Tensor) and b.requires_grad):
+        return None
+    padding = p.get("padding", 0)
+    if isinstance(padding, str):
+        return None
+    padding = _pair(padding)
+    tag = getattr(x, _PADDED, None)
+    if padding == (0, 0) and isinstance(tag, tuple) and tag[2] == x._version:
+        x, padding = tag[0], tag[1]
+    return _Chain(x, w.detach(), _pair(p.get("stride", 1)), padding, _pair(p.get("dilation", 1)),
+                  int(p.get("groups", 1)))
+
+
+_PADDED = "_deepvis_padded"  # attribute on a symmetric zero-padded 4-d tensor: (unpadded input, (top, left), version)
+
+
+def _tag_padding(args: tuple, kwargs: dict, out: object) -> None:
+    x = args[0] if args else kwargs.get("input")
+    pad = args[1] if len(args) > 1 else kwargs.get("pad")
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = args[3] if len(args) > 3 else kwargs.get("value", None)
+    if not isinstance(out, Tensor) or not isinstance(x, Tensor) or x.dim() != 4 or mode != "constant":
+        return
+    if value not in (None, 0, 0.0) or not isinstance(pad, (tuple, list)) or len(pad) != 4:
+        return
+    left, right, top, bottom = (int(v) for v in pad)
+    if left == right >= 0 and top == bottom >= 0:
+        setattr(out, _PADDED, (x, (top, left), out._version))
+
+
+class _ChainBatchNorm(torch.autograd.Function):
+    """BN(conv(x)) with the conv output already computed: native BN forward, backward one transposed conv with
+    the folded weight, straight to the conv's input."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, conv_out: Tensor, mean: Tensor, var: Tensor, weight: Tensor | None,
+                bias: Tensor | None, eps: float, chain: _Chain) -> Tensor:
+        ctx.chain = chain
+        return F.batch_norm(conv_out, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (ctx.chain.backward(grad),) + (None,) * 7
+
+
+class _ChainRectifier(torch.autograd.Function):
+    """rect(BN(conv(x))) with BN's output already computed: backward = the rule, then one transposed conv."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, pre: Tensor, upper: float | None, state: _RuleState, chain: _Chain) -> Tensor:
+        out = torch.relu(pre) if upper is None else pre.clamp(0.0, upper)
+        ctx.save_for_backward(out)
+        ctx.upper, ctx.state, ctx.chain = upper, state, chain
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        return ctx.chain.backward(_rule_backward(grad, out, ctx.state.rule, ctx.upper)), None, None, None, None
 
 
 class _EvalBatchNorm(torch.autograd.Function):
@@ -123,7 +260,17 @@ def _eval_batch_norm(args: tuple, kwargs: dict) -> Tensor | None:
     rest = (mean, var, p.get("weight"), p.get("bias"))
     if mean is None or var is None or any(t is not None and t.requires_grad for t in rest):
         return None
-    return _EvalBatchNorm.apply(x, mean, var, p.get("weight"), p.get("bias"), float(p.get("eps", 1e-5)))
+    eps = float(p.get("eps", 1e-5))
+    chain = _chain_of(x)
+    if chain is not None and x.shape[1] == chain.weight.shape[0]:
+        scale = torch.rsqrt(var + eps)
+        if p.get("weight") is not None:
+            scale = scale * p["weight"]
+        folded = replace(chain, weight=chain.weight * scale.view(-1, 1, 1, 1).to(chain.weight.dtype))
+        out = _ChainBatchNorm.apply(chain.x, x.detach(), mean, var, p.get("weight"), p.get("bias"), eps, folded)
+        _tag(out, folded)
+        return out
+    return _EvalBatchNorm.apply(x, mean, var, p.get("weight"), p.get("bias"), eps)
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
@@ -172,19 +319,81 @@ class _RectifierMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.batch_norm and torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        out = self._route(func, args, kwargs)
+        if self.state.deconv_static and not _keeps_deconv_static(func, args, out):
+            self.state.deconv_static = False
+        return out
+
+    def _route(self, func, args, kwargs):
+        if func is F.pad:
+            out = func(*args, **kwargs)
+            _tag_padding(args, kwargs, out)
+            return out
+        if func is F.conv2d:
+            chain = _conv_chain(args, kwargs)
+            out = func(*args, **kwargs)
+            if chain is not None and isinstance(out, Tensor):
+                _tag(out, chain)
+            return out
+        if func is F.batch_norm:
             out = _eval_batch_norm(args, kwargs)
             if out is not None:
                 return out
         parse = _INTERCEPT.get(func)
-        if parse is not None and torch.is_grad_enabled():
+        if parse is not None:
             x = args[0] if args else kwargs.get("input")
             if isinstance(x, Tensor) and x.requires_grad:
                 upper, inplace = parse(args, kwargs, None)
                 if upper is not False:
                     self.state.calls += 1
+                    chain = _chain_of(x)
+                    if chain is not None and not inplace:
+                        return _ChainRectifier.apply(chain.x, x.detach(), upper, self.state, chain)
                     return _Rectifier.apply(x, upper, inplace, self.state)
         return func(*args, **kwargs)
+
+
+# Ops whose backward is a fixed linear map of the upstream gradient (it reads no forward value): with only these,
+# rectifiers and inference BatchNorm between the input and a unit, the deconvnet rule (which ignores the forward
+# masks) gives the same map for every input -- Zeiler & Fergus's deconvnet needs max-pooling switches to see the
+# image at all. Anything else recorded (max-pooling, squeeze-excitation's products, sigmoid, SiLU, softmax,
+# training-mode BatchNorm, an op not listed) marks the forward as image-dependent.
+_LINEAR_OPS = frozenset((
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear",
+    "add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "__isub__", "sub_", "neg",
+    "__neg__", "cat", "concat", "concatenate", "stack", "pad", "reshape", "view", "view_as", "flatten",
+    "permute", "transpose", "t", "contiguous", "__getitem__", "select", "narrow", "squeeze", "unsqueeze",
+    "expand", "expand_as", "split", "chunk", "unbind", "clone", "to", "float", "sum", "mean", "avg_pool1d",
+    "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "roll", "flip",
+))
+_PRODUCTS = frozenset(("mul", "__mul__", "__rmul__", "__imul__", "mul_", "multiply"))
+_QUOTIENTS = frozenset(("div", "__truediv__", "__itruediv__", "div_", "true_divide", "divide"))
+
+
+_RULED_NODES = ("_RectifierBackward", "_ChainRectifierBackward", "_EvalBatchNormBackward", "_ChainBatchNormBackward")
+
+
+def _keeps_deconv_static(func, args: tuple, out: object) -> bool:
+    """False when `func` (just run with grad on) recorded a node whose backward reads forward values."""
+    results = out if isinstance(out, (tuple, list)) else (out,)
+    if not any(isinstance(t, Tensor) and t.grad_fn is not None for t in results):
+        return True  # nothing recorded (a shape query, a detached result, ...)
+    if func in _INTERCEPT or func is F.batch_norm:  # ours, unless not a rectifier or training-mode BN
+        return type(results[0].grad_fn).__name__ in _RULED_NODES
+    name = getattr(func, "__name__", "")
+    if name == "dropout":
+        return results[0] is args[0]  # inference dropout returns its input
+    if name in _LINEAR_OPS:
+        return True
+    grads = [isinstance(a, Tensor) and a.requires_grad for a in args[:2]]
+    if name in _PRODUCTS:
+        return sum(grads) <= 1
+    if name in _QUOTIENTS:
+        return len(grads) < 2 or not grads[1]
+    return False
 
 
 # Activation modules that get no ReLU-style rule: guided backprop and deconvnet pass their plain derivative.
@@ -345,6 +554,13 @@ class AttributionContext:
         """How many ReLU-family calls got the switchable rule in forwards run inside this context."""
         return self._state.calls
 
+    @property
+    def deconv_static(self) -> bool:
+        """True when the deconvnet maps of this context's graph cannot depend on the input: every recorded op
+        is linear with a fixed backward, a rectifier or inference BatchNorm (no max-pooling switches, gating,
+        smooth activations...). Such maps may be cached per unit and position (`DeconvCache`)."""
+        return self._state.deconv_static
+
     def __enter__(self) -> AttributionContext:
         if self._mode is not None:
             raise RuntimeError("AttributionContext is not reentrant")
@@ -375,7 +591,8 @@ class AttributionContext:
 
     def explain(self, x: Tensor, activation: Tensor, unit: Unit | int | Sequence[int],
                 methods: Iterable[str] = ("gradient", "deconv", "guided"), *,
-                cam_activation: Tensor | None = None, retain_graph: bool = False) -> Explanation:
+                cam_activation: Tensor | None = None, retain_graph: bool = False,
+                deconv_cache: DeconvCache | None = None, layer: str = "") -> Explanation:
         """Attribution maps of one unit of `activation` w.r.t. `x`, all from the existing graph.
 
         x: the forward's input (requires_grad, forward run inside this context). activation: the unit's layer
@@ -383,6 +600,8 @@ class AttributionContext:
         cam_activation: the Grad-CAM layer's captured output (default: `activation`). Each needed rule costs
         one partial backward (from the unit's layer down to x); saliency and gradient x input reuse the
         gradient. retain_graph=False frees the graph after the last backward.
+        deconv_cache (with the unit's `layer` name): where the deconvnet map cannot depend on the input
+        (`deconv_static`), a neuron's map is computed once per (layer, channel, position, input shape) and reused.
         """
         methods = tuple(dict.fromkeys(methods))
         bad = [m for m in methods if m not in METHODS]
@@ -410,6 +629,14 @@ class AttributionContext:
         cam_act = activation if cam_activation is None else cam_activation
 
         grads: dict[str, Tensor] = {}
+        static_key = None
+        if deconv_cache is not None and "deconv" in rules and self.deconv_static and unit.objective == "neuron":
+            static_key = (layer, unit.channel, unit.y, unit.x, tuple(x.shape), x.dtype, x.device)
+            hit = deconv_cache.get(static_key)
+            if hit is not None:
+                grads["deconv"] = hit
+                rules.remove("deconv")
+                static_key = None
         cam_grad = None
         jobs = list(rules)
         if want_cam and "gradient" not in jobs:
@@ -424,6 +651,8 @@ class AttributionContext:
             else:
                 (gx,) = self.grad(objective, x, rule, retain_graph=keep)
             grads[rule] = torch.zeros_like(x) if gx is None else gx
+        if static_key is not None:
+            deconv_cache.put(static_key, grads["deconv"])
 
         maps: dict[str, Tensor] = {}
         for m in methods:
@@ -440,6 +669,37 @@ class AttributionContext:
             if "guided_gradcam" in methods:
                 maps["guided_gradcam"] = grads["guided"] * cam
         return Explanation(unit, maps)
+
+
+class DeconvCache:
+    """Deconvnet maps of neurons on nets where they cannot depend on the image (see
+    `AttributionContext.deconv_static`): the live view computes each (layer, channel, position) once instead of
+    one backward per frame. Least recently used entries go first; one cache per model (clear it on a change)."""
+
+    def __init__(self, size: int = 64) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._maps: OrderedDict[tuple, Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> Tensor | None:
+        found = self._maps.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._maps.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: tuple, value: Tensor) -> None:
+        self._maps[key] = value.detach()
+        self._maps.move_to_end(key)
+        while len(self._maps) > self.size:
+            self._maps.popitem(last=False)
+
+    def clear(self) -> None:
+        self._maps.clear()
 
 
 class GraphCut:

@@ -295,6 +295,7 @@ class FrameProcessor:
         self._live_tiles: tuple[tuple[str, int], tuple[TopKTile, ...]] | None = None
         self._erf = None
         self._erf_key: tuple[str, int] | None = None
+        self._deconv = None  # attribution.DeconvCache, made on the first explained unit
 
     def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit) -> tuple[np.ndarray, int]:
         """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean."""
@@ -395,7 +396,12 @@ class FrameProcessor:
             from .attribution import Unit as Target
             from .attribution import render_view
 
-            explanation = ctx.explain(x, acts[unit.layer], Target(unit.channel, unit.y, unit.x), methods)
+            if self._deconv is None:
+                from .attribution import DeconvCache
+
+                self._deconv = DeconvCache()
+            explanation = ctx.explain(x, acts[unit.layer], Target(unit.channel, unit.y, unit.x), methods,
+                                      deconv_cache=self._deconv, layer=unit.layer)
             position = (explanation.unit.y, explanation.unit.x) if explanation.unit.y is not None else None
             attributions = {m: render_view(explanation[m], req.attribution_view, percentile=99.5) for m in methods}
             timings["attribution"] = time.perf_counter() - t3

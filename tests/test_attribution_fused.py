@@ -1,0 +1,169 @@
+"""The fused conv -> BN -> rectifier backward and the deconvnet cache: exact against the unfused path and autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import deepvis_app.attribution as attribution
+from deepvis_app.attribution import AttributionContext, DeconvCache, Unit
+from deepvis_app.probe import Probe
+
+
+def _bn(c: int, seed: int) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(c)
+    bn.running_mean.copy_(torch.randn(c, generator=g))
+    bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    bn.weight.data.copy_(torch.randn(c, generator=g))
+    bn.bias.data.copy_(torch.randn(c, generator=g))
+    return bn
+
+
+class ChainNet(nn.Module):
+    """Every chain shape the fusion meets: conv-BN-ReLU, strided grouped dilated conv-BN-ReLU6, conv-ReLU without
+    BN, a symmetric zero pad before a conv (folded into it) and an asymmetric one (TF "same", kept), and a residual
+    added in place to a BN output before its ReLU (ResNet's `out += identity`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), _bn(8, 1)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4, bias=False), _bn(8, 2)
+        self.c3 = nn.Conv2d(8, 8, 1, bias=True)
+        self.p4, self.c4, self.b4 = nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3, bias=False), _bn(8, 4)
+        self.p5, self.c5 = nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(8, 6, 3, stride=2, padding=(1, 0), bias=False)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        a = F.relu(self.b1(self.c1(x)))
+        b = F.relu6(self.b2(self.c2(a)))
+        c = torch.relu(self.c3(b))
+        d = self.b4(self.c4(self.p4(c)))
+        d += b  # in place: the chain of d no longer describes it
+        return self.c5(self.p5(F.relu(d)))
+
+
+def _explain(net, x, layer, unit, rules=attribution.RULES, *, fused=True, monkeypatch=None):
+    if not fused:
+        monkeypatch.setattr(attribution, "_conv_chain", lambda args, kwargs: None)
+    xin = x.clone().requires_grad_(True)
+    with AttributionContext(net) as ac, Probe(net, [layer]) as probe:
+        net(xin)
+    exp = ac.explain(xin, probe[layer], unit, rules)
+    if not fused:
+        monkeypatch.undo()
+    return exp
+
+
+@pytest.mark.parametrize("layer", ["c5", "c4", "b4", "c3", "b2"])
+def test_fused_backward_equals_the_unfused_one(layer: str, monkeypatch) -> None:
+    net = ChainNet()
+    x = torch.randn(2, 3, 21, 19, generator=torch.Generator().manual_seed(7))
+    fused = _explain(net, x, layer, Unit(2, 2, 1))
+    plain = _explain(net, x, layer, Unit(2, 2, 1), fused=False, monkeypatch=monkeypatch)
+    for rule in attribution.RULES:
+        assert fused[rule].abs().max() > 0
+        torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
+    # and the gradient is autograd's own, with no context at all
+    xin = x.clone().requires_grad_(True)
+    with Probe(net, [layer]) as probe:
+        net(xin)
+    (ref,) = torch.autograd.grad(probe[layer][:, 2, 2, 1].sum(), xin)
+    torch.testing.assert_close(fused["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_the_fused_nodes_are_the_ones_in_the_graph() -> None:
+    net = ChainNet()
+    outs: dict[str, str] = {}
+    ins: dict[str, str] = {}
+
+    chain_nodes: dict[str, tuple] = {}
+
+    def hook(m, i, o, n):
+        outs[n], ins[n] = type(o.grad_fn).__name__, type(i[0].grad_fn).__name__
+        chain_nodes[n] = tuple(f for f in o.grad_fn.next_functions if f[0] is not None or n == "c5")
+
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n, m in net.named_children()]
+    try:
+        with AttributionContext(net):
+            net(torch.randn(1, 3, 16, 16, requires_grad=True))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert outs["b1"] == outs["b2"] == outs["b4"] == "_ChainBatchNormBackward"  # BN folded into its conv
+    assert outs["c1"] == "ConvolutionBackward0"  # the conv output keeps its own node for other uses
+    assert ins["c2"] == ins["c3"] == "_ChainRectifierBackward"  # relu(BN(conv)) as one node
+    assert ins["p4"] == "_ChainRectifierBackward"  # relu(conv + bias), no BN
+    assert ins["c4"] == "ConstantPadNdBackward0"
+    # the symmetric pad is the conv's padding in the backward: the chain skips the pad's node
+    assert [type(f[0]).__name__ for f in chain_nodes["b4"]] == ["_ChainRectifierBackward"]
+    assert ins["p5"] == "_RectifierBackward"  # after the in-place residual the chain is not used
+    assert [type(f[0]).__name__ for f in chain_nodes["c5"]] == ["ConstantPadNdBackward0", "NoneType", "NoneType"]
+
+
+def _static(fn, shape=(1, 2, 6, 6)) -> bool:
+    x = torch.randn(*shape, requires_grad=True)
+    with AttributionContext() as ac:
+        fn(x)
+    return ac.deconv_static
+
+
+def test_deconv_static_is_told_from_the_ops_recorded() -> None:
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    assert _static(lambda x: F.relu(conv(x)) * 2 + 1)
+    assert _static(lambda x: F.dropout(F.relu(x), 0.5, False).mean())
+    assert _static(lambda x: F.adaptive_avg_pool2d(F.relu6(x), 1).flatten(1))
+    assert not _static(lambda x: F.max_pool2d(F.relu(x), 2))  # switches depend on the image
+    assert not _static(lambda x: F.relu(x) * torch.sigmoid(x.mean()))  # gating (squeeze-excitation)
+    assert not _static(lambda x: F.relu(x) * F.relu(x).mean())  # a product of two image-dependent factors
+    assert not _static(lambda x: F.dropout(F.relu(x), 0.5, True))  # training dropout: a random mask
+    assert not _static(lambda x: F.hardtanh(x, -1, 1))  # not a rectifier: plain derivative, image-dependent
+    assert not _static(lambda x: F.silu(x))
+    assert not _static(lambda x: F.relu(x) / (x.abs() + 1))
+
+
+def test_deconv_maps_of_a_static_net_are_the_same_for_every_image_and_cached() -> None:
+    from deepvis_app.zoo import load_model
+
+    net = load_model("efficientnet_lite0", weights="random", device="cpu").net
+    layer = "_blocks.4"
+    cache = DeconvCache()
+    maps = []
+    for seed in (1, 2):
+        x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        with AttributionContext(net) as ac, Probe(net, [layer]) as probe:
+            net(x)
+        assert ac.deconv_static
+        exp = ac.explain(x, probe[layer], Unit(5, 3, 2), ("deconv", "guided"), deconv_cache=cache, layer=layer,
+                         retain_graph=True)
+        fresh = ac.explain(x, probe[layer], Unit(5, 3, 2), ("deconv",))
+        torch.testing.assert_close(exp["deconv"], fresh["deconv"], rtol=1e-5, atol=1e-7)
+        maps.append((exp["deconv"], exp["guided"]))
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert maps[0][0].abs().max() > 0
+    assert not torch.allclose(maps[0][1], maps[1][1])  # guided backprop does see the image
+
+
+def test_deconv_cache_is_not_used_where_the_image_matters() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    cache = DeconvCache()
+    maps = []
+    for seed in (1, 2):
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        with AttributionContext(net) as ac, Probe(net, ["layer2"]) as probe:
+            net(x)
+        assert not ac.deconv_static  # max-pooling after the stem
+        maps.append(ac.explain(x, probe["layer2"], Unit(3, 2, 2), ("deconv",), deconv_cache=cache,
+                               layer="layer2")["deconv"])
+    assert (cache.misses, cache.hits) == (0, 0)
+    assert not torch.allclose(maps[0], maps[1])
