@@ -9,7 +9,7 @@ Prints one JSON object:
 * "eager_crops": deconv + guided crops of the same entries (the issue's case: 36 photos, k = 5; the entries of
   every `--eager-image-step`-th image, all their units) by the old pass (per image, 16 copies of the image
   through the whole net, two backwards, one render per entry, input + deconv + guided PNGs; copied here as it
-  was, minus its os.sync()) and the new one (`topk.crops.iter_crops`: forward stops at the layer, windows where
+  was, minus its os.sync(), on the attribution module of that revision read from git) and the new one (`topk.crops.iter_crops`: forward stops at the layer, windows where
   exact, shared forwards, channels-last; deconv + guided PNGs, fsync'd). Wall and process CPU seconds; the
   crops are compared (max grey-level difference).
 * "lazy_render": seconds for the first view of one unit's k = 9 crops of both kinds (`render_unit`, written into
@@ -56,12 +56,38 @@ def make_images(folder: Path, n: int, seed: int = 0) -> None:
         cv2.imwrite(str(folder / f"img{i:05d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
 
 
+THEN = "d8def8a^"  # the revision the issue measured: the eager crop pass before the lazy crops
+
+
+def attribution_then():
+    """deepvis_app/attribution.py as it was at THEN, read from git and loaded beside today's (same package, so
+    its relative imports resolve): the old crop pass runs on the old backward, not on today's faster one."""
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        source = subprocess.run(["git", "show", f"{THEN}:deepvis_app/attribution.py"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"benchmarks/scan.py: the old crop pass needs git history (revision {THEN}): {exc}")
+    spec = importlib.util.spec_from_loader("deepvis_app._attribution_then", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "deepvis_app"
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{THEN}:deepvis_app/attribution.py", "exec"), module.__dict__)
+    return module
+
+
 def old_engine(vm, jobs: list[CropJob], kinds: tuple[str, ...], write=None) -> dict[tuple[int, str], np.ndarray]:
     """The crop pass as it was (deepvis_app/topk/scan.py before the lazy crops): per image, the image repeated
     up to 16 times through the whole net, one backward per rule, one render per entry; `write(i, kind, crop)`
-    receives the input crop and both attribution crops of every entry, as the old pass wrote them."""
-    from deepvis_app.attribution import AttributionContext, render_view
+    receives the input crop and both attribution crops of every entry, as the old pass wrote them. It runs on
+    the attribution code of that revision (`attribution_then`)."""
     from deepvis_app.probe import Probe
+
+    then = attribution_then()
+    AttributionContext, render_view = then.AttributionContext, then.render_view
 
     out = {}
     by_image: dict[int, list[int]] = {}

@@ -121,12 +121,13 @@ def _chain_of(x: Tensor) -> _Chain | None:
 
 @dataclass(frozen=True)
 class _Chain:
-    x: Tensor  # the conv's input
+    x: Tensor  # the conv's input (before a zero pad folded into the chain)
     weight: Tensor  # the conv weight (times BN's scale once BN is folded in)
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
     groups: int
+    pad: tuple[int, int, int, int] | None = None  # an uneven zero pad (left, right, top, bottom) before the conv
 
     def backward(self, grad: Tensor) -> Tensor:
         """The conv's input gradient. Two shapes take a matrix product instead of `convolution_backward`, which
@@ -134,6 +135,16 @@ class _Chain:
         3 x 3 x 3), whose columns are folded back (col2im)."""
         n, co = grad.shape[:2]
         ci, kh, kw = self.weight.shape[1:]
+        if self.pad is not None:  # gradient of the padded input (its shape is all the kernel reads), cut out
+            left, right, top, bottom = self.pad
+            h, w = self.x.shape[-2:]
+            shape = (*self.x.shape[:2], h + top + bottom, w + left + right)
+            like = torch.empty(shape, dtype=grad.dtype, device=grad.device,
+                               memory_format=_memory_format(self.x))
+            g = torch.ops.aten.convolution_backward(
+                grad, like, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
+                [0, 0], self.groups, [True, False, False])[0]
+            return g[:, :, top:top + h, left:left + w]
         if self.groups == 1 and self.x.shape[0] == n and grad.device.type == "cpu":
             if (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
                 w = self.weight.view(co, ci)
@@ -159,8 +170,8 @@ _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 
 
 def _conv_chain(args: tuple, kwargs: dict) -> _Chain | None:
-    """The chain start of a 2-d conv whose only differentiable argument is its input; else None. A symmetric
-    zero `F.pad` just before it (TF-style "same" convs) becomes the conv's own padding in the backward."""
+    """The chain start of a 2-d conv whose only differentiable argument is its input; else None. A zero `F.pad`
+    just before it (TF-style "same" convs) is folded into the chain: its backward skips the pad's node."""
     p = dict(zip(_CONV_ARGS, args, strict=False)) | kwargs
     x, w, b = p.get("input"), p.get("weight"), p.get("bias")
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.requires_grad:
@@ -171,14 +182,24 @@ def _conv_chain(args: tuple, kwargs: dict) -> _Chain | None:
     if isinstance(padding, str):
         return None
     padding = _pair(padding)
+    pad = None
     tag = getattr(x, _PADDED, None)
     if padding == (0, 0) and isinstance(tag, tuple) and tag[2] == x._version:
-        x, padding = tag[0], tag[1]
+        x, (left, right, top, bottom) = tag[0], tag[1]
+        if left == right and top == bottom:
+            padding = (top, left)
+        else:
+            pad = (left, right, top, bottom)
     return _Chain(x, w.detach(), _pair(p.get("stride", 1)), padding, _pair(p.get("dilation", 1)),
-                  int(p.get("groups", 1)))
+                  int(p.get("groups", 1)), pad)
 
 
-_PADDED = "_deepvis_padded"  # attribute on a symmetric zero-padded 4-d tensor: (unpadded input, (top, left), version)
+def _memory_format(t: Tensor) -> torch.memory_format:
+    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+
+
+_PADDED = "_deepvis_padded"  # attribute on a zero-padded 4-d tensor: (unpadded input, (l, r, t, b), version)
 
 
 def _tag_padding(args: tuple, kwargs: dict, out: object) -> None:
@@ -190,9 +211,9 @@ def _tag_padding(args: tuple, kwargs: dict, out: object) -> None:
         return
     if value not in (None, 0, 0.0) or not isinstance(pad, (tuple, list)) or len(pad) != 4:
         return
-    left, right, top, bottom = (int(v) for v in pad)
-    if left == right >= 0 and top == bottom >= 0:
-        setattr(out, _PADDED, (x, (top, left), out._version))
+    sides = tuple(int(v) for v in pad)
+    if min(sides) >= 0:
+        setattr(out, _PADDED, (x, sides, out._version))
 
 
 class _ChainBatchNorm(torch.autograd.Function):

@@ -26,7 +26,9 @@ METHOD_TIPS = {
     "deconv": "deconvnet (Zeiler & Fergus): ReLUs pass only positive signals backwards, ignoring the forward "
               "mask. Deep units often show a checkerboard: strided convolutions, run backwards, spread the signal "
               "unevenly over the input grid (their kernels overlap unevenly). It is the method's artifact, not "
-              "the unit's; guided backprop suppresses it",
+              "the unit's; guided backprop suppresses it. Without max-pooling switches (EfficientNet-Lite, MobileNet "
+              "without gating) deconvnet never looks at the image: the map depends only on the unit and its "
+              "position, so the window computes it once per position and reuses it",
     "guided": "guided backprop (Springenberg et al.): the gradient where both the forward activation and the "
               "backward signal are positive; the sharpest picture of what in this frame drives the unit",
 }
