@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args()
+    from deepvis_app.devices import keep_freed_memory
+
+    malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -165,7 +168,7 @@ def main() -> None:
     captum_ms, one_ms, three_ms, e2e_ms = med["captum"], med["one"], med["three"], med["e2e"]
     fwd_ctx_ms, fwd_plain_ms = med["fwd_ctx"], med["fwd_plain"]
     out = {
-        "model": args.model, "input": list(x0.shape), "layer": args.layer, "unit": list(neuron),
+        "malloc": malloc, "model": args.model, "input": list(x0.shape), "layer": args.layer, "unit": list(neuron),
         "torch_threads": torch.get_num_threads(), "reps": args.reps, "device": "cpu",
         "captum_neuron_guided_backprop_ms": round(captum_ms, 2),
         "ours_one_method_ms": round(one_ms, 2),

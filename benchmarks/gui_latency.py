@@ -1,8 +1,8 @@
 """Click -> first painted result, and display fps, of the real window under Xvfb: this tree side by side with an
 older revision (default: the last commit before the feature-controller redesign), interleaved in one run.
 
-Each measurement is a child process on the demo source (as fast as the network takes frames, guided backprop on,
-layer _blocks.3): after a warm-up, units are selected one after another and the time from the selection to the
+Each measurement is a child process on the demo source (as fast as the network takes frames, --views backprop
+images on (default guided), layer _blocks.3, the malloc policy `deepvis` starts with): after a warm-up, units are selected one after another and the time from the selection to the
 first painted result made for it is recorded; then painted results are counted for 10 s. Prints JSON.
 
 Usage: python benchmarks/gui_latency.py [--rev REV] [--rounds 2] [--clicks 15]
@@ -26,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 OLD_REV = "3799be6"  # before "GUI: an evented app-state model ... one controller per feature"
 
 
-def child(clicks: int) -> dict:
+def child(clicks: int, views: tuple[str, ...]) -> dict:
     os.environ.setdefault("QT_API", "pyside6")
+    from deepvis_app import devices
     from deepvis_app.devices import hand_threads_to_worker
 
+    if hasattr(devices, "keep_freed_memory"):  # as `deepvis` starts (older revisions had no such policy)
+        devices.keep_freed_memory()
     threads = hand_threads_to_worker()
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings
@@ -45,7 +48,7 @@ def child(clicks: int) -> dict:
     vm = load_model("efficientnet_lite0", device="cpu")
     settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.Format.IniFormat)
     win = MainWindow(vm, open_source("demo"), ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 0),
-                                                            attribution=("guided",)),
+                                                            attribution=views),
                      fps=None, device="cpu", settings=settings, worker_threads=threads)
     win.resize(1600, 1000)
     win.show()
@@ -93,9 +96,10 @@ def child(clicks: int) -> dict:
             "clicks": len(latencies), "display_fps": round(fps, 2)}
 
 
-def run_child(path: Path, clicks: int) -> dict:
+def run_child(path: Path, clicks: int, views: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(path), DEEPVIS_LATENCY_CHILD="1")
-    out = subprocess.run([sys.executable, __file__, "--child", "--clicks", str(clicks)], env=env, cwd=path,
+    out = subprocess.run([sys.executable, __file__, "--child", "--clicks", str(clicks), "--views", views], env=env,
+                         cwd=path,
                          capture_output=True, text=True, timeout=600)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
@@ -108,10 +112,12 @@ def main() -> int:
     ap.add_argument("--rev", default=OLD_REV)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clicks", type=int, default=15)
+    ap.add_argument("--views", default="guided", help="backprop views shown, comma-separated (all three: "
+                    "gradient,deconv,guided)")
     ap.add_argument("--child", action="store_true")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.clicks)), flush=True)
+        print(json.dumps(child(args.clicks, tuple(args.views.split(",")))), flush=True)
         return 0
     if not os.environ.get("DISPLAY"):
         if not shutil.which("xvfb-run"):
@@ -124,11 +130,11 @@ def main() -> int:
     try:
         results: dict[str, list] = {"this_tree": [], f"rev_{args.rev}": []}
         for _ in range(args.rounds):
-            results[f"rev_{args.rev}"].append(run_child(old, args.clicks))
-            results["this_tree"].append(run_child(ROOT, args.clicks))
+            results[f"rev_{args.rev}"].append(run_child(old, args.clicks, args.views))
+            results["this_tree"].append(run_child(ROOT, args.clicks, args.views))
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
-    print(json.dumps({"benchmark": "gui_latency", "layer": "_blocks.3", "backprop": "guided",
+    print(json.dumps({"benchmark": "gui_latency", "layer": "_blocks.3", "backprop": args.views,
                       "source": "demo (unpaced)", "results": results}, indent=1))
     return 0
 

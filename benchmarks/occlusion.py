@@ -36,6 +36,52 @@ def _time(fn, reps: int = 1) -> tuple[float, object]:
     return best, out
 
 
+def exact_mac_bound(net: torch.nn.Module, size: int, window: int, stride: int) -> dict:
+    """How fast any *exact* occlusion can be, counted in multiply-accumulates: a conv or linear output unit must be
+    recomputed when its receptive field meets the patch (from `rf_geometry`; layers after global pooling or
+    squeeze-excitation: all of them), averaged over the patch positions. Returns the naive MACs per image, the
+    recomputed fraction and the bound 1 / fraction (elementwise ops and batching effects ignored)."""
+    from deepvis_app.occlusion import patch_positions
+    from deepvis_app.receptive_field import rf_geometry, rf_is_local
+
+    macs: dict[str, tuple[int, int, int]] = {}
+
+    def hook(name):
+        def count(m, _i, out):
+            if isinstance(m, torch.nn.Conv2d):
+                per = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+                macs[name] = (out[0].numel() * per, out.shape[-2], out.shape[-1])
+            else:
+                macs[name] = (m.in_features * m.out_features, 0, 0)
+        return count
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules()
+               if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    pos = patch_positions(size, window, stride)
+
+    def hit(n: int, step: int, off: int, rf: int, p: int) -> int:  # units of an axis whose field meets [p, p+w)
+        return sum(1 for u in range(n) if u * step + off < p + window and u * step + off + rf > p)
+
+    total = recomputed = 0.0
+    for name, (count, h, w) in macs.items():
+        total += count
+        if not h or not rf_is_local(net, name, size):
+            recomputed += count
+            continue
+        g = rf_geometry(net, name, size)
+        fy = sum(hit(h, g.stride_y, g.offset_y, g.size_y, p) for p in pos) / (len(pos) * h)
+        fx = sum(hit(w, g.stride_x, g.offset_x, g.size_x, p) for p in pos) / (len(pos) * w)
+        recomputed += count * fy * fx
+    return {"naive_macs_per_image": int(total), "exact_recompute_fraction": round(recomputed / total, 3),
+            "exact_speedup_bound": round(total / recomputed, 2)}
+
+
 def bench_model(name: str, weights: str, window: int, stride: int, batch: int, sweep: list[int],
                 batches: list[int], reps: int) -> dict:
     from captum.attr import Occlusion
@@ -89,6 +135,7 @@ def bench_model(name: str, weights: str, window: int, stride: int, batch: int, s
         "max_abs_diff_captum": float(np.abs(m.upsampled() - attr[0, 0].numpy()).max()),
         "max_abs_diff_naive": max(diffs), "naive_positions_checked": len(diffs),
         "max_abs_diff_full": float((m.scores - m_full.scores).abs().max()),
+        **exact_mac_bound(net, int(x.shape[-1]), window, stride),
     }
 
 
@@ -124,13 +171,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="best of N for the final timings (other jobs share the CPU)")
     ap.add_argument("--models", default="resnet18:random,efficientnet_lite0:default")
     args = ap.parse_args()
+    from deepvis_app.devices import keep_freed_memory
+
+    malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     sweep = [int(v) for v in args.sweep.split(",")]
     import os
 
-    out = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    out = {"malloc": malloc, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
            "load_avg_start": list(os.getloadavg()), "models": []}
     for spec in args.models.split(","):
         name, _, weights = spec.partition(":")

@@ -161,9 +161,13 @@ def main() -> None:
     p.add_argument("--eager-image-step", type=int, default=6, help="time the entries of every N-th image")
     p.add_argument("--skip-eager", action="store_true")
     args = p.parse_args()
+    from deepvis_app.devices import keep_freed_memory
+
+    malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)
 
     vm = load_model(args.model, weights="default", device="cpu")
-    result: dict[str, object] = {"model": vm.name, "device": str(vm.device), "torch_threads": torch.get_num_threads(),
+    result: dict[str, object] = {"malloc": malloc, "model": vm.name, "device": str(vm.device),
+                                 "torch_threads": torch.get_num_threads(),
                                  "layers": LAYERS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

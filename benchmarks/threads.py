@@ -25,6 +25,8 @@ POLICIES: dict[str, tuple[int | None, dict[str, str]]] = {
     "default": (None, {}),
     "cores_passive": (CORES, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "cores_spin1k": (CORES, {"GOMP_SPINCOUNT": "1000"}),
+    "cores_spin10k": (CORES, {"GOMP_SPINCOUNT": "10000"}),
+    "cores_spin100k": (CORES, {"GOMP_SPINCOUNT": "100000"}),
     "one": (1, {}),
     "one_passive": (1, {"OMP_WAIT_POLICY": "PASSIVE"}),
 }
@@ -38,6 +40,8 @@ threads, frames, steps, size = (int(a) for a in sys.argv[1:5])
 if threads:
     torch.set_num_threads(threads)
 from deepvis_app import load_model
+from deepvis_app.devices import keep_freed_memory
+malloc = keep_freed_memory()  # as `deepvis` runs
 from deepvis_app.optimize import optimize
 from deepvis_app.optimize import objectives as O
 from deepvis_app.pipeline import ViewRequest, run_headless
@@ -49,7 +53,7 @@ rep = run_headless(model, src, frames=frames, request=ViewRequest(layer=model.de
 t0 = time.perf_counter()
 optimize(model, O.channel(model.default_layer, 0), steps=steps, size=size, seed=0, use_cache=False)
 opt_s = time.perf_counter() - t0
-print(json.dumps({"torch_threads": torch.get_num_threads(), "pipeline_fps": round(rep.pipeline_fps, 2),
+print(json.dumps({"malloc": malloc, "torch_threads": torch.get_num_threads(), "pipeline_fps": round(rep.pipeline_fps, 2),
                   "latency_ms_p95": round(rep.latency_ms_p95, 1), "optimize_s": round(opt_s, 2),
                   "timed_out": rep.timed_out}))
 """

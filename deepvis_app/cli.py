@@ -14,6 +14,10 @@ from typing import NoReturn
 
 from .errors import DeepVisError
 
+# Commands whose work is batched (many images or patch positions per op): they keep every core. The others run
+# batch-1 work and get `devices.interactive_threads()`; the window sets its worker's threads itself.
+BATCH_COMMANDS = frozenset(("scan", "embed", "occlude"))
+
 # Subcommand modules (deepvis_app/commands/<name>.py), each with register(subparsers) and run(args).
 COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize", "occlude", "segment", "filters",
                    "embed", "invert", "dream", "style", "fool")
@@ -78,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a usage error already printed as one line
         return done.code if isinstance(done.code, int) else 2
     func = getattr(args, "func", None) or _launch_gui
+    from .devices import keep_freed_memory
+
+    keep_freed_memory()  # the program's own allocator policy; the library leaves the process alone on import
+    if getattr(args, "command", None) and args.command not in BATCH_COMMANDS:
+        import torch
+
+        from .devices import interactive_threads
+
+        torch.set_num_threads(interactive_threads())  # per-image work: measured in devices.interactive_threads
     try:
         return int(func(args) or 0)
     except DeepVisError as err:

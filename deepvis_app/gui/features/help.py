@@ -72,11 +72,15 @@ class HelpFeature(Feature):
         import torch
         import torchvision
 
+        from ...devices import thread_policy
+
         vm = self.ctx.vm
+        policy = thread_policy()
         return (f"DeepVis — watch every layer of a CNN see, live.\n\nmodel: {vm.name} ({vm.weights} weights) on "
                 f"{vm.device}\nPython {platform.python_version()}, torch {torch.__version__}, torchvision "
                 f"{torchvision.__version__}, PySide6 {PySide6.__version__}, numpy {numpy.__version__}\n"
-                f"CUDA available: {torch.cuda.is_available()}")
+                f"CUDA available: {torch.cuda.is_available()}\nOpenMP wait policy: "
+                f"{policy['omp_wait_policy'] or 'default'}; malloc: {policy['malloc']}")
 
     def docs_text(self) -> str:
         docs = Path(__file__).resolve().parents[3] / "docs"
