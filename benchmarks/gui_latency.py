@@ -2,8 +2,9 @@
 older revision (default: the last commit before the feature-controller redesign), interleaved in one run.
 
 Each measurement is a child process on the demo source (as fast as the network takes frames, --views backprop
-images on (default guided), layer _blocks.3, the malloc policy `deepvis` starts with): after a warm-up, units are selected one after another and the time from the selection to the
-first painted result made for it is recorded; then painted results are counted for 10 s. Prints JSON.
+images on (default guided), layer _blocks.3, the malloc policy `deepvis` starts with): after a warm-up, units
+are selected one after another and the time from the selection to the first painted result made for it is
+recorded; then painted results are counted for 10 s. Prints JSON.
 
 Usage: python benchmarks/gui_latency.py [--rev REV] [--rounds 2] [--clicks 15]
 (re-runs itself under `xvfb-run` when there is no display)

@@ -9,9 +9,10 @@ Prints one JSON object:
 * "eager_crops": deconv + guided crops of the same entries (the issue's case: 36 photos, k = 5; the entries of
   every `--eager-image-step`-th image, all their units) by the old pass (per image, 16 copies of the image
   through the whole net, two backwards, one render per entry, input + deconv + guided PNGs; copied here as it
-  was, minus its os.sync(), on the attribution module of that revision read from git) and the new one (`topk.crops.iter_crops`: forward stops at the layer, windows where
-  exact, shared forwards, channels-last; deconv + guided PNGs, fsync'd). Wall and process CPU seconds; the
-  crops are compared (max grey-level difference).
+  was, minus its os.sync(), on the attribution module of that revision read from git) and the new one
+  (`topk.crops.iter_crops`: forward stops at the layer, windows where exact, shared forwards, channels-last;
+  deconv + guided PNGs, fsync'd). Wall and process CPU seconds; the crops are compared (max grey-level
+  difference).
 * "lazy_render": seconds for the first view of one unit's k = 9 crops of both kinds (`render_unit`, written into
   the store), over a few units of each layer.
 """

@@ -53,7 +53,8 @@ rep = run_headless(model, src, frames=frames, request=ViewRequest(layer=model.de
 t0 = time.perf_counter()
 optimize(model, O.channel(model.default_layer, 0), steps=steps, size=size, seed=0, use_cache=False)
 opt_s = time.perf_counter() - t0
-print(json.dumps({"malloc": malloc, "torch_threads": torch.get_num_threads(), "pipeline_fps": round(rep.pipeline_fps, 2),
+print(json.dumps({"malloc": malloc, "torch_threads": torch.get_num_threads(),
+                  "pipeline_fps": round(rep.pipeline_fps, 2),
                   "latency_ms_p95": round(rep.latency_ms_p95, 1), "optimize_s": round(opt_s, 2),
                   "timed_out": rep.timed_out}))
 """
