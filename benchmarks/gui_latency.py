@@ -6,7 +6,7 @@ images on (default guided), layer _blocks.3, the malloc policy `deepvis` starts 
 are selected one after another and the time from the selection to the first painted result made for it is
 recorded; then painted results are counted for 10 s. Prints JSON.
 
-Usage: python benchmarks/gui_latency.py [--rev REV] [--rounds 2] [--clicks 15]
+Usage: python benchmarks/gui_latency.py [--rev REV] [--rounds 2] [--clicks 15] [--views V,...] [--busy N]
 (re-runs itself under `xvfb-run` when there is no display)
 """
 
@@ -115,6 +115,8 @@ def main() -> int:
     ap.add_argument("--clicks", type=int, default=15)
     ap.add_argument("--views", default="guided", help="backprop views shown, comma-separated (all three: "
                     "gradient,deconv,guided)")
+    ap.add_argument("--busy", type=int, default=0, help="busy-loop processes running beside the window (other "
+                    "programs on the machine; one per core is the issue's case)")
     ap.add_argument("--child", action="store_true")
     args = ap.parse_args()
     if args.child:
@@ -128,15 +130,19 @@ def main() -> int:
     old = Path(tempfile.mkdtemp()) / "old"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.rev], check=True,
                    capture_output=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         results: dict[str, list] = {"this_tree": [], f"rev_{args.rev}": []}
         for _ in range(args.rounds):
             results[f"rev_{args.rev}"].append(run_child(old, args.clicks, args.views))
             results["this_tree"].append(run_child(ROOT, args.clicks, args.views))
     finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
     print(json.dumps({"benchmark": "gui_latency", "layer": "_blocks.3", "backprop": args.views,
-                      "source": "demo (unpaced)", "results": results}, indent=1))
+                      "source": "demo (unpaced)", "busy_processes": args.busy, "results": results}, indent=1))
     return 0
 
 

@@ -76,14 +76,7 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (out,) = ctx.saved_tensors
-        rule = ctx.state.rule
-        if rule == "deconv":
-            return grad.clamp(min=0), None, None, None
-        if rule == "guided":
-            # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6:
-            # a unit saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
-            return _rule_backward(grad, out, "guided", ctx.upper), None, None, None
-        return _rule_backward(grad, out, rule, ctx.upper), None, None, None
+        return _rule_backward(grad, out, ctx.state.rule, ctx.upper), None, None, None
 
 
 def _rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None) -> Tensor:
@@ -92,6 +85,8 @@ def _rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None) ->
     if rule == "deconv":
         return grad.clamp(min=0)
     if rule == "guided":
+        # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6: a unit
+        # saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
         return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0)
     if upper is None:
         return torch.ops.aten.threshold_backward(grad, out, 0)
@@ -695,14 +690,20 @@ class AttributionContext:
 class DeconvCache:
     """Deconvnet maps of neurons on nets where they cannot depend on the image (see
     `AttributionContext.deconv_static`): the live view computes each (layer, channel, position) once instead of
-    one backward per frame. Least recently used entries go first; one cache per model (clear it on a change)."""
+    one backward per frame. A map is zero outside the unit's receptive field, so only its nonzero box is kept:
+    an early layer's thousands of positions fit as well as a deep layer's few whole-image maps. Least recently
+    used maps go first once `max_bytes` is reached; one cache per model (clear it on a change)."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
         from collections import OrderedDict
 
-        self.size = size
-        self._maps: OrderedDict[tuple, Tensor] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._maps: OrderedDict[tuple, tuple[Tensor, int, int, torch.Size]] = OrderedDict()
         self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._maps)
 
     def get(self, key: tuple) -> Tensor | None:
         found = self._maps.get(key)
@@ -711,16 +712,30 @@ class DeconvCache:
             return None
         self._maps.move_to_end(key)
         self.hits += 1
-        return found
+        box, top, left, shape = found
+        full = box.new_zeros(shape)
+        full[..., top:top + box.shape[-2], left:left + box.shape[-1]] = box
+        return full
 
     def put(self, key: tuple, value: Tensor) -> None:
-        self._maps[key] = value.detach()
-        self._maps.move_to_end(key)
-        while len(self._maps) > self.size:
-            self._maps.popitem(last=False)
+        value = value.detach()
+        rows = torch.nonzero(value.abs().flatten(0, -3).amax(dim=(0, -1)))
+        cols = torch.nonzero(value.abs().flatten(0, -3).amax(dim=(0, -2)))
+        if len(rows) and len(cols):
+            top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        else:
+            top = bottom = left = right = 0
+        box = value[..., top:bottom, left:right].clone()
+        if key in self._maps:
+            self.bytes -= self._maps.pop(key)[0].nbytes
+        self._maps[key] = (box, top, left, value.shape)
+        self.bytes += box.nbytes
+        while self.bytes > self.max_bytes and len(self._maps) > 1:
+            self.bytes -= self._maps.popitem(last=False)[1][0].nbytes
 
     def clear(self) -> None:
         self._maps.clear()
+        self.bytes = 0
 
 
 class GraphCut:

@@ -24,6 +24,8 @@ def main() -> int:
     ap.add_argument("--select", default=None, help="LAYER:UNIT")
     ap.add_argument("--panel", action="append", default=[], help="dock key to show and raise")
     ap.add_argument("--call", action="append", default=[], help="FEATURE.METHOD[:ARG] to call after the first frame")
+    ap.add_argument("--text", default=None, help="FEATURE.METHOD returning a dialog's text (e.g. help.about_text): "
+                    "shown in a message box, saved beside OUT as OUT-dialog.png")
     ap.add_argument("--wait", type=float, default=8.0, help="seconds after the calls before the shot")
     ap.add_argument("--model", default="efficientnet_lite0")
     args = ap.parse_args()
@@ -66,6 +68,15 @@ def main() -> int:
         getattr(win.feature(feature), method)(*([arg] if arg else []))
     pump(args.wait)
     ok = win.grab().save(args.out)
+    if args.text:
+        from PySide6.QtWidgets import QMessageBox
+
+        feature, method = args.text.split(".", 1)
+        box = QMessageBox(QMessageBox.Icon.Information, "DeepVis", getattr(win.feature(feature), method)(), parent=win)
+        box.setModal(False)
+        box.show()
+        pump(1.0)
+        ok = box.grab().save(args.out.removesuffix(".png") + "-dialog.png") and ok
     win.close()
     print(args.out if ok else "could not save", file=sys.stderr)
     return 0 if ok else 1

@@ -171,3 +171,23 @@ def test_deconv_cache_is_not_used_where_the_image_matters() -> None:
                                layer="layer2")["deconv"])
     assert (cache.misses, cache.hits) == (0, 0)
     assert not torch.allclose(maps[0], maps[1])
+
+
+def test_deconv_cache_keeps_the_nonzero_box_and_evicts_by_bytes() -> None:
+    cache = DeconvCache(max_bytes=3 * 3 * 4 * 4 + 3 * 4)  # one 3x3x4 box and one 3x1x1 box of float32
+    a = torch.zeros(1, 3, 20, 30)
+    a[0, :, 5:8, 10:14] = torch.arange(36.0).view(3, 3, 4) - 10
+    cache.put(("a",), a)
+    assert cache.bytes == 3 * 3 * 4 * 4  # only the box is stored
+    assert torch.equal(cache.get(("a",)), a)
+    b = torch.zeros(1, 3, 20, 30)
+    b[0, 1, 19, 29] = 2.0
+    cache.put(("b",), b)  # one pixel: both fit
+    assert len(cache) == 2 and torch.equal(cache.get(("b",)), b)
+    c = torch.zeros(1, 3, 20, 30)
+    c[0, 0, 0:3, 0:4] = 1.0
+    cache.put(("c",), c)  # over the budget: the least recently used ("a") goes
+    assert cache.get(("a",)) is None and torch.equal(cache.get(("c",)), c) and torch.equal(cache.get(("b",)), b)
+    empty = torch.zeros(1, 3, 20, 30)
+    cache.put(("z",), empty)
+    assert torch.equal(cache.get(("z",)), empty)
