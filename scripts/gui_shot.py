@@ -30,8 +30,9 @@ def main() -> int:
     ap.add_argument("--model", default="efficientnet_lite0")
     args = ap.parse_args()
     os.environ.setdefault("QT_API", "pyside6")
-    from deepvis_app.devices import hand_threads_to_worker
+    from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
 
+    keep_freed_memory()  # as `deepvis` starts
     threads = hand_threads_to_worker()
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings
