@@ -94,7 +94,7 @@ def main() -> None:
 
     def unfused(fn):
         def run():
-            attribution._conv_chain = lambda a, k: None
+            attribution._conv_chain = lambda a, k, s=None: None
             try:
                 prepare()
             finally:

@@ -52,7 +52,7 @@ class ChainNet(nn.Module):
 
 def _explain(net, x, layer, unit, rules=attribution.RULES, *, fused=True, monkeypatch=None):
     if not fused:
-        monkeypatch.setattr(attribution, "_conv_chain", lambda args, kwargs: None)
+        monkeypatch.setattr(attribution, "_conv_chain", lambda args, kwargs, state=None: None)
     xin = x.clone().requires_grad_(True)
     with AttributionContext(net) as ac, Probe(net, [layer]) as probe:
         net(xin)
@@ -66,18 +66,47 @@ def _explain(net, x, layer, unit, rules=attribution.RULES, *, fused=True, monkey
 def test_fused_backward_equals_the_unfused_one(layer: str, monkeypatch) -> None:
     net = ChainNet()
     x = torch.randn(2, 3, 21, 19, generator=torch.Generator().manual_seed(7))
-    unit = Unit(2, 1, 1)
-    fused = _explain(net, x, layer, unit)
-    plain = _explain(net, x, layer, unit, fused=False, monkeypatch=monkeypatch)
-    for rule in attribution.RULES:
-        assert fused[rule].abs().max() > 0
-        torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
-    # and the gradient is autograd's own, with no context at all
-    xin = x.clone().requires_grad_(True)
-    with Probe(net, [layer]) as probe:
-        net(xin)
-    (ref,) = torch.autograd.grad(probe[layer][:, 2, 1, 1].sum(), xin)
-    torch.testing.assert_close(fused["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+    with torch.no_grad(), Probe(net, [layer]) as probe:
+        net(x)
+    h, w = probe[layer].shape[-2:]
+    for y, xx in ((0, 0), (h // 2, w // 2), (h - 1, w - 1), (1, w - 2)):  # corners, centre, near an edge
+        unit = Unit(2, y, xx)
+        fused = _explain(net, x, layer, unit)
+        plain = _explain(net, x, layer, unit, fused=False, monkeypatch=monkeypatch)
+        for rule in attribution.RULES:
+            assert fused[rule].abs().max() > 0
+            torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5,
+                                       atol=1e-6 * float(plain[rule].abs().max()))
+        # and the gradient is autograd's own, with no context at all
+        xin = x.clone().requires_grad_(True)
+        with Probe(net, [layer]) as probe:
+            net(xin)
+        (ref,) = torch.autograd.grad(probe[layer][:, 2, y, xx].sum(), xin)
+        torch.testing.assert_close(fused["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), _bn(4, 1), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=1, bias=False), _bn(4, 2), nn.ReLU()).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    boxes: list[tuple[int, int]] = []
+    real = attribution._Chain._box_backward
+
+    def spy(self, part, r0, c0):
+        boxes.append(tuple(part.shape[-2:]))
+        return real(self, part, r0, c0)
+
+    with AttributionContext(net) as ac, Probe(net, ["5"]) as probe:
+        net(x)
+    try:
+        attribution._Chain._box_backward = spy
+        got = ac.explain(x, probe["5"], Unit(1, 16, 16), ("guided",))["guided"]
+    finally:
+        attribution._Chain._box_backward = real
+    assert boxes == [(1, 1), (3, 3)]  # one pixel, then its 3x3 spread
+    assert got[0].abs().sum(dim=0).nonzero().min() >= 14 and got[0].abs().sum(dim=0).nonzero().max() <= 18
 
 
 def test_the_fused_nodes_are_the_ones_in_the_graph() -> None:
