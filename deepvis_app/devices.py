@@ -57,7 +57,8 @@ def hand_threads_to_worker() -> int:
 
     Each thread that runs torch ops gets its own OpenMP team. Once the main thread has a multi-thread team,
     a worker thread's team competes with it: on 2 cores the live forward ran ~1.5x slower than the same
-    loop on the main thread. With the GUI/main thread held to one thread, the worker keeps the cores.
+    loop on the main thread. With the GUI/main thread held to one thread, the worker has its cores (all but
+    the one left for the GUI thread).
     Call it before the main thread runs any torch op (model loading included).
     """
     threads = interactive_threads()
