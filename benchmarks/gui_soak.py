@@ -47,8 +47,9 @@ def main() -> int:
 
     os.environ.setdefault("QT_API", "pyside6")
     os.environ["DEEPVIS_SETTINGS"] = os.path.join(tempfile.mkdtemp(), "settings.ini")
-    from deepvis_app.devices import hand_threads_to_worker
+    from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
 
+    malloc = keep_freed_memory()  # as `deepvis` starts (DEEPVIS_MALLOC=system: glibc's defaults)
     threads = hand_threads_to_worker()
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings, QTimer
@@ -92,7 +93,7 @@ def main() -> int:
     app.exec()
     win.close()
     warm = [r for r in rows if r["minute"] >= 2] or rows
-    summary = {"summary": True, "alive_minutes": rows[-1]["minute"] if rows else 0,
+    summary = {"summary": True, "malloc": malloc, "alive_minutes": rows[-1]["minute"] if rows else 0,
                "python": sys.version.split()[0], "pyside6": __import__("PySide6").__version__,
                "rss_mb_after_warmup": warm[0]["rss_mb"] if warm else None,
                "rss_mb_end": rows[-1]["rss_mb"] if rows else None,
