@@ -232,8 +232,8 @@ def test_cli_fgsm_untargeted_and_fooling(capsys, chelsea_png, tmp_path):
     (["fool", "IMG", "--target", "1000"], "class index 1000 is out of range"),
     (["fool", "/no/such.jpg", "--target", "9"], "image not found: /no/such.jpg"),
     (["fool", "IMG", "--target", "9", "--steps", "-1"], "--steps must be >= 0"),
-    (["fool", "IMG", "--target", "9", "--out", "OUTDIR/x.jpg"], "--out must be a .png file"),
-    (["fool", "IMG", "--target", "9", "--out", "/no/dir/x.png"], "output folder does not exist: /no/dir"),
+    (["fool", "IMG", "--target", "9", "--out", "OUTDIR/x.jpg"], "--out must end in .png"),
+    (["fool", "IMG", "--target", "9", "--out", "/no/dir/x.png"], "--out: folder does not exist: /no/dir"),
 ])
 def test_cli_bad_input_one_line(capsys, chelsea_png, tmp_path, argv, message):
     out = tmp_path / "out.png"

@@ -302,6 +302,19 @@ def test_unwritable_outputs(tmp_path, capsys, chelsea_png):
     ]
     for argv in cases:
         one_line_error([*argv, "--device", "cpu"], capsys, root)
+    # the image commands share `check_output_file`: suffix, directory, missing folder, unwritable place
+    shared = [
+        (["occlude", chelsea_png, "--class", "0", "--out", root / "m.jpg"], "--out must end in .png"),
+        (["occlude", chelsea_png, "--class", "0", "--out", root / "m.png", "--npy", root / "missing_dir" / "m.npy"],
+         "--npy: folder does not exist"),
+        (["occlude", chelsea_png, "--class", "0", "--out", "/proc/deepvis_test.png"], "cannot write"),
+        (["fool", chelsea_png, "--target", "9", "--out", root / "existing_dir.png"], "is a directory"),
+        (["fool", chelsea_png, "--target", "9", "--out", root / "x.png", "--diff", root / "d.bmp"],
+         "--diff must end in .png"),
+        (["style", chelsea_png, chelsea_png, "--out", "/proc/deepvis_test.png"], "cannot write"),
+    ]
+    for argv, contains in shared:
+        one_line_error([*argv, "--device", "cpu"], capsys, root, contains=contains)
     assert not Path("/proc/deepvis_test.png").exists()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from .. import adversarial as adv
 from ..errors import DeepVisError
 from ..fileio import atomic_write_png
 from ..sources import read_image
-from .common import add_model_args, model_from_args
+from .common import add_model_args, check_output_file, model_from_args
 from .optimize import resolve_class
 
 
@@ -50,15 +49,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _png_path(value: str, option: str) -> Path:
-    path = Path(value)
-    if path.suffix.lower() != ".png":
-        raise DeepVisError(f"{option} must be a .png file, got {value!r}")
-    if not path.parent.is_dir():
-        raise DeepVisError(f"output folder does not exist: {path.parent}")
-    return path
-
-
 def _check_args(args: argparse.Namespace) -> None:
     """Everything a user can get wrong, before the model loads."""
     if (args.image is None) == (args.start is None):
@@ -85,8 +75,8 @@ def _classify(vm: Any, rgb: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    out = _png_path(args.out, "--out")
-    diff_path = _png_path(args.diff, "--diff") if args.diff else None
+    out = check_output_file(args.out, (".png",))
+    diff_path = check_output_file(args.diff, (".png",), "--diff") if args.diff else None
     photo = read_image(args.image) if args.image is not None else None  # a bad path fails before the model loads
     vm = model_from_args(args)
     target = resolve_class(args.target, vm.categories) if args.target is not None else None

@@ -2,7 +2,7 @@
 
 Writes DIR/original.png (the photo as the network sees it), one DIR/<layer>.png per layer and DIR/overview.png
 (all side by side, captioned with the relative code error). Every figure is measured on the PNG as written.
-See docs/inversion.md. `job_bar`, `png_path` and `read_photo` are shared with `dream` and `style`.
+See docs/inversion.md. `read_photo` is shared with `dream` and `style`.
 """
 
 from __future__ import annotations
@@ -46,15 +46,6 @@ def register(subparsers: Any) -> None:
 
 def read_photo(path: str) -> Any:
     return read_image(path)  # SourceError (a DeepVisError): one line for missing, unreadable or corrupt files
-
-
-def png_path(value: str, option: str = "--out") -> Path:
-    path = Path(value)
-    if path.suffix.lower() != ".png":
-        raise DeepVisError(f"{option} must be a .png file, got {value!r}")
-    if not path.parent.is_dir():
-        raise DeepVisError(f"output folder does not exist: {path.parent}")
-    return path
 
 
 def parse_layers(spec: str) -> list[str]:

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from ..errors import DeepVisError
 from ..fileio import atomic_write_bytes, atomic_write_png
 from ..occlusion import FILLS, OcclusionTarget, occlusion_map
 from ..sources import read_image
-from .common import add_model_args, model_from_args
+from .common import add_model_args, check_output_file, model_from_args
 from .optimize import resolve_class
 
 
@@ -75,15 +74,8 @@ def _target(args: argparse.Namespace, vm: Any) -> OcclusionTarget:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise DeepVisError(f"--out must be a .png file, got {args.out!r}")
-    npy = Path(args.npy) if args.npy else None
-    if npy is not None and npy.suffix.lower() != ".npy":
-        raise DeepVisError(f"--npy must end in .npy, got {args.npy!r}")
-    for path in (out, npy):
-        if path is not None and not path.parent.is_dir():
-            raise DeepVisError(f"output folder does not exist: {path.parent}")
+    out = check_output_file(args.out, (".png",))
+    npy = check_output_file(args.npy, (".npy",), "--npy") if args.npy else None
     rgb = read_image(args.image)
     vm = model_from_args(args)
     target = _target(args, vm)

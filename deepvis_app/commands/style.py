@@ -14,8 +14,8 @@ from typing import Any
 from ..errors import DeepVisError, WeightsMissingError
 from ..fileio import atomic_write_png
 from ..optimize.style import OPTIMIZERS, style_transfer
-from .common import add_model_args, bar_update, job_bar, model_from_args
-from .invert import png_path, read_photo
+from .common import add_model_args, bar_update, check_output_file, job_bar, model_from_args
+from .invert import read_photo
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = png_path(args.out)
+    out = check_output_file(args.out, (".png",))
     if args.steps < 0:
         raise DeepVisError(f"--steps must be >= 0, got {args.steps}")
     if args.size < 16:
