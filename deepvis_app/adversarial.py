@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .abort import Abort, aborted
 from .errors import DeepVisError
-from .optimize.engine import Abort, Cancelled, _aborted, _model_parts
+from .optimize.engine import Cancelled, _model_parts
 
 METHODS = ("pgd", "fgsm")
 STARTS = ("noise", "shapes")
@@ -164,7 +165,7 @@ def iter_attack(net: Any, image: np.ndarray, target: int | None, *, method: str 
         orig_top1, orig_prob = int(p0.argmax()), float(p0.max())
 
     for k in range(steps + 1):
-        if _aborted(abort):
+        if aborted(abort):
             return
         q = torch.round(x0 + torch.round(d).clamp(-radius, radius)).clamp(0, 255)  # the 8-bit image
         last = k == steps

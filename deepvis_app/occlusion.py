@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .abort import Abort, aborted
 from .attribution import _gaussian_blur
 from .errors import DeepVisError
 from .probe import call_counts, layer_table, split_layer
@@ -43,8 +44,6 @@ FILLS = ("zero", "mean", "blur")
 SCORES = ("prob", "logit")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-Abort = Callable[[], bool] | threading.Event | None
 
 __all__ = ["FILLS", "SCORES", "OcclusionMap", "OcclusionTarget", "fill_image", "iter_occlusion", "naive_occlusion",
            "occlusion_map", "patch_positions", "upsample_nearest"]
@@ -754,14 +753,6 @@ def _paste(dst: Tensor, dst_start: tuple[int, int], src: Tensor, src_start: tupl
 # Public API
 
 
-def _aborted(abort: Abort) -> bool:
-    if abort is None:
-        return False
-    if isinstance(abort, threading.Event):
-        return abort.is_set()
-    return bool(abort())
-
-
 def iter_occlusion(net: Any, x: Tensor | np.ndarray, target: int | OcclusionTarget | tuple, *, window: int = 32,
                    stride: int = 8, fill: str = "zero", strides: Sequence[int] | None = None, batch: int = 32,
                    abort: Abort = None, incremental: bool = True, mean: Sequence[float] | None = None,
@@ -813,7 +804,7 @@ def _iterate(net: nn.Module, x: Tensor, target: Any, *, window: int, stride: int
                 else:
                     todo.append((i, j))
         for k in range(0, len(todo), batch):
-            if _aborted(abort):
+            if aborted(abort):
                 return
             chunk = todo[k:k + batch]
             pos = [(ys[i], xs[j]) for i, j in chunk]

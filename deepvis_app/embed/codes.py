@@ -21,7 +21,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,19 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..abort import Abort, aborted
 from ..errors import DeepVisError
 from ..fileio import atomic_save_npz, atomic_write_json
 
 CODES_FILE = "codes.npz"
 PARTS_DIR = ".codes-parts"
 INPUT_SUFFIX = ":input"
-Abort = Callable[[], bool] | threading.Event | None
-
-
-def _aborted(abort: Abort) -> bool:
-    if abort is None:
-        return False
-    return abort.is_set() if isinstance(abort, threading.Event) else bool(abort())
 
 
 # ---------------------------------------------------------------- which code
@@ -336,7 +330,7 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
     batches = 0
     tap = CodeTap(vm, code_layer)
     for ids, images, bad_items in loader:
-        if _aborted(abort):
+        if aborted(abort):
             flush()
             return
         rec: dict[str, Any] = {"bad_ids": np.array([i for i, _ in bad_items], dtype=np.int64),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..abort import Abort, aborted
 from ..errors import DeepVisError
 from ..probe import Probe, split_layer
 from . import cache as _cache
@@ -30,9 +31,6 @@ from .transforms import get_transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-Abort = Callable[[], bool] | threading.Event | None
-
 
 class Cancelled(Exception):
     """`optimize()` was aborted before the last step (not a user error: the caller asked for it)."""
@@ -69,14 +67,6 @@ class Progress:
         if self.result is not None:
             return self.result.image
         return None if self.images is None else self.images[0]
-
-
-def _aborted(abort: Abort) -> bool:
-    if abort is None:
-        return False
-    if isinstance(abort, threading.Event):
-        return abort.is_set()
-    return bool(abort())
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -275,7 +265,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
 
     with torch.enable_grad(), _Forward(net, layers, objective.needs_logits) as forward:
         for step in range(1, p.steps + 1):
-            if _aborted(abort):
+            if aborted(abort):
                 return
             img = param.image()
             x = transform(img, gen) if p.transforms != "none" else img
@@ -313,7 +303,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
             if step % yield_every == 0 and step < p.steps:
                 yield Progress(step=step, steps=p.steps, value=history[-1], images=to_uint8(param.image()))
 
-        if _aborted(abort):
+        if aborted(abort):
             return
         # Score what will actually be saved: the 8-bit image, untransformed.
         with torch.no_grad():

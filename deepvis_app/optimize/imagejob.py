@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..abort import Abort, aborted
 from ..errors import DeepVisError
 from . import cache as _cache
-from .engine import Abort, Cancelled, _aborted, _Forward, _model_parts, to_uint8
+from .engine import Cancelled, _Forward, _model_parts, to_uint8
 
 __all__ = ["Abort", "Cancelled", "ImageStep", "Model", "aborted", "check_rgb", "from_uint8", "image_id", "load_cached",
            "model_parts", "run_to_end", "save_cached", "to_uint8_image"]
-
-aborted = _aborted
 
 
 @dataclass
