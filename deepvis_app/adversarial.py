@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .abort import Abort, aborted
 from .errors import DeepVisError
-from .optimize.engine import Cancelled, _model_parts
+from .optimize.engine import Cancelled, unpack_model
 
 METHODS = ("pgd", "fgsm")
 STARTS = ("noise", "shapes")
@@ -130,7 +130,7 @@ def iter_attack(net: Any, image: np.ndarray, target: int | None, *, method: str 
     target = None if target is None else int(target)
     _check(method, eps, step, steps, target, n_cls)
     fitted = _fit(net, image)
-    module, mean_, std_, dev, _ = _model_parts(net, mean, std, device, None)
+    module, mean_, std_, dev, _ = unpack_model(net, mean, std, device, None)
     if method == "fgsm":
         steps, step = 1, float(eps)
     step = default_step(eps, method) if step is None else float(step)
@@ -315,7 +315,7 @@ def effect_vs_pixels(net: Any, image: np.ndarray, *, eps: float = 1.0,
     moves by eps, yet the drop grows with how many of them move, close to the linear prediction eps * sum |g|.
     Rows: fraction, values changed, predicted and actual logit drop, the class's probability after."""
     fitted = _fit(net, image)
-    module, mean_, std_, dev, _ = _model_parts(net, mean, std, device, None)
+    module, mean_, std_, dev, _ = unpack_model(net, mean, std, device, None)
     with torch.inference_mode(False):
         scale = torch.tensor(std_, device=dev).view(1, 3, 1, 1) * 255.0
         shift = torch.tensor(mean_, device=dev).view(1, 3, 1, 1) * 255.0

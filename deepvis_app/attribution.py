@@ -913,7 +913,9 @@ def attribute(net: nn.Module, x: Tensor, layer: str | None = None, unit: Unit | 
 # Views
 
 
-def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
+def gaussian_blur(img: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a [N, C, H, W] tensor on its device; borders reflected (replicated when the
+    image is smaller than the kernel), so edges keep their brightness."""
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
     k = torch.exp(-(t * t) / (2 * sigma * sigma))
@@ -970,7 +972,7 @@ def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = N
         img = (img / _scale(img, percentile)).clamp(0, 1)
         if view == "normblur":
             sigma = blur_sigma if blur_sigma is not None else max(1.0, 4.0 * a.shape[-1] / 224)
-            img = _gaussian_blur(img, sigma)
+            img = gaussian_blur(img, sigma)
             img = img / img.amax().clamp_min(tiny)
     img = img.expand(1, 3, -1, -1)
     out = (img[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8)

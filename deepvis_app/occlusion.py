@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .abort import Abort, aborted
-from .attribution import _gaussian_blur
+from .attribution import gaussian_blur
 from .errors import DeepVisError
 from .probe import call_counts, layer_table, split_layer
 
@@ -230,7 +230,7 @@ def fill_image(x: Tensor, fill: str, window: int, mean: Sequence[float] = IMAGEN
     if fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
     if fill == "blur":
-        return _gaussian_blur(x, max(1.0, window / 4.0))
+        return gaussian_blur(x, max(1.0, window / 4.0))
     raise DeepVisError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
 
 

@@ -140,7 +140,7 @@ class _Forward:
         return Outputs(acts=dict(self.probe.activations), logits=logits)
 
 
-def _model_parts(net: Any, mean: Sequence[float] | None, std: Sequence[float] | None,
+def unpack_model(net: Any, mean: Sequence[float] | None, std: Sequence[float] | None,
                  device: torch.device | str | None, cache_id: str | None):
     """Accept a VisModel or a plain nn.Module; return (module, mean, std, device, cache id)."""
     if hasattr(net, "net") and hasattr(net, "spec"):  # VisModel (duck-typed to avoid an import cycle)
@@ -167,7 +167,7 @@ def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int
     `cached_result` so a lookup finds exactly what a run stores."""
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
-    net, mean, std, dev, cache_id = _model_parts(net, mean, std, device, cache_id)
+    net, mean, std, dev, cache_id = unpack_model(net, mean, std, device, cache_id)
     p = get_preset(preset, steps=steps, size=size, **overrides)
     if p.steps < 0 or p.size < 8:
         raise DeepVisError(f"steps must be >= 0 and size >= 8 (got steps={p.steps}, size={p.size})")

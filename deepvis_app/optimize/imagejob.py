@@ -20,7 +20,7 @@ import torch
 from ..abort import Abort, aborted
 from ..errors import DeepVisError
 from . import cache as _cache
-from .engine import Cancelled, _Forward, _model_parts, to_uint8
+from .engine import Cancelled, _Forward, to_uint8, unpack_model
 
 __all__ = ["Abort", "Cancelled", "ImageStep", "Model", "aborted", "check_rgb", "from_uint8", "image_id", "load_cached",
            "model_parts", "run_to_end", "save_cached", "to_uint8_image"]
@@ -56,7 +56,7 @@ class Model:
 
 def model_parts(net: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 device: torch.device | str | None = None, cache_id: str | None = None) -> Model:
-    module, m, s, dev, cid = _model_parts(net, mean, std, device, cache_id)
+    module, m, s, dev, cid = unpack_model(net, mean, std, device, cache_id)
     return Model(module, torch.tensor(m, device=dev).view(1, 3, 1, 1), torch.tensor(s, device=dev).view(1, 3, 1, 1),
                  dev, cid)
 
