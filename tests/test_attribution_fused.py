@@ -23,16 +23,19 @@ def _bn(c: int, seed: int) -> nn.BatchNorm2d:
 
 
 class ChainNet(nn.Module):
-    """Every chain shape the fusion meets: conv-BN-ReLU, strided grouped dilated conv-BN-ReLU6, conv-ReLU without
-    BN, a symmetric zero pad before a conv (folded into it) and an asymmetric one (TF "same", kept), and a residual
-    added in place to a BN output before its ReLU (ResNet's `out += identity`)."""
+    """Every chain shape the fusion meets: a 3-channel stem after an uneven zero pad (its backward is a matrix
+    product folded back), strided grouped dilated conv-BN-ReLU6, conv-ReLU without BN, a dilated depthwise
+    conv-BN-ReLU6 (backward: the flipped kernel's conv), a symmetric zero pad before a conv (folded into it) and
+    asymmetric ones (TF "same", kept), and a residual added in place to a BN output before its ReLU (ResNet's
+    `out += identity`)."""
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), _bn(8, 1)
+        self.p1, self.c1, self.b1 = nn.ZeroPad2d((1, 1, 0, 2)), nn.Conv2d(3, 8, 3, bias=False), _bn(8, 1)
         self.c2, self.b2 = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4, bias=False), _bn(8, 2)
         self.c3 = nn.Conv2d(8, 8, 1, bias=True)
+        self.c7, self.b7 = nn.Conv2d(8, 8, 5, padding=4, dilation=2, groups=8, bias=False), _bn(8, 7)
         self.p4, self.c4, self.b4 = nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3, bias=False), _bn(8, 4)
         self.p5, self.c5 = nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(8, 6, 3, stride=2, padding=(1, 0), bias=False)
         self.p6, self.c6, self.b6 = nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(6, 6, 3, stride=2, bias=False), _bn(6, 6)
@@ -41,9 +44,9 @@ class ChainNet(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, x):
-        a = F.relu(self.b1(self.c1(x)))
+        a = F.relu(self.b1(self.c1(self.p1(x))))
         b = F.relu6(self.b2(self.c2(a)))
-        c = torch.relu(self.c3(b))
+        c = F.relu6(self.b7(self.c7(torch.relu(self.c3(b)))))
         d = self.b4(self.c4(self.p4(c)))
         d += b  # in place: the chain of d no longer describes it
         e = F.relu(self.c5(self.p5(F.relu(d))))
@@ -62,10 +65,13 @@ def _explain(net, x, layer, unit, rules=attribution.RULES, *, fused=True, monkey
     return exp
 
 
-@pytest.mark.parametrize("layer", ["b6", "c5", "c4", "b4", "c3", "b2"])
-def test_fused_backward_equals_the_unfused_one(layer: str, monkeypatch) -> None:
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])  # the live pipeline runs a channels-last copy
+@pytest.mark.parametrize("layer", ["b6", "c5", "c4", "b4", "b7", "c3", "b2"])
+def test_fused_backward_equals_the_unfused_one(layer: str, layout: str, monkeypatch) -> None:
     net = ChainNet()
     x = torch.randn(2, 3, 21, 19, generator=torch.Generator().manual_seed(7))
+    if layout == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), Probe(net, [layer]) as probe:
         net(x)
     h, w = probe[layer].shape[-2:]
@@ -92,20 +98,27 @@ def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> 
         p.requires_grad_(False)
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
     boxes: list[tuple[int, int]] = []
-    real = attribution._Chain._box_backward
+    searched: list[tuple] = []
+    real, real_search = attribution._Chain._box_backward, attribution._nonzero_box
 
     def spy(self, part, r0, c0):
         boxes.append(tuple(part.shape[-2:]))
         return real(self, part, r0, c0)
 
+    def spy_search(grad):
+        searched.append(tuple(grad.shape))
+        return real_search(grad)
+
     with AttributionContext(net) as ac, Probe(net, ["5"]) as probe:
         net(x)
     try:
         attribution._Chain._box_backward = spy
+        attribution._nonzero_box = spy_search
         got = ac.explain(x, probe["5"], Unit(1, 16, 16), ("guided",))["guided"]
     finally:
-        attribution._Chain._box_backward = real
+        attribution._Chain._box_backward, attribution._nonzero_box = real, real_search
     assert boxes == [(1, 1), (3, 3)]  # one pixel, then its 3x3 spread
+    assert len(searched) == 1  # the unit's gradient is searched; the crop's output carries its box to the next
     assert got[0].abs().sum(dim=0).nonzero().min() >= 14 and got[0].abs().sum(dim=0).nonzero().max() <= 18
 
 
@@ -129,7 +142,8 @@ def test_the_fused_nodes_are_the_ones_in_the_graph() -> None:
             h.remove()
     assert outs["b1"] == outs["b2"] == outs["b4"] == "_ChainBatchNormBackward"  # BN folded into its conv
     assert outs["c1"] == "ConvolutionBackward0"  # the conv output keeps its own node for other uses
-    assert ins["c2"] == ins["c3"] == "_ChainRectifierBackward"  # relu(BN(conv)) as one node
+    assert ins["c2"] == ins["c3"] == ins["c7"] == "_ChainRectifierBackward"  # relu(BN(conv)) as one node
+    assert ins["p1"] == "NoneType" and [type(f[0]).__name__ for f in chain_nodes["b1"]] == ["AccumulateGrad"]
     assert ins["p4"] == "_ChainRectifierBackward"  # relu(conv + bias), no BN
     assert ins["c4"] == "ConstantPadNdBackward0"
     # the symmetric pad is the conv's padding in the backward: the chain skips the pad's node
