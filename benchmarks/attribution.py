@@ -8,6 +8,10 @@ frame_forward_full_graph_ms is the old live forward (graph over the whole net), 
 ours_*_unfused: the same with the conv -> BN -> rectifier fusion switched off (the backward before it).
 ours_three_views_cached_ms: the live steady state on a net whose deconvnet maps cannot depend on the image
 (`deconv_static`, e.g. EfficientNet-Lite): the same unit on the next frame, its deconvnet map from `DeconvCache`.
+Layout: ours runs as the live pipeline does (on the CPU a channels-last copy of the model, `fastnet.fast_copy`);
+ours_*_nchw is the same on the model as loaded (the pipeline before). Captum runs on the model as loaded (what
+its users run: ratio_*_vs_captum) and on the same channels-last copy (ratio_*_vs_captum_channels_last, the
+stricter comparison: both sides then get the layout's speed-up).
 
 Usage: .venv/bin/python benchmarks/attribution.py [--model efficientnet_lite0] [--layer _blocks.10] [--reps 10]
 """
@@ -30,6 +34,7 @@ def main() -> None:
 
     import deepvis_app.attribution as attribution
     from deepvis_app.attribution import AttributionContext, DeconvCache, GraphCut, Unit, resolve_unit
+    from deepvis_app.fastnet import fast_copy
     from deepvis_app.probe import Probe
     from deepvis_app.zoo import load_model
 
@@ -48,34 +53,40 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     vm = load_model(args.model, device="cpu")
-    net = vm.net
-    x0 = vm.preprocess(skimage.data.chelsea())
-    module = dict(net.named_modules())[args.layer]
+    loaded = vm.net
+    x_loaded = vm.preprocess(skimage.data.chelsea())
+    net = fast_copy(loaded, x_loaded, fold=False)  # what the live pipeline runs on the CPU
+    x0 = x_loaded.contiguous(memory_format=torch.channels_last)
 
-    def frame_forward(cut: bool = True):
-        x = x0.clone().requires_grad_(True)
-        ac = AttributionContext(net)
+    def frame_forward(cut: bool = True, nchw: bool = False):
+        n, x = (loaded, x_loaded.clone()) if nchw else (net, x0.clone())
+        x.requires_grad_(True)
+        ac = AttributionContext(n)
         if cut:
-            with ac, Probe(net, [args.layer]) as probe, GraphCut(net, args.layer, x):
-                net(x)
+            with ac, Probe(n, [args.layer]) as probe, GraphCut(n, args.layer, x):
+                n(x)
         else:
-            with ac, Probe(net, [args.layer]) as probe:
-                net(x)
+            with ac, Probe(n, [args.layer]) as probe:
+                n(x)
         return ac, x, probe[args.layer]
 
     ac, x, act = frame_forward()
     unit = resolve_unit(act, Unit(args.channel))
     neuron = (unit.channel, unit.y, unit.x)
 
-    captum = NeuronGuidedBackprop(net, module)
+    captum = NeuronGuidedBackprop(loaded, dict(loaded.named_modules())[args.layer])
+    captum_cl = NeuronGuidedBackprop(net, dict(net.named_modules())[args.layer])
 
     def run_captum():
-        return captum.attribute(x0.clone(), neuron_selector=neuron)
+        return captum.attribute(x_loaded.clone(), neuron_selector=neuron)
+
+    def run_captum_cl():
+        return captum_cl.attribute(x0.clone(), neuron_selector=neuron)
 
     state = {}
 
-    def prepare(cut: bool = True):
-        state["f"] = frame_forward(cut)
+    def prepare(cut: bool = True, nchw: bool = False):
+        state["f"] = frame_forward(cut, nchw)
 
     def one():
         ac, x, act = state["f"]
@@ -104,9 +115,22 @@ def main() -> None:
             return time.perf_counter() - t
         return run
 
+    def nchw(fn):
+        def run():
+            prepare(nchw=True)
+            t = time.perf_counter()
+            fn()
+            return time.perf_counter() - t
+        return run
+
     def plain_forward():
         with torch.no_grad():
             net(x0)
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
 
     # agreement check on this model (captum's hooks cover nn.ReLU modules only: on ReLU6 nets it is the
     # plain gradient; ours applies the guided rule to ReLU6)
@@ -118,7 +142,8 @@ def main() -> None:
     # Interleaved rounds, so load changes on a shared machine hit every variant alike; medians reported.
     times: dict[str, list[float]] = {k: [] for k in ("captum", "one", "three", "e2e", "fwd_ctx", "fwd_plain",
                                                      "fwd_full", "three_full", "e2e_full", "three_cached",
-                                                     "one_unfused", "three_unfused")}
+                                                     "one_unfused", "three_unfused", "captum_cl", "one_nchw",
+                                                     "three_nchw")}
     for i in range(args.reps + 1):
         state["f"] = None  # graphs are freed outside the timed spans
         t0 = time.perf_counter()
@@ -150,6 +175,12 @@ def main() -> None:
         t_one_unfused = unfused(one)()
         state["f"] = None
         t_three_unfused = unfused(three)()
+        state["f"] = None
+        t_captum_cl = timed(run_captum_cl)
+        t_one_nchw = nchw(one)()
+        state["f"] = None
+        t_three_nchw = nchw(three)()
+        state["f"] = None
         if i == 0:
             continue  # warm-up
         times["captum"].append(t1 - t0)
@@ -164,6 +195,9 @@ def main() -> None:
         times["three_cached"].append(t11 - t10)
         times["one_unfused"].append(t_one_unfused)
         times["three_unfused"].append(t_three_unfused)
+        times["captum_cl"].append(t_captum_cl)
+        times["one_nchw"].append(t_one_nchw)
+        times["three_nchw"].append(t_three_nchw)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     captum_ms, one_ms, three_ms, e2e_ms = med["captum"], med["one"], med["three"], med["e2e"]
     fwd_ctx_ms, fwd_plain_ms = med["fwd_ctx"], med["fwd_plain"]
@@ -182,6 +216,14 @@ def main() -> None:
         "ours_three_views_unfused_ms": round(med["three_unfused"], 2),
         "ratio_one_unfused_vs_captum": round(med["one_unfused"] / captum_ms, 3),
         "ratio_three_unfused_vs_captum": round(med["three_unfused"] / captum_ms, 3),
+        "captum_on_channels_last_copy_ms": round(med["captum_cl"], 2),
+        "ratio_one_vs_captum_channels_last": round(one_ms / med["captum_cl"], 3),
+        "ratio_three_vs_captum_channels_last": round(three_ms / med["captum_cl"], 3),
+        "ratio_three_cached_vs_captum_channels_last": round(med["three_cached"] / med["captum_cl"], 3),
+        "ours_one_method_nchw_ms": round(med["one_nchw"], 2),
+        "ours_three_views_nchw_ms": round(med["three_nchw"], 2),
+        "ratio_one_nchw_vs_captum": round(med["one_nchw"] / captum_ms, 3),
+        "ratio_three_nchw_vs_captum": round(med["three_nchw"] / captum_ms, 3),
         "target_one": "<= 0.35", "target_three": "<= 1.0",
         "ours_e2e_forward_plus_three_ms": round(e2e_ms, 2),
         "ratio_e2e_three_vs_captum": round(e2e_ms / captum_ms, 3),

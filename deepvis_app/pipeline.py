@@ -296,6 +296,20 @@ class FrameProcessor:
         self._erf = None
         self._erf_key: tuple[str, int] | None = None
         self._deconv = None  # attribution.DeconvCache, made on the first explained unit
+        self._net: torch.nn.Module | None = None  # what frames run through (see `_runnable`)
+
+    def _runnable(self, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The network and input this frame's forward runs: on the CPU a private channels-last copy of the model
+        (same modules and layer names, made on the first frame; `fastnet` says why and what it gains) and `x` in
+        that layout; on a GPU the model itself. A model's weights do not change while a processor runs it (a
+        new model comes with a new processor)."""
+        if x.device.type != "cpu" or x.dim() != 4:
+            return self.model.net, x
+        if self._net is None:
+            from .fastnet import fast_copy
+
+            self._net = fast_copy(self.model.net, x, fold=False)
+        return self._net, x.contiguous(memory_format=torch.channels_last)
 
     def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit) -> tuple[np.ndarray, int]:
         """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean."""
@@ -362,14 +376,16 @@ class FrameProcessor:
 
             # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
             # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph.
-            cut = GraphCut(vm.net, unit.layer, x)
+            net, x = self._runnable(x)
+            cut = GraphCut(net, unit.layer, x)
             x.requires_grad_(True)
-            with AttributionContext(vm.net) as ctx, Probe(vm.net, layers) as probe, cut:
-                logits = vm.net(x)
+            with AttributionContext(net) as ctx, Probe(net, layers) as probe, cut:
+                logits = net(x)
             acts = dict(probe.activations)
         else:
-            with Probe(vm.net, layers, detach=True) as probe, torch.inference_mode():
-                logits = vm.net(x)
+            net, x = self._runnable(x)
+            with Probe(net, layers, detach=True) as probe, torch.inference_mode():
+                logits = net(x)
                 acts = dict(probe.activations)
         if self._sync:
             torch.cuda.synchronize(vm.device)

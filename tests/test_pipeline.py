@@ -188,6 +188,31 @@ def test_processor_attributions_match_standalone_api(lite0, photos):
     assert all(not m._forward_hooks for m in lite0.net.modules())
 
 
+def test_processor_runs_a_channels_last_copy_and_leaves_the_model_as_loaded(lite0, photos):
+    """On the CPU frames run through a private channels-last copy (faster depthwise and 1x1 convs): the shared
+    model is never called nor changed, and the copy's predictions are the model's."""
+    from deepvis_app.render import top_predictions
+
+    proc = FrameProcessor(lite0)
+    proc.process(Frame(0, photos["chelsea"], time.perf_counter()), ViewRequest(layer="_blocks.5"))  # copy made
+    calls = []
+    handle = lite0.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for unit in (None, Unit("_blocks.3", 5)):
+            result = proc.process(Frame(0, photos["coffee"], time.perf_counter()),
+                                  ViewRequest(layer="_blocks.5", unit=unit, attribution=("guided",)))
+    finally:
+        handle.remove()
+    assert calls == []
+    assert all(p.is_contiguous() for p in lite0.net.parameters())  # the loaded layout, untouched
+    x = lite0.preprocess(photos["coffee"])
+    with torch.no_grad():
+        expected = top_predictions(lite0.net(x)[0], lite0.categories)
+    assert [c for c, _, _ in result.predictions] == [c for c, _, _ in expected]
+    assert np.allclose([p for _, _, p in result.predictions], [p for _, _, p in expected], atol=1e-5)
+    assert result.predictions[0][1] == "espresso"
+
+
 def test_processor_with_unit_before_the_grid_layer_keeps_predictions_and_grid(lite0, photos):
     """Grad is recorded only up to the unit's layer: the grid layer after it and the predictions (computed
     without a graph) equal a plain forward's, the attributions equal `attribute()`, and grad mode is restored."""
