@@ -247,7 +247,7 @@ class _Chain:
             else:
                 cols = None
             if cols is not None:
-                g = F.fold(cols, padded, (kh, kw), dilation=self.dilation, padding=self.padding, stride=self.stride)
+                g = _fold_taps(cols, (ci, kh, kw), grad.shape[-2:], padded, self.padding, self.stride, self.dilation)
                 return g if self.pad is None else g[:, :, top:top + h, left:left + w]
         if cpu and self.flipped is not None:
             # depthwise, stride 1: the transposed conv is a conv with the kernel flipped, which runs the faster
@@ -264,6 +264,24 @@ class _Chain:
         return torch.ops.aten.convolution_backward(
             grad, self.x, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
             [0, 0], self.groups, [True, False, False])[0]
+
+
+def _fold_taps(cols: Tensor, kernel: tuple[int, int, int], out_hw: Sequence[int], size: tuple[int, int],
+               padding: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    """`F.fold` (col2im) as one strided add per kernel tap: the same sums (each tap adds to its own strided
+    grid of the map), measured 1.1-1.7x faster than col2im for the stem's 27 x 12544 columns."""
+    ci, kh, kw = kernel
+    ho, wo = out_hw
+    n = cols.shape[0]
+    ph, pw = padding
+    out = cols.new_zeros(n, ci, size[0] + 2 * ph, size[1] + 2 * pw)
+    taps = cols.view(n, ci, kh, kw, ho, wo)
+    (sy, sx), span_y, span_x = stride, stride[0] * (ho - 1) + 1, stride[1] * (wo - 1) + 1
+    for i in range(kh):
+        for j in range(kw):
+            y, x = i * dilation[0], j * dilation[1]
+            out[:, :, y:y + span_y:sy, x:x + span_x:sx] += taps[:, :, i, j]
+    return out[:, :, ph:ph + size[0], pw:pw + size[1]] if ph or pw else out
 
 
 # Smallest map whose backward is cropped: below it, finding the box and pasting it into a zeroed map cost as much

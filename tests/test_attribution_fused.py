@@ -91,6 +91,28 @@ def test_fused_backward_equals_the_unfused_one(layer: str, layout: str, monkeypa
         torch.testing.assert_close(fused["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (2, 0, 2), (3, 2, 1)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_small_fan_in_stems_equal_the_unfused_backward(stride, padding, dilation, layout, monkeypatch) -> None:
+    """A conv with a tiny fan-in (3 x 3 x 3) backpropagates as a matrix product folded back tap by tap."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation, bias=False), _bn(5, 3),
+                        nn.ReLU(), nn.Conv2d(5, 4, 3, padding=1, bias=False), nn.ReLU()).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 23, 20)
+    if layout == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        h, w = net(x).shape[-2:]
+    unit = Unit(1, h // 2, w // 3)
+    fused = _explain(net, x, "4", unit)
+    plain = _explain(net, x, "4", unit, fused=False, monkeypatch=monkeypatch)
+    for rule in attribution.RULES:
+        assert fused[rule].abs().max() > 0
+        torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
+
+
 def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), _bn(4, 1), nn.ReLU(),
                         nn.Conv2d(4, 4, 3, padding=1, bias=False), _bn(4, 2), nn.ReLU()).eval()
