@@ -68,3 +68,25 @@ def test_mirror_flips_the_input(qtbot, make_window, tmp_path):
     assert not np.array_equal(win.feature("input").pane.canvas.array, photo)
     win.feature("sources").mirror_action.trigger()
     wait_result(qtbot, win, lambda r: np.array_equal(r.image, photo))
+
+
+def test_squeezed_toolbar_combos_end_in_an_ellipsis(qtbot):
+    """Qt clips a squeezed combo's text mid-letter ("whole l"); ours elides it ("whole l...") and keeps the item."""
+    from PySide6.QtWidgets import QComboBox
+
+    from deepvis_app.gui.widgets.combo import compact_combo
+
+    ours, plain = compact_combo(["whole layer", "per channel"]), QComboBox()
+    plain.addItems(["whole layer", "per channel"])
+    for box in (ours, plain):
+        qtbot.addWidget(box)
+        box.show()
+    ours.resize(ours.sizeHint())
+    assert not ours.elided()
+    for box in (ours, plain):
+        box.resize(ours.minimumWidth(), ours.sizeHint().height())
+    qtbot.wait(10)
+    assert ours.elided() and ours.currentText() == "whole layer"
+    narrow = ours.grab().toImage()
+    clipped = plain.grab().toImage()
+    assert narrow.size() == clipped.size() and narrow != clipped  # the label is painted shortened, not clipped

@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 from ...render import Grid, GridLayout, grid_layout
 from ...state import COLORMAPS, GAMMAS
 from .colorbar import ColorBar
-from .images import SIGNED_COLORMAP, compact_combo, make_lut
+from .combo import compact_combo
+from .images import SIGNED_COLORMAP, make_lut
 
 SELECT_COLOR = QColor(255, 214, 10)
 HOVER_COLOR = QColor(120, 200, 255)

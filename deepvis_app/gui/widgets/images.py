@@ -63,14 +63,3 @@ def overlay(rgb: np.ndarray, heat: np.ndarray, lut: np.ndarray, alpha: float = 0
     a = 0.1 + alpha * (heat.astype(np.float32) / 255.0)[..., None]
     out = rgb.astype(np.float32) * (1 - a) + colored * a
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def compact_combo(items: list[str] | tuple[str, ...] = (), *, chars: int = 6):
-    """A QComboBox that may shrink to about `chars` characters (text elided) so toolbars fit small screens."""
-    from PySide6.QtWidgets import QComboBox
-
-    box = QComboBox()
-    box.addItems(list(items))
-    # the size hint stays the full text; an explicit minimum width lets layouts squeeze it below that
-    box.setMinimumWidth(box.fontMetrics().horizontalAdvance("x" * chars) + 28)
-    return box

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS
 from .canvas import ImageCanvas
-from .images import compact_combo
+from .combo import compact_combo
 
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
 METHOD_TIPS = {

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from .canvas import ImageCanvas
-from .images import compact_combo
+from .combo import compact_combo
 
 KIND_TITLES = {"input": "patches", "deconv": "deconvnet", "guided": "guided bp"}
 MAX_TILES = 16
