@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -248,10 +247,7 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
     between batches; the generator then ends without a result (parts kept for `resume`). thumb: side of the
     stored thumbnails (0: none). stop_after_batches: raise KeyboardInterrupt after that many (tests).
     """
-    from torch.utils.data import DataLoader
-
-    from ..sources import fit_image
-    from ..topk.scan import Dist, _collate, _Images, _worker_init
+    from ..topk.scan import Dist, image_batches
 
     dist = dist or Dist()
     if batch_size < 1:
@@ -303,12 +299,7 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
             done[part["bad_ids"]] = True
     todo = [i for i in np.flatnonzero(~done).tolist() if i % dist.world == dist.rank]
     mine_total = sum(1 for i in range(len(paths)) if i % dist.world == dist.rank)
-    if workers is None:
-        workers = 0 if vm.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // dist.local_world))
-    fit = partial(fit_image, size=vm.preprocess.size, crop=vm.preprocess.crop)
-    loader = DataLoader(_Images(paths, todo, fit), batch_size=batch_size, shuffle=False,
-                        num_workers=max(0, workers), collate_fn=_collate, pin_memory=vm.device.type == "cuda",
-                        worker_init_fn=_worker_init, prefetch_factor=4 if workers > 0 else None)
+    loader = image_batches(vm, paths, todo, batch_size=batch_size, workers=workers, dist=dist)
     mean, inv_std = vm.preprocess.mean, vm.preprocess.inv_std
     mem: list[dict[str, np.ndarray]] = []      # in-memory result (out=None) or the unflushed batches
     buffered: list[dict[str, np.ndarray]] = []

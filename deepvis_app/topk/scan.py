@@ -136,6 +136,19 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def image_batches(vm: Any, paths: Sequence[str], ids: Sequence[int], *, batch_size: int, workers: int | None,
+                  dist: Dist) -> DataLoader:
+    """Batches (ids, fitted uint8 images, [(id, why)] of unreadable files) over `ids`, for a pass over a dataset
+    (scan, embed): the model's own fit, in order; loader processes only on a GPU by default (on the CPU the
+    forward needs every core), one torch thread each. A bad file never stops the pass."""
+    if workers is None:
+        workers = 0 if vm.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // dist.local_world))
+    fit = partial(fit_image, size=vm.preprocess.size, crop=vm.preprocess.crop)
+    return DataLoader(_Images(paths, ids, fit), batch_size=batch_size, shuffle=False, num_workers=max(0, workers),
+                      collate_fn=_collate, pin_memory=vm.device.type == "cuda", worker_init_fn=_worker_init,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
 # ---------------------------------------------------------------- progress
 
 class Progress:
@@ -419,13 +432,8 @@ def _scan_locked(vm: Any, data: Any, out: Path, chosen: list[tuple[str, tuple[in
             if not Path(old).name.startswith(f"checkpoint-g{gen}-"):
                 os.unlink(old)
 
-    if workers is None:
-        workers = 0 if vm.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // dist.local_world))
     todo = [i for i in np.flatnonzero(~done).tolist() if i % dist.world == dist.rank]
-    loader = DataLoader(_Images(paths, todo, partial(fit_image, size=vm.preprocess.size, crop=vm.preprocess.crop)),
-                        batch_size=batch_size, shuffle=False, num_workers=max(0, workers), collate_fn=_collate,
-                        pin_memory=vm.device.type == "cuda", worker_init_fn=_worker_init,
-                        prefetch_factor=4 if workers > 0 else None)
+    loader = image_batches(vm, paths, todo, batch_size=batch_size, workers=workers, dist=dist)
     bar = Progress(len(todo), "scan" if not dist.on else f"scan (rank 0 of {dist.world})",
                    enabled=progress and dist.rank == 0)
     names = [name for name, _ in chosen]
