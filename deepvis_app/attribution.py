@@ -155,7 +155,7 @@ class _Chain:
         it covers at most a quarter of the map, only its nonzero box is transposed-convolved (exact: the rest is
         zero). Two shapes take a matrix product instead of `convolution_backward`, which measured 1.3-8x slower
         for them on the CPU: 1x1 convs, and convs with a tiny input fan-in (the stem's 3 x 3 x 3), whose columns
-        are folded back (col2im)."""
+        are added back tap by tap (`_fold_taps`)."""
         h, w = grad.shape[-2:]
         if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA:
             box = _known_box(grad) or _nonzero_box(grad)
@@ -169,7 +169,7 @@ class _Chain:
 
     @property
     def pointwise(self) -> bool:
-        """A plain 1x1 conv: its transposed conv is one matrix product (cheap to crop at any map size)."""
+        """A plain 1x1 conv: its transposed conv is one matrix product."""
         return (self.groups == 1 and self.weight.shape[-2:] == (1, 1) and self.stride == (1, 1)
                 and self.padding == (0, 0) and self.pad is None)
 
