@@ -256,3 +256,34 @@ def test_deconv_cache_keeps_the_nonzero_box_and_evicts_by_bytes() -> None:
     empty = torch.zeros(1, 3, 20, 30)
     cache.put(("z",), empty)
     assert torch.equal(cache.get(("z",)), empty)
+
+
+def test_folded_weights_are_reused_across_frames_and_remade_when_the_model_changes(monkeypatch) -> None:
+    """BN's scale folded into the conv weight is made once, not per forward; new statistics (an in-place
+    change, as load_state_dict makes) give new folded weights, so the backward stays exact."""
+    net = ChainNet()
+    x = torch.randn(1, 3, 21, 19, generator=torch.Generator().manual_seed(5))
+    unit = Unit(2, 1, 1)
+    first = _explain(net, x, "b6", unit)
+    calls: list[int] = []
+    real = torch.rsqrt
+
+    def counting(t, *a, **k):
+        calls.append(1)
+        return real(t, *a, **k)
+
+    monkeypatch.setattr(torch, "rsqrt", counting)
+    again = _explain(net, x, "b6", unit)
+    assert calls == []  # every scale and folded weight came from the first frame
+    for rule in attribution.RULES:
+        torch.testing.assert_close(again[rule], first[rule], rtol=0, atol=0)
+    with torch.no_grad():
+        net.b4.running_var.mul_(3.0)
+        net.b2.weight.neg_()
+    changed = _explain(net, x, "b6", unit)
+    assert calls  # remade
+    monkeypatch.undo()
+    plain = _explain(net, x, "b6", unit, fused=False, monkeypatch=monkeypatch)
+    for rule in attribution.RULES:
+        torch.testing.assert_close(changed[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
+        assert not torch.allclose(changed[rule], first[rule])
