@@ -13,22 +13,22 @@ class ElidedCombo(QComboBox):
 
     def paintEvent(self, _event: QPaintEvent) -> None:
         painter = QStylePainter(self)
-        opt = QStyleOptionComboBox()
-        self.initStyleOption(opt)
+        opt, width = self._label_option()
         painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
-        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
-                                            QStyle.SubControl.SC_ComboBoxEditField, self)
-        opt.currentText = self.fontMetrics().elidedText(opt.currentText, Qt.TextElideMode.ElideRight,
-                                                        field.width())
+        opt.currentText = self.fontMetrics().elidedText(opt.currentText, Qt.TextElideMode.ElideRight, width)
         painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
     def elided(self) -> bool:
         """True when the current text does not fit and is shown shortened."""
+        return self.fontMetrics().horizontalAdvance(self.currentText()) > self._label_option()[1]
+
+    def _label_option(self) -> tuple[QStyleOptionComboBox, int]:
+        """The style option of this box and the width its label may take."""
         opt = QStyleOptionComboBox()
         self.initStyleOption(opt)
         field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
                                             QStyle.SubControl.SC_ComboBoxEditField, self)
-        return self.fontMetrics().horizontalAdvance(self.currentText()) > field.width()
+        return opt, field.width()
 
 
 def compact_combo(items: list[str] | tuple[str, ...] = (), *, chars: int = 6) -> ElidedCombo:
