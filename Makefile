@@ -13,7 +13,7 @@ export TORCH_FALLBACK
 QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxkbcommon-x11-0 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
            libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 
-.PHONY: run test setup syslibs lint bench demo clean versions wheel-check
+.PHONY: run test setup syslibs browser lint bench demo clean versions wheel-check
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	    echo "error: pinned $(TORCH_PINS) not installable here; rerun with TORCH_FALLBACK=1 to accept another build"; \
 	    exit 1; \
 	  fi; }
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,models,explain]'
 	@touch $(STAMP)
 
 # Install Qt's system libraries (and xvfb) when missing and we can; otherwise say what to install.
@@ -45,6 +45,19 @@ syslibs:
 	  fi; \
 	fi
 
+# Debian's chromium for the atlas's browser test (tests/test_atlas.py drives it with playwright; playwright never
+# downloads a browser here). Installed when missing and we are root; otherwise the test skips and says so.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser test"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+	      apt-get install -y -q chromium >/dev/null 2>&1)) || echo "could not install chromium"; \
+	  elif command -v apt-get >/dev/null; then \
+	    echo "the atlas browser test needs chromium: sudo apt-get install chromium"; \
+	  fi; \
+	fi
+
 # Opens the window on the default model; the demo source when there is no camera. Without a display,
 # it runs under xvfb-run (a virtual screen) so the app still starts.
 run: setup syslibs
@@ -55,7 +68,7 @@ run: setup syslibs
 	  xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/deepvis $(ARGS); \
 	fi
 
-test: setup versions
+test: setup versions browser
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports

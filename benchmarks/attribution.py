@@ -2,7 +2,8 @@
 
 ours_one / ours_three: the live-pipeline case -- the frame's forward already ran inside AttributionContext (with
 x.requires_grad), so only the partial backward(s) from the selected layer are timed (on the graph the pipeline
-now keeps: recorded only up to the layer, `GraphCut`). ours_e2e_three adds that forward. Before/after in one run:
+now keeps: recorded only up to the layer, `Capture(no_grad_after=...)`). ours_e2e_three adds that forward.
+Before/after in one run:
 frame_forward_full_graph_ms is the old live forward (graph over the whole net), frame_forward_cut_ms the new one
 (graph up to the layer, the rest under no_grad), frame_forward_plain_no_grad_ms a plain forward.
 ours_*_unfused: the same with the conv -> BN -> rectifier fusion switched off (the backward before it).
@@ -32,10 +33,10 @@ import torch
 def main() -> None:
     from captum.attr import NeuronGuidedBackprop
 
-    import deepvis_app.attribution as attribution
-    from deepvis_app.attribution import AttributionContext, DeconvCache, GraphCut, Unit, resolve_unit
+    from deepvis_app.attribution import AttributionContext, DeconvCache, fused, resolve_unit
     from deepvis_app.fastnet import fast_copy
-    from deepvis_app.probe import Probe
+    from deepvis_app.probe import Capture
+    from deepvis_app.values import Unit
     from deepvis_app.zoo import load_model
 
     ap = argparse.ArgumentParser()
@@ -62,16 +63,12 @@ def main() -> None:
         n, x = (loaded, x_loaded.clone()) if nchw else (net, x0.clone())
         x.requires_grad_(True)
         ac = AttributionContext(n)
-        if cut:
-            with ac, Probe(n, [args.layer]) as probe, GraphCut(n, args.layer, x):
-                n(x)
-        else:
-            with ac, Probe(n, [args.layer]) as probe:
-                n(x)
+        with ac, Capture(n, [args.layer], no_grad_after=args.layer if cut else None, example=x) as probe:
+            probe.run(x)
         return ac, x, probe[args.layer]
 
     ac, x, act = frame_forward()
-    unit = resolve_unit(act, Unit(args.channel))
+    unit = resolve_unit(act, Unit(args.layer, args.channel), vm.info(args.layer))
     neuron = (unit.channel, unit.y, unit.x)
 
     captum = NeuronGuidedBackprop(loaded, dict(loaded.named_modules())[args.layer])
@@ -97,19 +94,19 @@ def main() -> None:
         return ac.explain(x, act, unit, ("gradient", "deconv", "guided"))
 
     cache = DeconvCache()
-    fused_chain = attribution._conv_chain
+    fused_chain = fused.conv_chain
 
     def three_cached():
         ac, x, act = state["f"]
-        return ac.explain(x, act, unit, ("gradient", "deconv", "guided"), deconv_cache=cache, layer=args.layer)
+        return ac.explain(x, act, unit, ("gradient", "deconv", "guided"), deconv_cache=cache)
 
     def unfused(fn):
         def run():
-            attribution._conv_chain = lambda a, k, s=None: None
+            fused.conv_chain = lambda a, k, s=None: None
             try:
                 prepare()
             finally:
-                attribution._conv_chain = fused_chain
+                fused.conv_chain = fused_chain
             t = time.perf_counter()
             fn()
             return time.perf_counter() - t

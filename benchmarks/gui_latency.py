@@ -1,5 +1,5 @@
 """Click -> first painted result, and display fps, of the real window under Xvfb: this tree side by side with an
-older revision (default: the last commit before the feature-controller redesign), interleaved in one run.
+older revision (default: the last commit, so a change is measured before/after), interleaved in one run.
 
 Each measurement is a child process on the demo source (as fast as the network takes frames, --views backprop
 images on (default guided), layer _blocks.3, the malloc policy `deepvis` starts with): after a warm-up, units
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_REV = "3799be6"  # before "GUI: an evented app-state model ... one controller per feature"
+OLD_REV = "HEAD"  # the last commit: the working tree's changes against it (any revision with `win.live`)
 
 
 def child(clicks: int, views: tuple[str, ...]) -> dict:
@@ -41,8 +41,12 @@ def child(clicks: int, views: tuple[str, ...]) -> dict:
 
     from deepvis_app import load_model
     from deepvis_app.gui.main_window import MainWindow
-    from deepvis_app.pipeline import Unit, ViewRequest
     from deepvis_app.sources import open_source
+
+    try:
+        from deepvis_app.values import Unit, ViewRequest
+    except ImportError:  # revisions before the value-types module
+        from deepvis_app.pipeline import Unit, ViewRequest
 
     pg.setConfigOptions(imageAxisOrder="row-major")
     app = QApplication(sys.argv[:1])
@@ -53,19 +57,19 @@ def child(clicks: int, views: tuple[str, ...]) -> dict:
                      fps=None, device="cpu", settings=settings, worker_threads=threads)
     win.resize(1600, 1000)
     win.show()
-    new_api = hasattr(win, "live")  # the redesign; older revisions keep everything on the window
+    live, grid = win.live, win.feature("grid")
 
     def shown():
-        return win.live.shown if new_api else win._painted
+        return live.shown
 
     def request():
-        return win.live.request if new_api else win.request
+        return live.request
 
     def select(c: int) -> None:
-        (win.feature("grid").select_channel if new_api else win.select_channel)(c)
+        grid.select_channel(c)
 
     def paints() -> int:
-        return win.live.paint_count if new_api else win.paint_count
+        return live.paint_count
 
     def wait(pred, timeout: float = 30.0) -> bool:
         end = time.monotonic() + timeout

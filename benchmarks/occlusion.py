@@ -41,7 +41,7 @@ def exact_mac_bound(net: torch.nn.Module, size: int, window: int, stride: int) -
     recomputed when its receptive field meets the patch (from `rf_geometry`; layers after global pooling or
     squeeze-excitation: all of them), averaged over the patch positions. Returns the naive MACs per image, the
     recomputed fraction and the bound 1 / fraction (elementwise ops and batching effects ignored)."""
-    from deepvis_app.occlusion import patch_positions
+    from deepvis_app.occlusion import patch_positions, window_span
     from deepvis_app.receptive_field import rf_geometry, rf_is_local
 
     macs: dict[str, tuple[int, int, int]] = {}
@@ -65,8 +65,9 @@ def exact_mac_bound(net: torch.nn.Module, size: int, window: int, stride: int) -
             h.remove()
     pos = patch_positions(size, window, stride)
 
-    def hit(n: int, step: int, off: int, rf: int, p: int) -> int:  # units of an axis whose field meets [p, p+w)
-        return sum(1 for u in range(n) if u * step + off < p + window and u * step + off + rf > p)
+    def hit(n: int, step: int, off: int, rf: int, p: int) -> int:  # units of an axis whose field meets the window
+        end = p + window_span(p, window, size)  # the last window of an axis may be cut at the image edge
+        return sum(1 for u in range(n) if u * step + off < end and u * step + off + rf > p)
 
     total = recomputed = 0.0
     for name, (count, h, w) in macs.items():
@@ -86,7 +87,8 @@ def bench_model(name: str, weights: str, window: int, stride: int, batch: int, s
                 batches: list[int], reps: int) -> dict:
     from captum.attr import Occlusion
 
-    from deepvis_app.occlusion import OcclusionTarget, fill_image, occlusion_map
+    from deepvis_app.occlusion import fill_image, occlusion_map
+    from deepvis_app.values import ClassTarget
     from deepvis_app.zoo import load_model
 
     vm = load_model(name, weights=weights, device="cpu")
@@ -106,7 +108,7 @@ def bench_model(name: str, weights: str, window: int, stride: int, batch: int, s
     best_ppe = min(sweep_s, key=sweep_s.get)
     t_captum, attr = _time(lambda: captum(best_ppe, stride), reps)
 
-    target = OcclusionTarget(cls=cls)
+    target = ClassTarget(cls)
     t_cold, m = _time(lambda: occlusion_map(vm, x, target, window=window, stride=stride, batch=batch))
     ours_sweep = {b: _time(lambda b=b: occlusion_map(vm, x, target, window=window, stride=2 * stride, batch=b))[0]
                   for b in batches}  # our batch size gets the same short-run sweep as Captum's

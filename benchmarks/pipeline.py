@@ -18,8 +18,9 @@ import torch
 
 from deepvis_app import load_model
 from deepvis_app.fastnet import fast_copy
-from deepvis_app.pipeline import ViewRequest, run_headless
+from deepvis_app.pipeline import run_headless
 from deepvis_app.sources import DemoSource
+from deepvis_app.values import ViewRequest
 
 
 def bare_loop_fps(model, frames, *, channels_last: bool = False) -> float:

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deepvis_app.topk import TopKStore, crop_box  # noqa: E402
 from deepvis_app.topk.crops import CropJob, iter_crops, render_unit  # noqa: E402
-from deepvis_app.topk.scan import list_images, scan  # noqa: E402
+from deepvis_app.topk.images import list_images  # noqa: E402
+from deepvis_app.topk.scan import scan  # noqa: E402
 from deepvis_app.zoo import load_model  # noqa: E402
 
 LAYERS = "_blocks.5._bn1,_blocks.11._expand_conv"

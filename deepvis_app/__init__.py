@@ -14,7 +14,16 @@ if _os.environ.get("DEEPVIS_WAIT_POLICY", "").lower() == "passive":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import DeepVisError  # noqa: E402
-from .zoo import VisModel, available_models, load_model  # noqa: E402
 
 __all__ = ["DeepVisError", "VisModel", "available_models", "load_model"]
+_ZOO_NAMES = ("VisModel", "available_models", "load_model")
+
+
+def __getattr__(name: str):
+    """The model API on first use: `import deepvis_app.state` (the GUI's Qt-free model) must not load torch."""
+    if name in _ZOO_NAMES:
+        from . import zoo
+
+        return getattr(zoo, name)
+    raise AttributeError(f"module 'deepvis_app' has no attribute {name!r}")
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .abort import Abort, aborted
-from .errors import DeepVisError
+from .errors import DeepVisError, ParamError
 from .optimize.engine import Cancelled, unpack_model
 
 METHODS = ("pgd", "fgsm")
@@ -92,16 +92,16 @@ def _n_classes(net: Any) -> int | None:
 
 def _check(method: str, eps: float, step: float | None, steps: int, target: int | None, n: int | None) -> None:
     if method not in METHODS:
-        raise DeepVisError(f"unknown attack method {method!r} (choose: {', '.join(METHODS)})")
+        raise ParamError("method", f"{method!r} is not an attack (choose: {', '.join(METHODS)})")
     if not math.isfinite(eps) or eps < 1 or eps > 255:
-        raise DeepVisError(f"eps must be between 1 and 255 pixel levels (an 8-bit image changes by whole levels), "
-                           f"got {eps}")
-    if step is not None and (not math.isfinite(step) or step <= 0):
-        raise DeepVisError(f"step must be > 0 pixel levels, got {step}")
+        raise ParamError("eps", f"must be between 1 and 255 pixel levels (an 8-bit image changes by whole levels), "
+                         f"got {eps}")
+    if step is not None and (not math.isfinite(step) or step <= 0 or step > 255):
+        raise ParamError("step", f"must be above 0 and at most 255 pixel levels, got {step}")
     if steps < 0:
-        raise DeepVisError(f"steps must be >= 0, got {steps}")
+        raise ParamError("steps", f"must be >= 0, got {steps}")
     if target is not None and n is not None and not 0 <= target < n:
-        raise DeepVisError(f"target class {target} is out of range (valid: 0..{n - 1})")
+        raise ParamError("target", f"class {target} is out of range (valid: 0..{n - 1})")
 
 
 def default_step(eps: float, method: str = "pgd") -> float:
@@ -225,7 +225,9 @@ def start_image(kind: str, size: int, seed: int = 0) -> np.ndarray:
     """The start of a fooling image: "noise" (uniform random pixels) or "shapes" (a few flat-coloured discs,
     rectangles and stripes on grey): things that plainly show no object."""
     if kind not in STARTS:
-        raise DeepVisError(f"unknown start {kind!r} (choose: {', '.join(STARTS)})")
+        raise ParamError("start", f"{kind!r} is not a start image (choose: {', '.join(STARTS)})")
+    if not 0 <= seed < 2**64:
+        raise ParamError("seed", f"must be between 0 and 2^64 - 1, got {seed}")
     rng = np.random.default_rng(seed)
     if kind == "noise":
         return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -251,7 +253,7 @@ def fooling_image(net: Any, target: int, *, start: str = "noise", eps: float = 3
     `confidence`: the targeted attack started from `start_image`, allowed `eps` levels so the start stays
     recognisable. The state's `success` says whether the confidence was reached within `steps`."""
     if not 0 < confidence < 1:
-        raise DeepVisError(f"confidence must be between 0 and 1, got {confidence}")
+        raise ParamError("confidence", f"must be between 0 and 1, got {confidence}")
     if size is None:
         size = getattr(net, "input_size", None) or 224
     img = start_image(start, int(size), seed)

@@ -10,17 +10,19 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
-from .errors import DeepVisError
+from .commands.live_args import add_gui_args
+from .errors import DeepVisError, ParamError
 
 # Commands whose work is batched (many images or patch positions per op): they keep every core. The others run
 # batch-1 work and get `devices.interactive_threads()`; the window sets its worker's threads itself.
-BATCH_COMMANDS = frozenset(("scan", "embed", "occlude"))
+BATCH_COMMANDS = frozenset(("scan", "embed", "occlude", "atlas", "evaluate"))
 
 # Subcommand modules (deepvis_app/commands/<name>.py), each with register(subparsers) and run(args).
 COMMAND_MODULES = ("run", "predict", "layers", "attribute", "scan", "optimize", "occlude", "segment", "filters",
-                   "embed", "invert", "dream", "style", "fool")
+                   "embed", "invert", "dream", "style", "fool", "atlas", "evaluate", "ablate", "rank")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,24 +34,6 @@ class ArgumentParser(argparse.ArgumentParser):
         sub = self.prog.removeprefix("deepvis").strip()
         hint = f" (see `deepvis {sub} --help`)" if sub else " (see `deepvis --help`)"
         self.exit(2, f"deepvis: error: {' '.join(message.split())}{hint}\n")
-
-
-def add_gui_args(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """Options of the live window (shared by bare `deepvis` and `deepvis run`)."""
-    from .commands.common import _default, add_model_args, add_source_args
-
-    add_model_args(parser, top=top)
-    add_source_args(parser, top=top)
-    parser.add_argument("--layer", default=_default(top, None),
-                        help="layer shown first (default: the model spec's default layer)")
-    parser.add_argument("--select", metavar="LAYER:UNIT", default=_default(top, None),
-                        help="select a unit at start, e.g. _blocks.3:7")
-    parser.add_argument("--store", default=_default(top, None),
-                        help="a top-k STORE (from `deepvis scan`) for the inspector")
-    parser.add_argument("--snapshot", metavar="DIR", default=_default(top, None),
-                        help="write a snapshot (PNGs + state JSON) into DIR")
-    parser.add_argument("--exit-after", type=float, metavar="SECONDS", default=_default(top, None),
-                        help="quit after SECONDS (with --snapshot: take the snapshot just before)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _launch_gui(args: argparse.Namespace) -> int:
-    from .gui.app import main_gui  # Qt is imported only when a window is wanted
+# Core parameters whose command-line flag is not `--` + the name with dashes (ParamError -> one line naming the flag).
+FLAGS = {"thumb": "--thumb-size", "start": "--from", "samples": "--smooth"}
+
+
+def launch_gui(args: argparse.Namespace) -> int:
+    """Open the window (bare `deepvis`, `deepvis run` without --headless): the one door from the command line into
+    the GUI, so Qt is imported only when a window is wanted."""
+    from .gui.app import main_gui
 
     return main_gui(args)
+
+
+def command_func(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """What to run for the parsed `args`: the subcommand's `func`, or the window when there is none or the
+    subcommand says so (`opens_window(args)`, e.g. `deepvis run` without --headless)."""
+    func = getattr(args, "func", None)
+    opens_window = getattr(args, "opens_window", None)
+    if func is None or (opens_window is not None and opens_window(args)):
+        return launch_gui
+    return func
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, or a usage error already printed as one line
         return done.code if isinstance(done.code, int) else 2
-    func = getattr(args, "func", None) or _launch_gui
+    func = command_func(args)
     from .devices import keep_freed_memory
 
     keep_freed_memory()  # the program's own allocator policy; the library leaves the process alone on import
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(interactive_threads())  # per-image work: measured in devices.interactive_threads
     try:
         return int(func(args) or 0)
+    except ParamError as err:  # the core names its parameter; the user typed a flag
+        print(f"deepvis: error: {' '.join(err.flag_message(FLAGS).split())}", file=sys.stderr)
+        return err.exit_code
     except DeepVisError as err:
         print(f"deepvis: error: {' '.join(str(err).split())}", file=sys.stderr)
         return err.exit_code

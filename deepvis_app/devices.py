@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeepVisError
+from .errors import ParamError
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """Turn `auto|cpu|cuda|cuda:N` (or a `torch.device`) into a usable `torch.device`.
 
-    Raises `DeepVisError` for CUDA requests on a machine without CUDA, or an index past the last GPU,
-    so the user learns at start-up, not at the first frame.
+    Raises `ParamError("device", ...)` for an unknown spec, a CUDA request on a machine without CUDA or an index
+    past the last GPU, so the user learns at start-up, not at the first frame.
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
@@ -23,15 +23,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2] or "0"
         if not index_text.isdigit():
-            raise DeepVisError(f"bad --device {spec!r}: use auto, cpu, cuda or cuda:N")
+            raise ParamError("device", f"{spec!r} is not a device: use auto, cpu, cuda or cuda:N")
         if not torch.cuda.is_available():
-            raise DeepVisError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+            raise ParamError("device", f"{spec}: CUDA is not available on this machine (use cpu)")
         count = torch.cuda.device_count()
         index = int(index_text)
         if index >= count:
-            raise DeepVisError(f"--device {spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+            raise ParamError("device", f"{spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
         return torch.device(f"cuda:{index}")
-    raise DeepVisError(f"bad --device {spec!r}: use auto, cpu, cuda or cuda:N")
+    raise ParamError("device", f"{spec!r} is not a device: use auto, cpu, cuda or cuda:N")
 
 
 def interactive_threads() -> int:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DeepVisError
+from .errors import DeepVisError, ParamError
 
+MAX_PIXELS = 64_000_000  # the drawn picture: more would be a memory hazard, not a figure
 DEEP_CAVEAT = ("Deeper filters weigh the previous layer's feature maps, not pixels: a tile shows how one filter "
                "reads one input channel, which says little by eye. Look at the unit's top-k images or an "
                "optimized image to see what it responds to.")
@@ -152,14 +153,14 @@ def filter_tiles(model: Any, layer: str | None = None, *, filters: Sequence[int]
     """
     name, w, groups = conv_weight(model, layer)
     if pad < 0:
-        raise DeepVisError("pad must be 0 or more")
+        raise ParamError("pad", f"must be 0 or more, got {pad}")
     out_ch, in_per, kh, kw = w.shape
     fsel, trunc_f = _pick(out_ch, filters, max_filters, "filter")
     if not fsel:
-        raise DeepVisError("choose at least one filter")
+        raise ParamError("filters", "must name at least one filter")
     z = _auto_zoom(max(kh, kw)) if zoom is None else int(zoom)
     if z < 1:
-        raise DeepVisError("zoom must be at least 1")
+        raise ParamError("zoom", f"must be at least 1, got {z}")
     wn = w.numpy()
     rgb = in_per == 3 and groups == 1
     scales: list[float] = []
@@ -178,7 +179,7 @@ def filter_tiles(model: Any, layer: str | None = None, *, filters: Sequence[int]
     else:
         isel, trunc_i = _pick(in_per, inputs, max_inputs, "input channel")
         if not isel:
-            raise DeepVisError("choose at least one input channel")
+            raise ParamError("inputs", "must name at least one input channel")
         grid = (len(fsel), len(isel))
         placed = []
         for r, f in enumerate(fsel):
@@ -189,6 +190,10 @@ def filter_tiles(model: Any, layer: str | None = None, *, filters: Sequence[int]
         kind, caveat = "grey", DEEP_CAVEAT
     th, tw = kh * z, kw * z
     step_y, step_x = th + pad, tw + pad
+    pixels = (pad + grid[0] * step_y) * (pad + grid[1] * step_x)
+    if pixels > MAX_PIXELS:
+        raise ParamError("filters", f"and inputs make a picture of {pixels / 1e6:.0f} Mpx (at most "
+                                    f"{MAX_PIXELS / 1e6:.0f}); choose fewer of them or a smaller zoom")
     image = np.zeros((pad + grid[0] * step_y, pad + grid[1] * step_x, 3), dtype=np.uint8)
     for r, c, t in placed:
         y, x = pad + r * step_y, pad + c * step_x
@@ -206,13 +211,12 @@ def filter_tiles(model: Any, layer: str | None = None, *, filters: Sequence[int]
 def random_twin(model: Any, seed: int = 0) -> Any:
     """The same architecture freshly initialised with `seed` (a VisModel on the same device), for "trained vs
     random". torch's global RNG state is left as it was."""
-    from .zoo import load_model
-
-    spec_path = getattr(getattr(model, "spec", None), "path", None)
-    if spec_path is None:
-        raise DeepVisError("random_twin needs a model loaded from a spec (deepvis_app.load_model)")
+    if not hasattr(model, "reload"):
+        raise DeepVisError("random_twin needs a model made by deepvis_app.load_model")
+    if not 0 <= seed < 2**63:
+        raise ParamError("seed", f"must be between 0 and 2^63 - 1, got {seed}")
     with torch.random.fork_rng(devices=[]):
-        return load_model(spec_path, weights="random", device=model.device, seed=seed)
+        return model.reload(weights="random", seed=seed)  # any model a user has: spec, timm:, torchvision:
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, *, labels: tuple[str, str] | None = ("trained", "random"),

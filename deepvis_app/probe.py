@@ -14,12 +14,13 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import DeepVisError
+from .layouts import LayoutTracker
+from .values import LayerInfo
 
 # Modules that add nothing to look at: skipped when listing layers (they can still be probed by name).
 _SKIPPED_TYPES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.ZeroPad2d, nn.ConstantPad2d)
@@ -35,46 +36,90 @@ def split_layer(layer: str) -> tuple[str, int | None]:
     return name, int(call)
 
 
-@dataclass(frozen=True)
-class LayerInfo:
-    """One probe-able layer: its name, module type and output shape without the batch dimension."""
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0] if self.shape else 1
+class Stopped(Exception):
+    """Raised from a hook once every wanted layer is captured (`Capture(stop=True)`); `Capture.run` catches it."""
 
 
-class Probe:
-    """Context manager capturing the outputs of `layers` during each forward of `net`.
+def resolve_calls(net: nn.Module, layers: Iterable[str], example: torch.Tensor | None) -> dict[str, tuple[str, int]]:
+    """`layer -> (module name, call index)` for Probe names; a bare name of a reused module means its last call
+    (counted once per net from one forward of `example`). Unknown names raise one line listing the valid ones."""
+    modules = dict(net.named_modules())
+    out: dict[str, tuple[str, int]] = {}
+    counts: dict[str, int] | None = None
+    for layer in dict.fromkeys(layers):
+        name, call = split_layer(layer)
+        if name not in modules or name == "":
+            raise DeepVisError(unknown_layer_message(layer, [n for n in modules if n]))
+        if call is None:
+            if example is None:
+                raise DeepVisError(f"layer {layer!r}: a bare name needs an example input to find its last call")
+            if counts is None:
+                counts = call_counts(net, example.detach())[0]
+            call = max(counts.get(name, 1), 1) - 1
+        out[layer] = (name, call)
+    return out
 
-    >>> with Probe(net, ["layer2", "layer1.0.relu@0"]) as probe:
-    ...     logits = net(x)
-    ...     act = probe["layer2"]          # Tensor[N, C, H, W] on the model's device
 
-    `detach=True` stores detached tensors (cheaper when no attribution follows). Hooks are removed on exit,
-    also after an exception, leaving the model exactly as it was.
+class Capture:
+    """The one primitive for "capture these layers of a forward": used by the live view, attribution, crops,
+    optimize, occlusion and receptive fields.
+
+    >>> with Capture(net, ["layer2", "layer1.0.relu@0"], example=x, stop=True) as cap:
+    ...     cap.run(x)               # the net after the last wanted layer never runs; returns None when stopped
+    ...     act = cap["layer2"]      # Tensor on the model's device, with its autograd graph unless detach=True
+
+    - Names are Probe names (`name`, `name@k`); a bare name of a reused module means its last call. Without
+      `example` a bare name is captured at every call (the last call wins), which needs no counting forward but
+      cannot stop early: `stop`/`no_grad_after` with bare names need `example`.
+    - `stop=True`: raise `Stopped` once all wanted layers are captured (`run` catches it and returns None).
+    - `replace={layer: tensor}`: that call's output is replaced by `tensor` (occlusion feeds cached activations).
+    - `no_grad_after=layer`: autograd stops recording after that layer's call (a unit's backward never needs the
+      rest of the graph); grad mode is restored on the next forward and on exit.
+    - Only forwards run by the thread that entered the context are touched: another thread's forward of the
+      same net passes untouched. A captured output is cloned for the modules after it, so a later inplace op
+      (`out += identity`, `ReLU(inplace=True)`) never rewrites what was captured. Hooks are removed on exit,
+      also after an exception.
     """
 
-    def __init__(self, net: nn.Module, layers: Iterable[str], *, detach: bool = False) -> None:
+    def __init__(self, net: nn.Module, layers: Iterable[str] = (), *, example: torch.Tensor | None = None,
+                 stop: bool = False, detach: bool = False, replace: dict[str, torch.Tensor] | None = None,
+                 no_grad_after: str | None = None) -> None:
         self.net = net
         self.detach = detach
-        self.activations: dict[str, torch.Tensor] = {}
+        self.stop = stop
+        self.layers = list(dict.fromkeys(layers))
+        self.replace = dict(replace or {})
+        self.no_grad_after = no_grad_after
+        exact = stop or bool(self.replace) or no_grad_after is not None or example is not None
+        named = [*self.layers, *self.replace, *([no_grad_after] if no_grad_after else [])]
+        if exact:
+            calls = resolve_calls(net, named, example)
+        else:  # a bare name is captured at every call (-1), so the last call wins
+            modules = dict(net.named_modules())
+            calls = {}
+            for layer in named:
+                name, call = split_layer(layer)
+                if name not in modules or name == "":
+                    raise DeepVisError(unknown_layer_message(layer, [n for n in modules if n]))
+                calls[layer] = (name, -1 if call is None else call)
+        # module name -> {call index (-1: any) -> [(role, layer)]}
+        self._plan: dict[str, dict[int, list[tuple[str, str]]]] = {}
+        roles = [("capture", layer) for layer in self.layers] + [("replace", layer) for layer in self.replace]
+        roles += [("cut", no_grad_after)] if no_grad_after else []
+        for role, layer in roles:
+            name, call = calls[layer]
+            self._plan.setdefault(name, {}).setdefault(call, []).append((role, layer))
         modules = dict(net.named_modules())
-        self._wanted: dict[str, list[tuple[str, int | None]]] = {}
-        for layer in dict.fromkeys(layers):
-            name, call = split_layer(layer)
-            if name not in modules or name == "":
-                raise DeepVisError(unknown_layer_message(layer, [n for n in modules if n]))
-            self._wanted.setdefault(name, []).append((layer, call))
-        self._modules = {name: modules[name] for name in self._wanted}
+        self._modules = {name: modules[name] for name in self._plan}
+        self.activations: dict[str, torch.Tensor] = {}
         self._calls: dict[str, int] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._owner = 0
+        self._grad_was: bool | None = None
 
-    def __enter__(self) -> Probe:
+    def __enter__(self) -> Capture:
+        self._owner = threading.get_ident()
+        self._grad_was = torch.is_grad_enabled()
         try:
             self._handles.append(self.net.register_forward_pre_hook(self._reset))
             for name, module in self._modules.items():
@@ -91,6 +136,9 @@ class Probe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._grad_was is not None:
+            torch.set_grad_enabled(self._grad_was)
+            self._grad_was = None
 
     def __getitem__(self, layer: str) -> torch.Tensor:
         try:
@@ -98,27 +146,64 @@ class Probe:
         except KeyError:
             raise DeepVisError(f"layer {layer!r} produced no output in this forward pass") from None
 
+    def run(self, *inputs: object, **kwargs: object) -> object | None:
+        """`net(*inputs)`; None when the forward was stopped after the wanted layers."""
+        try:
+            return self.net(*inputs, **kwargs)
+        except Stopped:
+            return None
+
     def _reset(self, _module: nn.Module, _inputs: object) -> None:
+        if threading.get_ident() != self._owner:
+            return
         self._calls.clear()
         self.activations.clear()
+        if self.no_grad_after is not None and self._grad_was is not None:
+            torch.set_grad_enabled(self._grad_was)
 
     def _make_hook(self, name: str):
-        wanted = self._wanted[name]
+        plan = self._plan[name]
+        every = plan.get(-1, [])
 
         def hook(_module: nn.Module, _inputs: object, output: object):
+            if threading.get_ident() != self._owner:
+                return None
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
-            if not isinstance(output, torch.Tensor):
+            todo = plan.get(call, []) + every if every else plan.get(call)
+            if not todo:
                 return None
+            result = None
+            for role, layer in todo:
+                if role == "replace":
+                    result = output = self.replace[layer]
             captured = False
-            for layer, want in wanted:
-                if want is None or want == call:
+            for role, layer in todo:
+                if role == "capture" and isinstance(output, torch.Tensor):
                     self.activations[layer] = output.detach() if self.detach else output
                     captured = True
+                elif role == "cut":
+                    torch.set_grad_enabled(False)
+            if self.stop and captured and len(self.activations) == len(self.layers):
+                raise Stopped
             # Downstream gets a copy so inplace ops after this point cannot rewrite the captured values.
-            return output.clone() if captured else None
+            return output.clone() if captured else result
 
         return hook
+
+
+class Probe(Capture):
+    """Capture `layers` in every forward of `net` run by this thread (the live view's form of `Capture`).
+
+    >>> with Probe(net, ["layer2", "layer1.0.relu@0"]) as probe:
+    ...     logits = net(x)
+    ...     act = probe["layer2"]          # Tensor[N, C, H, W] on the model's device
+
+    `detach=True` stores detached tensors (cheaper when no attribution follows).
+    """
+
+    def __init__(self, net: nn.Module, layers: Iterable[str], *, detach: bool = False) -> None:
+        super().__init__(net, layers, detach=detach)
 
 
 def unknown_layer_message(layer: str, valid: list[str]) -> str:
@@ -129,26 +214,36 @@ def unknown_layer_message(layer: str, valid: list[str]) -> str:
 
 @torch.no_grad()
 def layer_table(net: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
-    """Every probe-able layer of `net` in forward order, with output shapes, from one forward of `example`.
-
-    Modules called more than once are listed once per call as `name@k`.
-    """
+    """Every probe-able layer of `net` in forward order, with output shapes and layouts, from one forward of
+    `example`. Modules called more than once are listed once per call as `name@k`."""
     names = {id(m): n for n, m in net.named_modules() if n}
-    order: list[tuple[str, str, tuple[int, ...]]] = []
+    order: list[tuple[str, str, tuple[int, ...], tuple]] = []
     calls: dict[str, int] = {}
     handles = []
+    tracker = LayoutTracker()
+    marks: dict[int, list[int]] = {}  # id(container) -> leaf marks of its open calls
+
+    def pre(module: nn.Module, _inputs: tuple) -> None:
+        marks.setdefault(id(module), []).append(tracker.leaf_mark())
 
     def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+        mark = marks[id(module)].pop() if marks.get(id(module)) else None
         name = names.get(id(module))
-        if name is None or not isinstance(output, torch.Tensor) or isinstance(module, _SKIPPED_TYPES):
+        if not isinstance(output, torch.Tensor):
+            return
+        leaf = next(module.children(), None) is None
+        decided = tracker.decide(module, inputs, output, None if leaf else mark)
+        if name is None or isinstance(module, _SKIPPED_TYPES):
             return
         if inputs and output is inputs[0] and not getattr(module, "inplace", False):
             return  # identity stand-ins (e.g. 'static_padding' of size 0)
         calls[name] = calls.get(name, 0) + 1
-        order.append((name, type(module).__name__, tuple(output.shape[1:])))
+        order.append((name, type(module).__name__, tuple(output.shape[1:]), decided))
 
     try:
         for module in net.modules():
+            if next(module.children(), None) is not None:
+                handles.append(module.register_forward_pre_hook(pre))
             handles.append(module.register_forward_hook(hook))
         net(example)
     finally:
@@ -156,12 +251,12 @@ def layer_table(net: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
             handle.remove()
     seen: dict[str, int] = {}
     table = []
-    for name, kind, shape in order:
+    for name, kind, shape, (layout, prefix, grid) in order:
         if calls[name] > 1:
             k = seen.get(name, 0)
             seen[name] = k + 1
             name = f"{name}@{k}"
-        table.append(LayerInfo(name, kind, shape))
+        table.append(LayerInfo(name, kind, shape, layout, prefix, grid))
     return table
 
 

@@ -17,6 +17,11 @@ bottom -- the sides that are not clipped. When the RF is so large that those are
 with a larger input S' = S + 2 m T (T = the layer's total stride), which keeps every layer's size modulo its
 stride and so every "same"-style padding unchanged. Results are cached per (net, layer, input size).
 
+Layouts: units are read through `layouts.as_maps`, so channels-last maps (ConvNeXt's inner layers, Swin) are
+measured like channels-first ones. A token layer's unit sees the whole image (attention mixes every patch into
+every token): its geometry is `full` with that reason, and top-k crops of it are whole frames. Pass the layer's
+`LayerInfo` (`vm.info(layer)`) where a model is at hand; a plain module's is looked up (`layer_lookup`).
+
 Effective RF (`EffectiveRF`, Luo et al. 2016): mean over frames of |d(centre unit)/d(input)| summed over
 colour channels, with the real weights and plain gradients.
 """
@@ -36,7 +41,10 @@ from torch.overrides import TorchFunctionMode
 
 from .attribution import AttributionContext
 from .errors import DeepVisError
-from .probe import Probe, call_counts, split_layer
+from .layer_lookup import layer_info
+from .layouts import as_maps
+from .probe import Capture, Stopped
+from .values import LayerInfo, Layout
 
 __all__ = ["EffectiveRF", "RFGeometry", "rf_box", "rf_geometry", "rf_is_local"]
 
@@ -47,7 +55,8 @@ _MAX_PROBE = 4096  # largest probe image side; beyond it boxes are reported clip
 class RFGeometry:
     """Unit (y, x) sees input rows [y*stride_y + offset_y, ... + size_y), columns likewise.
 
-    `full=True`: the unit has no spatial footprint (it sees the whole `input_size` image).
+    `full=True`: the unit sees the whole `input_size` image; `reason` says why (a token layer, a vector, no
+    spatial footprint left after global pooling), for the viewer to tell the user.
     """
 
     stride_y: int
@@ -57,6 +66,7 @@ class RFGeometry:
     size_y: int
     size_x: int
     full: bool = False
+    reason: str = ""
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         top = y * self.stride_y + self.offset_y
@@ -67,46 +77,48 @@ class RFGeometry:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, int], RFGeometry]] = weakref.WeakKeyDictionary()
 
 
-def rf_box(net: nn.Module, layer: str, y: int, x: int, input_size: int) -> tuple[int, int, int, int]:
+def rf_box(net: nn.Module, layer: str, y: int, x: int, input_size: int,
+           info: LayerInfo | None = None) -> tuple[int, int, int, int]:
     """Theoretical receptive field of unit (y, x) of `layer` as (top, left, bottom, right) input pixels.
 
     bottom/right exclusive; not clipped to the image (may be negative or exceed input_size). Layer names as in
-    `Probe` (`name`, `name@k`). Cached per (net, layer, input_size).
+    `Probe` (`name`, `name@k`); `info`: the layer's LayerInfo (looked up when None). Cached per (net, layer,
+    input_size).
     """
-    geom = rf_geometry(net, layer, input_size)
+    geom = rf_geometry(net, layer, input_size, info)
     if geom.full:
         return 0, 0, input_size, input_size
     return geom.box(y, x)
 
 
-def rf_geometry(net: nn.Module, layer: str, input_size: int) -> RFGeometry:
+def rf_geometry(net: nn.Module, layer: str, input_size: int, info: LayerInfo | None = None) -> RFGeometry:
     """Stride, offset and size of `layer`'s receptive fields (see the module docstring for the method)."""
     per_net = _CACHE.setdefault(net, {})
     key = (layer, int(input_size))
     if key not in per_net:
-        per_net[key] = _measure(net, layer, int(input_size))
+        per_net[key] = _measure(net, layer, int(input_size), info)
     return per_net[key]
 
 
 _LOCAL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, int], bool]] = weakref.WeakKeyDictionary()
 
 
-def rf_is_local(net: nn.Module, layer: str, input_size: int) -> bool:
+def rf_is_local(net: nn.Module, layer: str, input_size: int, info: LayerInfo | None = None) -> bool:
     """True when a unit of `layer` depends on no input pixel outside its `rf_box` -- no global context
     (squeeze-excitation, global pooling, a mean over the image) on the way -- so its value and its deconv /
     guided / gradient maps can be computed exactly from an input window that contains the box.
 
     Measured like the RF itself, but with global pooling kept: the centre unit's support must equal its box.
-    Layers without a spatial footprint (`full`) are not local.
+    Layers without a spatial footprint (`full`: vectors, token layers) are not local.
     """
     per_net = _LOCAL.setdefault(net, {})
     key = (layer, int(input_size))
     if key not in per_net:
-        geom = rf_geometry(net, layer, input_size)
+        geom = rf_geometry(net, layer, input_size, info)
         local = False
         if not geom.full:
             shape, boxes = _probe_boxes(net, layer, int(input_size), lambda s: [(s[1] // 2, s[2] // 2)],
-                                        cut_global=False)
+                                        _info(net, layer, int(input_size), info), cut_global=False)
             if len(shape) == 3 and boxes and boxes[0] is not None:
                 t, lft, b, r = geom.box(shape[1] // 2, shape[2] // 2)
                 s = int(input_size)
@@ -179,18 +191,6 @@ def _substitutes(net: nn.Module) -> dict[str, Tensor]:
     return subs
 
 
-class _Captured(Exception):
-    """Raised from a hook to end the probing forward once the layer is captured."""
-
-
-def _stop_when_captured(probe: Probe, layer: str, calls: list[int], last: int) -> None:
-    calls[0] += 1
-    if calls[0] > last and layer in probe.activations:
-        raise _Captured
-
-
-
-
 def _in_channels(net: nn.Module) -> int:
     for m in net.modules():
         if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Conv3d):
@@ -198,35 +198,49 @@ def _in_channels(net: nn.Module) -> int:
     return 3
 
 
-def _probe_boxes(net: nn.Module, layer: str, size: int,
-                 choose: Callable[[tuple[int, ...]], list[tuple[int, int]]], cut_global: bool = True
-                 ) -> tuple[tuple[int, ...], list[tuple[int, int, int, int] | None]]:
-    """Bounding boxes (clipped to the probe image) of the gradient support of the given units."""
+def _probe_input(net: nn.Module, size: int) -> Tensor:
+    """The all-ones probe image of side `size` on the net's device, in its dtype, requiring grad."""
     first = next(iter(net.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    x = torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype, requires_grad=True)
+    return torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype, requires_grad=True)
+
+
+def _info(net: nn.Module, layer: str, size: int, info: LayerInfo | None) -> LayerInfo:
+    """`info`, or the layer's LayerInfo looked up on a probe image of side `size` when the caller had none."""
+    return info if info is not None else layer_info(net, layer, _probe_input(net, size).detach())
+
+
+def _whole_image_reason(info: LayerInfo) -> str:
+    """Why every unit of `info`'s layer sees the whole image without measuring ("" when it must be measured)."""
+    if info.layout is Layout.TOKENS:
+        return (f"layer {info.name!r} is a token layer ({info.describe()}): attention lets every token see the "
+                "whole image")
+    if info.layout not in (Layout.CHANNELS_FIRST, Layout.CHANNELS_LAST) or len(info.shape) != 3:
+        return f"layer {info.name!r} has no positions on the image ({info.describe()}): each unit sees all of it"
+    return ""
+
+
+def _probe_boxes(net: nn.Module, layer: str, size: int,
+                 choose: Callable[[tuple[int, ...]], list[tuple[int, int]]], info: LayerInfo,
+                 cut_global: bool = True) -> tuple[tuple[int, ...], list[tuple[int, int, int, int] | None]]:
+    """Maps shape (C, H, W) of the layer on a `size` probe image and the bounding boxes (clipped to the probe
+    image) of the gradient support of the chosen units (`choose(shape)` -> [(y, x)], all channels summed)."""
+    x = _probe_input(net, size)
     subs = _substitutes(net)
-    probe = Probe(net, [layer])  # validates the name
-    name, call = split_layer(layer)
-    if call is None:
-        call = call_counts(net, x.detach())[0].get(name, 1) - 1
-    target = dict(net.named_modules())[name]
-    calls = [0]
-    with torch.enable_grad(), AttributionContext(net) as ac, probe, _SupportMode(cut_global):
-        handle = target.register_forward_hook(lambda *_: _stop_when_captured(probe, layer, calls, call))
+    # The forward stops once the layer is captured: the rest of the network cannot change its receptive field.
+    capture = Capture(net, [layer], example=x.detach(), stop=True)  # validates the name
+    with torch.enable_grad(), AttributionContext(net) as ac, capture, _SupportMode(cut_global):
         try:
             functional_call(net, subs, (x,), strict=False)
-        except _Captured:
-            pass  # the rest of the network cannot change the layer's receptive field
-        finally:
-            handle.remove()
-    act = probe[layer]
-    shape = tuple(act.shape[1:])
-    units = choose(shape) if act.dim() == 4 else [(0, 0)]
+        except Stopped:
+            pass
+    maps = as_maps(capture[layer], info)
+    shape = tuple(maps.shape[1:])
+    units = choose(shape)
     boxes: list[tuple[int, int, int, int] | None] = []
     for i, (uy, ux) in enumerate(units):
-        obj = act[0, :, uy, ux].sum() if act.dim() == 4 else act[0].sum()
+        obj = maps[0, :, uy, ux].sum()
         if obj.grad_fn is None:
             boxes.append(None)
             continue
@@ -272,13 +286,19 @@ def _diagonal_units(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return list(zip(ys, xs, strict=True))
 
 
-def _measure(net: nn.Module, layer: str, input_size: int) -> RFGeometry:
+def _measure(net: nn.Module, layer: str, input_size: int, info: LayerInfo | None) -> RFGeometry:
+    info = _info(net, layer, input_size, info)
+    whole = _whole_image_reason(info)
+    if whole:
+        return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True, reason=whole)
     size = input_size
     step = 0
     while True:
-        shape, boxes = _probe_boxes(net, layer, size, _diagonal_units)
-        if len(shape) != 3 or any(b is None for b in boxes):
-            return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True)
+        shape, boxes = _probe_boxes(net, layer, size, _diagonal_units, info)
+        if any(b is None for b in boxes):
+            return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True,
+                              reason=f"no spatial footprint is left at layer {layer!r} (global pooling below it): "
+                                     "each unit sees the whole image")
         h, w = shape[1], shape[2]
         ay = _axis([b[0] for b in boxes], [b[2] for b in boxes], h, size)
         ax = _axis([b[1] for b in boxes], [b[3] for b in boxes], w, size)
@@ -299,26 +319,32 @@ class EffectiveRF:
     >>> for x in frames: erf.update(x)           # x: Tensor[N, 3, H, W]
     >>> heat = erf.map                            # Tensor[H, W], mean over frames
 
-    The unit is the layer's centre position; `channel=None` sums all channels there. `add(grad)` accumulates an
-    input gradient computed elsewhere (e.g. by the live pipeline). Uses the real weights and plain gradients.
+    The unit is the centre position of the layer's maps (`layouts.as_maps`: channels-last maps and token grids
+    too); `channel=None` sums all channels there. `info`: the layer's LayerInfo (looked up on the first frame when
+    None). `add(grad)` accumulates an input gradient computed elsewhere (e.g. by the live pipeline). Uses the real
+    weights and plain gradients; the forward stops at the layer.
     """
 
-    def __init__(self, net: nn.Module, layer: str, *, channel: int | None = None) -> None:
+    def __init__(self, net: nn.Module, layer: str, *, channel: int | None = None,
+                 info: LayerInfo | None = None) -> None:
         self.net = net
         self.layer = layer
         self.channel = channel
+        self.info = info
         self.count = 0
         self._sum: Tensor | None = None
 
     def update(self, x: Tensor) -> None:
         xin = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad(), Probe(self.net, [self.layer]) as probe:
-            self.net(xin)
-        act = probe[self.layer]
-        if act.dim() != 4:
+        if self.info is None:
+            self.info = layer_info(self.net, self.layer, xin.detach())
+        if self.info.grid is None:
             raise DeepVisError(f"{self.layer} has no spatial positions; its effective RF is the whole image")
-        cy, cx = act.shape[2] // 2, act.shape[3] // 2
-        at = act[:, :, cy, cx] if self.channel is None else act[:, self.channel, cy, cx]
+        with torch.enable_grad(), Capture(self.net, [self.layer], example=xin.detach(), stop=True) as cap:
+            cap.run(xin)
+        maps = as_maps(cap[self.layer], self.info)
+        cy, cx = maps.shape[2] // 2, maps.shape[3] // 2
+        at = maps[:, :, cy, cx] if self.channel is None else maps[:, self.channel, cy, cx]
         (g,) = torch.autograd.grad(at.sum(), xin, allow_unused=True)
         self.add(torch.zeros_like(xin) if g is None else g)
 

@@ -4,6 +4,10 @@ Normalization follows the old toolbox: scale by the whole layer's range (channel
 channel's own range (weak channels visible), then a gamma boost (< 1 lifts faint activity). Signed layers
 (conv/BN outputs before a ReLU) map zero to mid-gray so negative and positive responses stay distinguishable.
 Only the finished uint8 grid and the per-channel maxima cross to the host.
+
+The grid draws channels-first maps C x H x W; which dimension of a layer's output holds the channels is the
+model's knowledge, not the shape's: callers pass `layouts.as_maps(act, info)[0]` (a ConvNeXt channels-last layer
+becomes 384 maps of 56x56, a ViT token layer 768 maps on its 14x14 patch grid, a vector C maps of 1x1).
 """
 
 from __future__ import annotations
@@ -71,17 +75,6 @@ class Grid:
     signed: bool
 
 
-def as_maps(act: torch.Tensor) -> torch.Tensor:
-    """Any layer output (without batch dim) as C x H x W maps: vectors become 1x1 tiles."""
-    if act.dim() == 1:
-        return act.view(-1, 1, 1)
-    if act.dim() == 2:  # e.g. sequence x features: treat features as channels
-        return act.t().unsqueeze(1)
-    if act.dim() == 3:
-        return act
-    return act.flatten(0, act.dim() - 3)
-
-
 def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Map C x H x W activations into [0, 1]; returns (normalized, signed) with `signed` a 0-dim bool tensor.
 
@@ -100,11 +93,15 @@ def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) ->
     return torch.where(signed, 0.5 + 0.5 * ratio, ratio.clamp(0, 1)), signed
 
 
-def render_grid(act: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
+def render_grid(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
                 aspect: float = 1.0, min_tile: int = 1) -> Grid:
-    """Render one image's layer output (no batch dim) as a tiled grid; tiles smaller than `min_tile` are
-    enlarged by an integer factor (nearest) so e.g. 7x7 maps and FC units stay visible."""
-    maps = as_maps(act.detach())
+    """Render one image's layer as a tiled grid, one tile per channel: `maps` is C x H x W, channels first
+    (`layouts.as_maps(act, info)[0]` for any layer); tiles smaller than `min_tile` are enlarged by an integer
+    factor (nearest) so e.g. 7x7 maps and FC units stay visible."""
+    if maps.dim() != 3:
+        raise ValueError(f"render_grid draws C x H x W maps, got shape {tuple(maps.shape)}: pass "
+                         "layouts.as_maps(act, info)[0], which knows the layer's layout")
+    maps = maps.detach()
     c, h, w = maps.shape
     unit, signed = normalize(maps, norm=norm, gamma=gamma)
     stats = torch.cat([maps.flatten(1).amax(dim=1).float(), signed.float().view(1)]).cpu().numpy()

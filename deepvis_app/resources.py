@@ -43,7 +43,14 @@ def help_text() -> str:
 
 
 def demo_photo(name: str) -> np.ndarray:
-    """One of the demo photos (from scikit-image's sample data, saved as JPEG) as RGB uint8."""
-    from .sources import read_image
+    """One of the demo photos (from scikit-image's sample data, saved as JPEG) as RGB uint8.
 
-    return read_image(asset_path(f"demo_{name}.jpg"))
+    Decoded here with OpenCV, not through `sources.read_image` (which imports this module for DEMO_PHOTOS): the
+    shipped JPEGs are known-good, and resources stays a leaf of the import graph."""
+    import cv2
+
+    path = asset_path(f"demo_{name}.jpg")
+    bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"demo photo missing or damaged in the package: {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

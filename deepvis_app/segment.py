@@ -20,7 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from .attribution import attribute
-from .errors import DeepVisError
+from .errors import DeepVisError, ParamError
+
+# SmoothGrad samples: each costs one backward pass (1000 take minutes on a CPU; more is not smoother).
+MAX_SAMPLES = 1000
 
 __all__ = ["Segmentation", "grabcut_from_saliency", "saliency_map", "segment", "smoothgrad"]
 
@@ -49,10 +52,10 @@ def saliency_map(net: Any, x: Tensor | np.ndarray, cls: int, *, objective: str =
 def smoothgrad(net: Any, x: Tensor | np.ndarray, cls: int, *, samples: int = 16, noise: float = 0.15,
                objective: str = "logit", seed: int = 0, batch: int = 16) -> Tensor:
     """SmoothGrad of the saliency map: mean over `samples` noisy copies (sigma = noise x input range)."""
-    if samples < 1:
-        raise DeepVisError(f"samples must be >= 1, got {samples}")
-    if noise < 0:
-        raise DeepVisError(f"noise must be >= 0, got {noise}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ParamError("samples", f"must be between 1 and {MAX_SAMPLES}, got {samples}")
+    if not 0 <= noise <= 1:  # also refuses nan
+        raise ParamError("noise", f"must be a fraction of the input range between 0 and 1, got {noise}")
     module = _parts(net)
     xt = _tensor(net, x)
     sigma = float(noise) * float(xt.max() - xt.min())
@@ -100,8 +103,9 @@ def grabcut_from_saliency(rgb: np.ndarray, saliency: np.ndarray | Tensor, *, fg_
         raise DeepVisError(f"expected an RGB uint8 image, got {getattr(rgb, 'shape', rgb)!r}")
     if sal.shape != rgb.shape[:2]:
         raise DeepVisError(f"saliency {sal.shape} and image {rgb.shape[:2]} differ in size")
-    if not 0.0 <= bg_quantile < fg_quantile <= 1.0:
-        raise DeepVisError(f"need 0 <= bg_quantile < fg_quantile <= 1, got {bg_quantile}, {fg_quantile}")
+    if not 0.0 <= bg_quantile < fg_quantile <= 1.0:  # also refuses nan
+        raise ParamError("bg_quantile", f"and fg_quantile need 0 <= bg_quantile < fg_quantile <= 1, got "
+                         f"{bg_quantile} and {fg_quantile}")
     hi, lo = np.quantile(sal, fg_quantile), np.quantile(sal, bg_quantile)
     mask = np.full(sal.shape, cv2.GC_PR_BGD, np.uint8)
     mask[sal <= lo] = cv2.GC_BGD
@@ -133,6 +137,11 @@ def segment(vm: Any, rgb: np.ndarray, cls: int, *, smooth: int = 0, noise: float
     bbox are at the network's input resolution (e.g. 224x224); use `vm.preprocess.fit(rgb)` for the matching
     image.
     """
+    if not 0 <= smooth <= MAX_SAMPLES:
+        raise ParamError("smooth", f"must be between 0 and {MAX_SAMPLES} samples, got {smooth}")
+    if not 0.0 <= bg_quantile < fg_quantile <= 1.0:  # before the gradients, not after
+        raise ParamError("bg_quantile", f"and fg_quantile need 0 <= bg_quantile < fg_quantile <= 1, got "
+                         f"{bg_quantile} and {fg_quantile}")
     fitted = vm.preprocess.fit(rgb)
     x = vm.preprocess.to_tensor(fitted)
     sal = smoothgrad(vm, x, cls, samples=smooth, noise=noise) if smooth > 0 else saliency_map(vm, x, cls)

@@ -364,7 +364,7 @@ def parse_source(text: str | None) -> SourceSpec:
     if t.lower().startswith(("camera:", "cam:")):
         index = t.split(":", 1)[1]
         if not index.isdigit():
-            raise SourceError(f"bad camera index in --source {text!r} (use e.g. camera:0)")
+            raise SourceError(f"bad camera index in source {text!r} (use e.g. camera:0)")
         return SourceSpec("camera", index)
     if t.lower() == "demo":
         return SourceSpec("demo", "")

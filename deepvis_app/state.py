@@ -1,27 +1,35 @@
-"""The app-state model: what the user has chosen, in one Qt-free, evented object (psygnal).
+"""The app-state model: what the user has chosen, in one Qt-free, evented object (psygnal), as napari's are.
 
-One owner: `AppState` holds the choices (layer, selected unit, boosts, modes, freezes, open store, ...); changing a
-field emits `state.events.<field>` and nothing else keeps a copy. Feature controllers in the GUI subscribe and
-redraw; the live session derives the worker's `ViewRequest` from it in exactly one place (`view_request`).
-`AppEvents` carries what is not a choice but a happening between features (a class clicked in the predictions, an
-optimized image finished), so features never call each other. The same model drives tests without Qt.
+One owner: `AppState` holds the choices (layer, selected unit, boosts, modes, freezes, open store, ...). Every
+field is validated when assigned (a bad value raises `ParamError` and nothing changes), `reset()` goes back to the
+defaults, and changing a field emits `state.events.<field>` once. Nothing else keeps a copy: the loaded model and
+the opened source are the live session's (`gui.live`), and the worker's `ViewRequest` is derived from the state in
+exactly one place (`view_request`). `AppEvents` carries what is not a choice but a happening between features (a
+class clicked in the predictions, an optimized image finished), so features never call each other. The same model
+drives tests without Qt, and imports neither Qt nor torch (`deepvis_app.values` holds the value types).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from psygnal import Signal, SignalGroup, evented
 
-from .pipeline import Unit, ViewRequest
+from .errors import ParamError
+from .values import Unit, ViewRequest
 
 BACKPROP_MODES = ("guided", "deconv", "gradient", "all", "off")
 BACKPROP_VIEWS = ("raw", "gray", "norm", "normblur")
 MAP_VIEWS = ("activation", "overlay", "ERF")
 NORM_MODES = ("layer", "channel")
-GAMMAS = (1.0, 0.7, 0.5, 0.35)
+GAMMAS = (1.0, 0.7, 0.5, 0.35)  # what t/T cycles through
+GAMMA_RANGE = (0.05, 20.0)  # any gamma in here may be chosen (the command line's --gamma 0.6 is not in GAMMAS)
 COLORMAPS = ("gray", "inferno", "viridis", "turbo")
+CROPS = ("center", "stretch")
 LIVE_TOPK_K = 9
 
 
@@ -34,21 +42,81 @@ def methods_for(mode: str) -> tuple[str, ...]:
     return (mode,)
 
 
+# -- field validators: each returns what is wrong with a value (None: fine)
+Check = Callable[[Any], "str | None"]
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in choices:
+            return None
+        return f"must be one of {', '.join(choices)}, not {value!r}"
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be True or False, not {value!r}"
+
+
+def _unit_or_none(value: Any) -> str | None:
+    return None if value is None or isinstance(value, Unit) else f"must be a Unit or None, not {value!r}"
+
+
+def _layer(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"must be a layer name, not {value!r}"
+
+
+def _gamma(value: Any) -> str | None:
+    low, high = GAMMA_RANGE
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and low <= value <= high:
+        return None
+    return f"must be a number from {low} to {high}, not {value!r}"
+
+
+def _crop(value: Any) -> str | None:
+    return None if value is None else _one_of(CROPS)(value)
+
+
+def _epoch(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    return f"must be a whole number >= 0, not {value!r}"
+
+
+def _store(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, str) and value) else f"must be a folder or None, not {value!r}"
+
+
+def _pattern_folder(value: Any) -> str | None:
+    if value is None or (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+                         and isinstance(value[1], Path)):
+        return None
+    return f"must be (layer, Path) or None, not {value!r}"
+
+
+CHECKS: dict[str, Check] = {
+    "layer": _layer, "unit": _unit_or_none, "unit_frozen": _flag, "norm": _one_of(NORM_MODES), "gamma": _gamma,
+    "colormap": _one_of(COLORMAPS), "crop": _crop, "backprop_mode": _one_of(BACKPROP_MODES),
+    "backprop_view": _one_of(BACKPROP_VIEWS), "backprop_blocked": _unit_or_none, "backprop_crop": _flag,
+    "map_view": _one_of(MAP_VIEWS), "live_topk": _flag, "live_topk_epoch": _epoch, "camera_frozen": _flag,
+    "mirror": _flag, "store": _store, "pattern_mode": _flag, "pattern_folder": _pattern_folder,
+}
+
+
 @evented
 @dataclass
 class AppState:
-    """What the user has chosen. Assigning a field emits `events.<field>(new, old)` (only when it changes)."""
+    """What the user has chosen. Assigning a field validates it and emits `events.<field>(new, old)` (only when it
+    changes). The model and the source are not here: the live session owns what is loaded and opened."""
 
-    model: str = ""  # the model name the live worker runs (the loaded VisModel lives with the live session)
-    weights: str = "default"
-    source: str = ""  # the source's display name
-    layer: str = ""  # the layer shown in the grid ("" = the model's default layer)
+    layer: str = ""  # the layer shown in the grid (empty only before a model is loaded: the session sets it)
     unit: Unit | None = None  # the explained unit (may be in another layer when unit_frozen)
     unit_frozen: bool = False  # keep explaining `unit` while browsing layers
     norm: str = "layer"
     gamma: float = 1.0
     colormap: str = "viridis"
-    crop: str | None = None
+    crop: str | None = None  # how frames are fitted to the input; None: as the model's spec says
     backprop_mode: str = "guided"
     backprop_view: str = "norm"
     backprop_blocked: Unit | None = None  # backprop failed for this unit: it runs without until the unit changes
@@ -62,13 +130,37 @@ class AppState:
     pattern_mode: bool = False
     pattern_folder: tuple[str, Path] | None = None  # (layer, folder of unit_NNNN.png) opened by the user
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # psygnal wraps this method: a value refused here is never stored and emits nothing
+        check = CHECKS.get(name)
+        if check is not None:
+            problem = check(value)
+            if problem is not None:
+                raise ParamError(name, problem)
+        elif not name.startswith("_") and name != "events":
+            raise AttributeError(f"AppState has no field {name!r}")
+        super().__setattr__(name, value)
+
     def update(self, **changes: object) -> None:
-        """Set several fields; unknown names are a programming error (raises)."""
-        names = {f.name for f in fields(self)}
+        """Set several fields, in the order given; unknown names are a programming error (AttributeError). All are
+        validated before any is set, so a bad value leaves the state as it was."""
         for key, value in changes.items():
-            if key not in names:
+            check = CHECKS.get(key)
+            if check is None:
                 raise AttributeError(f"AppState has no field {key!r}")
+            problem = check(value)
+            if problem is not None:
+                raise ParamError(key, problem)
+        for key, value in changes.items():
             setattr(self, key, value)
+
+    def reset(self, *names: str) -> None:
+        """Back to the defaults: the named fields, or every field (one event per field that changes)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        unknown = [n for n in names if n not in defaults]
+        if unknown:
+            raise AttributeError(f"AppState has no field {unknown[0]!r}")
+        self.update(**{n: defaults[n] for n in (names or defaults)})
 
     def as_dict(self) -> dict:
         """JSON-friendly copy (snapshots)."""
@@ -104,23 +196,24 @@ class PatternContent:
     status: str
 
 
-def view_request(state: AppState, *, request_id: int, default_layer: str) -> ViewRequest:
-    """The worker's request derived from the state: the only place where choices become a ViewRequest."""
+def view_request(state: AppState, *, request_id: int) -> ViewRequest:
+    """The worker's request derived from the state: the only place where choices become a ViewRequest. Two states
+    that give equal requests (ids aside) look the same to the worker: what differs is drawing only."""
     unit = state.unit
     attribution = methods_for(state.backprop_mode) if unit is not None and state.backprop_blocked != unit else ()
-    return ViewRequest(request_id=request_id, layer=state.layer or default_layer, unit=unit, norm=state.norm,
-                       gamma=state.gamma, crop=state.crop, attribution=attribution,
-                       attribution_view=state.backprop_view, live_topk=state.live_topk, live_topk_k=LIVE_TOPK_K,
-                       live_topk_epoch=state.live_topk_epoch, erf=state.map_view == "ERF")
+    return ViewRequest(request_id=request_id, layer=state.layer, unit=unit, norm=state.norm, gamma=state.gamma,
+                       crop=state.crop, attribution=attribution, attribution_view=state.backprop_view,
+                       live_topk=state.live_topk, live_topk_k=LIVE_TOPK_K, live_topk_epoch=state.live_topk_epoch,
+                       erf=state.map_view == "ERF")
 
 
-def state_from_request(request: ViewRequest, *, model: str, weights: str = "default") -> AppState:
+def state_from_request(request: ViewRequest) -> AppState:
     """The initial state of the window from a command-line request (`deepvis --select L:U --attribution ...`)."""
     wanted = tuple(request.attribution)
     mode = wanted[0] if len(wanted) == 1 else ("all" if len(wanted) > 1 else "guided")
     view = request.attribution_view if request.attribution_view in BACKPROP_VIEWS else "norm"
-    return AppState(model=model, weights=weights, layer=request.layer, unit=request.unit, norm=request.norm,
-                    gamma=request.gamma, crop=request.crop, backprop_mode=mode, backprop_view=view,
+    return AppState(layer=request.layer, unit=request.unit, norm=request.norm, gamma=request.gamma,
+                    crop=request.crop, backprop_mode=mode, backprop_view=view,
                     map_view="ERF" if request.erf else "activation", live_topk=request.live_topk)
 
 

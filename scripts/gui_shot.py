@@ -28,6 +28,7 @@ def main() -> int:
                     "shown in a message box, saved beside OUT as OUT-dialog.png")
     ap.add_argument("--wait", type=float, default=8.0, help="seconds after the calls before the shot")
     ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--screen", action="store_true", help="also save the whole screen as OUT-screen.png")
     args = ap.parse_args()
     os.environ.setdefault("QT_API", "pyside6")
     from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
@@ -69,6 +70,12 @@ def main() -> int:
         getattr(win.feature(feature), method)(*([arg] if arg else []))
     pump(args.wait)
     ok = win.grab().save(args.out)
+    screen = app.primaryScreen()
+    geo, avail = win.frameGeometry(), screen.availableGeometry()
+    print(f"window {geo.width()}x{geo.height()} at ({geo.x()}, {geo.y()}), screen {avail.width()}x{avail.height()}",
+          file=sys.stderr)
+    if args.screen:  # the whole screen: shows what a window wider than the screen loses
+        ok = screen.grabWindow(0).save(args.out.removesuffix(".png") + "-screen.png") and ok
     if args.text:
         from PySide6.QtWidgets import QMessageBox
 

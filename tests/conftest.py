@@ -15,6 +15,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+from helpers import tiny_conv_net, write_rgb  # noqa: E402,F401 - shared plumbing (tests/helpers.py)
+
 
 @pytest.fixture(scope="session")
 def lite0():
@@ -26,11 +28,6 @@ def lite0():
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     return {name: getattr(skimage.data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")}
-
-
-def write_rgb(path, rgb: np.ndarray) -> str:
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return str(path)
 
 
 @pytest.fixture
@@ -49,25 +46,6 @@ def video_file(tmp_path, photos) -> str:
         writer.write(cv2.cvtColor(cv2.resize(img, (160, 120)), cv2.COLOR_RGB2BGR))
     writer.release()
     return str(path)
-
-
-def tiny_conv_net(hidden: int = 4, out: int = 6) -> torch.nn.Module:
-    """conv(3->hidden, 3x3) -> ReLU -> conv(hidden->out, 3x3, stride 2), seeded: the tiny net of the
-    image-optimization tests (named modules conv1, relu, conv2)."""
-    from torch import nn
-
-    class TinyConvNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, hidden, 3, padding=1)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(hidden, out, 3, stride=2, padding=1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv2(self.relu(self.conv1(x)))
-
-    torch.manual_seed(0)
-    return TinyConvNet().eval()
 
 
 @pytest.fixture

@@ -142,8 +142,8 @@ def test_lecture_logistic_regression():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(eps=0.5), "eps must be between 1 and 255"),
-    (dict(method="cw"), "unknown attack method 'cw'"),
-    (dict(step=0), "step must be > 0"),
+    (dict(method="cw"), "method 'cw' is not an attack"),
+    (dict(step=0), "step must be above 0 and at most 255 pixel levels"),
     (dict(steps=-1), "steps must be >= 0"),
 ])
 def test_bad_arguments_one_line(kwargs, message):
@@ -227,11 +227,12 @@ def test_cli_fgsm_untargeted_and_fooling(capsys, chelsea_png, tmp_path):
     (["fool", "IMG"], "--target NAME|INDEX is required"),
     (["fool", "--from", "noise"], "--target NAME|INDEX is required"),
     (["fool", "--from", "noise", "--target", "9", "--method", "fgsm"], "drop --method fgsm"),
-    (["fool", "IMG", "--target", "ostrich", "--eps", "0.5"], "eps must be between 1 and 255"),
+    (["fool", "IMG", "--target", "ostrich", "--eps", "0.5"],
+     "argument --eps: must be a number at least 1 and at most 255, got 0.5"),
     (["fool", "IMG", "--target", "ostrichh"], "unknown class 'ostrichh'; did you mean: ostrich"),
     (["fool", "IMG", "--target", "1000"], "class index 1000 is out of range"),
     (["fool", "/no/such.jpg", "--target", "9"], "image not found: /no/such.jpg"),
-    (["fool", "IMG", "--target", "9", "--steps", "-1"], "--steps must be >= 0"),
+    (["fool", "IMG", "--target", "9", "--steps", "-1"], "argument --steps: must be between 0 and 100000, got -1"),
     (["fool", "IMG", "--target", "9", "--out", "OUTDIR/x.jpg"], "--out must end in .png"),
     (["fool", "IMG", "--target", "9", "--out", "/no/dir/x.png"], "--out: folder does not exist: /no/dir"),
 ])

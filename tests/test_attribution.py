@@ -11,17 +11,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from deepvis_app.attribution import (
-    RULES,
-    AttributionContext,
-    GraphCut,
-    Unit,
-    attribute,
-    explain_unit,
-    render_view,
-)
-from deepvis_app.errors import DeepVisError
-from deepvis_app.probe import Probe
+from deepvis_app.attribution import RULES, AttributionContext, attribute, explain_unit, render_view
+from deepvis_app.errors import DeepVisError, ParamError
+from deepvis_app.probe import Capture, Probe
+from deepvis_app.values import ClassTarget, Unit
 
 # ------------------------------------------------------------------------------------------------------------
 # conv -> relu -> maxpool -> conv on a 1-channel 4x4 image
@@ -383,8 +376,8 @@ def test_live_pipeline_reuses_one_forward() -> None:
         logits = net(x)
     with torch.no_grad():
         assert torch.equal(logits, net(x))  # the frame's forward is not changed by the context
-    first = ac.explain(x, probe["layer2"], Unit(4), ("gradient", "deconv", "guided"), retain_graph=True)
-    second = ac.explain(x, probe["layer2"], Unit(9, objective="channel"), ("guided", "saliency"))
+    first = ac.explain(x, probe["layer2"], Unit("layer2", 4), ("gradient", "deconv", "guided"), retain_graph=True)
+    second = ac.explain(x, probe["layer2"], Unit("layer2", 9), ("guided", "saliency"), objective="channel")
     for m in ("gradient", "deconv", "guided"):
         torch.testing.assert_close(first[m], attribute(net, x.detach(), "layer2", 4, m))
     torch.testing.assert_close(second["guided"],
@@ -393,24 +386,25 @@ def test_live_pipeline_reuses_one_forward() -> None:
 
 @pytest.mark.parametrize("layer", ["layer2", "layer1.0.relu", "layer1.0.relu@0"])
 def test_graph_cut_records_only_up_to_the_layer(layer: str) -> None:
-    """GraphCut: the layer keeps its graph (same maps, bit for bit), everything after it has none, the logits
-    are unchanged, grad mode is restored; a bare name of a reused module (ResNet's relu) cuts after its last call."""
+    """Capture(no_grad_after=layer): the layer keeps its graph (same maps, bit for bit), everything after it has
+    none, the logits are unchanged, grad mode is restored; a bare name of a reused module (ResNet's relu) cuts
+    after its last call."""
     torch.manual_seed(0)
     net = torchvision.models.resnet18().eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         plain = net(x)
     xg = x.clone().requires_grad_(True)
-    with AttributionContext(net) as ac, Probe(net, [layer, "layer3"]) as probe, GraphCut(net, layer, xg):
-        logits = net(xg)
+    with AttributionContext(net) as ac, Capture(net, [layer, "layer3"], no_grad_after=layer, example=xg) as probe:
+        logits = probe.run(xg)
     assert torch.is_grad_enabled()
     assert torch.equal(logits, plain) and logits.grad_fn is None and probe["layer3"].grad_fn is None
     assert probe[layer].grad_fn is not None
-    cut = ac.explain(xg, probe[layer], Unit(3), RULES)
+    cut = ac.explain(xg, probe[layer], Unit(layer, 3), RULES)
     xf = x.clone().requires_grad_(True)
     with AttributionContext(net) as af, Probe(net, [layer]) as full:
         net(xf)
-    ref = af.explain(xf, full[layer], Unit(3), RULES)
+    ref = af.explain(xf, full[layer], Unit(layer, 3), RULES)
     assert cut.unit == ref.unit
     for rule in RULES:
         assert torch.equal(cut[rule], ref[rule])
@@ -419,29 +413,40 @@ def test_graph_cut_records_only_up_to_the_layer(layer: str) -> None:
 
 def test_graph_cut_restores_grad_mode_after_an_error() -> None:
     net = TinyNet().eval()
-    cut = GraphCut(net, "conv1", X)
+    cut = Capture(net, no_grad_after="conv1", example=X)
     with pytest.raises(RuntimeError, match="boom"), cut:
         net(X.clone().requires_grad_(True))
         assert not torch.is_grad_enabled()
         raise RuntimeError("boom")
     assert torch.is_grad_enabled()
     with torch.no_grad():
-        with GraphCut(net, "conv1", X):
+        with Capture(net, no_grad_after="conv1", example=X):
             net(X)
         assert not torch.is_grad_enabled()  # restored to the mode it found, not switched on
     assert torch.is_grad_enabled()
     with pytest.raises(DeepVisError, match="unknown layer"):
-        GraphCut(net, "nope", X)
+        Capture(net, no_grad_after="nope", example=X)
 
 
 def test_errors_are_user_errors() -> None:
     net = TinyNet().eval()
     with pytest.raises(DeepVisError, match="valid layers"):
         attribute(net, X, layer="nope", unit=0)
-    with pytest.raises(DeepVisError, match=r"valid: 0\.\.0"):
+    with pytest.raises(DeepVisError, match=r"valid units are 0\.\.0"):
         attribute(net, X, layer="conv2", unit=3)
-    with pytest.raises(DeepVisError, match="out of range"):
+    with pytest.raises(DeepVisError, match=r"\(y=9, x=0\) is outside layer 'conv1': y in 0\.\.3"):
         attribute(net, X, layer="conv1", unit=(0, 9, 0))
+    with pytest.raises(DeepVisError, match=r"class 5 is out of range: valid classes are 0\.\.0"):
+        attribute(net, X, None, 5, objective="logit")
+    with pytest.raises(ParamError, match="objective must be one of"):
+        attribute(net, X, layer="conv1", unit=0, objective="magic")
+    xg = X.clone().requires_grad_(True)
+    with AttributionContext(net) as ac, Probe(net, ["conv1"]) as probe:
+        out = net(xg)
+    with pytest.raises(ParamError, match="objective is set by the class target's score"):
+        ac.explain(xg, out, ClassTarget(0), ("gradient",), objective="channel", retain_graph=True)
+    with pytest.raises(TypeError, match="values.Unit or values.ClassTarget"):
+        ac.explain(xg, probe["conv1"], 0, ("gradient",), retain_graph=True)
     with pytest.raises(DeepVisError, match="unknown method"):
         attribute(net, X, layer="conv1", unit=0, method="magic")
 
@@ -516,7 +521,7 @@ def test_cli_attribute(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "valid layers: _conv_stem" in err and len(err.strip().splitlines()) == 1
     assert main(["attribute", str(img), "--layer", "_blocks.1", "--unit", "99", "--out", str(png), *common]) == 2
-    assert "valid: 0..23" in capsys.readouterr().err
+    assert "valid units are 0..23" in capsys.readouterr().err
     assert main(["attribute", str(bad), "--layer", "_blocks.1", "--unit", "3", "--out", str(png), *common]) == 2
     assert "not a readable image" in capsys.readouterr().err
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import deepvis_app.attribution as attribution
-from deepvis_app.attribution import AttributionContext, DeconvCache, Unit
+from deepvis_app.attribution import RULES, AttributionContext, DeconvCache, fused
 from deepvis_app.probe import Probe
+from deepvis_app.values import Unit
 
 
 def _bn(c: int, seed: int) -> nn.BatchNorm2d:
@@ -53,14 +53,14 @@ class ChainNet(nn.Module):
         return self.b6(self.c6(self.p6(e)))
 
 
-def _explain(net, x, layer, unit, rules=attribution.RULES, *, fused=True, monkeypatch=None):
-    if not fused:
-        monkeypatch.setattr(attribution, "_conv_chain", lambda args, kwargs, state=None: None)
+def _explain(net, x, layer, unit, rules=RULES, *, fuse=True, monkeypatch=None):
+    if not fuse:
+        monkeypatch.setattr(fused, "conv_chain", lambda args, kwargs, state=None: None)
     xin = x.clone().requires_grad_(True)
     with AttributionContext(net) as ac, Probe(net, [layer]) as probe:
         net(xin)
     exp = ac.explain(xin, probe[layer], unit, rules)
-    if not fused:
+    if not fuse:
         monkeypatch.undo()
     return exp
 
@@ -76,19 +76,19 @@ def test_fused_backward_equals_the_unfused_one(layer: str, layout: str, monkeypa
         net(x)
     h, w = probe[layer].shape[-2:]
     for y, xx in ((0, 0), (h // 2, w // 2), (h - 1, w - 1), (1, w - 2)):  # corners, centre, near an edge
-        unit = Unit(2, y, xx)
-        fused = _explain(net, x, layer, unit)
-        plain = _explain(net, x, layer, unit, fused=False, monkeypatch=monkeypatch)
-        for rule in attribution.RULES:
-            assert fused[rule].abs().max() > 0
-            torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5,
+        unit = Unit(layer, 2, y, xx)
+        got = _explain(net, x, layer, unit)
+        plain = _explain(net, x, layer, unit, fuse=False, monkeypatch=monkeypatch)
+        for rule in RULES:
+            assert got[rule].abs().max() > 0
+            torch.testing.assert_close(got[rule], plain[rule], rtol=1e-5,
                                        atol=1e-6 * float(plain[rule].abs().max()))
         # and the gradient is autograd's own, with no context at all
         xin = x.clone().requires_grad_(True)
         with Probe(net, [layer]) as probe:
             net(xin)
         (ref,) = torch.autograd.grad(probe[layer][:, 2, y, xx].sum(), xin)
-        torch.testing.assert_close(fused["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+        torch.testing.assert_close(got["gradient"], ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (2, 0, 2), (3, 2, 1)])
@@ -105,12 +105,12 @@ def test_small_fan_in_stems_equal_the_unfused_backward(stride, padding, dilation
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         h, w = net(x).shape[-2:]
-    unit = Unit(1, h // 2, w // 3)
-    fused = _explain(net, x, "4", unit)
-    plain = _explain(net, x, "4", unit, fused=False, monkeypatch=monkeypatch)
-    for rule in attribution.RULES:
-        assert fused[rule].abs().max() > 0
-        torch.testing.assert_close(fused[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
+    unit = Unit("4", 1, h // 2, w // 3)
+    got = _explain(net, x, "4", unit)
+    plain = _explain(net, x, "4", unit, fuse=False, monkeypatch=monkeypatch)
+    for rule in RULES:
+        assert got[rule].abs().max() > 0
+        torch.testing.assert_close(got[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
 
 
 def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> None:
@@ -121,7 +121,7 @@ def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> 
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
     boxes: list[tuple[int, int]] = []
     searched: list[tuple] = []
-    real, real_search = attribution._Chain._box_backward, attribution._nonzero_box
+    real, real_search = fused.Chain.box_backward, fused.nonzero_box
 
     def spy(self, part, r0, c0):
         boxes.append(tuple(part.shape[-2:]))
@@ -134,11 +134,11 @@ def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> 
     with AttributionContext(net) as ac, Probe(net, ["5"]) as probe:
         net(x)
     try:
-        attribution._Chain._box_backward = spy
-        attribution._nonzero_box = spy_search
-        got = ac.explain(x, probe["5"], Unit(1, 16, 16), ("guided",))["guided"]
+        fused.Chain.box_backward = spy
+        fused.nonzero_box = spy_search
+        got = ac.explain(x, probe["5"], Unit("5", 1, 16, 16), ("guided",))["guided"]
     finally:
-        attribution._Chain._box_backward, attribution._nonzero_box = real, real_search
+        fused.Chain.box_backward, fused.nonzero_box = real, real_search
     assert boxes == [(1, 1), (3, 3)]  # one pixel, then its 3x3 spread
     assert len(searched) == 1  # the unit's gradient is searched; the crop's output carries its box to the next
     assert got[0].abs().sum(dim=0).nonzero().min() >= 14 and got[0].abs().sum(dim=0).nonzero().max() <= 18
@@ -208,9 +208,9 @@ def test_deconv_maps_of_a_static_net_are_the_same_for_every_image_and_cached() -
         with AttributionContext(net) as ac, Probe(net, [layer]) as probe:
             net(x)
         assert ac.deconv_static
-        exp = ac.explain(x, probe[layer], Unit(5, 3, 2), ("deconv", "guided"), deconv_cache=cache, layer=layer,
+        exp = ac.explain(x, probe[layer], Unit(layer, 5, 3, 2), ("deconv", "guided"), deconv_cache=cache,
                          retain_graph=True)
-        fresh = ac.explain(x, probe[layer], Unit(5, 3, 2), ("deconv",))
+        fresh = ac.explain(x, probe[layer], Unit(layer, 5, 3, 2), ("deconv",))
         torch.testing.assert_close(exp["deconv"], fresh["deconv"], rtol=1e-5, atol=1e-7)
         maps.append((exp["deconv"], exp["guided"]))
     assert (cache.misses, cache.hits) == (1, 1)
@@ -232,8 +232,8 @@ def test_deconv_cache_is_not_used_where_the_image_matters() -> None:
         with AttributionContext(net) as ac, Probe(net, ["layer2"]) as probe:
             net(x)
         assert not ac.deconv_static  # max-pooling after the stem
-        maps.append(ac.explain(x, probe["layer2"], Unit(3, 2, 2), ("deconv",), deconv_cache=cache,
-                               layer="layer2")["deconv"])
+        maps.append(ac.explain(x, probe["layer2"], Unit("layer2", 3, 2, 2), ("deconv",),
+                               deconv_cache=cache)["deconv"])
     assert (cache.misses, cache.hits) == (0, 0)
     assert not torch.allclose(maps[0], maps[1])
 
@@ -263,7 +263,7 @@ def test_folded_weights_are_reused_across_frames_and_remade_when_the_model_chang
     change, as load_state_dict makes) give new folded weights, so the backward stays exact."""
     net = ChainNet()
     x = torch.randn(1, 3, 21, 19, generator=torch.Generator().manual_seed(5))
-    unit = Unit(2, 1, 1)
+    unit = Unit("b6", 2, 1, 1)
     first = _explain(net, x, "b6", unit)
     calls: list[int] = []
     real = torch.rsqrt
@@ -275,7 +275,7 @@ def test_folded_weights_are_reused_across_frames_and_remade_when_the_model_chang
     monkeypatch.setattr(torch, "rsqrt", counting)
     again = _explain(net, x, "b6", unit)
     assert calls == []  # every scale and folded weight came from the first frame
-    for rule in attribution.RULES:
+    for rule in RULES:
         torch.testing.assert_close(again[rule], first[rule], rtol=0, atol=0)
     with torch.no_grad():
         net.b4.running_var.mul_(3.0)
@@ -283,7 +283,7 @@ def test_folded_weights_are_reused_across_frames_and_remade_when_the_model_chang
     changed = _explain(net, x, "b6", unit)
     assert calls  # remade
     monkeypatch.undo()
-    plain = _explain(net, x, "b6", unit, fused=False, monkeypatch=monkeypatch)
-    for rule in attribution.RULES:
+    plain = _explain(net, x, "b6", unit, fuse=False, monkeypatch=monkeypatch)
+    for rule in RULES:
         torch.testing.assert_close(changed[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
         assert not torch.allclose(changed[rule], first[rule])

@@ -399,7 +399,8 @@ def test_bad_weights_files(tmp_path, capsys, chelsea_png):
     from torchvision.models import resnet18
 
     state = resnet18().state_dict()
-    wrong = dict(state, **{"fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)})
+    # a body tensor of another shape: not this architecture (a head of another size is rebuilt instead: #25)
+    wrong = dict(state, **{"layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1)})
     torch.save(wrong, tmp_path / "wrong_shape.pt")
     torch.save({"a.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really")
@@ -407,8 +408,8 @@ def test_bad_weights_files(tmp_path, capsys, chelsea_png):
     (tmp_path / "dir.pt").mkdir()
     torch.save([1, 2, 3], tmp_path / "list.pt")
     del net
-    expect = {"wrong_shape.pt": "wrong shape", "foreign.pt": "no parameter name", "corrupt.pt": "not a PyTorch",
-              "empty.pt": "not a PyTorch", "dir.pt": "not found", "list.pt": "not a state dict"}
+    expect = {"wrong_shape.pt": "another shape", "foreign.pt": "no parameter name", "corrupt.pt": "not a PyTorch",
+              "empty.pt": "not a PyTorch", "dir.pt": "is a folder, not a file", "list.pt": "not a state dict"}
     for name, contains in expect.items():
         one_line_error(["predict", chelsea_png, "--model", spec, "--weights", tmp_path / name, "--device", "cpu"],
                        capsys, tmp_path, contains=contains)

@@ -53,14 +53,17 @@ def test_headless_run_json(capsys, video_file):
     (["run", "--headless", "--source", "demo", "--layer", "bogus"], "unknown layer 'bogus'"),
     (["run", "--headless", "--source", "demo", "--select", "_blocks.3:99"], "valid units are 0..39"),
     (["run", "--headless", "--source", "7"], "camera 7"),
-    (["predict", "x.jpg", "--device", "cuda:0"], None),
+    (["layers", "--device", "cuda:0"], "--device cuda:0: CUDA is not available on this machine"),
+    (["layers", "--device", "gpu"], "--device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"),
+    (["predict", "{tmp}/x.jpg"], "not a readable image (corrupt"),
     (["layers", "--weights", "/no/w.pth"], "weights file not found"),
 ])
-def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
-    if message is None:  # bad device: no image needed to fail
-        (tmp_path / "x.jpg").write_bytes(b"junk")
-        argv = ["predict", str(tmp_path / "x.jpg")]
-        message = "corrupt"
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    (tmp_path / "x.jpg").write_bytes(b"junk")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code, out, err = run_cli(capsys, *argv, *([] if "--device" in argv else ["--device", "cpu"]))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("deepvis: error: ") and message in err
@@ -74,3 +77,16 @@ def test_python_dash_m_is_the_same_program(chelsea_png):
     bad = subprocess.run([sys.executable, "-m", "deepvis_app", "predict", "/nope.png"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_window_or_command_is_chosen_by_the_cli():
+    """Bare `deepvis` and `deepvis run` without --headless open the window through the CLI's one door into the GUI
+    (`launch_gui`); `run --headless` and other subcommands run their own function."""
+    from deepvis_app import cli
+    from deepvis_app.commands import run as run_command
+
+    parser = cli.build_parser()
+    assert cli.command_func(parser.parse_args([])) is cli.launch_gui
+    assert cli.command_func(parser.parse_args(["run"])) is cli.launch_gui
+    assert cli.command_func(parser.parse_args(["run", "--headless"])) is run_command.run
+    assert cli.command_func(parser.parse_args(["layers"])).__module__ == "deepvis_app.commands.layers"

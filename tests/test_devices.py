@@ -5,6 +5,7 @@ import torch
 
 from deepvis_app import DeepVisError
 from deepvis_app.devices import resolve_device
+from deepvis_app.errors import ParamError
 
 
 def test_auto_and_cpu(monkeypatch):
@@ -25,8 +26,10 @@ def test_cuda_without_gpu_and_nonsense(monkeypatch):
     with pytest.raises(DeepVisError, match="CUDA is not available"):
         resolve_device("cuda")
     for bad in ("gpu", "cuda:x", "tpu"):
-        with pytest.raises(DeepVisError, match="bad --device"):
+        with pytest.raises(ParamError, match=f"device '{bad}' is not a device: use auto, cpu, cuda or cuda:N") as err:
             resolve_device(bad)
+        assert err.value.param == "device"  # the core names its parameter; the CLI names the flag:
+        assert err.value.flag_message() == f"--device '{bad}' is not a device: use auto, cpu, cuda or cuda:N"
 
 
 # The thread policy (issue 17) must reach OpenMP before torch loads, so it is checked in fresh interpreters.

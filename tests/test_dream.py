@@ -141,7 +141,8 @@ def test_cli_png_and_mp4(capsys, chelsea_png, tmp_path) -> None:
     (["--layer", "_blocks.99", "--out", "X.png"], "unknown layer '_blocks.99'"),
     (["--layer", "_blocks.3", "--frames", "3", "--out", "X.png"], "--frames makes a video"),
     (["--layer", "_blocks.3", "--out", "X.jpg"], "--out must be a .png"),
-    (["--layer", "_blocks.3", "--octave-scale", "1", "--out", "X.png"], "--octave-scale must be > 1"),
+    (["--layer", "_blocks.3", "--octave-scale", "1", "--out", "X.png"],
+     "argument --octave-scale: must be a number above 1 and at most 4, got 1"),
 ])
 def test_cli_bad_inputs_one_line(capsys, chelsea_png, tmp_path, argv, message) -> None:
     argv = [str(tmp_path / a) if a.startswith("X.") else a for a in argv]

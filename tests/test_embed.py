@@ -126,6 +126,27 @@ def test_abort_then_resume_equals_clean_run(r18, small_set, clean_codes, tmp_pat
     assert Codes.load(tmp_path / "o" / "codes.npz").paths == clean.paths and not (tmp_path / "o" / PARTS_DIR).exists()
 
 
+def test_notices_go_to_the_callback_not_stderr(r18, small_set, tmp_path, capsys):
+    """What a run decides on its own (discard an interrupted extraction, nothing to resume) reaches `on_notice`;
+    the core prints nothing (the CLI prints the notices as `deepvis: ...` lines)."""
+    stop = threading.Event()
+    for p in iter_codes(r18, small_set, tmp_path / "o", batch_size=2, checkpoint_every=1, abort=stop):
+        if p.done >= 2:
+            stop.set()
+    notes: list[str] = []
+    extract_codes(r18, small_set, tmp_path / "o", batch_size=2, progress=False, on_notice=notes.append)
+    assert notes == [f"discarding the interrupted extraction in {tmp_path / 'o' / PARTS_DIR} (a resumed run would "
+                     "continue it)"]
+    extract_codes(r18, small_set, tmp_path / "p", batch_size=2, progress=False, resume=True, on_notice=notes.append)
+    assert notes[1] == f"nothing to resume in {tmp_path / 'p'}; extracting from the start"
+    assert capsys.readouterr().err == ""
+    code = main(["embed", str(small_set), "--out", str(tmp_path / "p"), "--resume", "--quiet", "--perplexity", "2",
+                 "--model", "resnet18", "--weights", "random", "--device", "cpu", "--batch-size", "2"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 0 and err[0] == f"deepvis: nothing to resume in {tmp_path / 'p'}; extracting from the start"
+    assert err[1].startswith(f"wrote {tmp_path / 'p'}: 5 images (1 unreadable skipped)") and len(err) == 2
+
+
 def test_sigkill_mid_extraction_then_resume_equals_clean(small_set, clean_codes, tmp_path):
     clean = clean_codes
     out, marker = tmp_path / "out", tmp_path / "killed"
@@ -264,9 +285,11 @@ def test_cli_embed_writes_codes_csv_pictures_and_groups_photos(capsys, tmp_path,
 
 
 @pytest.mark.parametrize("args,msg", [(["--method", "foo"], "unknown --method 'foo'"),
-                                      (["--perplexity", "0"], "--perplexity must be positive"),
+                                      (["--perplexity", "0"],
+                                       "argument --perplexity: must be a number above 0 and at most 10000, got 0"),
                                       (["--layer", "nope"], "unknown layer 'nope'"),
-                                      (["--batch-size", "0"], "--batch-size must be at least 1")])
+                                      (["--batch-size", "0"],
+                                       "argument --batch-size: must be between 1 and 4096, got 0")])
 def test_cli_embed_bad_inputs_one_line(capsys, tmp_path, small_set, args, msg):
     out = tmp_path / "out"
     code = main(["embed", str(small_set), "--out", str(out), "--device", "cpu", *args])

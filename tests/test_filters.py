@@ -118,7 +118,7 @@ def test_cli_filters_json_png_and_compare(capsys, tmp_path):
 @pytest.mark.parametrize("args,msg", [(["--layer", "_fc"], "not a conv layer"),
                                       (["--filters", "a-b"], "give indices"),
                                       (["--filters", "40"], "out of range"),
-                                      (["--zoom", "0"], "zoom must be")])
+                                      (["--zoom", "0"], "argument --zoom: must be between 1 and 64, got 0")])
 def test_cli_filters_bad_inputs_one_line(capsys, tmp_path, args, msg):
     out = tmp_path / "f.png"
     code = main(["filters", "--device", "cpu", "--out", str(out), *args])

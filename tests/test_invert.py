@@ -124,7 +124,7 @@ def test_cli_json(capsys, chelsea_png, tmp_path) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--layers", "_blocks.99"], "unknown layer '_blocks.99'"),
-    (["--layers", "_blocks.3", "--steps", "-1"], "--steps must be >= 0"),
+    (["--layers", "_blocks.3", "--steps", "-1"], "argument --steps: must be between 0 and 100000, got -1"),
     (["--layers", " , "], "--layers needs at least one layer"),
 ])
 def test_cli_bad_inputs_one_line(capsys, chelsea_png, tmp_path, argv, message) -> None:

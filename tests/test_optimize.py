@@ -19,6 +19,7 @@ from deepvis_app.optimize import Cancelled, cached, cached_result, iter_optimize
 from deepvis_app.optimize import objectives as O
 from deepvis_app.optimize import regularizers as R
 from deepvis_app.optimize.objectives import Outputs
+from deepvis_app.values import LayerInfo, Layout
 
 torch.set_num_threads(1)
 
@@ -57,7 +58,7 @@ FAST = {"steps": 5, "size": 32}
 def _outputs() -> Outputs:
     act = torch.arange(2 * 2 * 3 * 3, dtype=torch.float32).reshape(2, 2, 3, 3)  # values 0..35
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-    return Outputs(acts={"L": act}, logits=logits)
+    return Outputs(acts={"L": act}, logits=logits, infos={"L": LayerInfo("L", "Conv2d", (2, 3, 3))})
 
 
 def test_objective_values_by_hand() -> None:
@@ -85,18 +86,68 @@ def test_diversity_is_minus_mean_gram_cosine() -> None:
     a[0, 0] = 1.0  # grams: image 0 -> only (0,0) entry; image 1 identical; image 2 -> only (1,1)
     a[1, 0] = 2.0
     a[2, 1] = 1.0
-    vals = O.diversity("L")(Outputs(acts={"L": a}))
+    vals = O.diversity("L")(Outputs(acts={"L": a}, infos={"L": LayerInfo("L", "Conv2d", (2, 1, 2))}))
     assert vals.tolist() == pytest.approx([-0.5, -0.5, 0.0])
 
 
 def test_objective_range_errors() -> None:
     o = _outputs()
-    with pytest.raises(DeepVisError, match=r"valid: 0\.\.1"):
+    with pytest.raises(DeepVisError, match=r"valid units are 0\.\.1"):
         O.channel("L", 2)(o)
     with pytest.raises(DeepVisError, match="outside"):
         O.neuron("L", 0, 3, 0)(o)
-    with pytest.raises(DeepVisError, match=r"valid: 0\.\.2"):
+    with pytest.raises(DeepVisError, match=r"valid classes are 0\.\.2"):
         O.class_logit(3)(o)
+
+
+def test_channels_last_and_token_objectives_by_hand() -> None:
+    """Units of a channels-last map (ConvNeXt's inner layers) and of a token layer (a ViT's) are read through the
+    layer's layout: channel c at (y, x) of its maps, the class token left out; the range check is against the
+    layer's channels, never its first dimension."""
+    from layout_nets import channels_last, tokens
+
+    from deepvis_app.optimize.engine import Forward, layer_infos
+    from deepvis_app.probe import Probe
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cl = channels_last()
+    infos = layer_infos(cl, cl, ["lin"], x)
+    assert infos["lin"].layout is Layout.CHANNELS_LAST and infos["lin"].channels == 6
+    with torch.no_grad(), Forward(cl, ["lin"], need_logits=False, infos=infos) as forward:
+        out = forward(x)
+        raw = cl.lin(cl.perm(cl.conv(x)))  # N x 32 x 32 x 6
+    torch.testing.assert_close(O.neuron("lin", 5, 2, 3)(out), raw[:, 2, 3, 5])
+    torch.testing.assert_close(O.neuron("lin", 1)(out), raw[:, 16, 16, 1])  # the centre
+    torch.testing.assert_close(O.channel("lin", 4)(out), raw[..., 4].mean(dim=(1, 2)))
+    with pytest.raises(DeepVisError, match=r"valid units are 0\.\.5"):
+        O.channel("lin", 6)(out)  # 32 rows are not 32 channels
+
+    tk = tokens()
+    infos = layer_infos(tk, tk, ["attn"], x)
+    assert infos["attn"].layout is Layout.TOKENS and infos["attn"].prefix_tokens == 1
+    with torch.no_grad(), Forward(tk, ["attn"], need_logits=False, infos=infos) as forward:
+        out = forward(x)
+    with torch.no_grad(), Probe(tk, ["attn"]) as probe:
+        tk(x)
+    raw = probe["attn"]  # N x (1 + 8 * 8) x 8, the class token first
+    torch.testing.assert_close(O.neuron("attn", 3, 1, 6)(out), raw[:, 1 + 1 * 8 + 6, 3])
+    torch.testing.assert_close(O.channel("attn", 7)(out), raw[:, 1:, 7].mean(dim=1))
+    with pytest.raises(DeepVisError, match="outside"):
+        O.neuron("attn", 0, 8, 0)(out)  # the grid is 8x8: 64 patch tokens, not 65 rows
+
+
+def test_engine_value_of_a_channels_last_unit() -> None:
+    """The engine looks the layer's layout up on a plain module: the saved image's value is the unit by hand."""
+    from layout_nets import channels_last
+
+    cl = channels_last()
+    mean, std = (0.3, 0.5, 0.7), (0.2, 0.25, 0.5)
+    res = optimize(cl, O.neuron("lin", 5, 2, 3), preset="pixel", steps=0, size=32, mean=mean, std=std)
+    px = torch.from_numpy(res.image).permute(2, 0, 1).float()[None] / 255
+    x = (px - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = cl.lin(cl.perm(cl.conv(x)))[0, 2, 3, 5].item()
+    assert res.value == pytest.approx(want, abs=1e-5)
 
 
 def test_engine_value_on_saved_image(net: nn.Module) -> None:
@@ -206,7 +257,12 @@ def test_progress_steps_and_early_stop(net: nn.Module) -> None:
     net.fc.register_forward_hook(lambda *a: calls.append(1))
     steps = [p.step for p in iter_optimize(net, O.channel("conv1", 0), **FAST)]
     assert steps == [1, 2, 3, 4, 5]
-    assert len(calls) == 1  # layer objective: only the first forward runs the whole net
+    # a layer objective never runs the whole net in a step: only the probe's two measuring forwards of a plain
+    # module do (how often each module runs, and the layers' layouts), once per net
+    assert len(calls) == 2
+    calls.clear()
+    assert len(list(iter_optimize(net, O.channel("conv1", 0), seed=1, **FAST))) == 5
+    assert calls == []
 
 
 def test_cache_hit_returns_same_image_without_running(net: nn.Module, tmp_path) -> None:

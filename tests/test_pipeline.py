@@ -13,19 +13,18 @@ import torch
 
 from deepvis_app.errors import DeepVisError
 from deepvis_app.pipeline import (
-    Capture,
+    CaptureThread,
     Frame,
     FrameProcessor,
     InferenceWorker,
     LatestSlot,
-    Unit,
-    ViewRequest,
     run_headless,
     validate_request,
 )
 from deepvis_app.probe import Probe
 from deepvis_app.render import render_grid, upscale_map
 from deepvis_app.sources import FrameSource, ImageSource
+from deepvis_app.values import Unit, ViewRequest
 
 
 def test_slot_keeps_only_newest_and_counts_drops():
@@ -68,12 +67,12 @@ class Flaky(FrameSource):
 
 
 def test_capture_reports_lost_source_and_reconnects(monkeypatch):
-    monkeypatch.setattr(Capture, "RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(CaptureThread, "RETRY_SECONDS", 0.01)
     slot = LatestSlot()
     messages: list[str] = []
     src = Flaky()
     src.open()
-    cap = Capture(src, slot, fps=200, on_status=messages.append)
+    cap = CaptureThread(src, slot, fps=200, on_status=messages.append)
     cap.start()
     deadline = time.time() + 5
     while "reconnected" not in " ".join(messages) and time.time() < deadline:
@@ -89,7 +88,7 @@ def test_capture_fps_zero_is_pulled_by_consumer():
     slot = LatestSlot()
     src = ImageSource.__new__(ImageSource)
     src.name, src.native_fps, src._img = "img", 30.0, np.zeros((2, 2, 3), np.uint8)
-    cap = Capture(src, slot, fps=0)
+    cap = CaptureThread(src, slot, fps=0)
     cap.start()
     time.sleep(0.2)  # nobody takes frames: the source must not be read again and again
     assert cap.frames_read == 1 and slot.dropped == 0
@@ -152,12 +151,27 @@ def test_headless_run_drops_frames_when_source_is_faster(lite0, chelsea_png):
     assert report.pipeline_fps > 0 and {"forward", "render", "preprocess"} <= set(report.stage_ms_mean)
 
 
+def test_headless_parameters_are_refused_in_the_cores_words(lite0):
+    """The core names its parameters (`frames`, `timeout`), never a command-line flag; nothing starts."""
+    from deepvis_app.errors import ParamError
+
+    src = ImageSource.__new__(ImageSource)
+    for kwargs, param, text in (({"frames": 0}, "frames", "frames must be at least 1, got 0"),
+                                ({"frames": 5, "timeout": 0.0}, "timeout", "timeout must be between 0 and 1e+07"),
+                                ({"frames": 5, "timeout": float("nan")}, "timeout", "seconds, got nan")):
+        with pytest.raises(ParamError) as err:
+            run_headless(lite0, src, request=ViewRequest(), **kwargs)
+        assert err.value.param == param and text in str(err.value) and "--" not in str(err.value)
+
+
 def test_validate_request(lite0):
     validate_request(lite0, ViewRequest(layer="_fc", unit=Unit("_fc", 999)))
     with pytest.raises(DeepVisError, match=r"valid units are 0\.\.39"):
         validate_request(lite0, ViewRequest(unit=Unit("_blocks.3", 40)))
     with pytest.raises(DeepVisError, match="outside layer"):
         validate_request(lite0, ViewRequest(unit=Unit("_blocks.3", 1, 28, 0)))
+    with pytest.raises(DeepVisError, match="'_fc' has no positions"):  # y/x on a vector were ignored silently
+        validate_request(lite0, ViewRequest(unit=Unit("_fc", 3, 1, 1)))
     with pytest.raises(DeepVisError, match="bad unit"):
         Unit.parse("_blocks.3")
     assert Unit.parse("_blocks.3:4:5:6") == Unit("_blocks.3", 4, 5, 6)

@@ -104,3 +104,26 @@ def test_effective_rf_accumulates() -> None:
     erf.reset()
     with pytest.raises(DeepVisError):
         _ = erf.map
+
+
+def test_token_layer_sees_the_whole_image_and_channels_last_maps_are_measured() -> None:
+    """A token layer's unit sees the whole image (said in `reason`); a channels-last map after a 3x3 conv has
+    the conv's field, read through the layout (its rows are not channels)."""
+    from layout_nets import channels_last, tokens
+
+    tk = tokens()
+    for layer in ("mix", "attn"):
+        g = rf_geometry(tk, layer, 32)
+        assert g.full and "token layer" in g.reason and "whole image" in g.reason
+        assert rf_box(tk, layer, 3, 5, 32) == (0, 0, 32, 32)
+    assert not rf_geometry(tk, "patch", 32).full and rf_box(tk, "patch", 1, 2, 32) == (4, 8, 8, 12)
+    cl = channels_last()
+    for layer in ("lin", "act"):
+        assert rf_box(cl, layer, 5, 7, 32) == (4, 6, 7, 9)
+        assert rf_box(cl, layer, 0, 31, 32) == (-1, 30, 2, 33)
+    assert rf_geometry(cl, "head", 32).full and "no positions" in rf_geometry(cl, "head", 32).reason
+    erf = EffectiveRF(cl, "act", channel=2)
+    torch.manual_seed(0)
+    erf.update(torch.randn(2, 3, 16, 16))
+    heat = erf.map  # the centre unit (8, 8) of the 16x16 map sees rows and columns 7..9
+    assert heat[7:10, 7:10].min() > 0 and heat.sum() == heat[7:10, 7:10].sum()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deepvis_app.layouts import as_maps
 from deepvis_app.render import grid_layout, render_grid, top_predictions
+from deepvis_app.values import LayerInfo, Layout
 
 
 def test_layer_norm_tiles_and_borders():
@@ -41,7 +43,8 @@ def test_signed_layers_map_zero_to_gray():
 
 
 def test_fc_layer_becomes_enlarged_tiles():
-    g = render_grid(torch.arange(10.0), min_tile=4)
+    fc = LayerInfo("fc", "Linear", (10,), Layout.VECTOR)
+    g = render_grid(as_maps(torch.arange(10.0)[None], fc)[0], min_tile=4)
     assert g.layout.channels == 10 and (g.layout.tile_h, g.layout.tile_w) == (4, 4)
     y, x = g.layout.tile_origin(9)
     assert np.all(g.image[y:y + 4, x:x + 4] == 255)

@@ -1,7 +1,7 @@
 """Real SIGKILLs of `deepvis scan` in pass 1, in the crop pass and while publishing: the resumed (or rerun) scan
 writes the same store as a clean run, and no reader ever sees a half store or a half file.
 
-The scan pauses at a named point when DEEPVIS_KILL_AT is set (store._kill_point touches DEEPVIS_KILL_MARKER and
+The scan pauses at a named point when DEEPVIS_KILL_AT is set (store.kill_point touches DEEPVIS_KILL_MARKER and
 sleeps); the test waits for the marker and sends SIGKILL.
 """
 

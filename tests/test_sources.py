@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import write_rgb
 
-from deepvis_app.errors import DeepVisError, SourceError
+from deepvis_app.errors import ParamError, SourceError
 from deepvis_app.sources import (
     CameraSource,
     DemoSource,
@@ -148,9 +148,10 @@ def test_folder_with_no_readable_image_fails_at_open(tmp_path, photos):
 
 
 def test_capture_refuses_absurd_fps():
-    from deepvis_app.pipeline import Capture, LatestSlot
+    from deepvis_app.pipeline import CaptureThread, LatestSlot
 
     for fps in (1e-12, -1.0, float("nan"), float("inf"), 1e9):
-        with pytest.raises(DeepVisError, match="--fps"):
-            Capture(DemoSource(), LatestSlot(), fps=fps)
-    Capture(DemoSource(), LatestSlot(), fps=0)  # as fast as taken: fine
+        with pytest.raises(ParamError, match=r"^fps must be 0 \(as fast as the network takes frames\) or betw") as err:
+            CaptureThread(DemoSource(), LatestSlot(), fps=fps)
+        assert err.value.param == "fps" and "--" not in str(err.value)  # the core's words; the CLI adds the flag
+    CaptureThread(DemoSource(), LatestSlot(), fps=0)  # as fast as taken: fine

@@ -22,7 +22,8 @@ from test_topk import ensure_rf_module, write_photos, write_tinynet
 from deepvis_app.cli import main
 from deepvis_app.errors import DeepVisError
 from deepvis_app.topk import TopKStore
-from deepvis_app.topk.scan import list_images, scan
+from deepvis_app.topk.images import list_images
+from deepvis_app.topk.scan import scan
 from deepvis_app.topk.store import output_lock, publish, recover, staging_path
 from deepvis_app.zoo import load_model
 

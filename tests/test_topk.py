@@ -16,7 +16,8 @@ import torch
 
 from deepvis_app.errors import DeepVisError
 from deepvis_app.topk import LiveTopK, RunningTopK, TopKStore, crop_box
-from deepvis_app.topk.scan import list_images, scan
+from deepvis_app.topk.images import list_images
+from deepvis_app.topk.scan import scan
 
 # A tiny net with a known receptive field: conv1 (k3 s1 p1) -> RF of (y, x) = rows y-1..y+1;
 # conv2 (k3 s2 p1) on conv1 -> rows 2y-2..2y+2. Written to a module so subprocesses (torchrun) can build it.
@@ -355,7 +356,7 @@ def test_live_topk_bounded_and_saved(tiny, tmp_path, capsys):
 def test_progress_bar_reports_rate_and_quiet():
     import io
 
-    from deepvis_app.topk.scan import Progress
+    from deepvis_app.topk.images import Progress
 
     stream = io.StringIO()
     bar = Progress(10, "scan", stream=stream)
@@ -385,3 +386,45 @@ def test_no_crops_store_has_entries_but_no_pixels(tiny, tmp_path):
             assert full.crop("relu2", unit, e.rank).shape == (5, 5, 3)
             assert bare.crop("relu2", unit, e.rank) is None  # the source photos are never opened by a reader
     assert bare.crop("relu2", 0, 0, "guided") is None
+
+
+@pytest.mark.parametrize("builder, layers", [("channels_last", "lin,act"), ("tokens", "mix,attn")])
+def test_scan_reads_units_through_the_layout(builder, layers, tmp_path):
+    """A channels-last map (ConvNeXt's inner layers) and a token layer (a ViT's): the scan's units are the
+    layer's channels at positions of its maps, as written out by hand; token units see the whole frame."""
+    import layout_nets
+
+    from deepvis_app.probe import Probe
+    from deepvis_app.zoo import load_model
+
+    vm = load_model(layout_nets.write_spec(tmp_path, builder), device="cpu")
+    write_photos(tmp_path / "data", bad=False)
+    out = tmp_path / "store"
+    scan(vm, tmp_path / "data", out, layers=layers, top_k=3, batch_size=4, workers=0, progress=False)
+    store = TopKStore.open(out)
+    paths = list_images(tmp_path / "data")
+    by_hand = layout_nets.channels_last_by_hand if builder == "channels_last" else layout_nets.tokens_by_hand
+    names = layers.split(",")
+    maps = {name: [] for name in names}
+    for path in paths:
+        x = vm.preprocess(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB))
+        with torch.no_grad(), Probe(vm.net, names, detach=True) as probe:
+            vm.net(x)
+        for name in names:
+            maps[name].append(by_hand(probe[name])[0])
+    for name in names:
+        c, h, w = maps[name][0].shape
+        assert (c, h, w) == ((6, SIZE, SIZE) if builder == "channels_last" else (8, 8, 8))
+        assert store.channels(name) == c and store.layer_info(name)["layout"] == vm.info(name).layout.value
+        for unit in range(c):
+            cands = []
+            for i, m in enumerate(maps[name]):
+                flat = int(m[unit].argmax())
+                cands.append((-float(m[unit].max()), i, flat // w, flat % w))
+            want = sorted(cands)[:3]
+            got = store.entries(name, unit)
+            assert [(e.image_id, e.y, e.x) for e in got] == [(i, y, x) for _, i, y, x in want]
+            np.testing.assert_allclose([e.value for e in got], [-v for v, _, _, _ in want], rtol=1e-5, atol=1e-6)
+            for e in got:  # the conv's 3x3 field for the map; the whole frame for a token
+                expect = hand_box("conv1", e.y, e.x) if builder == "channels_last" else (0, 0, SIZE, SIZE)
+                assert e.box == expect

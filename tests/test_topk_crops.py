@@ -1,5 +1,5 @@
 """Deconv / guided crops: lazy per-unit rendering into a store, windowed backward == attribute() on the full image,
-early-stopping forward, thread-filtered taps, locality of receptive fields."""
+early-stopping forward, thread-filtered capture, locality of receptive fields, channels-last and token units."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from torch import nn
 
 from deepvis_app.attribution import attribute, render_view
 from deepvis_app.errors import DeepVisError
+from deepvis_app.probe import Capture
 from deepvis_app.receptive_field import rf_box, rf_geometry, rf_is_local
 from deepvis_app.topk import TopKStore, crop_box
-from deepvis_app.topk.crops import CropJob, Tap, iter_crops, iter_render_unit, render_unit
+from deepvis_app.topk.crops import CropJob, iter_crops, iter_render_unit, render_unit
 from deepvis_app.topk.scan import scan
 from deepvis_app.zoo import load_model
 
@@ -137,25 +138,28 @@ def test_rf_is_local_detects_global_context():
     assert rf_is_local(se, "0", 32)
 
 
-def test_tap_stops_early_and_ignores_other_threads():
+def test_crops_capture_stops_early_and_ignores_other_threads():
+    """The crops' forward (`probe.Capture(stop=True)`, as `iter_crops` runs it): the net after the layer never
+    runs, and a forward another thread runs meanwhile (the live worker) is neither stopped nor captured."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
     ran = []
     net[2].register_forward_hook(lambda *_: ran.append(threading.get_ident()))
     x = torch.rand(2, 3, 8, 8)
-    with Tap(net, ["1"], torch.zeros(1, 3, 8, 8)) as tap:
+    with Capture(net, ["1"], example=torch.zeros(1, 3, 8, 8), stop=True) as cap:
         ran.clear()
-        acts = tap.run(x)
+        assert cap.run(x) is None  # stopped: no network output
         assert ran == []  # the net stopped after layer "1"
+        acts = dict(cap.activations)
         torch.testing.assert_close(acts["1"], torch.relu(net[0](x)))
         other = []
         t = threading.Thread(target=lambda: other.append(net(x)))
         t.start()
         t.join()
         assert other[0].shape == (2, 4, 6, 6) and len(ran) == 1  # another thread's forward runs whole
-        assert torch.equal(tap.acts["1"], acts["1"])               # and is not captured
+        assert torch.equal(cap["1"], acts["1"])                    # and is not captured
     with pytest.raises(DeepVisError, match="unknown layer"):
-        Tap(net, ["nope"], torch.zeros(1, 3, 8, 8))
+        Capture(net, ["nope"], example=torch.zeros(1, 3, 8, 8), stop=True)
 
 
 def test_topk_render_cli(tiny, tmp_path, capsys):
@@ -222,3 +226,40 @@ def test_plan_is_printed_and_large_stores_ask_when_interactive(monkeypatch, caps
     _confirm_plan(args)({**plan, "estimated_bytes": int(2e9)})  # small: no question
     monkeypatch.setattr("sys.stdin", io.StringIO())
     _confirm_plan(args)(plan)  # not interactive: no question
+
+
+@pytest.mark.parametrize("builder, layer", [("channels_last", "act"), ("tokens", "attn")])
+def test_crops_of_channels_last_and_token_units(builder, layer, tmp_path):
+    """Lazy deconv / guided crops index the unit through the layer's layout: a channels-last unit's crop (windowed:
+    its 3x3 field) and a token unit's (the whole frame) equal the rule's gradient of the unit written out by hand
+    on the whole image."""
+    import layout_nets
+
+    from deepvis_app.attribution import AttributionContext
+    from deepvis_app.probe import Probe
+
+    vm = load_model(layout_nets.write_spec(tmp_path, builder), device="cpu")
+    by_hand = layout_nets.channels_last_by_hand if builder == "channels_last" else layout_nets.tokens_by_hand
+    write_photos(tmp_path / "data", bad=False)
+    scan(vm, tmp_path / "data", tmp_path / "s", layers=layer, top_k=2, workers=0, progress=False)
+    store = TopKStore.open(tmp_path / "s")
+    size = layout_nets.SIZE
+    assert rf_is_local(vm.net, layer, size, vm.info(layer)) == (builder == "channels_last")
+    for unit in (0, 5):
+        got = render_unit(store, vm, layer, unit)
+        entries = store.entries(layer, unit)
+        assert sorted(got) == sorted((e.rank, k) for e in entries for k in ("deconv", "guided"))
+        for e in entries:
+            fitted = store.fitted(e)
+            x = vm.preprocess.to_tensor(fitted).requires_grad_(True)
+            with torch.enable_grad(), AttributionContext(vm.net) as ac, Probe(vm.net, [layer]) as probe:
+                vm.net(x)
+            unit_value = by_hand(probe[layer])[0, unit, e.y, e.x]
+            assert float(unit_value.detach()) == pytest.approx(e.value, rel=1e-4, abs=1e-5)
+            for kind in ("deconv", "guided"):
+                (g,) = ac.grad(unit_value, x, kind)
+                want = crop_box(render_view(g, "norm"), e.box)[0].astype(int)
+                crop = got[(e.rank, kind)].astype(int)
+                assert crop.shape == want.shape and np.abs(crop - want).max() <= 1 and want.max() > 0, (e, kind)
+                if builder == "tokens":
+                    assert crop.shape == (size, size, 3)  # a token sees the whole frame

@@ -141,13 +141,20 @@ def test_user_spec_file(tmp_path):
     (lambda s: 'crop = "diagonal"\n' + s, "crop"),
     (lambda s: s.replace("deepvis_app.builders:efficientnet_lite0", "no_such_pkg:thing"), "builder"),
     (lambda s: s.replace("[[layers]]", "[[layers]\n"), "TOML"),
+    # issue 31: not-a-number normalization, and layers the network does not have, were accepted
+    (lambda s: s.replace("mean = [0.498, 0.498, 0.498]", "mean = [nan, 0.498, 0.498]"), "'mean'"),
+    (lambda s: s.replace("std = [0.502, 0.502, 0.502]", "std = [0.5, inf, 0.5]"), "'std'"),
+    (lambda s: 'default_layer = "_blocks.99"\n' + s, "'default_layer': unknown layer '_blocks.99'"),
+    (lambda s: s.replace('name = "_blocks.3"', 'name = "_blokcs.3"'), "'layers[0]': unknown layer '_blokcs.3'"),
+    (lambda s: 'crop_pct = 1.5\n' + s, "'crop_pct'"),
+    (lambda s: 'interpolation = "lanczos"\n' + s, "'interpolation'"),
 ])
 def test_bad_specs_name_file_and_field(tmp_path, edit, field):
     path = tmp_path / "bad.toml"
     path.write_text(edit(SPEC))
     with pytest.raises(DeepVisError) as err:
         load_model(str(path), device="cpu")
-    assert str(path) in str(err.value) and field in str(err.value)
+    assert str(path) in str(err.value) and field in str(err.value) and "\n" not in str(err.value)
 
 
 def test_spec_reader_defaults(tmp_path):
@@ -186,12 +193,12 @@ def test_weight_download_uses_a_per_call_timeout_and_no_global_state(monkeypatch
 
     monkeypatch.setattr(urllib.request, "urlopen", failing)
     with pytest.raises(zoo.WeightsMissingError, match="download failed"):
-        zoo._ensure_cached("https://example.org/w/net-1234.pth", "net")
+        zoo.ensure_cached("https://example.org/w/net-1234.pth", "net")
     assert seen == [("https://example.org/w/net-1234.pth", zoo.DOWNLOAD_TIMEOUT_S, default_timeout, stderr)]
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"weights!" * 1000))
-    zoo._ensure_cached("https://example.org/w/net-1234.pth", "net")
+    zoo.ensure_cached("https://example.org/w/net-1234.pth", "net")
     files = list((tmp_path / "checkpoints").iterdir())
     assert [f.name for f in files] == ["net-1234.pth"] and files[0].read_bytes() == b"weights!" * 1000
 
@@ -208,6 +215,7 @@ def _spec_with(tmp_path, builder: str) -> str:
     ("builtins:dict", "returned dict, not a torch.nn.Module"),
     ("deepvis_app.builders:missing", "has no 'missing'"),
     ("no_such_module_xyz:build", "no installed module 'no_such_module_xyz'"),
+    ("torch.nn:Identity", "has no layers to look at: Identity has no submodules"),  # issue 31: was a traceback
 ])
 def test_builder_must_exist_take_pretrained_and_return_a_module(tmp_path, builder, message):
     with pytest.raises(DeepVisError, match=message):
@@ -219,7 +227,7 @@ import pathlib
 pathlib.Path("IMPORTED").write_text("evilplug ran")
 import torch
 def build(*, pretrained=False):
-    return torch.nn.Conv2d(3, 4, 3)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))  # a bare module has no layers to look at
 """
 
 

@@ -11,27 +11,39 @@ import cv2
 import numpy as np
 import torch
 
-from ..attribution import (
-    METHODS,
-    OBJECTIVES,
-    VIEWS,
-    Unit,
-    check_unit,
-    explain_unit,
-    render_view,
-    rule_note,
-    unruled_activations,
-)
+from ..attribution import METHODS, OBJECTIVES, VIEWS, explain_unit, render_view, rule_note, unruled_activations
 from ..errors import DeepVisError
+from ..evaluate.job import default_cam_layer
 from ..fileio import atomic_write_bytes, atomic_write_png, encode_png
+from ..methods.cam import CAM_METHODS
+from ..methods.ig import BASELINES
+from ..methods.lrp import COMPOSITES, DEFAULT_COMPOSITE
+from ..methods.registry import check_method, explain, method_names
+from ..methods.targets import output_logits
 from ..probe import unknown_layer_message
 from ..sources import read_image
-from .common import add_model_args, check_output_file, float_in, int_in, model_from_args
+from ..values import ClassTarget, Unit
+from .common import (
+    add_model_args,
+    batch_arg,
+    check_distinct,
+    check_output_file,
+    float_in,
+    int_in,
+    model_from_args,
+    model_inputs,
+    position_arg,
+    seed_arg,
+    unit_arg,
+)
+from .optimize import resolve_class
 
 OVERLAY_ALPHA = 0.75
+EXTRA_METHODS = tuple(m for m in method_names() if m not in METHODS)  # beyond the live rules: methods/registry
+ALL_METHODS = (*METHODS, *EXTRA_METHODS)
 # Methods whose map is already a smooth, non-negative heat map: shown as it is; gradient-like maps are speckled
 # per pixel and read better blurred (the toolbox's normblur view).
-_SMOOTH_METHODS = ("gradcam", "saliency")
+_SMOOTH_METHODS = ("gradcam", "saliency", *CAM_METHODS)
 _MAGNITUDE_VIEWS = ("norm", "normblur")
 
 
@@ -83,14 +95,27 @@ def register(subparsers) -> None:
                               description="Attribution map of one unit of a layer w.r.t. the input image.")
     p.add_argument("image", help="input image file")
     p.add_argument("--layer", help="layer name (see `deepvis layers`); optional for --objective logit/prob")
-    p.add_argument("--unit", type=int_in(0, 10**9), required=True, help="channel (or class index for logit/prob)")
-    p.add_argument("--y", type=int_in(0, 10**6), default=None, help="row of the neuron (default: the channel's argmax)")
-    p.add_argument("--x", type=int_in(0, 10**6), default=None,
+    p.add_argument("--unit", type=unit_arg, help="channel (or class index for logit/prob)")
+    p.add_argument("--class", dest="cls", metavar="NAME|INDEX|top",
+                   help="explain a class instead of a unit (its logit; --objective prob for its probability)")
+    p.add_argument("--y", type=position_arg, default=None, help="row of the neuron (default: the channel's argmax)")
+    p.add_argument("--x", type=position_arg, default=None,
                    help="column of the neuron (default: the channel's argmax)")
-    p.add_argument("--method", default="guided", choices=METHODS)
+    p.add_argument("--method", default="guided", choices=ALL_METHODS, metavar="METHOD",
+                   help="live rules: " + ", ".join(METHODS) + "; more methods: " + ", ".join(EXTRA_METHODS))
     p.add_argument("--objective", default="neuron", choices=OBJECTIVES,
                    help="neuron (default), channel (sum), seed (old toolbox), logit / prob (class --unit)")
-    p.add_argument("--cam-layer", default=None, help="Grad-CAM layer (default: --layer)")
+    p.add_argument("--cam-layer", default=None,
+                   help="CAM layer (default: --layer; for a class, the last layer with positions)")
+    p.add_argument("--steps", type=int_in(1, 1024), default=32, help="ig: integration steps (default: 32)")
+    p.add_argument("--baseline", choices=BASELINES, default="black", help="ig: the baseline image (default: black)")
+    p.add_argument("--samples", type=int_in(1, 1000), default=25,
+                   help="smoothgrad:/vargrad: noisy samples (default: 25)")
+    p.add_argument("--noise", type=float_in(0.0, 10.0), default=0.15,
+                   help="smoothgrad:/vargrad: noise level, a fraction of the input's range (default: 0.15)")
+    p.add_argument("--composite", choices=COMPOSITES, default=DEFAULT_COMPOSITE, help="lrp: zennit composite")
+    p.add_argument("--batch", type=batch_arg, default=32, help="scorecam: masked images per forward (default 32)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise (smoothgrad:, vargrad:, ig noise)")
     p.add_argument("--view", default=None, choices=VIEWS,
                    help="how a .png shows the map (default: raw; with --overlay: norm for gradcam/saliency, "
                         "normblur for the others; --overlay takes norm or normblur only)")
@@ -108,31 +133,48 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, (".png", ".npy"))
+    check_distinct({"IMAGE": args.image, **model_inputs(args)}, {"--out": out})
     if args.overlay and out.suffix.lower() != ".png":
         raise DeepVisError(f"--overlay writes a picture: --out must end in .png, got {args.out!r}")
     if args.overlay:
         view = overlay_view(args.method, args.view)
     else:
         view = args.view or "raw"
+    if (args.cls is None) == (args.unit is None):
+        raise DeepVisError("give --unit C (a unit of --layer, or a class with --objective logit/prob) or --class C")
+    if args.cls is not None and (args.y is not None or args.x is not None):
+        raise DeepVisError("--y/--x go with --unit, not --class")
+    extra = args.method in EXTRA_METHODS
+    if extra:
+        check_method(args.method, "auto")
     rgb = read_image(args.image)
     vm = model_from_args(args)
-    class_target = args.objective in ("logit", "prob")
+    class_target = args.cls is not None or args.objective in ("logit", "prob")
     if args.layer is None and not class_target:
         raise DeepVisError(f"--layer is required for --objective {args.objective}; valid layers: "
                            + ", ".join(vm.layers[:40]))
     for name in (args.layer, args.cam_layer):
         if name is not None and name not in vm.layers and name not in {n.partition("@")[0] for n in vm.layers}:
             raise DeepVisError(unknown_layer_message(name, vm.layers))
-    unit = Unit(args.unit, args.y, args.x, args.objective)
-    if class_target:
-        n = len(vm.categories) or None
-        if n is not None and not 0 <= args.unit < n:
-            raise DeepVisError(f"class {args.unit} out of range (valid: 0..{n - 1})")
-    else:
-        check_unit((1, *vm.info(args.layer).shape), unit, args.layer)
     fitted = vm.preprocess.fit(rgb)
     x = vm.preprocess.to_tensor(fitted)
-    exp = explain_unit(vm.net, x, args.layer, unit, (args.method,), cam_layer=args.cam_layer)
+    target: Unit | ClassTarget
+    score = "prob" if args.objective == "prob" else "logit"
+    if args.cls is not None:
+        index = top_class(vm, x) if args.cls == "top" else resolve_class(args.cls, vm.categories)
+        target = ClassTarget(index, score)
+    elif class_target:
+        target = ClassTarget(args.unit, args.objective)
+        if vm.num_classes:
+            vm.check_class(args.unit)
+    else:
+        target = Unit(args.layer, args.unit, args.y, args.x)
+        vm.check_unit(target)
+    if extra or (args.method == "gradcam" and isinstance(target, ClassTarget)):  # a class's CAM: the registry's
+        return run_extra(args, vm, x, fitted, target, out, view)
+    exp = explain_unit(vm.net, x, args.layer, target, (args.method,),
+                       objective=args.objective if args.cls is None else score,
+                       cam_layer=args.cam_layer)
     attr = exp[args.method]
     if out.suffix.lower() == ".npy":
         buf = io.BytesIO()
@@ -142,9 +184,47 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_png(out, render_overlay(attr, fitted, view, percentile=args.percentile, alpha=args.alpha))
     else:
         atomic_write_bytes(out, encode_png(render_view(attr, view, percentile=args.percentile)))
-    where = f" at (y={exp.unit.y}, x={exp.unit.x})" if exp.unit.y is not None else ""
+    done = exp.unit
+    where = f" at (y={done.y}, x={done.x})" if isinstance(done, Unit) and done.position is not None else ""
+    number = done.index if isinstance(done, ClassTarget) else done.channel
     what = f"{args.method} overlay ({view})" if args.overlay else args.method
-    print(f"{what} of {args.layer or 'output'} unit {exp.unit.channel}{where} -> {out}")
+    print(f"{what} of {args.layer or 'output'} unit {number}{where} -> {out}")
     if args.method in ("deconv", "guided", "guided_gradcam") and unruled_activations(vm.net):
         print(f"deepvis: note: {rule_note(vm.net)}", file=sys.stderr)
     return 0
+
+
+def top_class(vm, x) -> int:
+    """The class the network predicts for `x`."""
+    with torch.no_grad():
+        return int(output_logits(vm.net(x))[0].argmax())
+
+
+def run_extra(args: argparse.Namespace, vm, x, fitted: np.ndarray, target: Unit | ClassTarget, out, view: str) -> int:
+    """The methods beyond the live rules (CAM family, IG, SmoothGrad/VarGrad, LRP) through `methods.registry`."""
+    layer = args.cam_layer or args.layer
+    if args.method in CAM_METHODS and layer is None:
+        layer = default_cam_layer(vm)
+    result = explain(vm.net, x, args.method, target, layer=layer, vm=vm, steps=args.steps, baseline=args.baseline,
+                     samples=args.samples, noise=args.noise, composite=args.composite, batch_size=args.batch,
+                     seed=args.seed)
+    values = result.values
+    if out.suffix.lower() == ".npy":  # the raw map at input resolution (CAMs: after their ReLU, unscaled)
+        buf = io.BytesIO()
+        np.save(buf, values[0].detach().float().cpu().numpy())
+        atomic_write_bytes(out, buf.getvalue())
+    elif args.overlay:
+        atomic_write_png(out, render_overlay(values, fitted, view, percentile=args.percentile, alpha=args.alpha))
+    else:
+        atomic_write_bytes(out, encode_png(render_view(values, view, percentile=args.percentile)))
+    what = f"{args.method} of {target_label(target)}" + (f" at {layer}" if args.method in CAM_METHODS else "")
+    print(f"{what} -> {out}")
+    gap = result.extra.get("completeness_gap")
+    if gap is not None:
+        print(f"ig completeness gap: {gap[0]:.4g} (sum of the map minus score(x) - score(baseline): "
+              f"{result.extra['score'][0]:.4g} - {result.extra['baseline_score'][0]:.4g})")
+    return 0
+
+
+def target_label(target: Unit | ClassTarget) -> str:
+    return f"class {target.index} ({target.score})" if isinstance(target, ClassTarget) else f"unit {target}"

@@ -7,23 +7,41 @@ import sys
 from pathlib import Path
 
 from ..errors import DeepVisError
-from .common import add_model_args, json_dump, model_from_args
+from .common import (
+    add_model_args,
+    check_distinct,
+    check_output_file,
+    int_in,
+    json_dump,
+    model_from_args,
+    model_inputs,
+    seed_arg,
+)
+
+MAX_ZOOM = 64
 
 
-def _int_list(text: str | None, what: str) -> list[int] | None:
-    """'0-7,12' -> [0..7, 12]."""
+def index_list(text: str | None, what: str, limit: int = 100_000) -> list[int] | None:
+    """'0-7,12' -> [0..7, 12]; a range that runs down (7-0), a negative index or more than `limit` indices is
+    one line naming `what` (the option)."""
     if text is None:
         return None
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            lo, sep, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    except ValueError:
-        raise DeepVisError(f"{what} {text!r}: give indices like 0-7,12") from None
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise DeepVisError(f"{what} {text!r}: give indices like 0-7,12")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise DeepVisError(f"{what} {text!r}: the range {part} runs down; write it as {b}-{a}")
+        if len(out) + b - a + 1 > limit:
+            raise DeepVisError(f"{what} {text!r}: more than {limit} indices")
+        out.extend(range(a, b + 1))
+    if not out:
+        raise DeepVisError(f"{what} {text!r}: give indices like 0-7,12")
     return out
 
 
@@ -40,10 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="filter indices, e.g. 0-15,40 (default: all, at most 256)")
     p.add_argument("--inputs", default=None, metavar="LIST",
                    help="deeper layers: input-channel indices (default: the first 32)")
-    p.add_argument("--zoom", type=int, default=None, help="pixels per weight (default: about 24 px per tile)")
+    p.add_argument("--zoom", type=int_in(1, MAX_ZOOM), default=None,
+                   help=f"pixels per weight, 1..{MAX_ZOOM} (default: about 24 px per tile)")
     p.add_argument("--compare-random", action="store_true",
                    help="trained and randomly initialised (same architecture, --seed) side by side")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random twin (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random twin (default 0)")
     p.add_argument("--json", action="store_true", help="print what was drawn as JSON")
     p.set_defaults(func=run)
 
@@ -52,16 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write_png
     from ..filters import filter_tiles, random_twin, side_by_side
 
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() != ".png":
-        raise DeepVisError(f"--out {out}: give a .png file name")
-    if not out.parent.is_dir():
-        raise DeepVisError(f"--out {out}: the folder {out.parent} does not exist")
-    if out.is_dir():
-        raise DeepVisError(f"--out {out} is a directory; give a .png file name")
-    vm = model_from_args(args)
-    kw = dict(filters=_int_list(args.filters, "--filters"), inputs=_int_list(args.inputs, "--inputs"),
+    out = check_output_file(Path(args.out).expanduser(), (".png",))
+    check_distinct(model_inputs(args), {"--out": out})
+    kw = dict(filters=index_list(args.filters, "--filters"), inputs=index_list(args.inputs, "--inputs"),
               zoom=args.zoom)
+    vm = model_from_args(args)
     tiles = filter_tiles(vm, args.layer, **kw)
     info = {"model": vm.name, "weights": str(vm.weights), **tiles.info(), "out": str(out)}
     image = tiles.image

@@ -15,9 +15,20 @@ import torch
 
 from .. import adversarial as adv
 from ..errors import DeepVisError
-from ..fileio import atomic_write_png
-from ..sources import read_image
-from .common import add_model_args, check_output_file, model_from_args
+from ..fileio import encode_png
+from ..outputs import write_files
+from ..sources import decode_image, read_image
+from .common import (
+    LazyBar,
+    add_model_args,
+    check_distinct,
+    check_output_file,
+    float_in,
+    model_from_args,
+    model_inputs,
+    seed_arg,
+    steps_arg,
+)
 from .optimize import resolve_class
 
 
@@ -33,16 +44,18 @@ def register(subparsers: Any) -> None:
                    help="class to turn the image into (required except for untargeted --method fgsm)")
     p.add_argument("--method", choices=adv.METHODS, default="pgd",
                    help="pgd: iterated projected steps (default); fgsm: one step of eps")
-    p.add_argument("--eps", type=float,
-                   help="largest change per pixel value, in 0-255 levels (default: 2; 32 with --from)")
-    p.add_argument("--step", type=float, help="PGD step in levels (default: eps/4, at least 0.25; 1 with --from)")
-    p.add_argument("--steps", type=int, help="most PGD steps (default: 20; 200 with --from)")
-    p.add_argument("--confidence", type=float, default=0.99,
-                   help="with --from: stop once the target has this probability (default: 0.99)")
-    p.add_argument("--seed", type=int, default=0, help="with --from: random seed of the start image")
+    p.add_argument("--eps", type=float_in(1.0, 255.0),
+                   help="largest change per pixel value, 1..255 levels (default: 2; 32 with --from)")
+    p.add_argument("--step", type=float_in(0.0, 255.0, lo_open=True),
+                   help="PGD step in levels, (0, 255] (default: eps/4, at least 0.25; 1 with --from)")
+    p.add_argument("--steps", type=steps_arg, help="most PGD steps (default: 20; 200 with --from)")
+    p.add_argument("--confidence", type=float_in(0.0, 1.0, lo_open=True, hi_open=True), default=0.99,
+                   help="with --from: stop once the target has this probability, in (0, 1) (default: 0.99)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="with --from: random seed of the start image")
     p.add_argument("--out", required=True, help="output PNG (the attacked image at the network's input size)")
     p.add_argument("--diff", help="also write the perturbation magnified (128 + gain x change) as a PNG")
-    p.add_argument("--gain", type=float, default=20.0, help="magnification of --diff (default: 20)")
+    p.add_argument("--gain", type=float_in(0.0, 1000.0, lo_open=True), default=20.0,
+                   help="magnification of --diff, (0, 1000] (default: 20)")
     p.add_argument("--json", action="store_true", help="print a JSON report to stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
@@ -58,12 +71,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DeepVisError("--target NAME|INDEX is required (only --method fgsm can run untargeted)")
     if args.start is not None and args.method != "pgd":
         raise DeepVisError("--from makes a fooling image with PGD; drop --method fgsm")
-    if args.steps is not None and args.steps < 0:
-        raise DeepVisError(f"--steps must be >= 0, got {args.steps}")
-    if not 0 < args.confidence < 1:
-        raise DeepVisError(f"--confidence must be between 0 and 1, got {args.confidence}")
-    if args.gain <= 0:
-        raise DeepVisError(f"--gain must be > 0, got {args.gain}")
 
 
 def _classify(vm: Any, rgb: np.ndarray) -> np.ndarray:
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     out = check_output_file(args.out, (".png",))
     diff_path = check_output_file(args.diff, (".png",), "--diff") if args.diff else None
+    check_distinct({"IMAGE": args.image, **model_inputs(args)}, {"--out": out, "--diff": diff_path})
     photo = read_image(args.image) if args.image is not None else None  # a bad path fails before the model loads
     vm = model_from_args(args)
     target = resolve_class(args.target, vm.categories) if args.target is not None else None
@@ -87,17 +95,12 @@ def run(args: argparse.Namespace) -> int:
     start = adv.start_image(args.start, vm.input_size, args.seed) if fooling else photo
     original = vm.preprocess.fit(start)
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=1 if args.method == "fgsm" else steps, desc="fool", unit="step", leave=False)
+    bar = None if args.quiet else LazyBar(1 if args.method == "fgsm" else steps, "fool")
 
     def progress(state: adv.AttackState) -> None:
         if bar is not None:
-            bar.n = state.step
             p = state.target_prob if state.target is not None else state.orig_class_prob
-            bar.set_postfix_str(f"p={p:.3f}", refresh=True)
+            bar.show(state.step, f"p={p:.3f}")
 
     t0 = time.perf_counter()
     try:
@@ -107,11 +110,13 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
-    atomic_write_png(out, last.image)
-    saved = read_image(out)  # every figure below is measured on the PNG as written
+    png = encode_png(last.image)
+    saved = decode_image(np.frombuffer(png, np.uint8))  # every figure below is measured on the PNG as written
     delta = saved.astype(np.int16) - original.astype(np.int16)
+    files = {out: png}
     if diff_path is not None:
-        atomic_write_png(diff_path, adv.magnify(delta, args.gain))
+        files[diff_path] = encode_png(adv.magnify(delta, args.gain))
+    write_files(files)  # both or neither
     probs = _classify(vm, saved)
     orig_probs = _classify(vm, original)
     o, a = int(orig_probs.argmax()), int(probs.argmax())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import DeepVisError
 from .common import add_model_args, json_dump, model_from_args
 
 
@@ -22,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json_dump(rows))
         return 0
+    if not rows:
+        raise DeepVisError(f"{model.name} has no probe-able layers (its builder returned a module without any)")
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         shape = "x".join(str(d) for d in r["shape"])

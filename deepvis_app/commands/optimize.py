@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,19 +26,28 @@ from ..optimize import PRESETS, optimize
 from ..optimize import objectives as O
 from ..optimize.cache import read_png, weights_id, write_png
 from ..optimize.presets import get_preset
+from ..optimize.unit_images import unit_objective
+from ..values import Unit
 from .common import (
+    MAX_SIDE,
+    MAX_STEPS,
     add_model_args,
     bar_update,
-    check_output_dir,
+    check_distinct,
     check_output_file,
+    check_output_folder,
     int_in,
     job_bar,
     model_from_args,
+    model_inputs,
+    position_arg,
+    seed_arg,
+    unit_arg,
 )
 
-MAX_SIZE = 1024      # optimized image side: 1024^2 x batch x the net's activations is already GBs on a CPU
-MAX_STEPS = 100_000
+MAX_SIZE = MAX_SIDE  # optimized image side: 1024^2 x batch x the net's activations is already GBs on a CPU
 MAX_BATCH = 64
+MAX_UNITS = 100_000  # --units indices
 
 
 def register(subparsers: Any) -> None:
@@ -48,9 +58,9 @@ def register(subparsers: Any) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="ImageNet class name or index")
     what.add_argument("--layer", help="layer name (see `deepvis layers`); use with --unit")
-    p.add_argument("--unit", type=int_in(0, 10**9), help="channel index in --layer")
-    p.add_argument("--y", type=int_in(0, 10**6), help="spatial row of the unit (default: whole channel)")
-    p.add_argument("--x", type=int_in(0, 10**6), help="spatial column of the unit (default: whole channel)")
+    p.add_argument("--unit", type=unit_arg, help="channel index in --layer")
+    p.add_argument("--y", type=position_arg, help="spatial row of the unit (default: whole channel)")
+    p.add_argument("--x", type=position_arg, help="spatial column of the unit (default: whole channel)")
     p.add_argument("--objective", choices=("logit", "prob"), default="logit",
                    help="for --class: maximize the pre-softmax logit (default) or the probability")
     p.add_argument("--negative", action="store_true", help="minimize instead: what the unit hates")
@@ -67,7 +77,9 @@ def register(subparsers: Any) -> None:
     q.add_argument("--layer", required=True, help="layer name (see `deepvis layers`)")
     q.add_argument("--units", help="subset like 0-15 or 3,7,9 (default: all)")
     _add_common(q)
-    q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--out", required=True, help="output directory: new, empty or an earlier optimize-layer's "
+                                                "(resumed)")
+    q.add_argument("--force", action="store_true", help="write into a --out folder that holds other files")
     q.set_defaults(func=run_layer)
 
 
@@ -75,7 +87,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="settings preset (default: default)")
     p.add_argument("--steps", type=int_in(0, MAX_STEPS), help="optimization steps (default: the preset's)")
     p.add_argument("--size", type=int_in(8, MAX_SIZE), help="image size in pixels (default: the preset's)")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
@@ -98,24 +110,13 @@ def resolve_class(spec: str, categories: list[str]) -> int:
     raise DeepVisError(f"unknown class {spec!r}{hint} (or give an index 0..{n - 1})")
 
 
-def _layer_channels(vm: Any, layer: str) -> tuple[int, ...]:
-    return vm.info(layer).shape  # raises DeepVisError listing valid layers
-
-
 def _check_unit(vm: Any, layer: str, unit: int | None, y: int | None, x: int | None) -> None:
-    shape = _layer_channels(vm, layer)
+    vm.info(layer)  # raises DeepVisError listing valid layers
     if unit is None:
         raise DeepVisError("--layer needs --unit C (a channel index)")
-    c = shape[0] if shape else 1
-    if not 0 <= unit < c:
-        raise DeepVisError(f"unit {unit} is out of range for layer {layer!r} (valid: 0..{c - 1})")
     if (y is None) != (x is None):
         raise DeepVisError("give both --y and --x, or neither")
-    if y is not None and len(shape) == 3:
-        h, w = shape[1:]
-        if not (0 <= y < h and 0 <= x < w):
-            raise DeepVisError(f"position (y={y}, x={x}) is outside layer {layer!r} at the model's input size "
-                               f"(valid: y 0..{h - 1}, x 0..{w - 1})")
+    vm.check_unit(Unit(layer, unit, y, x))  # channels and grid from the layer's layout, at the model's input size
 
 
 def check_size(vm: Any, preset: str, steps: int | None, size: int | None) -> None:
@@ -139,6 +140,13 @@ def _classify(vm: Any, rgb: np.ndarray) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, (".png",))  # before the model loads: a typo costs nothing
+    check_distinct(model_inputs(args), {"--out": out})
+    if args.cls is not None and (args.unit is not None or args.y is not None or args.x is not None):
+        raise DeepVisError("--unit/--y/--x go with --layer, not --class")
+    if args.layer is not None and args.unit is None:
+        raise DeepVisError("--layer needs --unit C (a channel index)")
+    if (args.y is None) != (args.x is None):
+        raise DeepVisError("give both --y and --x, or neither")
     vm = model_from_args(args)
     if args.cls is not None:
         if args.unit is not None or args.y is not None or args.x is not None:
@@ -186,19 +194,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_units(spec: str | None, n: int, layer: str) -> list[int]:
+    """`0-15` or `3,7,9` (or None: all `n`) -> unit indices, each checked against the layer's `n` units."""
     if not spec:
         return list(range(n))
     units: list[int] = []
-    try:
-        for part in spec.split(","):
-            a, sep, b = part.strip().partition("-")
-            units.extend(range(int(a), int(b) + 1) if sep else [int(a)])
-    except ValueError:
-        raise DeepVisError(f"bad --units {spec!r}: use a list like 0-15 or 3,7,9") from None
-    bad = [u for u in units if not 0 <= u < n]
-    if bad:
-        raise DeepVisError(f"unit {bad[0]} is out of range for layer {layer!r} (valid: 0..{n - 1})")
+    for part in spec.split(","):
+        a, sep, b = (t.strip() for t in part.strip().partition("-"))
+        if not a.isdigit() or (sep and not b.isdigit()):
+            raise DeepVisError(f"bad --units {spec!r}: use a list like 0-15 or 3,7,9")
+        lo, hi = int(a), int(b) if sep else int(a)
+        if hi < lo:
+            raise DeepVisError(f"bad --units {spec!r}: the range {part.strip()} runs down; write it as {hi}-{lo}")
+        if hi >= n:
+            raise DeepVisError(f"unit {hi} is out of range for layer {layer!r} (valid: 0..{n - 1})")
+        if len(units) + hi - lo + 1 > MAX_UNITS:
+            raise DeepVisError(f"bad --units {spec!r}: more than {MAX_UNITS} units")
+        units.extend(range(lo, hi + 1))
     return list(dict.fromkeys(units))
+
+
+def is_layer_folder(folder: Path) -> bool:
+    """A folder an earlier `deepvis optimize-layer` wrote (its unit records are there)."""
+    return (folder / ".units").is_dir()
 
 
 def _dist() -> tuple[int, int, bool]:
@@ -274,14 +291,24 @@ def write_unit(out: Path, unit: int, image: np.ndarray, settings: dict[str, Any]
 
 
 def run_layer(args: argparse.Namespace) -> int:
-    out = check_output_dir(args.out)
+    out = check_output_folder(args.out, ours=is_layer_folder, force=args.force, make_parents=True)
     vm = model_from_args(args)
-    shape = _layer_channels(vm, args.layer)
-    n = shape[0] if shape else 1
-    units = parse_units(args.units, n, args.layer)
+    units = parse_units(args.units, vm.channels(args.layer), args.layer)
     settings = layer_settings(vm, args)
     check_size(vm, args.preset, args.steps, args.size)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _optimize_units(args, vm, out, units, settings)
+    except (DeepVisError, OSError, MemoryError):
+        alone = int(os.environ.get("WORLD_SIZE", "1")) == 1  # under torchrun other ranks may be writing here
+        if created and alone and not any(out.glob("unit_*.png")):  # nothing to resume: leave nothing new
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _optimize_units(args: argparse.Namespace, vm: Any, out: Path, units: list[int], settings: dict[str, Any]) -> int:
+    """`optimize-layer`'s work in a ready `out`: this rank's units not yet done, then (rank 0) the sprite sheet."""
     rank, world, dist_ready = _dist()
     if world == 1:  # temp files of a killed run (with several ranks, one of them may be writing right now)
         for tmp in [*out.glob(".unit_*.png.*.tmp"), *out.glob(".units/.unit_*.json.*.tmp")]:
@@ -291,7 +318,7 @@ def run_layer(args: argparse.Namespace) -> int:
     tag = f"rank {rank}/{world} " if world > 1 else ""
     with job_bar(len(todo), f"{tag}optimize-layer", args.quiet or not todo, unit="unit") as bar:
         for k, u in enumerate(todo):
-            objective = O.channel(args.layer, u) if len(shape) != 1 else O.neuron(args.layer, u)
+            objective = unit_objective(vm, args.layer, u)
             res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                            use_cache=not args.no_cache, yield_every=10**9)
             write_unit(out, u, res.image, settings)

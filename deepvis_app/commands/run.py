@@ -6,16 +6,14 @@ import argparse
 import dataclasses
 import sys
 
-from ..errors import DeepVisError
-from ..pipeline import ATTRIBUTION_METHODS, MAX_TIMEOUT, Unit, ViewRequest, run_headless, validate_request
+from ..pipeline import ATTRIBUTION_METHODS, MAX_TIMEOUT, run_headless, validate_request
 from ..render import NORM_MODES
 from ..sources import open_source
 from .common import float_in, int_in, json_dump, model_from_args
+from .live_args import add_gui_args, request_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_gui_args
-
     p = subparsers.add_parser("run", help="run the live pipeline (window, or --headless with a JSON report)",
                               description="Run the live pipeline. With --headless no window is opened and a "
                                           "report (fps, drops, latency) is printed.")
@@ -31,23 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float_in(0.0, MAX_TIMEOUT, lo_open=True), default=600.0,
                    help="give up after this many seconds; the report covers the frames done (headless)")
     p.add_argument("--json", action="store_true", help="print the headless report as JSON")
-    p.set_defaults(func=run)
-
-
-def request_from_args(args: argparse.Namespace, default_layer: str) -> ViewRequest:
-    unit = Unit.parse(args.select) if getattr(args, "select", None) else None
-    methods = tuple(m.strip() for m in (getattr(args, "attribution", "") or "").split(",") if m.strip())
-    if methods and unit is None:
-        raise DeepVisError("--attribution needs a unit: add --select LAYER:UNIT")
-    return ViewRequest(layer=args.layer or default_layer, unit=unit, norm=getattr(args, "norm", "layer"),
-                       gamma=getattr(args, "gamma", 1.0), crop=args.crop, attribution=methods)
+    p.set_defaults(func=run, opens_window=lambda args: not args.headless)  # the CLI opens the window
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.headless:
-        from ..cli import _launch_gui
-
-        return _launch_gui(args)
+    """`deepvis run --headless`: the live pipeline without a window, then its report."""
     model = model_from_args(args)
     request = request_from_args(args, model.default_layer)
     validate_request(model, request)

@@ -7,14 +7,14 @@ import json
 import sys
 
 from ..errors import DeepVisError
-from .common import add_model_args, model_from_args
+from .common import add_model_args, batch_arg, int_in, model_from_args, print_notice, unit_arg, workers_arg
 
 ASK_ABOVE_GB = 3.0  # an interactive scan asks before writing a store estimated above this
 
 
 def _confirm_plan(args: argparse.Namespace):
     """Print pass 2's plan (entries, images, estimated size) and ask for large stores when interactive."""
-    from ..topk.scan import format_bytes
+    from ..topk.plan import format_bytes
 
     def on_plan(plan: dict) -> None:
         eager = f", {plan['crop_files']} {'/'.join(plan['eager_kinds'])} crop files" if plan["eager_kinds"] else ""
@@ -47,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names, or 'all' (default: the model spec's shown layers)")
-    p.add_argument("--top-k", type=int, default=9, help="images kept per unit (default 9)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--top-k", type=int_in(1, 10_000), default=9, help="images kept per unit, 1..10000 (default 9)")
+    p.add_argument("--batch-size", type=batch_arg, default=32, help="images per forward pass, 1..4096 (default 32)")
+    p.add_argument("--workers", type=workers_arg, default=None,
                    help="decoding worker processes (default: 0 = inline on a CPU device, whose cores the "
                         "forward needs; min(8, CPUs per process) on a GPU)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan of the same STORE")
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip pass 2: store entries and boxes only, no images (viewers then show no pixels)")
     p.add_argument("--yes", action="store_true",
                    help=f"write the store without asking even when it is estimated above {ASK_ABOVE_GB:g} GB")
-    p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
+    p.add_argument("--checkpoint-every", type=int_in(1, 10**6), default=20, metavar="N",
                    help="checkpoint the running top-k every N batches (default 20)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no plan")
     p.set_defaults(func=run)
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "written by `deepvis scan` or the live top-k.")
     t.add_argument("store", metavar="STORE")
     t.add_argument("--layer", default=None, help="layer name (default: the store's first layer)")
-    t.add_argument("--unit", type=int, required=True, help="channel index")
+    t.add_argument("--unit", type=unit_arg, required=True, help="channel index")
     t.add_argument("--json", action="store_true", help="JSON output")
     t.add_argument("--render", action="store_true",
                    help="render the unit's deconv / guided crops the store lacks and write them into it "
@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..topk.scan import init_distributed, scan
+    from ..topk.distributed import init_distributed
+    from ..topk.scan import scan
 
     text = (args.attribution or "none").strip().lower()
     attribution = [] if text in ("none", "") else [k.strip() for k in text.split(",") if k.strip()]
@@ -89,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         vm = model_from_args(args)
         report = scan(vm, args.data, args.out, layers=args.layers, top_k=args.top_k, batch_size=args.batch_size,
                       workers=args.workers, resume=args.resume, attribution=attribution,
-                      checkpoint_every=max(1, args.checkpoint_every), progress=not args.quiet,
-                      crops=not args.no_crops, dist=dist, on_plan=_confirm_plan(args))
+                      checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                      crops=not args.no_crops, dist=dist, on_plan=_confirm_plan(args),
+                      on_notice=print_notice)
     finally:
         dist.close()
     if dist.rank == 0 and not args.quiet:

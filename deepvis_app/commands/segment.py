@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import DeepVisError
-from ..fileio import atomic_write_png
-from ..segment import segment
+from ..fileio import encode_png
+from ..outputs import write_files
+from ..segment import MAX_SAMPLES, segment
 from ..sources import read_image
-from .common import add_model_args, model_from_args
+from .common import add_model_args, check_distinct, check_output_file, float_in, int_in, model_from_args, model_inputs
 from .optimize import resolve_class
 
 
@@ -26,14 +26,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("image", help="input image file")
     p.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="class name or index (default: the top "
                                                                       "prediction)")
-    p.add_argument("--smooth", type=int, default=0, metavar="N", help="SmoothGrad with N noisy samples (default: 0 "
-                                                                      "= plain saliency)")
-    p.add_argument("--noise", type=float, default=0.15, help="SmoothGrad noise, fraction of the input range "
-                                                             "(default: 0.15)")
-    p.add_argument("--fg-quantile", type=float, default=0.95, help="saliency quantile above which pixels seed the "
-                                                                   "object (default: 0.95)")
-    p.add_argument("--bg-quantile", type=float, default=0.30, help="saliency quantile below which pixels seed the "
-                                                                   "background (default: 0.30)")
+    p.add_argument("--smooth", type=int_in(0, MAX_SAMPLES), default=0, metavar="N",
+                   help=f"SmoothGrad with N noisy samples, at most {MAX_SAMPLES} (default: 0 = plain saliency)")
+    p.add_argument("--noise", type=float_in(0.0, 1.0), default=0.15,
+                   help="SmoothGrad noise, fraction of the input range, 0..1 (default: 0.15)")
+    p.add_argument("--fg-quantile", type=float_in(0.0, 1.0, lo_open=True), default=0.95,
+                   help="saliency quantile above which pixels seed the object (default: 0.95)")
+    p.add_argument("--bg-quantile", type=float_in(0.0, 1.0, hi_open=True), default=0.30,
+                   help="saliency quantile below which pixels seed the background, below --fg-quantile "
+                        "(default: 0.30)")
     p.add_argument("--out", help="mask PNG (white = object)")
     p.add_argument("--cutout", help="PNG of the object on white")
     p.add_argument("--saliency", help="PNG of the saliency map")
@@ -43,14 +44,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    outs = [Path(p) for p in (args.out, args.cutout, args.saliency) if p]
-    for path in outs:
-        if path.suffix.lower() != ".png":
-            raise DeepVisError(f"output files are PNGs, got {str(path)!r}")
-        if not path.parent.is_dir():
-            raise DeepVisError(f"output folder does not exist: {path.parent}")
-    if args.smooth < 0:
-        raise DeepVisError(f"--smooth must be >= 0, got {args.smooth}")
+    outs = {"--out": args.out, "--cutout": args.cutout, "--saliency": args.saliency}
+    outs = {option: check_output_file(path, (".png",), option) for option, path in outs.items() if path}
+    check_distinct({"IMAGE": args.image, **model_inputs(args)}, outs)
+    if not args.bg_quantile < args.fg_quantile:
+        raise DeepVisError(f"--bg-quantile ({args.bg_quantile:g}) must be below --fg-quantile ({args.fg_quantile:g})")
     rgb = read_image(args.image)
     vm = model_from_args(args)
     fitted = vm.preprocess.fit(rgb)
@@ -61,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
     idx = resolve_class(args.cls, vm.categories) if args.cls is not None else int(probs.argmax())
     seg = segment(vm, fitted, idx, smooth=args.smooth, noise=args.noise, fg_quantile=args.fg_quantile,
                   bg_quantile=args.bg_quantile)
-    if args.out:
-        atomic_write_png(args.out, np.where(seg.mask, 255, 0).astype(np.uint8))
-    if args.cutout:
-        atomic_write_png(args.cutout, seg.cutout(fitted))
-    if args.saliency:
+    files = {}
+    if "--out" in outs:
+        files[outs["--out"]] = encode_png(np.where(seg.mask, 255, 0).astype(np.uint8))
+    if "--cutout" in outs:
+        files[outs["--cutout"]] = encode_png(seg.cutout(fitted))
+    if "--saliency" in outs:
         sal = seg.saliency / (float(seg.saliency.max()) or 1.0)
-        atomic_write_png(args.saliency, (np.clip(sal, 0, 1) * 255 + 0.5).astype(np.uint8))
+        files[outs["--saliency"]] = encode_png((np.clip(sal, 0, 1) * 255 + 0.5).astype(np.uint8))
+    write_files(files)  # all or none
     name = vm.categories[idx] if vm.categories else str(idx)
     report = {"class": name, "class_index": idx, "probability": float(probs[idx]), "area": round(seg.area, 4),
               "bbox": list(seg.bbox) if seg.bbox else None, "size": list(seg.mask.shape),

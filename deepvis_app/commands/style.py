@@ -12,10 +12,25 @@ import time
 from typing import Any
 
 from ..errors import DeepVisError, WeightsMissingError
-from ..fileio import atomic_write_png
+from ..fileio import encode_png
 from ..optimize.style import OPTIMIZERS, style_transfer
-from .common import add_model_args, bar_update, check_output_file, job_bar, model_from_args
+from ..outputs import write_files
+from .common import (
+    add_model_args,
+    bar_update,
+    check_distinct,
+    check_output_file,
+    float_in,
+    job_bar,
+    model_from_args,
+    model_inputs,
+    seed_arg,
+    side_arg,
+    steps_arg,
+)
 from .invert import read_photo
+
+MAX_WEIGHT = 1e9
 
 
 def register(subparsers: Any) -> None:
@@ -27,16 +42,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("style", metavar="STYLE", help="the image whose style is taken")
     p.add_argument("--content-layer", help="content layer (default: the model's; see docs/style.md)")
     p.add_argument("--style-layers", help="comma-separated style layers (default: the model's)")
-    p.add_argument("--style-weight", type=float, default=1e3,
-                   help="weight of the (relative) style loss against the content loss (default: 1000)")
-    p.add_argument("--content-weight", type=float, default=1.0, help="weight of the content loss (default: 1)")
-    p.add_argument("--steps", type=int, default=100, help="budget of function evaluations (default: 100)")
-    p.add_argument("--size", type=int, default=256, help="longest side of the result in pixels (default: 256)")
+    p.add_argument("--style-weight", type=float_in(0.0, MAX_WEIGHT), default=1e3,
+                   help="weight of the (relative) style loss against the content loss, 0..1e9 (default: 1000)")
+    p.add_argument("--content-weight", type=float_in(0.0, MAX_WEIGHT), default=1.0,
+                   help="weight of the content loss, 0..1e9 (default: 1)")
+    p.add_argument("--steps", type=steps_arg, default=100, help="budget of function evaluations (default: 100)")
+    p.add_argument("--size", type=side_arg, default=256, help="longest side of the result in pixels (default: 256)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="lbfgs (default) or adam")
-    p.add_argument("--lr", type=float, help="step size (default: 1 for L-BFGS, 0.02 for Adam)")
+    p.add_argument("--lr", type=float_in(0.0, 10.0, lo_open=True),
+                   help="step size, (0, 10] (default: 1 for L-BFGS, 0.02 for Adam)")
     p.add_argument("--init", choices=("content", "noise"), default="content",
                    help="start from the content photo (default) or from noise")
-    p.add_argument("--seed", type=int, default=0, help="random seed for --init noise (default: 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed for --init noise (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--json", action="store_true", help="print a JSON report to stdout")
@@ -47,14 +64,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, (".png",))
-    if args.steps < 0:
-        raise DeepVisError(f"--steps must be >= 0, got {args.steps}")
-    if args.size < 16:
-        raise DeepVisError(f"--size must be at least 16, got {args.size}")
-    if args.style_weight < 0 or args.content_weight < 0:
-        raise DeepVisError("--style-weight and --content-weight must be >= 0")
-    if args.lr is not None and not args.lr > 0:
-        raise DeepVisError(f"--lr must be > 0, got {args.lr}")
+    check_distinct({"CONTENT": args.content, "STYLE": args.style, **model_inputs(args)}, {"--out": out})
     content, style = read_photo(args.content), read_photo(args.style)
     try:
         vm = model_from_args(args)
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                              size=args.size, optimizer=args.optimizer, lr=args.lr, init=args.init, seed=args.seed,
                              use_cache=not args.no_cache, yield_every=1,
                              on_step=lambda st: bar_update(bar, st.step, st.losses))
-    atomic_write_png(out, res.image)
+    write_files({out: encode_png(res.image)})
     report = {"content": args.content, "style": args.style, "out": str(out), "model": vm.name, "weights": vm.weights,
               "content_layer": res.settings["content_layer"], "style_layers": res.settings["style_layers"],
               "style_weight": args.style_weight, "content_weight": args.content_weight, "optimizer": args.optimizer,

@@ -9,7 +9,8 @@ torchrun init and strided sharding): image i goes to rank i % world. Each rank w
 small npz parts (atomically, `fileio`) into `OUT/.codes-parts/`; a killed run resumes from them (batches
 stay aligned, so the result equals an uninterrupted run) and rank 0 merges them into `OUT/codes.npz`.
 `iter_codes` is the step generator (progress after every batch, abort between batches); `extract_codes`
-runs it to the end with a progress bar.
+runs it to the end with a progress bar. A folder an embedding is written to never feeds a later run (its own
+pictures would be embedded), and `Codes.load` checks every array of a codes file before anything uses it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,15 @@ import torch
 from torch import nn
 
 from ..abort import Abort, aborted
-from ..errors import DeepVisError
+from ..errors import DeepVisError, ParamError
 from ..fileio import atomic_save_npz, atomic_write_json
 
 CODES_FILE = "codes.npz"
 PARTS_DIR = ".codes-parts"
 INPUT_SUFFIX = ":input"
+REPORT_FILE = "embedding.json"
+MAX_THUMB = 256
+Notice = Callable[[str], None] | None  # where a run's notices go (the CLI prints them; None drops them)
 
 
 # ---------------------------------------------------------------- which code
@@ -50,7 +54,8 @@ def classifier_layer(vm: Any) -> str:
         found = [n for n in order if isinstance(modules.get(n), kinds)]
         if found:
             return found[-1]
-    raise DeepVisError(f"{vm.name}: found no Linear or conv classifier; choose a layer with --layer")
+    raise ParamError("layer", f"is needed: {vm.name} has no Linear or conv classifier whose input would be the "
+                              "default code")
 
 
 def resolve_code_layer(vm: Any, layer: str | None) -> str:
@@ -96,10 +101,10 @@ class CodeTap:
         self._handle = None
         self._tap = None
         if not self.layer.endswith(INPUT_SUFFIX):
-            from ..topk.crops import Tap  # thread-aware capture of a layer's output (`name` or `name@k`)
+            from ..probe import Capture  # thread-aware capture of a layer's output (`name` or `name@k`)
 
             example = torch.zeros(1, 3, vm.input_size, vm.input_size, device=vm.device)
-            self._tap = Tap(self.net, [self.layer], example, detach=True, stop=False)
+            self._tap = Capture(self.net, [self.layer], example=example, detach=True)
 
     def __enter__(self) -> CodeTap:
         self._owner = threading.get_ident()
@@ -121,13 +126,13 @@ class CodeTap:
             self._handle.remove()
             self._handle = None
         if self._tap is not None:
-            if self._tap.acts.get(self.layer) is not None:
-                self._raw = self._tap.acts[self.layer]
+            if self._tap.activations.get(self.layer) is not None:
+                self._raw = self._tap.activations[self.layer]
             self._tap.__exit__()
 
     @property
     def code(self) -> torch.Tensor:
-        raw = self._tap.acts.get(self.layer) if self._tap is not None else self._raw
+        raw = self._tap.activations.get(self.layer) if self._tap is not None else self._raw
         if raw is None:
             raw = self._raw
         if raw is None:
@@ -171,26 +176,91 @@ class Codes:
         p = int(self.pred[i])
         return self.categories[p] if 0 <= p < len(self.categories) else str(p)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of a codes file (`save`, `to_bytes`)."""
         arrays = {"paths": np.array(self.paths, dtype=str), "codes": self.codes.astype(np.float32),
                   "pred": self.pred.astype(np.int64), "prob": self.prob.astype(np.float32),
                   "meta": np.array(json.dumps({"layer": self.layer, "bad": self.bad, "settings": self.settings,
                                                "categories": self.categories}))}
         if self.thumbs is not None:
             arrays["thumbs"] = self.thumbs
-        atomic_save_npz(path, **arrays)
+        return arrays
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays())
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_save_npz(path, **self.arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Codes:
+        """A codes file written by `deepvis embed`; anything else (damaged, truncated, crafted: wrong dtypes or
+        shapes, NaN, rows that disagree, classes out of range) is one `DeepVisError` line, never a traceback
+        from later code. Never unpickles."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return cls(paths=[str(p) for p in z["paths"]], codes=z["codes"], pred=z["pred"], prob=z["prob"],
-                           thumbs=z["thumbs"] if "thumbs" in z.files else None, layer=meta["layer"],
-                           categories=list(meta.get("categories", [])), bad=dict(meta.get("bad", {})),
-                           settings=dict(meta.get("settings", {})))
-        except (OSError, ValueError, KeyError) as err:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise DeepVisError(f"codes file not found: {path}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
             raise DeepVisError(f"{path}: not a codes file written by `deepvis embed` ({type(err).__name__})") from None
+        return cls(**_checked(path, arrays))
+
+
+def _checked(path: str | os.PathLike, z: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The fields of a `Codes` from a codes file's arrays, each checked (see `Codes.load`)."""
+
+    def bad(what: str) -> DeepVisError:
+        return DeepVisError(f"{path}: not a usable codes file: {what}")
+
+    missing = [k for k in ("paths", "codes", "pred", "prob", "meta") if k not in z]
+    if missing:
+        raise bad(f"no {', '.join(missing)} array")
+    try:
+        meta = json.loads(str(z["meta"]))
+    except ValueError:
+        raise bad("its meta data is not JSON") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("layer"), str):
+        raise bad("its meta data names no layer")
+    categories, bad_files, settings = meta.get("categories", []), meta.get("bad", {}), meta.get("settings", {})
+    if not (isinstance(categories, list) and all(isinstance(c, str) for c in categories)):
+        raise bad("its class names are not a list of texts")
+    if not (isinstance(bad_files, dict) and all(isinstance(v, str) for v in bad_files.values())):
+        raise bad("its list of unreadable images is damaged")
+    if not isinstance(settings, dict):
+        raise bad("its settings are damaged")
+    paths, codes, pred, prob = z["paths"], z["codes"], z["pred"], z["prob"]
+    if paths.ndim != 1 or paths.dtype.kind != "U":
+        raise bad(f"paths must be a list of texts, got {paths.dtype} {paths.shape}")
+    n = len(paths)
+    if n == 0:
+        raise bad("it holds no images")
+    if codes.dtype.kind not in "fiu" or codes.ndim != 2 or codes.shape[0] != n or codes.shape[1] < 1:
+        raise bad(f"codes must be real numbers [{n} images, D], got {codes.dtype} {codes.shape}")
+    codes = codes.astype(np.float32)
+    if not np.isfinite(codes).all():
+        raise bad("the codes contain NaN or infinity")
+    if pred.dtype.kind not in "iu" or pred.shape != (n,):
+        raise bad(f"pred must be {n} class indices, got {pred.dtype} {pred.shape}")
+    limit = len(categories) if categories else np.iinfo(np.int64).max
+    if n and (int(pred.min()) < 0 or int(pred.max()) >= limit):
+        raise bad(f"a class index is out of range (valid: 0..{limit - 1})")
+    if prob.dtype.kind != "f" or prob.shape != (n,) or not (np.isfinite(prob).all() and (prob >= 0).all()
+                                                            and (prob <= 1).all()):
+        raise bad(f"prob must be {n} probabilities in [0, 1], got {prob.dtype} {prob.shape}")
+    thumbs = z.get("thumbs")
+    if thumbs is not None and (thumbs.dtype != np.uint8 or thumbs.ndim != 4 or thumbs.shape[0] != n
+                               or thumbs.shape[3] != 3 or thumbs.shape[1] != thumbs.shape[2]
+                               or not 1 <= thumbs.shape[1] <= MAX_THUMB):
+        raise bad(f"thumbs must be {n} square RGB uint8 pictures of 1..{MAX_THUMB} px, got {thumbs.dtype} "
+                  f"{thumbs.shape}")
+    return {"paths": [str(p) for p in paths], "codes": codes, "pred": pred.astype(np.int64),
+            "prob": prob.astype(np.float32), "thumbs": thumbs, "layer": meta["layer"], "categories": categories,
+            "bad": {str(k): v for k, v in bad_files.items()}, "settings": settings}
 
 
 @dataclass
@@ -206,15 +276,47 @@ class CodesProgress:
 
 # ---------------------------------------------------------------- extraction
 
-def _image_list(data: str | os.PathLike | Sequence[str]) -> list[str]:
-    from ..topk.scan import list_images
+def is_embed_folder(folder: str | os.PathLike) -> bool:
+    """A folder `deepvis embed` wrote (finished or interrupted): its report, codes or parts are there."""
+    p = Path(folder)
+    return (p / REPORT_FILE).is_file() or (p / CODES_FILE).is_file() or (p / PARTS_DIR).is_dir()
 
-    if isinstance(data, str | os.PathLike):
-        return list_images(data)
-    paths = [os.path.abspath(str(p)) for p in data]
-    if not paths:
-        raise DeepVisError("no images given")
-    return paths
+
+def image_list(data: str | os.PathLike | Sequence[str], out: Path | None = None) -> list[str]:
+    """The images of DATA, leaving out `out` and every other embedding folder below a DATA folder (an output
+    inside the data must not feed the next run: `deepvis embed photos --out photos/map`)."""
+    from ..topk.images import list_images
+
+    if not isinstance(data, str | os.PathLike):
+        paths = [os.path.abspath(str(p)) for p in data]
+        if not paths:
+            raise DeepVisError("no images given")
+        return paths
+    paths = list_images(data)
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        return paths
+    top = os.path.realpath(root)
+    skip = os.path.realpath(out) if out is not None else None
+    if skip == top:
+        raise ParamError("out", f"{out} is the data folder: the run's own pictures would be embedded by the next "
+                                "one; choose a folder beside or below it")
+    verdicts: dict[str, bool] = {}
+
+    def excluded(path: str) -> bool:
+        folder = os.path.dirname(os.path.realpath(path))
+        while folder.startswith(top + os.sep):
+            if folder not in verdicts:
+                verdicts[folder] = folder == skip or is_embed_folder(folder)
+            if verdicts[folder]:
+                return True
+            folder = os.path.dirname(folder)
+        return False
+
+    kept = [p for p in paths if not excluded(p)]
+    if not kept:
+        raise DeepVisError(f"no images found under {top} outside embedding output folders")
+    return kept
 
 
 def _thumbs(batch: np.ndarray, t: int) -> np.ndarray:
@@ -231,14 +333,14 @@ def _read_parts(parts: Path) -> list[dict[str, np.ndarray]]:
             with np.load(p, allow_pickle=False) as z:
                 out.append({k: z[k] for k in z.files})
         except (OSError, ValueError) as err:
-            raise DeepVisError(f"--resume: cannot read {p} ({type(err).__name__}); run without --resume") from None
+            raise ParamError("resume", f"cannot read {p} ({type(err).__name__}); start again without it") from None
     return out
 
 
 def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.PathLike | None = None, *,
                layer: str | None = None, batch_size: int = 32, workers: int | None = None, resume: bool = False,
                thumb: int = 32, checkpoint_every: int = 4, dist: Any = None, abort: Abort = None,
-               stop_after_batches: int | None = None) -> Iterator[CodesProgress]:
+               stop_after_batches: int | None = None, on_notice: Notice = None) -> Iterator[CodesProgress]:
     """Extract codes of DATA (folder, list file, or a list of paths) with `vm`, yielding progress per batch.
 
     out: a directory; finished batches are kept in `out/.codes-parts` (every `checkpoint_every` batches and on
@@ -247,15 +349,19 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
     between batches; the generator then ends without a result (parts kept for `resume`). thumb: side of the
     stored thumbnails (0: none). stop_after_batches: raise KeyboardInterrupt after that many (tests).
     """
-    from ..topk.scan import Dist, image_batches
+    from ..topk.distributed import Dist
+    from ..topk.images import image_batches
 
     dist = dist or Dist()
+    notice = on_notice or (lambda _text: None)
     if batch_size < 1:
-        raise DeepVisError("--batch-size must be at least 1")
-    if not 0 <= thumb <= 256:
-        raise DeepVisError("--thumb-size must be between 0 and 256")
+        raise ParamError("batch_size", f"must be at least 1, got {batch_size}")
+    if not 0 <= thumb <= MAX_THUMB:
+        raise ParamError("thumb", f"must be between 0 and {MAX_THUMB} pixels, got {thumb}")
+    if checkpoint_every < 1:
+        raise ParamError("checkpoint_every", f"must be at least 1, got {checkpoint_every}")
     code_layer = resolve_code_layer(vm, layer)
-    paths = _image_list(data)
+    paths = image_list(data, Path(out).expanduser() if out is not None else None)
     config = {"files": hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest(), "model": vm.name,
               "weights": str(vm.weights), "layer": code_layer, "input_size": vm.input_size,
               "crop": vm.preprocess.crop, "thumb": thumb}
@@ -263,9 +369,9 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
     if out is not None:
         out = Path(out).expanduser()
         if out.exists() and not out.is_dir():
-            raise DeepVisError(f"--out {out} exists and is not a directory")
+            raise ParamError("out", f"{out} exists and is not a folder")
         if not out.parent.is_dir():
-            raise DeepVisError(f"--out {out}: the folder {out.parent} does not exist")
+            raise ParamError("out", f"{out}: the folder {out.parent} does not exist")
         parts_dir = out / PARTS_DIR
         if dist.rank == 0:
             out.mkdir(exist_ok=True)
@@ -277,15 +383,14 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
                     old = None
                 if old != config:
                     diff = [k for k in config if not isinstance(old, dict) or old.get(k) != config[k]]
-                    raise DeepVisError(f"--resume: the interrupted run in {out} used a different "
-                                       f"{', '.join(diff) or 'configuration'}; run without --resume")
+                    raise ParamError("resume", f"cannot continue the run in {out}: it used a different "
+                                               f"{', '.join(diff) or 'configuration'}; start again without it")
             elif parts_dir.exists():
                 if any(parts_dir.glob("part-*.npz")):
-                    print(f"deepvis: discarding the interrupted extraction in {parts_dir} (use --resume to "
-                          "continue it)", file=sys.stderr)
+                    notice(f"discarding the interrupted extraction in {parts_dir} (a resumed run would continue it)")
                 shutil.rmtree(parts_dir)
             elif resume:
-                print(f"deepvis: nothing to resume in {out}; extracting from the start", file=sys.stderr)
+                notice(f"nothing to resume in {out}; extracting from the start")
             parts_dir.mkdir(exist_ok=True)
             for tmp in parts_dir.glob(".*.tmp"):  # a killed write's temp file is never read, only removed
                 tmp.unlink(missing_ok=True)
@@ -313,9 +418,9 @@ def iter_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.P
         first = int(min(np.concatenate([merged["ids"], merged["bad_ids"]])))
         atomic_save_npz(parts_dir / f"part-r{dist.rank}-{first:09d}.npz", **merged)
         buffered.clear()
-        from ..topk.store import _kill_point
+        from ..topk.store import kill_point
 
-        _kill_point("embed-codes")
+        kill_point("embed-codes")
 
     yield CodesProgress(ndone, mine_total)
     batches = 0
@@ -389,8 +494,8 @@ def _assemble(vm: Any, paths: list[str], records: list[dict[str, np.ndarray]], l
     np.add.at(seen, bad_ids, 1)
     if (seen != 1).any():
         missing = int((seen == 0).sum())
-        raise DeepVisError(f"{missing} images have no code after the run (under torchrun, --out must be on a "
-                           "file system all ranks share)")
+        raise DeepVisError(f"{missing} images have no code after the run (under torchrun, the output folder must "
+                           "be on a file system all ranks share)")
     if len(ids) == 0:
         raise DeepVisError("no image could be read, so there are no codes")
     order = np.argsort(ids, kind="stable")
@@ -405,7 +510,8 @@ def _assemble(vm: Any, paths: list[str], records: list[dict[str, np.ndarray]], l
 def extract_codes(vm: Any, data: str | os.PathLike | Sequence[str], out: str | os.PathLike | None = None, *,
                   progress: bool = True, **kw: Any) -> Codes | None:
     """`iter_codes` to the end with a tqdm bar on stderr (rank 0); returns the Codes (None on other ranks)."""
-    from ..topk.scan import Dist, Progress
+    from ..topk.distributed import Dist
+    from ..topk.images import Progress
 
     dist = kw.get("dist") or Dist()
     bar = None

@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DeepVisError
-from ..fileio import atomic_save_npz
+from ..errors import DeepVisError, ParamError
+from ..fileio import atomic_write_bytes
 
 METHODS = ("tsne", "umap")
 UMAP_HINT = "UMAP is optional: install it with pip install 'deepvis[umap]' (or pip install umap-learn)"
@@ -81,7 +82,7 @@ class EmbeddingMap:
         """Lay out `codes` [N, D] in 2-D. t-SNE's perplexity is capped at (N - 1) / 3 (its neighbour count must
         fit in the set); the value used is in `settings`. UMAP uses n_neighbors / min_dist."""
         if method not in METHODS:
-            raise DeepVisError(f"unknown --method {method!r}; use tsne or umap")
+            raise ParamError("method", f"{method!r} is unknown; use tsne or umap")
         codes = np.asarray(codes, dtype=np.float32)
         if codes.ndim != 2:
             raise DeepVisError(f"codes must be a 2-D array [N, D], got shape {codes.shape}")
@@ -90,10 +91,15 @@ class EmbeddingMap:
             raise DeepVisError(f"a map needs at least 5 images, got {n}")
         if not np.isfinite(codes).all():
             raise DeepVisError("the codes contain NaN or infinity")
-        if not perplexity > 0:
-            raise DeepVisError(f"--perplexity must be positive, got {perplexity}")
+        if not (perplexity > 0 and np.isfinite(perplexity)):
+            raise ParamError("perplexity", f"must be a finite number above 0, got {perplexity}")
+        if not 0 <= seed < 2**32:
+            raise ParamError("seed", f"must be between 0 and 2^32 - 1, got {seed}")
         t0 = time.perf_counter()
         units = unit_rows(codes)
+        if float(np.ptp(units, axis=0).max()) == 0.0:
+            raise DeepVisError(f"the codes of all {n} images point the same way (all zero: a dead layer?), so "
+                               "there is nothing to lay out; choose another layer")
         mean, comps = _pca(units, pca_dims)
         x = (units - mean) @ comps.T
         # Threads pay off only for large maps (for a few hundred points their start-up cost dominates).
@@ -169,8 +175,16 @@ class EmbeddingMap:
 
     # ------------------------------------------------------------ files
 
+    def to_bytes(self, **extra: np.ndarray) -> bytes:
+        """The map file's bytes (`save`); `extra` arrays are stored beside xy and settings."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, xy=self.xy, settings=np.array(json.dumps(self.settings)), **extra)
+        return buf.getvalue()
+
     def save(self, path: str | os.PathLike, **extra: np.ndarray) -> None:
-        atomic_save_npz(path, xy=self.xy, settings=np.array(json.dumps(self.settings)), **extra)
+        atomic_write_bytes(path, self.to_bytes(**extra))
 
     @classmethod
     def load(cls, path: str | os.PathLike, codes: np.ndarray | None = None) -> EmbeddingMap:
@@ -184,8 +198,13 @@ class EmbeddingMap:
         try:
             with np.load(map_file, allow_pickle=False) as z:
                 xy, settings = z["xy"], json.loads(str(z["settings"]))
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DeepVisError(f"{map_file}: not a map written by `deepvis embed` ({type(err).__name__})") from None
+        if xy.dtype.kind != "f" or xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
+            raise DeepVisError(f"{map_file}: not a usable map: positions must be finite [N, 2], got {xy.dtype} "
+                               f"{xy.shape}")
+        if not isinstance(settings, dict):
+            raise DeepVisError(f"{map_file}: not a usable map: its settings are damaged")
         if codes is None:
             codes = Codes.load(folder / CODES_FILE).codes
         if len(codes) != len(xy):

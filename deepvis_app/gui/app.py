@@ -11,23 +11,27 @@ import os
 import sys
 import time
 
-from ..errors import DeepVisError
+from ..errors import DeepVisError, ParamError
 
 
 def prepare(args: argparse.Namespace):
     """Model, opened source, initial request and notices from the CLI args (no Qt yet)."""
     from ..commands.common import model_from_args
-    from ..commands.run import request_from_args
+    from ..commands.live_args import request_from_args
     from ..devices import hand_threads_to_worker
     from ..pipeline import Unit, validate_request
     from ..sources import open_source
 
     exit_after = getattr(args, "exit_after", None)
     if exit_after is not None and not (exit_after >= 0):  # also catches nan
-        raise DeepVisError(f"--exit-after must be a number of seconds >= 0, not {exit_after}")
+        raise ParamError("exit_after", f"must be a number of seconds >= 0, not {exit_after}")
     args.worker_threads = hand_threads_to_worker()  # before the main thread runs any torch op
     if getattr(args, "select", None) and not getattr(args, "layer", None):
         args.layer = Unit.parse(args.select).layer  # --select LAYER:UNIT shows that layer
+    if getattr(args, "record", None):  # a bad --record path is one line before anything loads
+        from ..commands.common import check_output_file
+
+        check_output_file(args.record, (".mp4",), "--record")
     model = model_from_args(args)
     request = request_from_args(args, model.default_layer)
     validate_request(model, request)
@@ -69,6 +73,8 @@ def main_gui(args: argparse.Namespace) -> int:
         key_filter = KeyFilter(window)
         app.installEventFilter(key_filter)
         window.show()
+        if getattr(args, "record", None):
+            window.feature("record").start(args.record)
     except BaseException:
         source.close()
         raise

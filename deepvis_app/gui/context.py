@@ -1,5 +1,9 @@
 """What every feature controller gets: the app state, the events between features, the live session, the job
-runner, and a way to tell the user something. Features hold this and nothing of each other."""
+runner, and a way to tell the user something. Features hold this and nothing of each other.
+
+Facts about the model (channels of a layer, the class layer, its title) are the model's own: features ask
+`ctx.vm` (`vm.channels(layer)`, `vm.is_class_layer(layer)`, `vm.class_layer`, `vm.title`); the shown layer and
+the selected unit are the state's (`ctx.state.layer`, `ctx.state.unit`)."""
 
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ class AppContext(QObject):
 
     @property
     def vm(self) -> VisModel:
-        """The model the live worker runs."""
+        """The model the live worker runs (owned by the live session; a switch is announced on
+        `live.model_changed`)."""
         return self.live.vm
 
     def notify(self, text: str, level: str = "info", seconds: float = 0.0) -> None:
@@ -58,31 +63,3 @@ class AppContext(QObject):
     def message_texts(self, last: int | None = None) -> list[str]:
         texts = [m.text for m in self.messages]
         return texts if last is None else texts[-last:]
-
-    # -- model facts every feature asks for
-    def model_title(self) -> str:
-        """The model's title as users should read it: "random weights" instead of the weights it was trained on."""
-        vm = self.vm
-        title = vm.spec.title
-        if str(vm.weights) == "random":
-            base = title.split(" (")[0] if title.endswith(")") else title
-            return f"{base} (random weights)"
-        return title
-
-    def channels(self, layer: str) -> int:
-        shape = self.vm.info(layer).shape
-        if not shape:
-            return 1
-        return shape[0] if len(shape) != 2 else shape[1]
-
-    def is_class_layer(self, layer: str) -> bool:
-        vm = self.vm
-        shape = vm.info(layer).shape
-        return len(shape) == 1 and shape[0] == len(vm.categories) and shape[0] > 0
-
-    def class_layer(self) -> str | None:
-        """The layer whose units are the classes (the logits), if the model has one."""
-        for name in reversed(self.vm.layers):
-            if self.is_class_layer(name):
-                return name
-        return None

@@ -5,7 +5,12 @@ FrameResult through `WorkerBridge.result` (queued to the GUI thread); the sessio
 emits `painted` from a display-rate timer, so surplus results coalesce. Results made for an older request (or
 another model) are dropped. The request is derived from the app state (`state.view_request`) on every change;
 sending it to the worker is coalesced (a lone click goes out on the next event-loop turn, a held arrow key once
-per `REQUEST_COALESCE_MS`).
+per `REQUEST_COALESCE_MS`). Whether a state change needs a new request is derived, never listed: the new request
+is compared with the last one (ids aside); equal means the change only alters the drawing, and it repaints.
+
+The session owns what is loaded and opened: the VisModel (`vm`), the source, and the private model copies that
+background jobs use (one per job slot, `model_copy_loader`), all freed when the model changes. A model switch is
+announced once, on `model_changed`, after the state was moved to the new model's default layer.
 """
 
 from __future__ import annotations
@@ -18,25 +23,23 @@ from dataclasses import replace
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from ..pipeline import Capture, FrameResult, InferenceWorker, LatestSlot
+from ..pipeline import CaptureThread, FrameResult, InferenceWorker, LatestSlot
 from ..sources import FrameSource
 from ..state import AppState, view_request
-from ..zoo import VisModel, load_model
+from ..values import Unit
+from ..zoo import VisModel
 from .bridge import WorkerBridge
 from .sources_gui import FreezableSource
 
 PAINT_MS = 16  # display timer (~60 Hz); paints only when a new result arrived
 REQUEST_COALESCE_MS = 25  # request changes are sent at most this often
-# Fields of the state that only change how a result is drawn: no new request, just a repaint.
-DISPLAY_ONLY = {"colormap", "backprop_crop", "unit_frozen", "camera_frozen", "store", "pattern_mode",
-                "pattern_folder", "source", "mirror", "model", "weights"}
 
 
 class LiveSession(QObject):
-    """Capture -> worker -> newest result -> `painted` (GUI thread). One owner of the pipeline's threads."""
+    """Capture thread -> worker -> newest result -> `painted` (GUI thread). One owner of the pipeline's threads."""
 
     painted = Signal(object)  # FrameResult, when a new one (or a repaint) is to be drawn
-    model_changed = Signal(object)  # VisModel, after the worker got it
+    model_changed = Signal(object)  # VisModel: THE announcement of a model switch (the worker has it already)
     source_changed = Signal(object)  # FreezableSource
     status = Signal(str, str)  # (message, level) from the capture (source lost / reconnected) or the worker
     stats_changed = Signal(dict)  # smoothed rates, once a second
@@ -64,14 +67,18 @@ class LiveSession(QObject):
         self._last_flush = 0.0
         self._closing = False
         self.frames_before = 0  # frames read by captures that were replaced
-        self._copies: dict[tuple, VisModel] = {}  # private model copies kept per job slot
+        self._copies: dict[str, VisModel] = {}  # job slot -> its private copy of `vm`
         self._copies_lock = threading.Lock()
+        self._generation = 0  # bumped on every model switch: copies of an older model are never kept
+        self._switching = False  # set_model moves the state; the request goes out with the model
 
-        self.request = view_request(state, request_id=0, default_layer=model.default_layer)
+        if not state.layer:
+            state.layer = model.default_layer  # a window started without a layer shows the model's default
+        self.request = view_request(state, request_id=0)
         self.slot = LatestSlot()
         self.worker = InferenceWorker(model, self.slot, self.bridge.publish, request=self.request,
                                       on_error=self.bridge.on_error, threads=worker_threads)
-        self.capture: Capture | None = None
+        self.capture: CaptureThread | None = None
         self.source: FreezableSource | None = None
         state.events.all.connect(self._on_state)
 
@@ -93,25 +100,19 @@ class LiveSession(QObject):
         self._stats_timer.start(1000)
 
     # ------------------------------------------------------------------ request
-    @property
-    def layer(self) -> str:
-        """The shown layer ("" in the state means the model's default layer)."""
-        return self.state.layer or self.vm.default_layer
-
     def _on_state(self, info) -> None:
         name = info.signal.name
         if name == "mirror" and self.capture is not None:
             self.capture.mirror = self.state.mirror
         if name == "camera_frozen" and self.source is not None:
             self.source.frozen = self.state.camera_frozen
-        if name in DISPLAY_ONLY:
-            self.repaint()
-            return
-        self.refresh_request()
+        if not self._switching:
+            self.refresh_request()
 
     def refresh_request(self) -> None:
-        """Derive the request from the state; when it differs, give it a new id and schedule sending it."""
-        new = view_request(self.state, request_id=self.request.request_id, default_layer=self.vm.default_layer)
+        """Derive the request from the state; when it differs (ids aside), give it a new id and schedule sending
+        it; when it does not, the change was only about drawing: repaint."""
+        new = view_request(self.state, request_id=self.request.request_id)
         if new == self.request:
             self.repaint()  # e.g. activation <-> overlay: same request, another drawing
             return
@@ -130,10 +131,15 @@ class LiveSession(QObject):
 
     # ------------------------------------------------------------------ results and painting
     def on_result(self, result: FrameResult) -> None:
-        """Keep `result` as the newest unless it was made for a request or model the user already left."""
+        """Keep `result` as the newest unless it was made for a request or model the user already left. The first
+        result of a layer while no unit is chosen (start, model switch) selects the layer's strongest unit."""
         if result.request_id < self.request.request_id or result.model != self.vm.name or self._closing:
             return
         self.latest = result
+        if self.state.unit is None and result.unit is None and result.layer == self.state.layer:
+            maxima = result.grid.channel_max[:self.vm.channels(result.layer)]
+            if len(maxima):
+                self.state.unit = Unit(result.layer, int(maxima.argmax()))
 
     def repaint(self) -> None:
         """Draw the newest result again (a display-only choice changed)."""
@@ -174,16 +180,20 @@ class LiveSession(QObject):
 
     # ------------------------------------------------------------------ model and source
     def set_model(self, vm: VisModel) -> None:
-        """Hand a loaded model to the worker with a request for its default layer (swapped atomically)."""
+        """Make a loaded model the live one: the old model's job copies are freed, the state moves to the new
+        model's default layer (features hear those fields change, reading the new `vm`), the worker gets model
+        and request together, then `model_changed` announces the switch."""
         self.vm = vm
         self.latest = None
-        with self.state.events.all.blocked():
-            self.state.update(model=vm.name, weights=str(vm.weights), layer="", unit=None, unit_frozen=False,
-                              backprop_blocked=None)
-        self.request = view_request(self.state, request_id=self.request.request_id + 1,
-                                    default_layer=vm.default_layer)
+        self.free_model_copies()
+        self._switching = True
+        try:
+            self.state.update(layer=vm.default_layer, unit=None, unit_frozen=False, backprop_blocked=None)
+        finally:
+            self._switching = False
+        self.request = view_request(self.state, request_id=self.request.request_id + 1)
         self.worker.set_model(vm, self.request)
-        self.state.events.model.emit(vm.name, "")  # subscribers redraw for the new model
+        self.repaint()
         self.model_changed.emit(vm)
 
     def set_source(self, source: FrameSource) -> None:
@@ -198,36 +208,47 @@ class LiveSession(QObject):
             self.frames_before += old.frames_read
             old.stop()
         self.source = wrapped
-        self.capture = Capture(wrapped, slot, fps=self.fps, mirror=self.state.mirror,
-                               on_status=self.bridge.on_status)
+        self.capture = CaptureThread(wrapped, slot, fps=self.fps, mirror=self.state.mirror,
+                                     on_status=self.bridge.on_status)
         self.capture.start()
-        self.state.source = wrapped.name
         self.source_changed.emit(wrapped)
 
     @property
     def frames_read(self) -> int:
         return self.frames_before + (self.capture.frames_read if self.capture is not None else 0)
 
-    def model_copy_loader(self, slot: str | None = None) -> Callable[[], VisModel]:
-        """A function that loads a private copy of the current model (jobs never share the live worker's).
-        With a `slot`, the copy is loaded once and kept for later jobs of that slot (live tools that run a few
-        steps per frame); jobs of one slot never overlap (`Jobs`), so the copy is used by one thread at a time."""
-        spec = self.vm.spec.path or self.vm.name
-        weights, device = self.vm.weights, self.device_arg
-        key = (slot, self.vm.name, str(weights))
+    def model_copy_loader(self, slot: str) -> Callable[[], VisModel]:
+        """A function for a job of `slot` that returns the slot's private copy of the current model (jobs never
+        touch the live worker's). The copy is loaded on first use, in the job's thread, and kept for the slot's
+        later jobs; jobs of one slot never overlap (`Jobs`), so one thread at a time uses it. Pass the job's own
+        slot: two slots never share a copy. After a model switch the copies are freed (`free_model_copies`); a
+        job of the old model still running loads a copy of its own that is not kept."""
+        source, device, generation = self.vm, self.device_arg, self._generation
 
         def load() -> VisModel:
-            if slot is None:
-                return load_model(spec, weights=weights, device=device)
             with self._copies_lock:
-                vm = self._copies.get(key)
-                if vm is None:
-                    for old in [k for k in self._copies if k[0] == slot]:
-                        del self._copies[old]  # another model's copy for this slot: free it
-                    vm = self._copies[key] = load_model(spec, weights=weights, device=device)
+                vm = self._copies.get(slot) if generation == self._generation else None
+            if vm is not None:
                 return vm
+            vm = source.reload(device=device)  # same spec, weights, labels and head size as the live model
+            with self._copies_lock:
+                if generation == self._generation:
+                    self._copies[slot] = vm
+            return vm
 
         return load
+
+    @property
+    def model_copies(self) -> dict[str, VisModel]:
+        """The kept copies by job slot (a snapshot)."""
+        with self._copies_lock:
+            return dict(self._copies)
+
+    def free_model_copies(self) -> None:
+        """Drop every kept copy (a job still using one keeps it until the job ends)."""
+        with self._copies_lock:
+            self._copies.clear()
+            self._generation += 1
 
     # ------------------------------------------------------------------ messages from the threads
     def _on_capture_status(self, message: str) -> None:

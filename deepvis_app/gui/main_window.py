@@ -10,16 +10,17 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QVBoxLayout, QWidget
 
-from ..pipeline import ViewRequest
 from ..sources import FrameSource
 from ..state import state_from_request
+from ..values import ViewRequest
 from ..zoo import VisModel
 from .context import AppContext
-from .feature import MENUS, Feature, Panel
+from .feature import MENUS, TOOLS, Feature, Panel
 from .features import FEATURES
 from .keyfilter import KeyFilter
 from .live import LiveSession
 from .widgets.banner import Banner
+from .widgets.scroll import FitScroll
 from .widgets.style import STYLE
 from .window_layout import LayoutKeeper
 
@@ -38,8 +39,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
         self.settings = settings if settings is not None else QSettings("DeepVis", "deepvis")
-        self.state = state_from_request(request if request.layer else request.with_changes(
-            layer=model.default_layer), model=model.name, weights=str(model.weights))
+        self.state = state_from_request(request)
         self.state.update(mirror=mirror, store=store)
         self.live = LiveSession(self.state, model, fps=fps, device=device, worker_threads=worker_threads,
                                 parent=self)
@@ -53,6 +53,8 @@ class MainWindow(QMainWindow):
             self.features[cls.name] = cls(ctx)
         ctx.features = list(self.features.values())
         self.docks: dict[str, QDockWidget] = {}
+        self.pinned: set[str] = set()  # dock keys never covered by a tool (Predictions)
+        self.tools: list[str] = []  # the tool docks, in one tab group
         self._place_panels()
         self.menus = self._build_menus()
         for feature in ctx.features:
@@ -60,10 +62,10 @@ class MainWindow(QMainWindow):
             for widget in feature.status_widgets():
                 self.statusBar().addPermanentWidget(widget)
         self._keys = {k: key.handler for f in ctx.features for key in f.keys() for k in key.keys}
-        self.state.events.model.connect(self._title)
-        self.state.events.source.connect(self._title)
+        self.live.model_changed.connect(self._title)
+        self.live.source_changed.connect(self._title)
         self.live.start(source)
-        self.layout_keeper = LayoutKeeper(self, self.settings, self.docks)
+        self.layout_keeper = LayoutKeeper(self, self.settings, self.docks, arrange=self.arrange_docks)
         self.layout_keeper.restore()
         for note in notices or []:
             ctx.notify(note, "info")
@@ -87,9 +89,14 @@ class MainWindow(QMainWindow):
             elif p.area in AREAS:
                 dock = QDockWidget(p.title, self)
                 dock.setObjectName(f"dock_{p.key}")
-                dock.setWidget(p.widget)
+                if p.pinned:
+                    self.pinned.add(p.key)
+                tool = p.tab_with == TOOLS or p.tab_with in self.pinned
+                dock.setWidget(FitScroll(p.widget) if tool else p.widget)
                 self.addDockWidget(AREAS[p.area], dock)
-                if p.tab_with in self.docks:
+                if tool:
+                    self._join_tools(p.key, dock, AREAS[p.area])
+                elif p.tab_with in self.docks:
                     self.tabifyDockWidget(self.docks[p.tab_with], dock)
                 dock.setVisible(p.visible)
                 self.docks[p.key] = dock
@@ -99,14 +106,33 @@ class MainWindow(QMainWindow):
         for p in panels:
             if p.area.startswith("in:"):
                 hosts[p.area[3:]].add_section(p.widget, **p.place)
-        left = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == AREAS["left"]]
-        right = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == AREAS["right"]]
+
+    def arrange_docks(self) -> None:
+        """The default dock sizes, in proportion to the window (called once it has its size): the grid keeps
+        about 40% of the width on a small screen as on a big one."""
+        w, h = max(self.width(), 640), max(self.height(), 480)
+        left = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == AREAS["left"] and not d.isHidden()]
+        right = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == AREAS["right"] and not d.isHidden()]
         if len(left) >= 2:
-            self.resizeDocks(left[:2], [300, 400], Qt.Orientation.Vertical)
+            top = min(300, int(h * 0.4))
+            self.resizeDocks(left[:2], [top, h - top], Qt.Orientation.Vertical)
         if len(right) >= 2:
-            self.resizeDocks(right[:2], [580, 240], Qt.Orientation.Vertical)
+            low = min(240, max(170, int(h * 0.26)))
+            self.resizeDocks(right[:2], [h - low, low], Qt.Orientation.Vertical)
         if left and right:
-            self.resizeDocks([left[0], right[0]], [290, 600], Qt.Orientation.Horizontal)
+            self.resizeDocks([left[0], right[0]], [min(290, int(w * 0.19)), min(600, int(w * 0.4))],
+                             Qt.Orientation.Horizontal)
+
+    def _join_tools(self, key: str, dock: QDockWidget, area: Qt.DockWidgetArea) -> None:
+        """A tool's dock goes to the tool group: the first one under the column's main dock (above its pinned
+        one), the others as tabs with it."""
+        if self.tools:
+            self.tabifyDockWidget(self.docks[self.tools[0]], dock)
+        else:
+            column = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == area and k not in self.pinned]
+            if column:
+                self.splitDockWidget(column[-1], dock, Qt.Orientation.Vertical)
+        self.tools.append(key)
 
     def _build_menus(self) -> dict:
         bar = self.menuBar()
@@ -135,15 +161,24 @@ class MainWindow(QMainWindow):
 
     def _raise_dock(self, key: str) -> None:
         dock = self.docks.get(key)
-        if dock is not None:
-            dock.show()
-            dock.raise_()
-            # a tool opened from the menu gets room: about half of its column's height
-            self.resizeDocks([dock], [int(self.height() * 0.5)], Qt.Orientation.Vertical)
+        if dock is None:
+            return
+        dock.show()
+        dock.raise_()
+        # a tool opened from the menu gets room (about 45% of its column), taken from the main dock above it;
+        # a pinned dock below keeps what its content needs (Predictions: the top 5 and a short plot)
+        area = self.dockWidgetArea(dock)
+        pinned = [self.docks[k] for k in self.pinned if self.dockWidgetArea(self.docks[k]) == area
+                  and self.docks[k].isVisible()]
+        docks, sizes = [dock], [int(self.height() * 0.45)]
+        for pin in pinned:
+            docks.append(pin)
+            sizes.append(max(pin.minimumSizeHint().height(), min(pin.sizeHint().height(), 200)))
+        self.resizeDocks(docks, sizes, Qt.Orientation.Vertical)
 
     def _title(self, *_args) -> None:
         src = self.live.source.name if self.live.source is not None else "no source"
-        self.setWindowTitle(f"DeepVis - {self.ctx.model_title()} - {src}")
+        self.setWindowTitle(f"DeepVis - {self.ctx.vm.title} - {src}")
 
     def _show_message(self, text: str, level: str, seconds: float) -> None:
         self.banner.show_message(text, level, seconds or None)

@@ -4,10 +4,13 @@ default layout (tool panels hidden again)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 DEFAULT_SIZE = (1500, 920)
+STATE_VERSION = 2  # 2: tools in their own tab group (a layout saved with tools tabbed over Predictions is not used)
 
 
 def fit_to_screen(window: QMainWindow) -> None:
@@ -20,10 +23,14 @@ def fit_to_screen(window: QMainWindow) -> None:
 
 
 class LayoutKeeper:
-    def __init__(self, window: QMainWindow, settings: QSettings, docks: dict[str, QDockWidget]) -> None:
+    def __init__(self, window: QMainWindow, settings: QSettings, docks: dict[str, QDockWidget],
+                 arrange: Callable[[], None] | None = None) -> None:
         self.window, self.settings, self.docks = window, settings, docks
+        self.arrange = arrange  # the window's default dock sizes for its size now
         fit_to_screen(window)
-        self.default_state = window.saveState()
+        if arrange is not None:
+            arrange()
+        self.default_state = window.saveState(STATE_VERSION)
         self.default_visible = {key: not dock.isHidden() for key, dock in docks.items()}
 
     def restore(self) -> None:
@@ -36,15 +43,17 @@ class LayoutKeeper:
             w.restoreGeometry(geometry)
             if screen is not None and (w.width() > screen.width() or w.height() > screen.height()):
                 fit_to_screen(w)  # saved on a bigger screen: start from the default layout
+                if self.arrange is not None:
+                    self.arrange()
                 return
         if state is not None:
-            w.restoreState(state)
+            w.restoreState(state, STATE_VERSION)  # refuses a state saved by an older layout
 
     def save(self) -> None:
         self.settings.setValue("window/geometry", self.window.saveGeometry())
-        self.settings.setValue("window/state", self.window.saveState())
+        self.settings.setValue("window/state", self.window.saveState(STATE_VERSION))
 
     def reset(self) -> None:
-        self.window.restoreState(self.default_state)
+        self.window.restoreState(self.default_state, STATE_VERSION)
         for key, dock in self.docks.items():
             dock.setVisible(self.default_visible.get(key, True))

@@ -15,6 +15,7 @@ zoom video (each frame dreamed from the zoomed previous one).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DeepVisError
+from ..errors import ParamError
 from .imagejob import (
     Abort,
     ImageStep,
@@ -60,17 +61,19 @@ def dream_objective(act: torch.Tensor) -> torch.Tensor:
     return 0.5 * act.pow(2).sum()
 
 
-def _check(octaves: int, octave_scale: float, steps: int, lr: float, jitter: int) -> None:
+def _check(octaves: int, octave_scale: float, steps: int, lr: float, jitter: int, seed: int) -> None:
     if octaves < 1:
-        raise DeepVisError(f"octaves must be >= 1, got {octaves}")
-    if not octave_scale > 1.0:
-        raise DeepVisError(f"octave scale must be > 1, got {octave_scale}")
+        raise ParamError("octaves", f"must be >= 1, got {octaves}")
+    if not (octave_scale > 1.0 and math.isfinite(octave_scale)):
+        raise ParamError("octave_scale", f"must be a finite number > 1, got {octave_scale}")
     if steps < 0:
-        raise DeepVisError(f"steps must be >= 0, got {steps}")
-    if not lr > 0:
-        raise DeepVisError(f"step size must be > 0, got {lr}")
+        raise ParamError("steps", f"must be >= 0, got {steps}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ParamError("lr", f"(the step size) must be a finite number > 0, got {lr}")
     if jitter < 0:
-        raise DeepVisError(f"jitter must be >= 0, got {jitter}")
+        raise ParamError("jitter", f"must be >= 0, got {jitter}")
+    if not 0 <= seed < 2**63:
+        raise ParamError("seed", f"must be between 0 and 2^63 - 1, got {seed}")
 
 
 def octave_sizes(h: int, w: int, octaves: int, scale: float, smallest: int = 16) -> list[tuple[int, int]]:
@@ -95,7 +98,7 @@ def iter_dream(net: Any, image: np.ndarray, layer: str, *, octaves: int = 4, oct
     roll in pixels. Yields an `ImageStep` (losses: {"objective": mean a^2 at the layer}) with the image at full size
     every `yield_every` steps, and a last one with `done=True` and a `DreamResult`; `abort` ends it between steps."""
     image = check_rgb(image)
-    _check(octaves, octave_scale, steps, lr, jitter)
+    _check(octaves, octave_scale, steps, lr, jitter, seed)
     m = model_parts(net, mean, std, device, cache_id)
     settings = {"layer": layer, "octaves": octaves, "octave_scale": octave_scale, "steps": steps, "lr": lr,
                 "jitter": jitter, "seed": seed}
@@ -173,7 +176,7 @@ def dream_frame(net: Any, frame: np.ndarray, layer: str, *, steps: int = 2, lr: 
     a steady camera the dream builds up over frames while moving things stay close to the live picture."""
     frame = check_rgb(frame, "frame")
     if not 0.0 <= carry < 1.0:
-        raise DeepVisError(f"carry must be in [0, 1), got {carry}")
+        raise ParamError("carry", f"must be in [0, 1), got {carry}")
     start = frame
     if previous is not None and carry > 0 and previous.shape == frame.shape:
         start = cv2.addWeighted(previous, carry, frame, 1.0 - carry, 0.0)
@@ -184,8 +187,8 @@ def dream_frame(net: Any, frame: np.ndarray, layer: str, *, steps: int = 2, lr: 
 
 def zoom_image(rgb: np.ndarray, zoom: float) -> np.ndarray:
     """Centre crop of 1/zoom of each side resized back to the same size (one frame of a zoom-in)."""
-    if not zoom >= 1.0:
-        raise DeepVisError(f"zoom must be >= 1, got {zoom}")
+    if not (zoom >= 1.0 and math.isfinite(zoom)):
+        raise ParamError("zoom", f"must be a finite number >= 1, got {zoom}")
     h, w = rgb.shape[:2]
     ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -193,13 +196,16 @@ def zoom_image(rgb: np.ndarray, zoom: float) -> np.ndarray:
 
 
 def iter_dream_zoom(net: Any, image: np.ndarray, layer: str, *, frames: int, zoom: float = 1.05,
-                    abort: Abort = None, seed: int = 0, **kwargs: Any) -> Iterator[ImageStep]:
+                    abort: Abort = None, seed: int = 0, keep_frames: bool = True,
+                    **kwargs: Any) -> Iterator[ImageStep]:
     """The zoom video: frame 0 is `image` dreamed; frame k is frame k-1 zoomed by `zoom` and dreamed again (same
-    settings, seed + k). Yields one `ImageStep` per finished frame (step = frames done), the last with `done=True`
-    (its `result` is the list of frames). Not cached; `abort` is checked between dream steps."""
+    settings, seed + k). Yields one `ImageStep` per finished frame (step = frames done, `image` the frame), the
+    last with `done=True` (its `result` is the list of frames; None with keep_frames=False, for a caller that
+    writes each frame as it comes and so keeps memory flat however many frames). Not cached; `abort` is checked
+    between dream steps."""
     image = check_rgb(image)
     if frames < 1:
-        raise DeepVisError(f"frames must be >= 1, got {frames}")
+        raise ParamError("frames", f"must be >= 1, got {frames}")
     zoom_image(image[:1, :1], zoom)  # validates zoom before any work
     kwargs["use_cache"] = False
     kwargs["yield_every"] = 10**9
@@ -213,5 +219,7 @@ def iter_dream_zoom(net: Any, image: np.ndarray, layer: str, *, frames: int, zoo
         if last is None or not last.done:
             return
         cur = last.image
-        out.append(cur)
-        yield ImageStep(k + 1, frames, cur, last.losses, done=k == frames - 1, result=out if k == frames - 1 else None)
+        if keep_frames:
+            out.append(cur)
+        result = out if keep_frames and k == frames - 1 else None
+        yield ImageStep(k + 1, frames, cur, last.losses, done=k == frames - 1, result=result)

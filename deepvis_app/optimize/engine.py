@@ -8,7 +8,6 @@ yields the final progress at once without a single forward pass.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,10 @@ import torch
 from torch import nn
 
 from ..abort import Abort, aborted
-from ..errors import DeepVisError
-from ..probe import Probe, split_layer
+from ..errors import DeepVisError, ParamError
+from ..layer_lookup import layer_info
+from ..probe import Capture
+from ..values import LayerInfo
 from . import cache as _cache
 from . import regularizers as R
 from .objectives import Objective, Outputs
@@ -74,76 +75,62 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class _StopForward(Exception):
-    pass
+class Forward:
+    """Runs the net capturing `layers` (`probe.Capture`) and returns `Outputs` with their `infos`. When nothing
+    needs the network's output, the forward stops once every layer is captured, so optimizing an early layer
+    does not pay for the rest of the network; which call of a reused module a bare name means is resolved by the
+    probe, once, from the first input. Only forwards of the thread that makes the first call are touched.
 
+    >>> with Forward(net, ["layer2"], need_logits=False) as forward:
+    ...     out = forward(x)            # out.layer("layer2"), out.maps("layer2"); out.logits is None
+    """
 
-class _Forward:
-    """Runs the net with a Probe on the objective's layers. When the objective needs no network output,
-    the forward stops (via an exception from a hook) once every needed layer has been captured, so
-    optimizing an early layer does not pay for the rest of the network."""
-
-    def __init__(self, net: nn.Module, layers: Sequence[str], need_logits: bool) -> None:
+    def __init__(self, net: nn.Module, layers: Sequence[str], need_logits: bool,
+                 infos: dict[str, LayerInfo] | None = None) -> None:
         self.net = net
-        self.layers = list(layers)
+        self.layers = list(dict.fromkeys(layers))
         self.need_logits = need_logits or not self.layers
-        self.probe = Probe(net, self.layers)
-        modules = dict(net.named_modules())
-        self._names = {split_layer(layer)[0] for layer in self.layers}
-        self._mods = {n: modules[n] for n in self._names if n in modules}
-        self._counts: dict[str, int] = {}
-        self._needed: dict[str, int] | None = None
-        self._handles: list[Any] = []
+        self.infos = dict(infos or {})
+        Capture(net, self.layers)  # validates the names now: one line listing the valid layers
+        self._capture: Capture | None = None
 
-    def __enter__(self) -> _Forward:
-        self._thread = threading.get_ident()
-        self.probe.__enter__()
-        if not self.need_logits:
-            for name, mod in self._mods.items():
-                self._handles.append(mod.register_forward_hook(self._make_hook(name)))
+    def __enter__(self) -> Forward:
+        if self.need_logits:  # the whole net runs: a bare name is captured at every call, the last one wins
+            self._capture = Capture(self.net, self.layers).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self.probe.__exit__(*exc)
-
-    def _make_hook(self, name: str):
-        def hook(_m: nn.Module, _i: object, _o: object) -> None:
-            if threading.get_ident() != self._thread:  # another thread's forward on a shared net: not ours
-                return
-            self._counts[name] = self._counts.get(name, 0) + 1
-            if self._needed is not None and all(self._counts.get(n, 0) >= k for n, k in self._needed.items()):
-                raise _StopForward
-
-        return hook
+        if self._capture is not None:
+            self._capture.__exit__(*exc)
+            self._capture = None
 
     def __call__(self, x: torch.Tensor) -> Outputs:
-        self._counts = {}
-        logits = None
-        try:
-            logits = self.net(x)
-        except _StopForward:
-            pass
-        if self._needed is None and not self.need_logits:
-            # Learn from the first (full) forward how many calls each needed module takes.
-            needed: dict[str, int] = {}
-            for layer in self.layers:
-                name, call = split_layer(layer)
-                k = self._counts.get(name, 0) if call is None else call + 1
-                needed[name] = max(needed.get(name, 0), k)
-            self._needed = needed
+        if self._capture is None:  # stopping needs the exact calls: resolved from this first input
+            self._capture = Capture(self.net, self.layers, example=x[:1].detach(), stop=True).__enter__()
+        logits = self._capture.run(x)
         if isinstance(logits, tuple | list):  # e.g. aux-logit nets: the main output comes first
             logits = logits[0]
         if not isinstance(logits, torch.Tensor):
             logits = None
-        return Outputs(acts=dict(self.probe.activations), logits=logits)
+        return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos)
+
+
+def is_vis_model(net: Any) -> bool:
+    """A VisModel (duck-typed: importing zoo here would be a cycle)."""
+    return hasattr(net, "net") and hasattr(net, "spec")
+
+
+def layer_infos(model: Any, net: nn.Module, layers: Sequence[str], example: torch.Tensor) -> dict[str, LayerInfo]:
+    """Each layer's LayerInfo: the VisModel's own, or for a plain module measured by the probe on `example`."""
+    if is_vis_model(model):
+        return {layer: model.info(layer) for layer in dict.fromkeys(layers)}
+    return {layer: layer_info(net, layer, example) for layer in dict.fromkeys(layers)}
 
 
 def unpack_model(net: Any, mean: Sequence[float] | None, std: Sequence[float] | None,
                  device: torch.device | str | None, cache_id: str | None):
     """Accept a VisModel or a plain nn.Module; return (module, mean, std, device, cache id)."""
-    if hasattr(net, "net") and hasattr(net, "spec"):  # VisModel (duck-typed to avoid an import cycle)
+    if is_vis_model(net):
         vm = net
         mean = mean if mean is not None else vm.spec.mean
         std = std if std is not None else vm.spec.std
@@ -169,15 +156,17 @@ def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int
         raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
     net, mean, std, dev, cache_id = unpack_model(net, mean, std, device, cache_id)
     p = get_preset(preset, steps=steps, size=size, **overrides)
-    if p.steps < 0 or p.size < 8:
-        raise DeepVisError(f"steps must be >= 0 and size >= 8 (got steps={p.steps}, size={p.size})")
+    if p.steps < 0:
+        raise ParamError("steps", f"must be >= 0, got {p.steps}")
+    if p.size < 8:
+        raise ParamError("size", f"must be >= 8, got {p.size}")
     if batch < 1:
-        raise DeepVisError(f"batch must be >= 1, got {batch}")
+        raise ParamError("batch", f"must be >= 1, got {batch}")
     div_layer = None
     if diversity:
         div_layer = diversity_layer or (objective.layers[0] if objective.layers else None)
         if div_layer is None:
-            raise DeepVisError("diversity needs a layer: pass diversity_layer= for a class objective")
+            raise ParamError("diversity_layer", "is needed for diversity with a class objective (it has no layer)")
     settings = dict(p.settings_dict(), seed=seed, batch=batch, diversity=diversity, diversity_layer=div_layer,
                     mean=list(mean), std=list(std))
     key = None
@@ -237,6 +226,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     Caching: on when a cache id is known (always for a VisModel; pass `cache_id` for a plain module) and
     `use_cache`; a hit yields one final progress without running the network.
     """
+    model = net
     net, mean, std, dev, p, settings, key, cache_dir = _prepare(
         net, objective, preset=preset, steps=steps, size=size, seed=seed, batch=batch, diversity=diversity,
         diversity_layer=diversity_layer, mean=mean, std=std, device=device, use_cache=use_cache,
@@ -257,13 +247,14 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     transform = get_transforms(p.transforms)
     opt = torch.optim.Adam(variables, lr=p.lr) if p.optimizer == "adam" else None
     if p.optimizer not in ("adam", "sgd"):
-        raise DeepVisError(f"unknown optimizer {p.optimizer!r} (adam | sgd)")
+        raise ParamError("optimizer", f"must be adam or sgd, not {p.optimizer!r}")
     yosinski = isinstance(param, PixelImage) and not p.decorrelate
     div = _diversity(div_layer) if div_layer else None
     layers = list(objective.layers) + ([div_layer] if div_layer else [])
     history: list[float] = []
 
-    with torch.enable_grad(), _Forward(net, layers, objective.needs_logits) as forward:
+    infos = layer_infos(model, net, layers, torch.zeros(1, 3, p.size, p.size, device=dev))
+    with torch.enable_grad(), Forward(net, layers, objective.needs_logits, infos) as forward:
         for step in range(1, p.steps + 1):
             if aborted(abort):
                 return

@@ -20,7 +20,7 @@ import torch
 from ..abort import Abort, aborted
 from ..errors import DeepVisError
 from . import cache as _cache
-from .engine import Cancelled, _Forward, to_uint8, unpack_model
+from .engine import Cancelled, Forward, to_uint8, unpack_model
 
 __all__ = ["Abort", "Cancelled", "ImageStep", "Model", "aborted", "check_rgb", "from_uint8", "image_id", "load_cached",
            "model_parts", "run_to_end", "save_cached", "to_uint8_image"]
@@ -122,7 +122,7 @@ def run_to_end(steps: Iterator[ImageStep], on_step: Any = None) -> Any:
     raise Cancelled("cancelled")
 
 
-class _LayerForward(_Forward):
+class _LayerForward(Forward):
     """The engine's forward, with "input too small for a kernel" turned into a one-line user error."""
 
     def __call__(self, x: torch.Tensor) -> Any:
@@ -135,9 +135,9 @@ class _LayerForward(_Forward):
                                f"layer {self.layers[-1]!r}; use a larger size") from None
 
 
-def layer_forward(model: Model, layers: Sequence[str]) -> _Forward:
+def layer_forward(model: Model, layers: Sequence[str]) -> Forward:
     """A context manager whose call `fwd(normalized_x)` returns `Outputs` with the activations of `layers`; the
-    forward stops after the deepest of them (the engine's `_Forward`), so a low layer costs only its prefix.
+    forward stops after the deepest of them (the engine's `Forward`), so a low layer costs only its prefix.
     Unknown layers raise `DeepVisError` naming the valid ones; inputs too small for the net raise one too."""
     return _LayerForward(model.net, list(layers), need_logits=False)
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import DeepVisError
+from ..errors import ParamError
 from .imagejob import (
     Abort,
     ImageStep,
@@ -117,12 +117,19 @@ def iter_invert(net: Any, image: np.ndarray, layer: str, *, steps: int = 200, si
     `abort` (callable or Event) is checked between steps; the generator just ends then and nothing is cached."""
     image = check_rgb(image)
     if steps < 0:
-        raise DeepVisError(f"steps must be >= 0, got {steps}")
+        raise ParamError("steps", f"must be >= 0, got {steps}")
     if init not in ("noise", "mean"):
-        raise DeepVisError(f"init must be 'noise' or 'mean', got {init!r}")
+        raise ParamError("init", f"must be 'noise' or 'mean', got {init!r}")
     size = int(size or getattr(net, "input_size", 224))
     if size < 16:
-        raise DeepVisError(f"size must be at least 16 pixels, got {size}")
+        raise ParamError("size", f"must be at least 16 pixels, got {size}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ParamError("lr", f"must be a finite number > 0, got {lr}")
+    for name, weight in (("alpha_weight", alpha_weight), ("tv_weight", tv_weight)):
+        if weight is not None and not (weight >= 0 and math.isfinite(weight)):
+            raise ParamError(name, f"must be a finite number >= 0, got {weight}")
+    if not 0 <= seed < 2**64:
+        raise ParamError("seed", f"must be between 0 and 2^64 - 1, got {seed}")
     m = model_parts(net, mean, std, device, cache_id)
     tvw = default_tv_weight(layer_depth(net, layer)) if tv_weight is None else float(tv_weight)
     original = fit_square(image, size)

@@ -4,31 +4,53 @@ An `Objective` maps what one forward pass produced (the probed layer activations
 to one value per image in the batch; the engine maximizes the batch sum. Objectives compose like numbers
 (`a + b`, `0.5 * a`, `-a`, `a - b`) so a weighted mix or "what this unit hates" needs no extra API, and
 each carries a canonical `key` string so results can be cached by what was asked for, not by object id.
+
+Units are read through the layer's layout (`layouts.as_maps` with the layer's `LayerInfo`): channel `c` at
+(y, x) of a channels-last map or of a ViT's token grid is the same unit the grid, the inspector and the top-k
+show, never an index into the raw shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import DeepVisError
+from ..layouts import as_maps
+from ..values import LayerInfo, check_channel, check_class_index, check_position
 
 
 @dataclass
 class Outputs:
-    """What one forward pass produced: activations by layer name, and the network output (logits)."""
+    """What one forward pass produced: activations by layer name, the network output (logits), and the layers'
+    `LayerInfo` (layout, channels) that unit objectives index through."""
 
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     logits: torch.Tensor | None = None
+    infos: dict[str, LayerInfo] = field(default_factory=dict)
 
     def layer(self, name: str) -> torch.Tensor:
         try:
             return self.acts[name]
         except KeyError:
             raise DeepVisError(f"layer {name!r} produced no output in this forward pass") from None
+
+    def info(self, name: str) -> LayerInfo:
+        """The layer's LayerInfo with this forward's shape (an optimized image may be smaller than the model's
+        input, so its maps are too)."""
+        try:
+            info = self.infos[name]
+        except KeyError:
+            raise DeepVisError(f"layer {name!r}: its layout is not known here, so its units cannot be read") from None
+        shape = tuple(self.layer(name).shape[1:])
+        return info if info.shape == shape else replace(info, shape=shape)
+
+    def maps(self, name: str) -> torch.Tensor:
+        """The layer's activation as channels-first maps N x C x H x W (`layouts.as_maps`)."""
+        return as_maps(self.layer(name), self.info(name))
 
 
 class Objective:
@@ -87,41 +109,37 @@ class Objective:
         return (-self) + other
 
 
-def _check_channel(act: torch.Tensor, layer: str, c: int) -> None:
-    if act.dim() < 2 or not 0 <= c < act.shape[1]:
-        n = act.shape[1] if act.dim() >= 2 else 0
-        raise DeepVisError(f"unit {c} is out of range for layer {layer!r} (valid: 0..{n - 1})")
+def _unit_maps(o: Outputs, layer: str, c: int) -> tuple[LayerInfo, torch.Tensor]:
+    """(info, maps N x C x H x W) of `layer`, after the one range check of channel `c`."""
+    info = o.info(layer)
+    check_channel(info, c)
+    return info, as_maps(o.layer(layer), info)
 
 
 def channel(layer: str, c: int) -> Objective:
-    """Mean activation of channel `c` over all positions (a feature detector anywhere in the image)."""
+    """Mean activation of channel `c` over all positions (a feature detector anywhere in the image; over the
+    patch tokens of a token layer, its class token left out)."""
 
     def fn(o: Outputs) -> torch.Tensor:
-        act = o.layer(layer)
-        _check_channel(act, layer, c)
-        a = act[:, c]
+        _info, maps = _unit_maps(o, layer, c)
+        a = maps[:, c]
         return a.reshape(a.shape[0], -1).mean(1)
 
     return Objective(fn, f"channel({layer},{c})", layers=(layer,))
 
 
 def neuron(layer: str, c: int, y: int | None = None, x: int | None = None) -> Objective:
-    """One unit: channel `c` at spatial position (y, x); the centre when omitted (one receptive field)."""
+    """One unit: channel `c` at position (y, x) of the layer's maps; the centre when omitted (one receptive
+    field). A vector's unit is its value."""
 
     def fn(o: Outputs) -> torch.Tensor:
-        act = o.layer(layer)
-        _check_channel(act, layer, c)
-        if act.dim() == 2:
-            return act[:, c]
-        if act.dim() != 4:
-            return act[:, c].reshape(act.shape[0], -1).mean(1)
-        h, w = act.shape[2:]
+        info, maps = _unit_maps(o, layer, c)
+        h, w = maps.shape[2:]
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x
-        if not (0 <= yy < h and 0 <= xx < w):
-            raise DeepVisError(f"position (y={yy}, x={xx}) is outside layer {layer!r} "
-                               f"(valid: y 0..{h - 1}, x 0..{w - 1})")
-        return act[:, c, yy, xx]
+        if y is not None or x is not None:
+            check_position(info, yy, xx)
+        return maps[:, c, yy, xx]
 
     pos = "" if y is None and x is None else f",{y},{x}"
     return Objective(fn, f"neuron({layer},{c}{pos})", layers=(layer,))
@@ -144,17 +162,12 @@ def _logits(o: Outputs) -> torch.Tensor:
     return logits.reshape(logits.shape[0], -1)
 
 
-def _check_class(logits: torch.Tensor, i: int) -> None:
-    if not 0 <= i < logits.shape[1]:
-        raise DeepVisError(f"class {i} is out of range (valid: 0..{logits.shape[1] - 1})")
-
-
 def _class_objective(i: int, name: str, score: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
     """Class `i` of `score(logits [N, classes])`, with the range check every class objective needs."""
 
     def fn(o: Outputs) -> torch.Tensor:
         logits = _logits(o)
-        _check_class(logits, i)
+        check_class_index(i, logits.shape[1])
         return score(logits)[:, i]
 
     return Objective(fn, f"{name}({i})", needs_logits=True)
@@ -181,7 +194,7 @@ def diversity(layer: str) -> Objective:
     Zero for a batch of one."""
 
     def fn(o: Outputs) -> torch.Tensor:
-        a = o.layer(layer)
+        a = o.maps(layer)  # channels first, whatever the layer's layout: the Gram matrix is over channels
         n = a.shape[0]
         if n < 2:
             return a.new_zeros(n)

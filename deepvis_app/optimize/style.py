@@ -23,6 +23,7 @@ nonlinear, widest features of each scale) for style, and the stride-8 stage outp
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import DeepVisError
+from ..errors import ParamError
 from .imagejob import (
     Abort,
     ImageStep,
@@ -91,8 +92,8 @@ def layers_for(net: Any) -> tuple[str, tuple[str, ...]]:
     for n in names:
         if n in LAYERS:
             return LAYERS[n]
-    raise DeepVisError(f"no default style layers for model {names[0] or type(net).__name__!r}; "
-                       f"pass --content-layer and --style-layers (defaults exist for {', '.join(LAYERS)})")
+    raise ParamError("style_layers", f"have no default for model {names[0] or type(net).__name__!r}: name the "
+                     f"content layer and the style layers (defaults exist for {', '.join(LAYERS)})")
 
 
 def fit_max_side(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -147,15 +148,20 @@ def iter_style(net: Any, content: np.ndarray, style: np.ndarray, *, content_laye
     last one with `done=True` and a `StyleResult`; `abort` ends it between optimizer steps."""
     content, style = check_rgb(content, "content image"), check_rgb(style, "style image")
     if optimizer not in OPTIMIZERS:
-        raise DeepVisError(f"unknown optimizer {optimizer!r} (choose: {', '.join(OPTIMIZERS)})")
+        raise ParamError("optimizer", f"{optimizer!r} is unknown (choose: {', '.join(OPTIMIZERS)})")
     if init not in ("content", "noise"):
-        raise DeepVisError(f"init must be 'content' or 'noise', got {init!r}")
+        raise ParamError("init", f"must be 'content' or 'noise', got {init!r}")
     if steps < 0:
-        raise DeepVisError(f"steps must be >= 0, got {steps}")
+        raise ParamError("steps", f"must be >= 0, got {steps}")
     if size < 16:
-        raise DeepVisError(f"size must be at least 16 pixels, got {size}")
-    if style_weight < 0 or content_weight < 0:
-        raise DeepVisError("style and content weights must be >= 0")
+        raise ParamError("size", f"must be at least 16 pixels, got {size}")
+    for name, weight in (("style_weight", style_weight), ("content_weight", content_weight)):
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ParamError(name, f"must be a finite number >= 0, got {weight}")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise ParamError("lr", f"must be a finite number > 0, got {lr}")
+    if not 0 <= seed < 2**64:
+        raise ParamError("seed", f"must be between 0 and 2^64 - 1, got {seed}")
     if content_layer is None or not style_layers:
         default_c, default_s = layers_for(net)
         content_layer = content_layer or default_c

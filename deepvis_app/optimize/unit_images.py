@@ -1,8 +1,8 @@
 """A unit's optimized image as the app looks it up: which objective, which settings count, where else to look.
 
 Shared by the inspector's optimized image and pattern mode (and the CLI's `optimize-layer` writes what they
-find): the objective is the channel mean for spatial layers and the unit itself for vectors, so the app and
-the CLI share cache entries.
+find): the objective is the channel mean for layers with positions (maps, token grids) and the unit itself for
+vectors, so the app and the CLI share cache entries.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeepVisError
+from ..values import Layout
 from . import objectives
 from .cache import read_png
 from .engine import cached_result
@@ -32,9 +33,12 @@ def app_settings() -> tuple[int, int]:
     return env_int("DEEPVIS_OPTIMIZE_STEPS", 64), env_int("DEEPVIS_OPTIMIZE_SIZE", 96)
 
 
-def unit_objective(vm, layer: str, channel: int):
-    shape = vm.info(layer).shape
-    return objectives.channel(layer, channel) if len(shape) == 3 else objectives.neuron(layer, channel)
+def unit_objective(vm, layer: str, channel: int) -> objectives.Objective:
+    """The channel mean for a layer with positions (maps, tokens: the unit's feature anywhere in the image), the
+    unit itself for a vector; the layout comes from the model, never from the shape."""
+    if vm.info(layer).layout is Layout.VECTOR:
+        return objectives.neuron(layer, channel)
+    return objectives.channel(layer, channel)
 
 
 def cached_unit_image(vm, layer: str, channel: int, *, steps: int, size: int,

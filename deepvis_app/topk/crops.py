@@ -3,7 +3,9 @@
 Each entry's crop is the `norm` view of `attribute(net, fitted image, layer, (c, y, x), kind)` cut to the
 unit's receptive-field box. Computing it that way costs a whole-network forward and backward per entry; here:
 
-* the forward stops at the entry's layer (nothing after it can change the unit or its gradients);
+* the forward stops at the entry's layer (`probe.Capture(stop=True)`: nothing after it can change the unit or its
+  gradients), and the unit is read through the layer's layout (`layouts.as_maps`), so channels-last and token
+  layers work as channels-first ones do; a token layer's unit sees the whole image, so its crop is the frame;
 * when the layer is local (`receptive_field.rf_is_local`: no squeeze-excitation or global pooling below it),
   only a window of the input that contains the box goes through the net. The window is aligned to the layer's
   total stride T and its size is congruent to the input size modulo T, and it sits on the image border where the
@@ -19,115 +21,31 @@ The GUI API is `iter_render_unit` / `render_unit`: one unit's k crops, written i
 from __future__ import annotations
 
 import math
-import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import DeepVisError
 from ..fileio import atomic_write_png
-from ..probe import call_counts
+from ..layouts import as_maps
+from ..probe import Capture
+from ..values import LayerInfo
 from .store import TopKStore, crop_box, remove_temp_files
 
 ATTRIBUTION_KINDS = ("deconv", "guided")
-
-
-# ---------------------------------------------------------------- forward to a layer, then stop
-
-class _Stop(Exception):
-    """Raised from a hook once every wanted layer is captured: the rest of the net is not run."""
-
-
-
-
-class Tap:
-    """Capture `layers` (Probe names: `name` or `name@k`) in forwards run by *this thread*, and stop the forward
-    once all are captured. Other threads' forwards of the same net (the live worker) pass untouched.
-
-    >>> with Tap(net, ["layer2"], example) as tap:
-    ...     tap.run(x)                       # returns the captured dict; the net after layer2 never runs
-    """
-
-    def __init__(self, net: nn.Module, layers: Sequence[str], example: Tensor, *, detach: bool = False,
-                 stop: bool = True) -> None:
-        from ..probe import Probe, split_layer
-
-        Probe(net, layers)  # validates the names (one clear error for an unknown layer)
-        counts = call_counts(net, example)[0]
-        self.net, self.detach, self.stop = net, detach, stop
-        self.layers = list(dict.fromkeys(layers))
-        self._want: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for layer in self.layers:
-            name, call = split_layer(layer)
-            self._want[name][counts.get(name, 1) - 1 if call is None else call].append(layer)
-        modules = dict(net.named_modules())
-        self._modules = {name: modules[name] for name in self._want}
-        self.acts: dict[str, Tensor] = {}
-        self._calls: dict[str, int] = {}
-        self._handles: list = []
-        self._owner = 0
-
-    def __enter__(self) -> Tap:
-        self._owner = threading.get_ident()
-        try:
-            self._handles.append(self.net.register_forward_pre_hook(self._reset))
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _reset(self, *_: object) -> None:
-        if threading.get_ident() == self._owner:
-            self._calls.clear()
-            self.acts.clear()
-
-    def _hook(self, name: str):
-        want = self._want[name]
-
-        def hook(_m: nn.Module, _i: object, out: object):
-            if threading.get_ident() != self._owner:
-                return None
-            call = self._calls.get(name, 0)
-            self._calls[name] = call + 1
-            if call not in want or not isinstance(out, Tensor):
-                return None
-            for layer in want[call]:
-                self.acts[layer] = out.detach() if self.detach else out
-            if self.stop and len(self.acts) == len(self.layers):
-                raise _Stop
-            return out.clone()  # later inplace ops must not rewrite what was captured
-
-        return hook
-
-    def run(self, x: Tensor) -> dict[str, Tensor]:
-        try:
-            self.net(x)
-        except _Stop:
-            pass
-        missing = [layer for layer in self.layers if layer not in self.acts]
-        if missing:
-            raise DeepVisError(f"layer {missing[0]!r} produced no output in this forward pass")
-        return dict(self.acts)
 
 
 # ---------------------------------------------------------------- crop jobs
 
 @dataclass(frozen=True)
 class CropJob:
-    """One entry to render: unit `channel` (at (y, x) for spatial layers, else None) of `layer` on `image`
-    (the fitted SxS uint8 RGB the net saw; `image_key` identifies it), cut to `box`. `value`: the unit's
-    activation from the scan, which checks the windowed forward (None: no check)."""
+    """One entry to render: unit `channel` of `layer` at (y, x) of the layer's maps (`layouts.as_maps`; None for
+    vectors) on `image` (the fitted SxS uint8 RGB the net saw; `image_key` identifies it), cut to `box`. `value`:
+    the unit's activation from the scan, which checks the windowed forward (None: no check)."""
 
     layer: str
     channel: int
@@ -187,11 +105,12 @@ def _layer_crops(vm, layer: str, jobs: list[CropJob], ids: list[int], kinds: lis
     from ..receptive_field import rf_geometry, rf_is_local
 
     net, size = vm.net, int(vm.input_size)
+    info = vm.info(layer)
     spatial = jobs[0].y is not None
     ly = lx = size
     ty = tx = 1
-    if window and spatial and rf_is_local(net, layer, size):
-        geom = rf_geometry(net, layer, size)
+    if window and spatial and rf_is_local(net, layer, size, info):
+        geom = rf_geometry(net, layer, size, info)
         ty, tx = max(1, geom.stride_y), max(1, geom.stride_x)
         ly, lx = _window_length(geom.size_y, size, ty), _window_length(geom.size_x, size, tx)
     windowed = (ly, lx) != (size, size)
@@ -217,9 +136,9 @@ def _layer_crops(vm, layer: str, jobs: list[CropJob], ids: list[int], kinds: lis
         groups[(job.image_key, a_y, a_x)].append(j)
     per_batch = batch if not windowed else min(64, max(batch, int(batch * size * size / (ly * lx))))
     fallback: list[int] = []
-    with Tap(net, [layer], example) as tap:
+    with Capture(net, [layer], example=example, stop=True) as capture:
         for plan in _pack(groups, per_batch):
-            yield from _run_batch(vm, tap, layer, jobs, ids, kinds, plan, (ly, lx), (ty, tx), spatial, windowed,
+            yield from _run_batch(vm, capture, info, jobs, ids, kinds, plan, (ly, lx), (ty, tx), spatial, windowed,
                                   tensor_of, fallback, AttributionContext)
     if fallback:  # windowed value disagreed with the scan's: redo those on whole images
         yield from _layer_crops(vm, layer, [jobs[j] for j in fallback], [ids[j] for j in fallback], kinds, batch,
@@ -243,7 +162,7 @@ def _pack(groups: dict[tuple[int, int, int], list[int]], per_batch: int) -> Iter
         yield plan
 
 
-def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], kinds: list[str],
+def _run_batch(vm, capture: Capture, info: LayerInfo, jobs: list[CropJob], ids: list[int], kinds: list[str],
                plan: list[tuple[tuple, list[int]]], lengths: tuple[int, int], strides: tuple[int, int],
                spatial: bool, windowed: bool, tensor_of, fallback: list[int],
                context) -> Iterator[tuple[int, str, np.ndarray]]:
@@ -255,7 +174,8 @@ def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], ki
         rows.append(full[:, :, a_y:a_y + ly, a_x:a_x + lx])
     x = torch.cat(rows).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     with torch.enable_grad(), context(vm.net) as ac:
-        act = tap.run(x)[layer]
+        capture.run(x)
+        maps = as_maps(capture[info.name], info)  # N x C x H x W whatever the layer's layout
     rounds = max(len(m) for _, m in plan)
     skip: set[int] = set()
     if windowed:  # the window must reproduce the scan's value of the unit exactly (up to float noise)
@@ -264,7 +184,7 @@ def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], ki
                 job = jobs[j]
                 if job.value is None:
                     continue
-                got = float(act[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx].detach())
+                got = float(maps[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx].detach())
                 if not math.isclose(got, job.value, rel_tol=1e-3, abs_tol=1e-3):
                     skip.add(j)
                     fallback.append(j)
@@ -277,9 +197,9 @@ def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], ki
         for slot, j, (_k, a_y, a_x) in chosen:
             job = jobs[j]
             if spatial:
-                terms.append(act[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx])
+                terms.append(maps[slot, job.channel, job.y - a_y // ty, job.x - a_x // tx])
             else:
-                terms.append(act[slot, job.channel])
+                terms.append(maps[slot, job.channel, 0, 0])  # a vector: N x C x 1 x 1
         objective = torch.stack(terms).sum()
         for m, kind in enumerate(kinds):
             last = r == rounds - 1 and m == len(kinds) - 1
@@ -291,7 +211,7 @@ def _run_batch(vm, tap: Tap, layer: str, jobs: list[CropJob], ids: list[int], ki
                 t, lft, b, rr = jobs[j].box
                 cut = crop_box(views[n], (t - a_y, lft - a_x, b - a_y, rr - a_x))[0]
                 yield ids[j], kind, np.repeat(cut[:, :, None], 3, axis=2)
-    del act, x
+    del maps, x
 
 
 # ---------------------------------------------------------------- lazy crops for viewers (GUI, CLI)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DeepVisError
+from ..errors import DeepVisError, ParamError
 from ..fileio import atomic_write_json, atomic_write_png
 from .store import (
     FORMAT,
@@ -43,7 +43,10 @@ class LiveTopK:
 
     channels: the number of channels C (track all) or the channel indices to track.
     rf_fn: `(y, x) -> (top, left, bottom, right)` in fitted-image pixels (e.g. a partial of
-    `receptive_field.rf_box`); None means the whole frame (right for (C,) layers).
+    `receptive_field.rf_box`); None means the whole frame (right for vectors, and for token layers, whose units
+    see the whole image).
+    spatial: whether the units' (y, x) are positions on the layer's grid (a saved store says so); default: the
+    layer has a local receptive field (`rf_fn` given). A token layer on a patch grid is spatial without `rf_fn`.
     Order: value desc, then frame id asc (an equal value later never displaces an earlier frame).
     similar: diversity rule for a camera that looks at the same scene for many frames. A candidate whose unit
     already holds a frame with the neuron at the same position and a receptive-field patch that differs by less
@@ -53,10 +56,12 @@ class LiveTopK:
     """
 
     def __init__(self, layer: str, channels: int | Sequence[int], k: int = 9,
-                 rf_fn: Callable[[int, int], Box] | None = None, similar: float = 0.0) -> None:
+                 rf_fn: Callable[[int, int], Box] | None = None, similar: float = 0.0,
+                 spatial: bool | None = None) -> None:
         if k < 1:
-            raise DeepVisError("top-k needs k >= 1")
+            raise ParamError("k", f"must be at least 1, got {k}")
         self.layer, self.k, self.rf_fn, self.similar = layer, k, rf_fn, float(similar)
+        self.spatial = rf_fn is not None if spatial is None else bool(spatial)
         units = list(range(channels)) if isinstance(channels, int) else [int(c) for c in channels]
         if not units or min(units) < 0:
             raise DeepVisError("LiveTopK needs at least one channel index >= 0")
@@ -80,7 +85,8 @@ class LiveTopK:
         return len(self._images)
 
     def update(self, frame_id: int, fitted: np.ndarray, activation: torch.Tensor) -> int:
-        """Offer one frame: `fitted` is the uint8 HxWx3 image the net saw, `activation` its [C,H,W] or [C] output.
+        """Offer one frame: `fitted` is the uint8 HxWx3 image the net saw, `activation` the layer's output as
+        channels-first maps [C,H,W] (`layouts.as_maps(act, info)[0]`, whatever the layer's layout) or [C].
 
         Returns how many units took the frame into their top-k (0: nothing was stored).
         """
@@ -98,7 +104,8 @@ class LiveTopK:
             vals = torch.nan_to_num(act, nan=float("-inf")).cpu().numpy().astype(np.float32)
             ys = xs = np.zeros(len(vals), dtype=np.int64)
         else:
-            raise DeepVisError(f"LiveTopK expects an activation [C,H,W] or [C], got {tuple(act.shape)}")
+            raise DeepVisError(f"LiveTopK expects maps [C,H,W] (layouts.as_maps) or a vector [C], "
+                               f"got {tuple(act.shape)}")
         frame_id = int(frame_id)
         last_v, last_id = self.values[:, -1], self.ids[:, -1]
         enter = (vals > last_v) | ((vals == last_v) & (frame_id < last_id))
@@ -235,7 +242,7 @@ class LiveTopK:
         write_layer(staging / "layers" / f"{key}.npz", values, ids, y, x, box, padded)
         atomic_write_json(staging / "images.json", paths)
         atomic_write_json(staging / "report.json", {"source": "live", "frames_held": len(self._images)})
-        spatial = bool(self.rf_fn is not None)
+        spatial = self.spatial
         atomic_write_json(staging / "index.json", {
             "format": FORMAT, "version": VERSION, "complete": True, "source": "live", "model": dict(model or {}),
             "input_size": size, "crop": "center", "top_k": self.k, "kinds": ["input"], "view": "norm",

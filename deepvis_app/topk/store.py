@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeepVisError, SourceError
+from ..errors import DeepVisError, ParamError, SourceError
 from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_png, fsync_dir  # noqa: F401 (re-export)
-from ..sources import fit_image, read_image
+from ..sources import read_image
+from ..zoo.preprocess import fit_frame
 
 FORMAT = "deepvis-topk"
 VERSION = 2  # 2: fitted images stored once per image under images/; crops of attribution kinds may be lazy
@@ -80,7 +81,7 @@ def check_target(out: str | os.PathLike) -> None:
     """Refuse to replace anything that is not a store (or an empty directory): never clobber user data."""
     out = Path(out)
     if out.exists() and not ((out / "index.json").is_file() or (out.is_dir() and not any(out.iterdir()))):
-        raise DeepVisError(f"{out} exists and is not a top-k store; choose another --out")
+        raise ParamError("out", f"{out} exists and is not a top-k store; choose another folder")
 
 
 @contextlib.contextmanager
@@ -97,8 +98,8 @@ def output_lock(out: str | os.PathLike, *, wait: bool = False) -> Iterator[None]
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise DeepVisError(f"another scan is writing {out} (it holds {path}); wait for it to finish or "
-                               "choose another --out") from None
+            raise ParamError("out", f"{out}: another scan is writing it (it holds {path}); wait for it to finish "
+                                    "or choose another folder") from None
         yield
     finally:
         os.close(fd)  # releases the flock; the lock file stays (removing it would race a waiting writer)
@@ -169,7 +170,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-def _kill_point(name: str) -> None:
+def kill_point(name: str) -> None:
     """Test hook: with DEEPVIS_KILL_AT=name, touch $DEEPVIS_KILL_MARKER and wait to be SIGKILLed there."""
     if os.environ.get("DEEPVIS_KILL_AT") == name:
         marker = os.environ.get("DEEPVIS_KILL_MARKER")
@@ -191,14 +192,14 @@ def publish(staging: Path, out: str | os.PathLike) -> None:
     fsync_dir(staging)
     if out.exists() and _exchange(staging, out):
         fsync_dir(out.parent)
-        _kill_point("publish")
+        kill_point("publish")
     else:
         old = None
         if out.exists():
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
             os.replace(out, old)
             fsync_dir(out.parent)
-            _kill_point("publish")
+            kill_point("publish")
         os.replace(staging, out)
         fsync_dir(out.parent)
         if old is not None:
@@ -314,7 +315,7 @@ class TopKStore:
         if not index_path.is_file():
             if index_path.exists():
                 raise _damaged(root, "index.json is not a file")
-            hint = " (an unfinished scan; run it again with --resume)" if staging_path(root).is_dir() else ""
+            hint = " (an unfinished scan; resume that scan to finish it)" if staging_path(root).is_dir() else ""
             raise DeepVisError(f"{root} is not a top-k store: no index.json{hint}")
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -359,7 +360,9 @@ class TopKStore:
         return dict(m) if isinstance(m, dict) else {}
 
     def layer_info(self, layer: str) -> dict[str, Any]:
-        """{"name", "key", "kind", "shape", "channels", "spatial"} of a stored layer."""
+        """{"name", "key", "kind", "shape", "channels", "spatial"} of a stored layer, and "layout" (stores written
+        since layouts: channels-first / channels-last / tokens / vector). `channels` are the layer's units whatever
+        its layout; `spatial` says entries have positions (y, x) on the layer's maps (False only for vectors)."""
         try:
             return self._layers[layer]
         except KeyError:
@@ -493,7 +496,9 @@ class TopKStore:
         size = self.input_size
         if rgb.shape[0] == size and rgb.shape[1] == size:
             return rgb
-        return fit_image(rgb, size, self.index.get("crop", "center"))
+        index = self.index
+        return fit_frame(rgb, size, index.get("crop", "center"), float(index.get("crop_pct", 1.0)),
+                         str(index.get("interpolation", "area")))
 
 
 def _check_index(root: Path, index: dict[str, Any]) -> None:

@@ -31,8 +31,8 @@ def test_clicked_class_becomes_the_explained_unit_and_rows_hold_still(qtbot, mak
     win = make_window("demo", ViewRequest(layer="_blocks.3", unit=Unit("_blocks.3", 0)))
     win.feature("inspector").set_backprop_mode("off")
     bars = win.feature("predictions").pane.bars
-    qtbot.waitUntil(lambda: len(bars.rows) == 5, timeout=WAIT)
-    idx = bars.rows[2][0]
+    qtbot.waitUntil(lambda: len(bars.painted_rows) == 5, timeout=WAIT)  # a click acts on the rows on screen
+    idx = bars.painted_rows[2][0]
     qtbot.mouseClick(bars, Qt.MouseButton.LeftButton, pos=QPoint(*bars.row_center(2)))
     assert win.state.unit == Unit("_fc", idx)  # the inspector explains that class
     assert win.feature("optimize").running == f"class:{idx}"

@@ -66,6 +66,7 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store, ref_vm):
     win.feature("inspector").set_backprop_mode("off")
     panel = win.feature("topk").panel
     entries = store.entries(LAYER, 1)
+    qtbot.waitUntil(lambda: len(panel.tiles) == 3, timeout=WAIT)  # opened and read in the background
     assert len(entries) == 3 and len(panel.tiles) == 3
     for tile, e in zip(panel.tiles, entries, strict=True):
         assert np.array_equal(tile.array, store.crop(LAYER, 1, e.rank, "input"))
@@ -108,6 +109,7 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store, ref_vm):
 
     win.feature("grid").select_channel(6)
     e6 = store.entries(LAYER, 6)
+    qtbot.waitUntil(lambda: not win.feature("topk").loading, timeout=WAIT)
     assert len(panel.tiles) == len(e6)
     assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 6, 0, "input"))
     win.feature("layers").set_layer("_blocks.3")  # not in the store: says so
@@ -119,6 +121,7 @@ def test_store_opened_from_menu(qtbot, make_window, tiny_store):
     panel = win.feature("topk").panel
     assert not panel.tiles and "no store loaded" in panel.message_text
     win.feature("topk").open_store(tiny_store)  # what File > Open top-k store... does after its dialog
+    qtbot.waitUntil(lambda: len(panel.tiles) == 3, timeout=WAIT)
     assert len(panel.tiles) == 3 and "store" in panel.info.text()
     assert win.feature("snapshots").state_dict()["store"] == tiny_store
 

@@ -61,6 +61,7 @@ def test_live_topk_tiles_clear_and_save(qtbot, make_window, video_path, tmp_path
     qtbot.mouseClick(panel.live_box, Qt.MouseButton.LeftButton)  # off: the saved store opens like a scan
     assert not win.live.request.live_topk
     win.feature("topk").open_store(str(out))
+    qtbot.waitUntil(lambda: len(panel.tiles) == len(entries), timeout=WAIT)
     assert len(panel.tiles) == len(entries)
     assert np.array_equal(panel.tiles[0].array, crop)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from deepvis_app.gui.widgets.grid_pane import PLACEHOLDER_RGB, pattern_tile
+from deepvis_app.gui.labels import layer_label
+from deepvis_app.gui.widgets.grid_pane import pattern_tile
 from deepvis_app.optimize import cached_result, optimize
 from deepvis_app.optimize import objectives as O
 from deepvis_app.pipeline import Unit, ViewRequest
@@ -44,10 +45,12 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
     wait_painted(qtbot, win, lambda r: r.layer == LAYER)
     pane = win.feature("grid").pane
     live_rows_cols = (pane.layout_.rows, pane.layout_.cols)
+    qtbot.waitUntil(lambda: not win.feature("optimize").looking_up, timeout=WAIT)
     assert win.feature("optimize").canvas.has_image is False  # unit 0: nothing cached
 
     qtbot.keyClicks(win.feature("layers").pane.tree, "p")  # the toolbox key
     assert win.state.pattern_mode and win.feature("patterns").box.isChecked() and pane.shown_kind == "pattern"
+    qtbot.waitUntil(lambda: not win.feature("patterns").loading, timeout=WAIT)  # the cache is read in a job
     lay = pane.layout_
     assert lay.channels == 40 and (lay.rows, lay.cols) == live_rows_cols  # same arrangement as the live grid
     img = pane.grid_image()
@@ -55,23 +58,29 @@ def test_pattern_mode_shows_cached_images_and_clicks_select(qtbot, make_window, 
     for c, image in made.items():
         assert np.array_equal(tile(img, lay, c), pattern_tile(image))
         assert not np.array_equal(tile(img, lay, c), pattern_tile(None))
-    for c in (0, 2, 39):
-        assert (tile(img, lay, c) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    for c in (0, 2, 39):  # no image yet: the unit's live activation tile, coloured as the live grid
+        live = pane.live_tile(c, lay.tile_h)
+        assert np.array_equal(tile(img, lay, c), live) and live.std() > 0
     assert pane.pattern_label.isVisible()
-    assert pane.pattern_label.text().startswith("pattern mode: 2 of 40 units cached")
+    assert pane.pattern_label.text().startswith("pattern mode: 2 of 40 units have an optimized image")
     assert f"deepvis optimize-layer --layer {LAYER} --out DIR" in pane.pattern_label.text()
-    assert pane.info.text() == f"{LAYER}: 2 of 40 optimized images"
+    assert pane.info.text() == f"{layer_label(vm, LAYER)}: 2 of 40 optimized images"
     assert win.feature("snapshots").state_dict()["patterns_cached"] == 2
 
-    # live frames keep coming but the patterns stay on screen
+    # live frames keep coming: the optimized images stay on screen, the other tiles follow the frames
     frame = win.live.shown.frame_id
     wait_painted(qtbot, win, lambda r: r.frame_id > frame)
-    assert np.array_equal(pane.grid_image(), img)
+    qtbot.waitUntil(lambda: not np.array_equal(tile(pane.grid_image(), lay, 0), tile(img, lay, 0)), timeout=WAIT)
+    now = pane.grid_image()
+    for c, image in made.items():
+        assert np.array_equal(tile(now, lay, c), pattern_tile(image))
+    assert np.array_equal(tile(now, lay, 0), pane.live_tile(0, lay.tile_h))
 
     # clicking a pattern tile selects the unit; the inspector shows its cached image at once
     qtbot.mouseClick(pane.view.viewport(), Qt.MouseButton.LeftButton, pos=pane.tile_center(3))
     assert win.live.request.unit == Unit(LAYER, 3)
     assert pane.sel_rect.isVisible() and pane.sel_rect.rect().contains(pane.tile_rect(3).center())
+    qtbot.waitUntil(lambda: win.feature("optimize").canvas.has_image, timeout=WAIT)
     assert np.array_equal(win.feature("optimize").canvas.array, made[3])
     assert win.feature("optimize").canvas.caption == "cached"
 
@@ -102,7 +111,7 @@ def test_optimize_layer_job_fills_tiles_and_stops(qtbot, make_window, vm, tiny_o
     for c in done:
         cached = cached_result(vm, O.channel(LAYER, c), steps=STEPS, size=SIZE)
         assert cached is not None and np.array_equal(tile(img, lay, c), pattern_tile(cached))
-    assert (tile(img, lay, 39) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    assert np.array_equal(tile(img, lay, 39), win.feature("grid").pane.live_tile(39, lay.tile_h))
     assert win.feature("optimize").canvas.has_image  # unit 0 (selected) got its image as soon as it was done
 
 
@@ -110,8 +119,8 @@ def test_class_click_runs_class_optimization_then_selection_cancels(qtbot, make_
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: bool(r.predictions))
     bars = win.feature("predictions").pane.bars
-    qtbot.waitUntil(lambda: bool(bars.rows), timeout=WAIT)
-    idx, name, _p = bars.rows[0]
+    qtbot.waitUntil(lambda: bool(bars.painted_rows), timeout=WAIT)  # a click acts on the rows on screen
+    idx, name, _p = bars.painted_rows[0]
     qtbot.mouseClick(bars, Qt.MouseButton.LeftButton, pos=QPoint(*bars.row_center(0)))
     assert win.feature("optimize").running == f"class:{idx}"
     canvas = win.feature("optimize").canvas
@@ -144,10 +153,11 @@ def test_open_pattern_folder_fills_missing_tiles(qtbot, make_window, tiny_opt, t
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
     wait_painted(qtbot, win, lambda r: r.layer == LAYER)
     win.feature("patterns").open_folder(folder)
+    qtbot.waitUntil(lambda: win.state.pattern_mode and not win.feature("patterns").loading, timeout=WAIT)
     assert win.state.pattern_mode
     pane = win.feature("grid").pane
     assert np.array_equal(tile(pane.grid_image(), pane.layout_, 2), pattern_tile(img))
     assert pattern_tile(img).shape == (96, 96, 3)
-    assert (tile(pane.grid_image(), pane.layout_, 1) == np.array(PLACEHOLDER_RGB, np.uint8)).all()
+    assert np.array_equal(tile(pane.grid_image(), pane.layout_, 1), pane.live_tile(1, pane.layout_.tile_h))
     win.feature("patterns").open_folder(tmp_path / "empty")
-    assert "no unit_NNNN.png images" in win.ctx.last_error
+    qtbot.waitUntil(lambda: "no unit_NNNN.png images" in win.ctx.last_error, timeout=WAIT)

@@ -18,6 +18,7 @@ from .models import ModelsFeature
 from .optimize import OptimizeFeature
 from .patterns import PatternsFeature
 from .predictions import PredictionsFeature
+from .record import RecordFeature
 from .snapshots import SnapshotsFeature
 from .sources import SourcesFeature
 from .status import StatusFeature
@@ -43,5 +44,6 @@ FEATURES = [
     EmbeddingFeature,
     WeightsFeature,
     AdversarialFeature,
+    RecordFeature,
     HelpFeature,
 ]

@@ -24,15 +24,18 @@ from PySide6.QtWidgets import (
 
 from ... import adversarial as adv
 from ...pipeline import FrameResult
-from ..feature import Feature, MenuItem, Panel
+from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
 from ..widgets.class_picker import ClassPicker
+from ..widgets.frame_tag import FrameTag
 from ..widgets.inspector_pane import titled
 from ..widgets.panel import assemble, control_row
 
-SLOT = "adversarial"
+SLOT = "adversarial"  # the attack job (and its model copy)
+WHY_SLOT = "adversarial-why"  # the "why" measurement (its own copy: it may run beside an attack)
 GAIN = 20.0
 DEFAULT_TARGET = "ostrich"
+NO_TARGET = "pick a target class"
 
 
 def top_text(probs: np.ndarray, categories: list[str], mark: int | None = None, k: int = 3) -> str:
@@ -60,6 +63,7 @@ class AdversarialFeature(Feature):
         self._frame_id = -1
         self.panel = self._build()
         ctx.live.painted.connect(self._on_frame)
+        ctx.live.painted.connect(self.tag.refresh)
         ctx.live.model_changed.connect(self._model_changed)
         ctx.events.class_chosen.connect(self._class_clicked)
         self._model_changed(ctx.vm)
@@ -89,7 +93,8 @@ class AdversarialFeature(Feature):
         self.run_button.clicked.connect(self.run_on_frame)
         self.frame = ImageCanvas("the frame the network sees", smooth=True)
         self.noise = ImageCanvas("perturbation", smooth=False)
-        self.result = ImageCanvas("pick a target class", smooth=True)
+        self.result = ImageCanvas(NO_TARGET, smooth=True)
+        self.tag = FrameTag("attacked")
         self.frame_top, self.result_top = QLabel(""), QLabel("")
         self.info = QLabel("")
         self.info.setWordWrap(True)
@@ -120,7 +125,7 @@ class AdversarialFeature(Feature):
         # two short rows rather than one long one: the dock stays narrow
         assemble(w, [control_row("target", self.picker, self.live_box, self.run_button),
                      control_row(self.method, "eps", self.eps, "steps/frame", self.per_frame)],
-                 grid, [self.info, self.why_box, why_box])
+                 grid, [self.tag, self.info, self.why_box, why_box])
         return w
 
     def _why_text(self) -> str:
@@ -140,12 +145,24 @@ class AdversarialFeature(Feature):
         self._delta, self.state = None, None
         if DEFAULT_TARGET in vm.categories and self.target is None:
             self.picker.set_index(vm.categories.index(DEFAULT_TARGET))
+        self._placeholder()
 
     def set_target(self, index: int) -> None:
         if index != self.target:
             self.target = index
             self._delta, self.steps_done = None, 0
             self.ctx.jobs.cancel(SLOT)
+        self._placeholder()
+
+    def _placeholder(self) -> None:
+        """What the result canvas says before an attack: the chosen target, or that one is needed."""
+        cats = self.ctx.vm.categories
+        if self.target is None or not 0 <= self.target < len(cats):
+            self.result.placeholder = NO_TARGET
+        else:
+            self.result.placeholder = (f"target: {cats[self.target]}\npress 'run on this frame'\n"
+                                       f"(or tick live)")
+        self.result.update()
 
     def _class_clicked(self, index: int) -> None:
         if self.panel.isVisible():  # a class clicked in the predictions becomes the target while the panel is open
@@ -157,11 +174,12 @@ class AdversarialFeature(Feature):
             self.ctx.jobs.cancel(SLOT)
 
     # -- attacks
-    def _attack(self, image: np.ndarray, *, steps: int, carry: bool) -> None:
+    def _attack(self, res: FrameResult, *, steps: int, carry: bool) -> None:
         ctx = self.ctx
         if self.target is None:
             self.info.setText("pick a target class first (type in the box, or click a class in Predictions)")
             return
+        image = res.image
         load = ctx.live.model_copy_loader(SLOT)
         target, method, eps = self.target, self.method.currentText(), float(self.eps.value())
         delta = self._delta if carry else None
@@ -175,7 +193,7 @@ class AdversarialFeature(Feature):
                 yield st
             return last
 
-        ctx.jobs.start(SLOT, work, on_yield=self._show, on_done=self._finished,
+        ctx.jobs.start(SLOT, work, on_yield=lambda st: self._show(st, res), on_done=self._finished,
                        on_error=lambda msg: self.info.setText(f"attack failed: {msg}"))
 
     def _on_frame(self, res: FrameResult) -> None:
@@ -184,7 +202,7 @@ class AdversarialFeature(Feature):
         if self.ctx.jobs.current(SLOT) is not None:
             return  # still busy with the previous frame: frames in between are skipped
         self._frame_id = res.frame_id
-        self._attack(res.image, steps=int(self.per_frame.value()), carry=True)
+        self._attack(res, steps=int(self.per_frame.value()), carry=True)
 
     def run_on_frame(self) -> None:
         res = self.ctx.live.shown
@@ -192,11 +210,13 @@ class AdversarialFeature(Feature):
             self.info.setText("no frame yet")
             return
         self.live_box.setChecked(False)
-        self._attack(res.image, steps=200, carry=False)
+        self._attack(res, steps=200, carry=False)
 
-    def _show(self, st: adv.AttackState) -> None:
+    def _show(self, st: adv.AttackState, res: FrameResult | None = None) -> None:
         cats = self.ctx.vm.categories
         self.state = st
+        if res is not None and res.frame_id != self.tag.frame_id:
+            self.tag.set_frame(res)
         self.steps_done += 1 if st.step > 0 else 0
         self._delta = st.delta
         orig = st.image.astype(np.int16) - st.delta
@@ -222,7 +242,7 @@ class AdversarialFeature(Feature):
         res = self.ctx.live.shown
         if res is None:
             return
-        load = self.ctx.live.model_copy_loader(SLOT)
+        load = self.ctx.live.model_copy_loader(WHY_SLOT)
         image, eps = res.image, float(self.eps.value())
 
         def show(rows) -> None:
@@ -230,13 +250,13 @@ class AdversarialFeature(Feature):
                              if "fraction" in r)
             self.why.setText(self._why_text() + f"<br><b>On this frame</b> (eps {eps:g} level): {text}")
 
-        self.ctx.jobs.start(SLOT + "-why", lambda _abort: adv.effect_vs_pixels(load(), image, eps=eps),
+        self.ctx.jobs.start(WHY_SLOT, lambda _abort: adv.effect_vs_pixels(load(), image, eps=eps),
                             on_done=show, on_error=lambda msg: self.info.setText(f"measure failed: {msg}"))
 
     # -- what the window gathers
     def panels(self) -> list[Panel]:
         return [Panel("adversarial", "Adversarial", self.panel, area="right", visible=False,
-                      tab_with="predictions")]
+                      tab_with=TOOLS)]
 
     def menu_items(self) -> list[MenuItem]:
         return [MenuItem("&Tools", self.action("Adversarial examples", lambda: self.show_panel("adversarial")))]
@@ -254,4 +274,4 @@ class AdversarialFeature(Feature):
 
     def shutdown(self) -> None:
         self.ctx.jobs.cancel(SLOT)
-        self.ctx.jobs.cancel(SLOT + "-why")
+        self.ctx.jobs.cancel(WHY_SLOT)

@@ -15,11 +15,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton
+from PySide6.QtWidgets import QFileDialog, QGridLayout, QHBoxLayout, QLabel, QPushButton
 
 from ...pipeline import FrameResult
-from ..feature import Feature, MenuItem, Panel
+from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
+from ..widgets.frame_tag import FrameTag, same_picture
 from ..widgets.panel import ToolPanel, assemble, control_row, small_progress
 from ..widgets.topk_panel import ImageViewer
 
@@ -54,6 +55,7 @@ class EmbeddingFeature(Feature):
         self.viewer: ImageViewer | None = None
         self.panel = self._build()
         ctx.live.painted.connect(self._on_frame)
+        ctx.live.painted.connect(self.tag.refresh)
         ctx.live.model_changed.connect(lambda _vm: self._clear("the model changed: embed the folder again"))
 
     def _build(self) -> ToolPanel:
@@ -66,33 +68,47 @@ class EmbeddingFeature(Feature):
         self.open_button.setToolTip("a folder written by `deepvis embed DATA --out DIR`")
         self.open_button.clicked.connect(self.open_dialog)
         self.progress = small_progress()
-        self.plot = pg.PlotWidget(background=QColor(14, 15, 19))
-        self.plot.setAspectLocked(True)
-        self.plot.hideAxis("left")
-        self.plot.hideAxis("bottom")
-        self.plot.setMenuEnabled(False)
+        self.fit_button = QPushButton("fit")
+        self.fit_button.setToolTip("show the whole map (wheel: zoom, drag: pan)")
+        self.fit_button.clicked.connect(self.fit)
+        # the map fills the panel; wheel zooms and drag pans (thumbnails grow as you zoom in)
+        self.plot = pg.GraphicsView(background=QColor(14, 15, 19))
+        self.plot.setMinimumSize(120, 120)
+        self.vb = pg.ViewBox(lockAspect=True, enableMenu=False)
+        self.vb.setDefaultPadding(0.02)
+        self.vb.setMouseEnabled(x=True, y=True)
+        self.plot.setCentralItem(self.vb)
+        self.plot.setToolTip("wheel: zoom, drag: pan; hover a point for its file and class, click to open it")
         self.dots = pg.ScatterPlotItem(size=6, pen=None, hoverable=True)
         self.dots.sigHovered.connect(self._hovered)
         self.dots.sigClicked.connect(self._clicked)
-        self.plot.addItem(self.dots)
+        self.vb.addItem(self.dots)
         self.marker = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("w", width=1.5),
                                          brush=pg.mkBrush(255, 214, 10))
         self.marker.setZValue(20)
-        self.plot.addItem(self.marker)
+        self.vb.addItem(self.marker)
         self._thumb_items: list[pg.ImageItem] = []
         self.info = QLabel("embed a folder of images (or open a `deepvis embed` output) to see the map")
         self.info.setWordWrap(True)
-        self.neighbour_canvases = [ImageCanvas("", smooth=True, min_size=40) for _ in range(NEIGHBOURS)]
-        row = control_row("nearest to\nthe camera:")
-        row.takeAt(row.count() - 1)  # no stretch: the neighbours share the row
+        self.neighbour_canvases = [ImageCanvas("", smooth=True, min_size=24) for _ in range(NEIGHBOURS)]
+        row = QHBoxLayout()  # a strip under the map: the map keeps the room
+        row.setSpacing(2)
+        row.addWidget(QLabel("nearest to\nthe camera:"))
         for canvas in self.neighbour_canvases:
+            canvas.setMaximumHeight(72)
             row.addWidget(canvas, 1)
+        self.tag = FrameTag("nearest to")
         body = QGridLayout()
         body.addWidget(self.plot, 0, 0)
-        assemble(w, [control_row(self.embed_button, self.open_button, self.progress)], body, [])
+        assemble(w, [control_row(self.embed_button, self.open_button, self.fit_button, self.progress)], body, [])
         w.layout().addLayout(row)
+        w.layout().addWidget(self.tag)
         w.layout().addWidget(self.info)
         return w
+
+    def fit(self) -> None:
+        """The whole map in view."""
+        self.vb.autoRange(padding=0.02)
 
     # -- making and opening maps
     def embed_folder_dialog(self) -> None:
@@ -105,16 +121,16 @@ class EmbeddingFeature(Feature):
         from ...embed import iter_embed, load_result
 
         ctx = self.ctx
-        out_dir = Path(out) if out else embed_dir(folder, ctx.vm.name)
-        if (out_dir / "embedding.json").is_file():
-            self._load(str(out_dir))
-            return
+        model = ctx.vm.name
         load = ctx.live.model_copy_loader(SLOT)
         self.progress.setRange(0, 0)
         self.progress.show()
         self.info.setText(f"embedding {folder}: reading images...")
 
         def work(abort):
+            out_dir = Path(out) if out else embed_dir(folder, model)
+            if (out_dir / "embedding.json").is_file():
+                return load_result(out_dir)  # made before: from the cache, no new extraction
             out_dir.mkdir(parents=True, exist_ok=True)
             last = None
             for p in iter_embed(load(), folder, str(out_dir), abort=abort, resume=True, pictures=False):
@@ -157,6 +173,7 @@ class EmbeddingFeature(Feature):
             return
         self.codes, self.map = result
         self.live_xy, self.neighbours = None, []
+        self.tag.set_frame(None)
         self._draw_map()
         self.info.setText(f"{len(self.codes)} images, codes of {self.codes.layer} ({self.codes.codes.shape[1]} "
                           f"numbers), {self.map.method}; hover a point for its file and class, click to open it")
@@ -167,7 +184,7 @@ class EmbeddingFeature(Feature):
         self.dots.setData([{"pos": (float(x), float(y)), "data": i, "brush": pg.mkBrush(class_color(int(p)))}
                            for i, ((x, y), p) in enumerate(zip(xy, codes.pred, strict=True))])
         for item in self._thumb_items:
-            self.plot.removeItem(item)
+            self.vb.removeItem(item)
         self._thumb_items = []
         if codes.thumbs is not None:
             span = float(np.ptp(xy, axis=0).max()) or 1.0
@@ -177,9 +194,9 @@ class EmbeddingFeature(Feature):
                 item = pg.ImageItem(np.ascontiguousarray(codes.thumbs[i][::-1]), axisOrder="row-major")
                 item.setRect(QRectF(float(xy[i, 0]) - size / 2, float(xy[i, 1]) - size / 2, size, size))
                 item.setZValue(5)
-                self.plot.addItem(item)
+                self.vb.addItem(item)
                 self._thumb_items.append(item)
-        self.plot.autoRange()
+        self.fit()
 
     # -- the map under the pointer
     def describe(self, i: int) -> str:
@@ -210,22 +227,41 @@ class EmbeddingFeature(Feature):
     def _on_frame(self, res: FrameResult) -> None:
         if self.map is None or not self.panel.isVisible() or self.ctx.jobs.current(LIVE_SLOT) is not None:
             return
+        if same_picture(res.image, self.tag.image):
+            return  # placed already (a frozen camera, a still image): nothing new to place
         now = time.monotonic()
         if now - self._last_live < LIVE_EVERY_S:
             return
-        self._last_live = now
+        self._place(res)
+
+    def _place(self, res: FrameResult) -> None:
+        """Place `res`'s frame in the map (a code from one forward on a private model copy)."""
         from ...embed import code_of_image
 
+        self._last_live = time.monotonic()
         load, frame, emap, layer = self.ctx.live.model_copy_loader(LIVE_SLOT), res.image, self.map, self.codes.layer
 
         def work(_abort):
             code, _probs = code_of_image(load(), frame, layer)
             return emap.locate(code, k=NEIGHBOURS)
 
-        self.ctx.jobs.start(LIVE_SLOT, work, on_done=self._placed,
+        self.ctx.jobs.start(LIVE_SLOT, work, on_done=lambda located: self._placed(located, res),
                             on_error=lambda msg: self.info.setText(f"live placement failed: {msg}"))
 
-    def _placed(self, located) -> None:
+    def _placed(self, located, res: FrameResult | None = None) -> None:
+        """Show a placement; when the input has moved to another picture while it ran, place the newest frame at
+        once (not at the next frame after a pause): the neighbours are never one photo behind for long, and
+        the tag says which frame they belong to."""
+        if res is not None:
+            self.tag.set_frame(res)
+            self.tag.refresh(self.ctx.live.shown)
+        self._show_placement(located)
+        shown = self.ctx.live.shown
+        if (shown is not None and self.map is not None and self.panel.isVisible()
+                and not same_picture(shown.image, self.tag.image)):
+            self._place(shown)
+
+    def _show_placement(self, located) -> None:
         xy, idx, sims = located
         self.live_xy = np.asarray(xy)
         self.neighbours = [int(i) for i in idx]
@@ -244,7 +280,7 @@ class EmbeddingFeature(Feature):
         self.show_panel("embedding")
 
     def panels(self) -> list[Panel]:
-        return [Panel("embedding", "Embedding", self.panel, area="right", visible=False, tab_with="predictions")]
+        return [Panel("embedding", "Embedding", self.panel, area="right", visible=False, tab_with=TOOLS)]
 
     def menu_items(self) -> list[MenuItem]:
         return [MenuItem("&Tools", self.action("Embedding (t-SNE map, nearest images)", self.open))]

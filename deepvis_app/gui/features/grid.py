@@ -1,5 +1,9 @@
 """The activation grid (central): every channel of the shown layer as a tile; click or arrows select a unit,
-t/T change the boosts, z zooms. In pattern mode it shows what the patterns feature publishes instead."""
+t/T change the boosts, z zooms. In pattern mode it shows what the patterns feature publishes instead.
+
+The units of a layer are the model's (`vm.channels(layer)`: a channels-last ConvNeXt map has its last dimension's
+units, a token layer its features); painting only draws (the first unit is chosen by the live session when the
+first result of a layer arrives with none selected)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from ...pipeline import FrameResult
-from ...state import GAMMAS, NORM_MODES, PatternContent, clamp_unit, cycle
+from ...state import COLORMAPS, GAMMAS, NORM_MODES, PatternContent, clamp_unit, cycle
 from ..feature import Feature, Key, Panel
+from ..labels import layer_label
 from ..widgets.grid_pane import GridPane
 
 SETTINGS_CMAP = "grid/colormap"
@@ -20,9 +25,10 @@ class GridFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.pane = GridPane()
+        self.pane.layer_title = lambda layer: layer_label(ctx.vm, layer)  # the layer list's title and the name
         st = ctx.state
         saved = ctx.settings.value(SETTINGS_CMAP)
-        if isinstance(saved, str) and saved:
+        if saved in COLORMAPS:  # a stale or edited settings file is ignored, not an error
             st.colormap = saved
         self.pane.set_cmap(st.colormap)
         self.pane.set_modes(st.norm, st.gamma)
@@ -42,18 +48,18 @@ class GridFeature(Feature):
     # -- choices
     def select_channel(self, channel: int) -> None:
         """Select `channel` of the shown layer (clamped to the layer's units)."""
-        layer = self.ctx.live.layer
-        self.ctx.state.unit = clamp_unit(layer, channel, self.ctx.channels(layer))
+        layer = self.ctx.state.layer
+        self.ctx.state.unit = clamp_unit(layer, channel, self.ctx.vm.channels(layer))
 
     def on_tile_clicked(self, channel: int) -> None:
-        if self.pane.layer == self.ctx.live.layer:  # not a click on the previous layer's grid, still on screen
+        if self.pane.layer == self.ctx.state.layer:  # not a click on the previous layer's grid, still on screen
             self.select_channel(channel)
 
     def move_selection(self, dx: int, dy: int) -> None:
         lay = self.pane.layout_
         unit = self.ctx.state.unit
         cols = lay.cols if lay is not None else 1
-        if unit is None or unit.layer != self.ctx.live.layer:
+        if unit is None or unit.layer != self.ctx.state.layer:
             self.select_channel(0)
             return
         self.select_channel(unit.channel + dx + dy * cols)
@@ -67,11 +73,11 @@ class GridFeature(Feature):
 
     def toggle_zoom(self) -> None:
         unit = self.ctx.state.unit
-        self.pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.ctx.live.layer else None)
+        self.pane.toggle_zoom(unit.channel if unit is not None and unit.layer == self.ctx.state.layer else None)
 
     def reset(self) -> None:
         self.pane.reset_zoom()
-        self.ctx.state.update(norm="layer", gamma=1.0)
+        self.ctx.state.reset("norm", "gamma")
 
     # -- drawing
     def _sync_modes(self, *_args) -> None:
@@ -79,15 +85,13 @@ class GridFeature(Feature):
 
     def _sync_selection(self, *_args) -> None:
         unit = self.ctx.state.unit
-        self.pane.set_selected(unit.channel if unit is not None and unit.layer == self.ctx.live.layer else None)
+        self.pane.set_selected(unit.channel if unit is not None and unit.layer == self.ctx.state.layer else None)
 
     def _labels(self, layer: str) -> list[str] | None:
-        return self.ctx.vm.categories if self.ctx.is_class_layer(layer) else None
+        return self.ctx.vm.categories if self.ctx.vm.is_class_layer(layer) else None
 
     def paint(self, res: FrameResult) -> None:
         self.pane.show_grid(res.grid, res.layer, self._labels(res.layer))
-        if self.ctx.state.unit is None and res.grid.layout.channels > 0:
-            self.select_channel(int(res.grid.channel_max.argmax()))  # start on the layer's strongest unit
 
     def _show_patterns(self, content: PatternContent | None) -> None:
         if content is None:

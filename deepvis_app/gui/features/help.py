@@ -30,11 +30,12 @@ class HelpFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.overlay: HelpOverlay | None = None
+        self.tools: list[str] = []  # the Tools menu's entries, as the overlay lists them
 
     def _ensure(self) -> HelpOverlay:
         if self.overlay is None:
             shortcuts = [(k.label, k.help) for f in self.ctx.features for k in f.keys() if k.help]
-            self.overlay = HelpOverlay(self.ctx.top_widget, shortcuts + WINDOW_KEYS)
+            self.overlay = HelpOverlay(self.ctx.top_widget, shortcuts + WINDOW_KEYS + self.menu_lines())
             self.ctx.top_widget.installEventFilter(self)  # the overlay follows the window's size
         return self.overlay
 
@@ -65,6 +66,19 @@ class HelpFeature(Feature):
             self.hide()
             return True
         return False
+
+    def menus_built(self, menus: dict) -> None:
+        tools = menus.get("&Tools")
+        if tools is not None:
+            self.tools = [a.text().replace("&", "") for a in tools.actions() if a.text() and not a.isSeparator()]
+
+    def menu_lines(self) -> list[tuple[str, str]]:
+        """What the keys do not reach: the Tools menu's panels (and where they open)."""
+        if not self.tools:
+            return []
+        names = ", ".join(t.split(" (")[0] for t in self.tools)
+        return [("Tools menu", f"{names}: each opens as a tab under the unit inspector (Predictions stays "
+                               f"visible); they compute only while shown")]
 
     def about_text(self) -> str:
         import numpy

@@ -12,6 +12,7 @@ cancels it. Results are cached by the core, so repeating a run is instant.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtWidgets import (
@@ -25,17 +26,19 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from ...errors import DeepVisError
 from ...pipeline import FrameResult
 from ...sources import read_image
-from ..feature import Feature, MenuItem, Panel
+from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
+from ..widgets.frame_tag import FrameTag
 from ..widgets.inspector_pane import titled
 from ..widgets.panel import ToolPanel, assemble, control_row
 
-SLOT, LIVE_SLOT = "imagelab", "dream-live"
+SLOT, LIVE_SLOT, STYLE_SLOT = "imagelab", "dream-live", "style-image"
 TECHNIQUES = ("invert", "dream", "style")
 DEFAULT_STEPS = {"invert": 120, "dream": 10, "style": 60}
+# what the steps box counts: DeepDream's steps are per octave (the caption counts all of them)
+STEPS_LABELS = {"invert": "steps", "dream": "steps/octave", "style": "evaluations"}
 HINTS = {
     "invert": "reconstruct the frame from its code at the shown layer: deeper layers keep less of the picture",
     "dream": "amplify what the shown layer sees in the frame (lower layers: strokes and edges; higher: parts)",
@@ -56,6 +59,7 @@ class ImageLabFeature(Feature):
         self._live_t: list[float] = []
         self.panel = self._build()
         ctx.live.painted.connect(self._on_frame)
+        ctx.live.painted.connect(self.tag.refresh)
 
     def _build(self) -> ToolPanel:
         w = ToolPanel()
@@ -66,6 +70,7 @@ class ImageLabFeature(Feature):
         self.steps.setRange(1, 2000)
         self.steps.setValue(DEFAULT_STEPS["invert"])
         self.steps.setToolTip("optimizer steps (dream: per octave; style: function evaluations)")
+        self.steps_label = QLabel(STEPS_LABELS["invert"])
         self.run_button = QPushButton("run on this frame")
         self.run_button.clicked.connect(self.run)
         self.stop_button = QPushButton("stop")
@@ -86,6 +91,7 @@ class ImageLabFeature(Feature):
         self.hint.setWordWrap(True)
         self.info = QLabel("")
         self.info.setWordWrap(True)
+        self.tag = FrameTag("made from")
         grid = QGridLayout()
         grid.addWidget(titled("frame", self.source), 0, 0)
         grid.addWidget(titled("result", self.result), 0, 1)
@@ -93,8 +99,8 @@ class ImageLabFeature(Feature):
         grid.addWidget(self.style_box, 0, 2)
         for c in range(3):
             grid.setColumnStretch(c, 1)
-        assemble(w, [control_row(self.technique, "steps", self.steps, self.run_button, self.stop_button,
-                                 self.live_box, self.style_button)], grid, [self.progress, self.info])
+        assemble(w, [control_row(self.technique, self.steps_label, self.steps, self.run_button, self.stop_button,
+                                 self.live_box, self.style_button)], grid, [self.progress, self.tag, self.info])
         w.layout().insertWidget(1, self.hint)
         self._technique_changed("invert")
         return w
@@ -102,6 +108,7 @@ class ImageLabFeature(Feature):
     # -- choices
     def _technique_changed(self, name: str) -> None:
         self.steps.setValue(DEFAULT_STEPS[name])
+        self.steps_label.setText(STEPS_LABELS[name])
         self.hint.setText(HINTS[name])
         style = name == "style"
         self.style_box.setVisible(style)
@@ -117,10 +124,14 @@ class ImageLabFeature(Feature):
         path, _ = QFileDialog.getOpenFileName(self.panel.window(), "Style image", "",
                                               "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)")
         if path:
-            try:
-                self.set_style_image(read_image(path), path.rsplit("/", 1)[-1])
-            except DeepVisError as err:
-                self.ctx.notify(str(err), "error")
+            self.open_style_image(path)
+
+    def open_style_image(self, path: str) -> None:
+        """Read a style image in the background (the GUI thread never reads the disk), then use it."""
+        name = Path(path).name
+        self.ctx.jobs.start(STYLE_SLOT, lambda _abort: read_image(path),
+                            on_done=lambda rgb: self.set_style_image(rgb, name),
+                            on_error=lambda msg: self.ctx.notify(msg, "error"))
 
     # -- runs
     def run(self) -> None:
@@ -133,10 +144,11 @@ class ImageLabFeature(Feature):
         if technique == "style" and self.style_image is None:
             self.info.setText("choose a style image first (style image...)")
             return
-        frame, layer, steps = res.image, self.ctx.live.layer, int(self.steps.value())
+        frame, layer, steps = res.image, self.ctx.state.layer, int(self.steps.value())
         style = self.style_image
         load = self.ctx.live.model_copy_loader(SLOT)
         self.source.set_image(frame)
+        self.tag.set_frame(res)
         self.result.clear(f"{technique}: starting...")
         self.progress.setRange(0, steps)
         self.progress.setValue(0)
@@ -177,11 +189,22 @@ class ImageLabFeature(Feature):
     def _show(self, technique: str, layer: str, step) -> None:
         self.last_step = step
         self.result.set_image(step.image)
-        self.result.caption = f"step {step.step}/{step.steps}"
+        self.result.caption = self.step_caption(technique, step)
         self.progress.setRange(0, max(1, step.steps))
         self.progress.setValue(step.step)
         losses = ", ".join(f"{k} {v:.3g}" for k, v in step.losses.items())
         self.info.setText(f"{technique} at {layer}: {losses}")
+
+    def step_caption(self, technique: str, step) -> str:
+        """The result's badge: DeepDream counts steps over all octaves, so it says how they add up to the box's
+        steps per octave ("step 25/40: 10 per octave x 4")."""
+        if step.steps == 0:
+            return "cached"  # a finished result read back: no steps were run
+        text = f"step {step.step}/{step.steps}"
+        per = int(self.steps.value())
+        if technique == "dream" and per > 0 and step.steps > per and step.steps % per == 0:
+            text += f": {per} per octave \u00d7 {step.steps // per}"
+        return text
 
     def _done(self, technique: str, layer: str, step, top: tuple[int, float] | None) -> None:
         if step is None:
@@ -211,19 +234,20 @@ class ImageLabFeature(Feature):
         from ...optimize.dream import dream_frame
 
         load = self.ctx.live.model_copy_loader(LIVE_SLOT)
-        frame, layer, previous = res.image, self.ctx.live.layer, self._previous
+        frame, layer, previous = res.image, self.ctx.state.layer, self._previous
 
         def work(_abort):
             return dream_frame(load(), frame, layer, steps=2, previous=previous, carry=0.5)
 
-        self.source.set_image(frame)
-        self.ctx.jobs.start(LIVE_SLOT, work, on_done=lambda img: self._live_done(layer, img),
+        self.ctx.jobs.start(LIVE_SLOT, work, on_done=lambda img: self._live_done(layer, img, res),
                             on_error=lambda msg: (self.live_box.setChecked(False),
                                                   self.info.setText(f"live dream failed: {msg}")))
 
-    def _live_done(self, layer: str, image: np.ndarray) -> None:
+    def _live_done(self, layer: str, image: np.ndarray, res: FrameResult) -> None:
         self._previous = image
+        self.source.set_image(res.image)  # frame and dream side by side from the same frame
         self.result.set_image(image)
+        self.tag.set_frame(res)
         now = time.monotonic()
         self._live_t = [t for t in self._live_t if now - t < 5.0] + [now]
         span = self._live_t[-1] - self._live_t[0]
@@ -238,7 +262,7 @@ class ImageLabFeature(Feature):
         self.show_panel("imagelab")
 
     def panels(self) -> list[Panel]:
-        return [Panel("imagelab", "Image lab", self.panel, area="right", visible=False, tab_with="predictions")]
+        return [Panel("imagelab", "Image lab", self.panel, area="right", visible=False, tab_with=TOOLS)]
 
     def menu_items(self) -> list[MenuItem]:
         return [MenuItem("&Tools", self.action("Feature inversion", lambda: self.open("invert"))),

@@ -7,11 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 from ...pipeline import FrameResult
-from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS, clamp_unit, cycle, methods_for
+from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS, clamp_unit, cycle, methods_for, view_request
+from ..backprop_facts import deconv_static_at, rectifier_cap
 from ..feature import Feature, Key, Panel
+from ..labels import layer_title
 from ..widgets.images import SIGNED_COLORMAP, make_lut, overlay
 from ..widgets.inspector_pane import InspectorPane
 
+RF_SLOT = "rf"  # the receptive-field measurement job (and its model copy)
+RULES_SLOT = "backprop-rules"  # whether the deconvnet map depends on the image (and its model copy)
+STATIC_NOTE = "image-independent on this network"
 SQRT_LUT = np.round(np.sqrt(np.arange(256) / 255.0) * 255).astype(np.uint8)
 
 
@@ -30,10 +35,13 @@ class InspectorFeature(Feature):
         self.pane.map_view_changed.connect(self.set_map_view)
         self.pane.crop_toggled.connect(lambda on: setattr(st, "backprop_crop", bool(on)))
         self._rf: dict[tuple, object] = {}  # (model, layer, input size) -> RFGeometry, or None while measured
+        self._caps: dict[tuple, float | None] = {}  # (model, layer) -> its rectifier's ceiling
+        self._static: dict[tuple, bool | None] = {}  # (model, layer) -> deconvnet map image-independent
         for name in ("backprop_mode", "backprop_view", "map_view", "unit", "unit_frozen", "backprop_blocked",
                      "backprop_crop"):
             getattr(st.events, name).connect(self._sync)
         ctx.live.painted.connect(self.paint)
+        ctx.live.model_changed.connect(lambda _vm: (self._rf.clear(), self._caps.clear(), self._static.clear()))
         self._sync()
 
     # -- choices
@@ -57,19 +65,18 @@ class InspectorFeature(Feature):
         ctx = self.ctx
         st = ctx.state
         unit = st.unit
-        if not frozen and unit is not None and unit.layer != ctx.live.layer:
-            layer = ctx.live.layer  # unfreezing comes back to the shown layer
-            st.update(unit_frozen=False, unit=clamp_unit(layer, unit.channel, ctx.channels(layer)))
+        if not frozen and unit is not None and unit.layer != st.layer:
+            layer = st.layer  # unfreezing comes back to the shown layer
+            st.update(unit_frozen=False, unit=clamp_unit(layer, unit.channel, ctx.vm.channels(layer)))
         else:
             st.unit_frozen = bool(frozen)
 
     def reset(self) -> None:
-        ctx = self.ctx
-        unit = ctx.state.unit
-        if unit is not None and unit.layer != ctx.live.layer:
-            unit = clamp_unit(ctx.live.layer, unit.channel, ctx.channels(ctx.live.layer))
-        ctx.state.update(backprop_mode="guided", backprop_view="norm", unit_frozen=False, map_view="activation",
-                         unit=unit)
+        st = self.ctx.state
+        unit = st.unit
+        if unit is not None and unit.layer != st.layer:  # a frozen unit of another layer: back to the shown one
+            st.unit = clamp_unit(st.layer, unit.channel, self.ctx.vm.channels(st.layer))
+        st.reset("backprop_mode", "backprop_view", "unit_frozen", "map_view")
 
     # -- drawing
     def _lut(self):
@@ -83,7 +90,8 @@ class InspectorFeature(Feature):
         st = self.ctx.state
         self.pane.set_modes(st.backprop_mode, st.backprop_view, st.map_view)
         self.pane.set_frozen(st.unit_frozen, st.backprop_crop)
-        methods = self.ctx.live.request.attribution if st.unit is not None else methods_for(st.backprop_mode)
+        # what the worker is asked for (none for a blocked unit), derived as the session derives it
+        methods = view_request(st, request_id=0).attribution if st.unit is not None else methods_for(st.backprop_mode)
         self.pane.set_methods(methods)
 
     def paint(self, res: FrameResult) -> None:
@@ -95,29 +103,33 @@ class InspectorFeature(Feature):
             return
         vm = ctx.vm
         name = ""
-        if ctx.is_class_layer(unit.layer) and unit.channel < len(vm.categories):
+        if vm.is_class_layer(unit.layer) and unit.channel < len(vm.categories):
             name = f" &nbsp;<span style='color:#5ac8fa'>{vm.categories[unit.channel]}</span>"
         value = f"{res.unit_value:.3g}" if res.unit_value is not None else "-"
         frozen = " &nbsp;<span style='color:#ff6961'>[frozen]</span>" if ctx.state.unit_frozen else ""
-        pane.set_header(f"<b>{unit.layer}</b> &nbsp;unit <b style='color:#ffd60a'>{unit.channel}</b>{name}"
+        title = layer_title(vm, unit.layer)
+        layer = (f"<b>{title}</b> <span style='color:#a9b0c0'>{unit.layer}</span>" if title
+                 else f"<b>{unit.layer}</b>")
+        pane.set_header(f"{layer} &nbsp;unit <b style='color:#ffd60a'>{unit.channel}</b>{name}"
                         f" &nbsp;max {value}{frozen}")
-        shape = vm.info(unit.layer).shape
+        info = vm.info(unit.layer)
+        grid = info.grid if info.spatial else None  # (h, w) of the unit's map, None for vectors and sequences
         view = ctx.state.map_view
         canvas = pane.unit_map
         if view == "ERF":
-            self._paint_erf(res, shape)
+            self._paint_erf(res, grid)
         elif res.unit_map is not None:
             signed = res.grid.signed and unit.layer == res.layer  # zero is mid-scale: use the diverging map
             lut = self._signed if signed else self._lut()
             canvas.caption = "overlay" if view == "overlay" else ""
             canvas.marker = None
-            if res.unit_position is not None and len(shape) == 3:
+            if res.unit_position is not None and grid is not None:
                 y, x = res.unit_position  # the neuron the attributions explain, in layer cells
-                canvas.marker = ((x + 0.5) / shape[2], (y + 0.5) / shape[1])
+                canvas.marker = ((x + 0.5) / grid[1], (y + 0.5) / grid[0])
             canvas.set_image(overlay(res.image, res.unit_map, lut) if view == "overlay" else lut[res.unit_map])
         else:
             canvas.clear(f"fully-connected unit: no spatial map\nvalue {value}")
-        box = self._crop_box(res, shape) if res.attributions else None
+        box = self._crop_box(res) if res.attributions and grid is not None else None
         for method, attr_canvas in pane.attr.items():
             img = res.attributions.get(method)
             if img is not None:
@@ -127,20 +139,73 @@ class InspectorFeature(Feature):
                     img = img[top:bottom, left:right]
                     detail += f", RF {bottom - top}x{right - left} px"
                 attr_canvas.caption = ""  # said in the title: a badge would cover the patch
+                attr_canvas.footer = STATIC_NOTE if method == "deconv" and self._deconv_static(unit.layer) else ""
+                zero = self._zero_reason(res, img) if method == "gradient" else None
+                if zero is not None:  # a blank image says nothing: say why it is blank
+                    pane.set_method_title(method, f"{detail}: zero")
+                    attr_canvas.clear(zero)
+                    continue
                 pane.set_method_title(method, detail)
                 attr_canvas.set_image(img)
 
-    def _crop_box(self, res: FrameResult, shape: tuple) -> tuple[int, int, int, int] | None:
+    # -- what the backprop images cannot show by themselves
+    def rectifier_cap(self, layer: str) -> float | None:
+        """The ceiling of the clipped rectifier whose output `layer` is (ReLU6: 6), None for anything else.
+        Read from the module's type: the unit's value at the cap means its gradient is exactly zero there."""
+        key = (self.ctx.vm.name, layer)
+        if key not in self._caps:
+            self._caps[key] = rectifier_cap(self.ctx.vm.net, layer)
+        return self._caps[key]
+
+    def _zero_reason(self, res: FrameResult, img: np.ndarray) -> str | None:
+        """Why the gradient image is blank (every pixel the same), or None when it is not blank."""
+        if img.size == 0 or img.min() != img.max():
+            return None
+        cap = self.rectifier_cap(res.unit.layer)
+        at_peak = res.unit.y is None  # the explained neuron is the channel's maximum: `unit_value` is its value
+        if cap is not None and at_peak and res.unit_value is not None and res.unit_value >= cap:
+            return (f"gradient: exactly zero here\nthe unit is at its ReLU6 cap ({res.unit_value:g} = {cap:g}): "
+                    f"a clipped unit does not change when its input does. Guided backprop and deconvnet still "
+                    f"show what drives it")
+        return "gradient: exactly zero on this frame\n(no input pixel changes this unit here)"
+
+    def _deconv_static(self, layer: str) -> bool:
+        """True when the deconvnet map of `layer`'s units cannot depend on the image on this network (no max-pool
+        switches, gating, ...: `AttributionContext.deconv_static`); checked once per layer by a background job on
+        a private model copy, False until it is known."""
+        key = (self.ctx.vm.name, layer)
+        if key not in self._static:
+            self._static[key] = None
+            load = self.ctx.live.model_copy_loader(RULES_SLOT)
+            size = self.ctx.vm.input_size
+
+            def check(_abort):
+                return deconv_static_at(load(), layer, size)
+
+            self.ctx.jobs.start(RULES_SLOT, check, on_done=lambda static, k=key: self._set_static(k, static),
+                                on_error=lambda _msg, k=key: self._static.pop(k, None))
+        return bool(self._static[key])
+
+    def _set_static(self, key: tuple, static: bool) -> None:
+        self._static[key] = bool(static)
+        if static:
+            self.ctx.live.repaint()
+
+    def _crop_box(self, res: FrameResult) -> tuple[int, int, int, int] | None:
         """The explained neuron's receptive field, clipped to the frame, when cropping is on and the field
         covers less than half of the input; None otherwise (the geometry is measured once per layer, on a
         private model copy in the background, and the full image is shown until it is known)."""
-        if not self.ctx.state.backprop_crop or res.unit is None or res.unit_position is None or len(shape) != 3:
+        if not self.ctx.state.backprop_crop or res.unit is None or res.unit_position is None:
             return None
         size = res.image.shape[0]
         key = (self.ctx.vm.name, res.unit.layer, size)
         if key not in self._rf:
+            # One slot (and so one model copy): a new layer's measurement replaces a pending one, whose key is
+            # forgotten so that it is measured again when its layer comes back.
+            for stale in [k for k, geom in self._rf.items() if geom is None]:
+                del self._rf[stale]
             self._rf[key] = None
-            load = self.ctx.live.model_copy_loader("rf")
+            load = self.ctx.live.model_copy_loader(RF_SLOT)
             layer = res.unit.layer
 
             def measure(_abort):
@@ -148,7 +213,7 @@ class InspectorFeature(Feature):
 
                 return rf_geometry(load().net, layer, size)
 
-            self.ctx.jobs.start(f"rf:{layer}", measure, on_done=lambda geom, k=key: self._rf.__setitem__(k, geom),
+            self.ctx.jobs.start(RF_SLOT, measure, on_done=lambda geom, k=key: self._rf.__setitem__(k, geom),
                                 on_error=lambda _msg, k=key: self._rf.pop(k, None))
             return None
         geom = self._rf[key]
@@ -160,10 +225,10 @@ class InspectorFeature(Feature):
             return None
         return top, left, bottom, right
 
-    def _paint_erf(self, res: FrameResult, shape: tuple) -> None:
+    def _paint_erf(self, res: FrameResult, grid: tuple[int, int] | None) -> None:
         canvas = self.pane.unit_map
         canvas.marker = None
-        if len(shape) != 3:
+        if grid is None:
             canvas.clear("ERF: needs a unit with a spatial map\n(this layer is fully connected)")
         elif res.erf_map is None or res.erf_frames == 0:
             canvas.clear("ERF: accumulating gradients...")

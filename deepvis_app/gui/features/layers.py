@@ -5,8 +5,8 @@ selects the top-1 class of the newest frame instead (a unit number of another la
 
 from __future__ import annotations
 
-from ...pipeline import Unit
 from ...state import clamp_unit
+from ...values import Unit
 from ..feature import Feature, Key, Panel
 from ..widgets.layers_pane import LayersPane
 
@@ -18,31 +18,31 @@ class LayersFeature(Feature):
         super().__init__(ctx)
         self.pane = LayersPane()
         self.pane.set_model(ctx.vm)
-        self.pane.set_current(ctx.live.layer)
+        self.pane.set_current(ctx.state.layer)
         self.pane.layer_chosen.connect(self.set_layer)
-        ctx.state.events.layer.connect(lambda *_: self.pane.set_current(ctx.live.layer))
+        ctx.state.events.layer.connect(lambda *_: self.pane.set_current(ctx.state.layer))
         ctx.live.model_changed.connect(self._model_changed)
 
     def _model_changed(self, vm) -> None:
         self.pane.set_model(vm)
-        self.pane.set_current(self.ctx.live.layer)
+        self.pane.set_current(self.ctx.state.layer)
 
     def set_layer(self, layer: str) -> None:
         ctx = self.ctx
-        if layer == ctx.live.layer:
+        if layer == ctx.state.layer:
             return
         st = ctx.state
         unit = st.unit
         if not st.unit_frozen:
             shown = ctx.live.shown
-            if ctx.is_class_layer(layer) and shown is not None and shown.predictions:
+            if ctx.vm.is_class_layer(layer) and shown is not None and shown.predictions:
                 unit = Unit(layer, int(shown.predictions[0][0]))  # the class the network sees now
             elif unit is not None:
-                unit = clamp_unit(layer, unit.channel, ctx.channels(layer))
+                unit = clamp_unit(layer, unit.channel, ctx.vm.channels(layer))
         st.update(layer=layer, unit=unit)
 
     def step_layer(self, step: int) -> None:
-        self.set_layer(self.pane.neighbour(self.ctx.live.layer, step))
+        self.set_layer(self.pane.neighbour(self.ctx.state.layer, step))
 
     def panels(self) -> list[Panel]:
         return [Panel("layers", "Layers", self.pane, area="left")]

@@ -44,7 +44,7 @@ class ModelsFeature(Feature):
     def _loaded(self, vm: VisModel) -> None:
         self.progress.hide()
         self.ctx.live.set_model(vm)
-        self.ctx.notify(f"model: {self.ctx.model_title()}", "info", 4)
+        self.ctx.notify(f"model: {self.ctx.vm.title}", "info", 4)
 
     def _failed(self, message: str) -> None:
         self.progress.hide()

@@ -1,7 +1,8 @@
 """The optimized image in the inspector: the selected unit's cached image at once, or "optimize" to synthesize
 it in the background (the image evolves on screen); a class clicked in the predictions gets its class image.
 Selecting another unit cancels the running job. Finished images are announced (`AppEvents.optimized_image`), so
-pattern mode fills the tile; images other jobs finish appear here when they are the selected unit's."""
+pattern mode fills the tile; images other jobs finish appear here when they are the selected unit's. The cache is
+read by a job of the same slot (the GUI thread never reads the disk), so starting an optimization replaces it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..feature import Feature, Panel
 from ..widgets.canvas import ImageCanvas
 from ..widgets.inspector_pane import titled
 
-SLOT = "optimize"
+SLOT = "optimize"  # the cache look-up and the optimization (and its model copy)
 TITLE = "optimized image"
 HINT = "press optimize to synthesize\nthis unit's preferred image"
 
@@ -26,7 +27,7 @@ class OptimizeFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.steps, self.size = app_settings()
-        self.canvas = ImageCanvas("Optimized image:\nselect a unit", smooth=True)
+        self.canvas = ImageCanvas("Optimized image:\nselect a unit", smooth=True, min_size=40)
         self.hint = HINT
         self.button = QPushButton("optimize")
         self.button.setToolTip("synthesize an image that maximizes this unit (runs in the background)")
@@ -52,13 +53,14 @@ class OptimizeFeature(Feature):
         """The running optimization job (None when idle)."""
         return self.ctx.jobs.current(SLOT)
 
-    def cached_image(self, layer: str, channel: int):
-        return cached_unit_image(self.ctx.vm, layer, channel, steps=self.steps, size=self.size,
-                                 folder=self.ctx.state.pattern_folder)
+    @property
+    def looking_up(self) -> bool:
+        """The selected unit's cached image is being read."""
+        return self.running is None and self.ctx.jobs.current(SLOT) is not None
 
     def follow_selection(self, *_args) -> None:
         """Enable the button; when the selected unit changed, cancel the running optimization and show the new
-        unit's cached image (or the hint)."""
+        unit's cached image (read in the background; the hint until it is found)."""
         ctx = self.ctx
         unit = ctx.state.unit
         self.button.setEnabled(unit is not None)
@@ -68,12 +70,21 @@ class OptimizeFeature(Feature):
         ctx.jobs.cancel(SLOT)  # the user moved on: stop spending CPU on the old unit / class
         self._anchor, self.running = current, None
         self.box.title_label.setText(TITLE)
-        cached = self.cached_image(unit.layer, unit.channel) if unit is not None else None
-        self.canvas.caption = "cached" if cached is not None else ""
-        if cached is not None:  # revisiting a unit: its cached image at once, no network run
-            self.canvas.set_image(cached)
-        else:
-            self.canvas.clear(self.hint if unit is not None else "Optimized image:\nselect a unit")
+        self.canvas.caption = ""
+        self.canvas.clear(self.hint if unit is not None else "Optimized image:\nselect a unit")
+        if unit is None:
+            return
+        vm, steps, size, folder = ctx.vm, self.steps, self.size, ctx.state.pattern_folder
+        layer, channel = unit.layer, unit.channel
+
+        def found(image) -> None:
+            if image is not None and self._anchor == current and self.running is None:
+                self.canvas.caption = "cached"  # revisiting a unit: its cached image, no network run
+                self.canvas.set_image(image)
+
+        ctx.jobs.start(SLOT, lambda _abort: cached_unit_image(vm, layer, channel, steps=steps, size=size,
+                                                              folder=folder),
+                       on_done=found)
 
     def start_unit(self) -> None:
         """Synthesize the selected unit's preferred image, previewing as it evolves."""
@@ -102,7 +113,7 @@ class OptimizeFeature(Feature):
         self.running = what
         self.box.title_label.setText(TITLE)
         steps, size = self.steps, self.size
-        load = ctx.live.model_copy_loader()
+        load = ctx.live.model_copy_loader(SLOT)
         model = ctx.vm.name
         self.canvas.caption = ""
         self.canvas.clear(message)

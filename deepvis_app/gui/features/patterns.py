@@ -1,6 +1,8 @@
 """Pattern mode (p): the grid shows each unit's cached optimized image instead of its live activation (clicks
 still select units). "optimize layer" fills the cache for the whole layer unit by unit in the background;
-File > Open pattern folder uses a `deepvis optimize-layer --out DIR` folder where the cache has no image."""
+File > Open pattern folder uses a `deepvis optimize-layer --out DIR` folder where the cache has no image.
+Every cache and folder read runs as a job (the GUI thread never touches the disk); the tiles fill in when the
+layer's images have been read."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from PySide6.QtWidgets import QCheckBox, QFileDialog, QPushButton
 
 from ...optimize.unit_images import cached_unit_image, unit_objective
 from ...state import OptimizedImage, PatternContent
+from ...zoo import DEFAULT_MODEL
 from ..feature import Feature, Key, MenuItem, Panel
 from ..widgets.panel import small_progress
 
-SLOT = "optimize-layer"
+SLOT = "optimize-layer"  # the optimize-layer job (and its model copy)
+READ_SLOT = "pattern-images"  # reading the shown layer's cached images
+FOLDER_SLOT = "pattern-folder"  # checking a folder the user opened
 
 
 class PatternsFeature(Feature):
@@ -26,7 +31,7 @@ class PatternsFeature(Feature):
 
         self.steps, self.size = app_settings()
         self.images: list[np.ndarray | None] = []  # per unit of `self.layer`
-        self._key: tuple | None = None  # (model, layer) that `images` belongs to
+        self._key: tuple | None = None  # (model, layer, folder) that `images` belongs to
         self.box = QCheckBox("patterns")
         self.box.setToolTip("pattern mode (p): each unit's cached optimized image instead of its live activation")
         self.box.toggled.connect(self.set_pattern_mode)
@@ -41,7 +46,7 @@ class PatternsFeature(Feature):
         st = ctx.state
         st.events.pattern_mode.connect(self._mode_changed)
         st.events.layer.connect(lambda *_: self.refresh())
-        st.events.pattern_folder.connect(lambda *_: self.refresh(force=True))
+        st.events.pattern_folder.connect(lambda *_: self.refresh())
         ctx.live.model_changed.connect(lambda _vm: self.refresh())
         ctx.events.optimized_image.connect(self._on_image)
 
@@ -52,6 +57,11 @@ class PatternsFeature(Feature):
     @property
     def layer_job_running(self) -> bool:
         return self.ctx.jobs.current(SLOT) is not None
+
+    @property
+    def loading(self) -> bool:
+        """The shown layer's cached images are being read."""
+        return self.ctx.jobs.current(READ_SLOT) is not None
 
     @property
     def cached_count(self) -> int:
@@ -68,46 +78,79 @@ class PatternsFeature(Feature):
         self._key = None
         if on:
             self.refresh()
-            self.ctx.notify(self.status(), "info", 10)
+        else:
+            self.ctx.jobs.cancel(READ_SLOT)
 
     def status(self) -> str:
         n, total = self.cached_count, len(self.images)
-        layer = self._key[1] if self._key else self.ctx.live.layer
-        text = f"pattern mode: {n} of {total} units cached"
+        layer = self._key[1] if self._key else self.ctx.state.layer
+        if self.loading:
+            return f"pattern mode: reading the cached images of {layer}..."
+        text = f"pattern mode: {n} of {total} units have an optimized image"
         if n < total:
+            text += " (the others show their live activation)"
             if self.layer_job_running:
                 text += " \u2014 optimizing this layer now (optimize layer again stops it)"
             else:
-                model = "" if self.ctx.vm.name == "efficientnet_lite0" else f" --model {self.ctx.vm.name}"
+                model = "" if self.ctx.vm.name == DEFAULT_MODEL else f" --model {self.ctx.vm.name}"
                 text += (f" \u2014 run `deepvis optimize-layer{model} --layer {layer} --out DIR` or press "
                          f"'optimize layer'")
         return text
 
-    def refresh(self, force: bool = False) -> None:
-        """Look the current layer's images up (only when the layer or model changed, or `force`)."""
+    def _reader(self, layer: str):
+        """A function (for a job) that reads `layer`'s cached image of every unit: the model, settings and folder
+        are taken now, on the GUI thread; only the reads happen in the job."""
+        vm, steps, size, folder = self.ctx.vm, self.steps, self.size, self.ctx.state.pattern_folder
+
+        def read(channel: int):
+            return cached_unit_image(vm, layer, channel, steps=steps, size=size, folder=folder)
+        return read
+
+    def refresh(self) -> None:
+        """Read the current layer's images in the background when the model, layer or opened folder changed (the
+        tiles show the live activations meanwhile). How many are cached is said once, above the grid (not also
+        in the banner and the status bar)."""
         if not self.on:
             return
         ctx = self.ctx
-        layer = ctx.live.layer
-        key = (ctx.vm.name, layer)
-        if key != self._key or force:
-            self._key = key
-            self.images = [self._cached(layer, c) for c in range(ctx.channels(layer))]
-        self._publish()
+        layer = ctx.state.layer
+        key = (ctx.vm.name, layer, ctx.state.pattern_folder)
+        if key == self._key:
+            self._publish()
+            return
+        self._key = key
+        channels = ctx.vm.channels(layer)
+        self.images = [None] * channels
+        read = self._reader(layer)
 
-    def _cached(self, layer: str, channel: int):
-        return cached_unit_image(self.ctx.vm, layer, channel, steps=self.steps, size=self.size,
-                                 folder=self.ctx.state.pattern_folder)
+        def work(abort):
+            images = []
+            for c in range(channels):
+                if abort.is_set():
+                    return None
+                images.append(read(c))
+            return images
+
+        def done(images) -> None:
+            if images is None or self._key != key:
+                return
+            # an image another job finished while we read stays (the cache may have been read before it was made)
+            self.images = [new if new is not None else old for new, old in zip(images, self.images, strict=True)]
+            self._publish()
+
+        ctx.jobs.start(READ_SLOT, work, on_done=done,
+                       on_error=lambda msg: ctx.notify(f"pattern mode: cannot read the cache: {msg}", "error"))
+        self._publish()
 
     def _publish(self) -> None:
         if self._key is None:
             return
         layer = self._key[1]
-        labels = tuple(self.ctx.vm.categories) if self.ctx.is_class_layer(layer) else None
+        labels = tuple(self.ctx.vm.categories) if self.ctx.vm.is_class_layer(layer) else None
         self.ctx.events.patterns.emit(PatternContent(layer, tuple(self.images), labels, self.status()))
 
     def _on_image(self, made: OptimizedImage) -> None:
-        if self._key == (made.model, made.layer) and made.channel < len(self.images):
+        if self._key is not None and self._key[:2] == (made.model, made.layer) and made.channel < len(self.images):
             self.images[made.channel] = made.image
             self._publish()
 
@@ -122,55 +165,68 @@ class PatternsFeature(Feature):
 
     def start_optimize_layer(self, layer: str | None = None) -> None:
         """Optimize the layer's units that have no cached image yet, one by one; each finished unit appears in
-        pattern mode (and in the inspector when selected) at once."""
+        pattern mode (and in the inspector when selected) at once. The job finds which units are missing."""
         from ...optimize import Cancelled, optimize
 
         ctx = self.ctx
-        layer = layer or ctx.live.layer
-        todo = [c for c in range(ctx.channels(layer)) if self._cached(layer, c) is None]
-        if not todo:
-            ctx.notify(f"optimize layer: every unit of {layer} is cached already", "info", 6)
-            return
+        layer = layer or ctx.state.layer
         model = ctx.vm.name
-        objectives = {c: unit_objective(ctx.vm, layer, c) for c in todo}
-        steps, size, total = self.steps, self.size, len(todo)
-        load = ctx.live.model_copy_loader()
+        channels = ctx.vm.channels(layer)
+        read = self._reader(layer)
+        steps, size = self.steps, self.size
+        load = ctx.live.model_copy_loader(SLOT)
+        plan: dict = {}
 
         def work(abort):
+            todo = [c for c in range(channels) if not abort.is_set() and read(c) is None]
+            yield ("plan", len(todo))
+            if not todo or abort.is_set():
+                return 0, len(todo)
             vm = load()
             done = 0
             for c in todo:
                 if abort.is_set():
                     break
                 try:
-                    res = optimize(vm, objectives[c], steps=steps, size=size, abort=abort, yield_every=10**9)
+                    res = optimize(vm, unit_objective(vm, layer, c), steps=steps, size=size, abort=abort,
+                                   yield_every=10**9)
                 except Cancelled:
                     break
                 done += 1
                 yield c, res.image, done
-            return done
+            return done, len(todo)
 
         def progress(value) -> None:
+            if value[0] == "plan":
+                plan["total"] = total = value[1]
+                self.progress.setRange(0, max(1, total))
+                if total:
+                    ctx.notify(f"optimizing {layer}: 0/{total} units (loading a model copy)...", "info", 5)
+                return
             c, image, done = value
             self.progress.setValue(done)
-            ctx.notify(f"optimizing {layer}: {done}/{total} units (unit {c} done)", "info", 3)
+            ctx.notify(f"optimizing {layer}: {done}/{plan.get('total', '?')} units (unit {c} done)", "info", 3)
             ctx.events.optimized_image.emit(OptimizedImage(model, layer, c, image))
 
-        ctx.jobs.start(SLOT, work, on_yield=progress,
-                       on_done=lambda done: self._job_finished(f"optimize layer {layer}: {done} of {total} "
-                                                               f"units done"),
+        def finished(result) -> None:
+            done, total = result
+            if total == 0:
+                self._job_finished(f"optimize layer: every unit of {layer} is cached already", seconds=6)
+            else:
+                self._job_finished(f"optimize layer {layer}: {done} of {total} units done")
+
+        ctx.jobs.start(SLOT, work, on_yield=progress, on_done=finished,
                        on_error=lambda msg: self._job_finished(f"optimize layer failed: {msg}", "error"))
-        self.progress.setRange(0, total)
-        self.progress.setValue(0)
+        self.progress.setRange(0, 0)  # busy until the job knows how many units are missing
         self.progress.show()
         self.button.setText("stop optimizing")
-        ctx.notify(f"optimizing {layer}: 0/{total} units (loading a model copy)...", "info", 5)
+        ctx.notify(f"optimize layer {layer}: looking for units without an image...", "info", 5)
         self._publish()
 
-    def _job_finished(self, message: str, level: str = "info") -> None:
+    def _job_finished(self, message: str, level: str = "info", seconds: float = 10) -> None:
         self.progress.hide()
         self.button.setText("optimize layer")
-        self.ctx.notify(message, level, 10)
+        self.ctx.notify(message, level, seconds)
         self._publish()
 
     # -- pattern folders
@@ -182,13 +238,20 @@ class PatternsFeature(Feature):
 
     def open_folder(self, path: str | Path, layer: str | None = None) -> None:
         """Use an `optimize-layer` folder (unit_NNNN.png) for `layer` (default: the current one) where the cache
-        has no image, and turn pattern mode on."""
+        has no image, and turn pattern mode on (once a job has checked that the folder holds such images)."""
         folder = Path(path)
-        if not any(folder.glob("unit_*.png")):
-            self.ctx.notify(f"no unit_NNNN.png images in {folder} (made by deepvis optimize-layer --out)", "error")
-            return
-        self.ctx.state.pattern_folder = (layer or self.ctx.live.layer, folder)
-        self.set_pattern_mode(True)
+        layer = layer or self.ctx.state.layer
+
+        def opened(found: bool) -> None:
+            if not found:
+                self.ctx.notify(f"no unit_NNNN.png images in {folder} (made by deepvis optimize-layer --out)",
+                                "error")
+                return
+            self.ctx.state.pattern_folder = (layer, folder)
+            self.set_pattern_mode(True)
+
+        self.ctx.jobs.start(FOLDER_SLOT, lambda _abort: any(folder.glob("unit_*.png")), on_done=opened,
+                            on_error=lambda msg: self.ctx.notify(f"cannot open {folder}: {msg}", "error"))
 
     # -- what the window gathers
     def panels(self) -> list[Panel]:
@@ -210,4 +273,5 @@ class PatternsFeature(Feature):
         return {"pattern_mode": self.on, "patterns_cached": self.cached_count if self.on else None}
 
     def shutdown(self) -> None:
-        self.ctx.jobs.cancel(SLOT)
+        for slot in (SLOT, READ_SLOT, FOLDER_SLOT):
+            self.ctx.jobs.cancel(slot)

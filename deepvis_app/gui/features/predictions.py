@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from ...pipeline import FrameResult, Unit
+from ...pipeline import FrameResult
+from ...values import Unit
 from ..feature import Feature, Panel
 from ..widgets.predictions_pane import PredictionsPane
 
@@ -24,8 +25,8 @@ class PredictionsFeature(Feature):
         ctx.live.model_changed.connect(lambda _vm: self.pane.clear())
 
     def choose_class(self, index: int) -> None:
-        layer = self.ctx.class_layer()
-        if layer is not None and 0 <= index < self.ctx.channels(layer):
+        layer = self.ctx.vm.class_layer
+        if layer is not None and 0 <= index < self.ctx.vm.channels(layer):
             self.ctx.state.unit = Unit(layer, index)
         self.ctx.events.class_chosen.emit(index)
 
@@ -37,7 +38,7 @@ class PredictionsFeature(Feature):
             self.pane.refresh()
 
     def panels(self) -> list[Panel]:
-        return [Panel("predictions", "Predictions", self.pane, area="right")]
+        return [Panel("predictions", "Predictions", self.pane, area="right", pinned=True)]
 
     def snapshot_state(self) -> dict:
         res = self.ctx.live.shown

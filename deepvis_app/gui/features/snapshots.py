@@ -28,7 +28,7 @@ class SnapshotsFeature(Feature):
         res = live.shown
         req = live.request
         out = {"model": ctx.vm.name, "weights": str(ctx.vm.weights), "device": str(ctx.vm.device),
-               "layer": live.layer, "unit": str(req.unit) if req.unit is not None else None,
+               "layer": ctx.state.layer, "unit": str(req.unit) if req.unit is not None else None,
                "unit_layer": req.unit.layer if req.unit is not None else None,
                "unit_channel": req.unit.channel if req.unit is not None else None,
                "attribution": list(req.attribution), "request_id": req.request_id, "live_topk": req.live_topk,

@@ -1,6 +1,7 @@
 """Top-activating images in the inspector: an opened top-k store (File > Open top-k store), or the live top-k of
 the camera frames; a clicked tile opens its whole image with the receptive-field box; the live top-k can be
-saved as a store. Store reads and saves run as background jobs, so a slow disk never stalls the live view."""
+saved as a store. Every store read (opening it, a unit's entries and crops, a whole image) and every save runs
+as a background job, so the GUI thread never touches the disk and a slow disk never stalls the live view."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
-from ...errors import DeepVisError
 from ...pipeline import FrameResult
 from ...state import LIVE_TOPK_K
 from ..feature import Feature, MenuItem, Panel
 from ..widgets.topk_panel import ImageViewer, TileInfo, TopKPanel
 
+OPEN_SLOT, TILES_SLOT, RENDER_SLOT = "topk-open", "topk-tiles", "topk-render"
 NO_STORE = "Top-activating images:\nno store loaded\n(File > Open top-k store, or turn on live top-k)"
 
 
@@ -31,6 +32,7 @@ class TopKFeature(Feature):
         self.live_tiles: tuple | None = None  # the live tiles on screen (the worker reuses unchanged tuples)
         self._fresh: dict[tuple, object] = {}  # (layer, unit, rank, kind) -> crop rendered here (read-only stores)
         self._rendered: set[tuple] = set()  # (store, unit) whose backprop crops are all there
+        self._rendering: tuple | None = None  # (store, unit) the render job works on
         self.save_action = self.action("Save live top-k as store...", self.save_live_dialog)
         st = ctx.state
         p = self.panel
@@ -43,7 +45,7 @@ class TopKFeature(Feature):
         st.events.unit.connect(lambda *_: self.update())
         st.events.live_topk.connect(self._live_changed)
         st.events.live_topk_epoch.connect(lambda *_: self.update())
-        ctx.live.model_changed.connect(lambda _vm: setattr(st, "store", None))
+        ctx.live.model_changed.connect(lambda _vm: st.reset("store"))
         ctx.live.painted.connect(self.paint_live)
         self._load_store(st.store)
         self._live_changed()
@@ -62,19 +64,39 @@ class TopKFeature(Feature):
     def _load_store(self, path: str | None, *_old) -> None:
         self.store = None
         self._key = None
+        self.ctx.jobs.cancel(TILES_SLOT)
         if not path:
+            self.ctx.jobs.cancel(OPEN_SLOT)
             self.store_message = NO_STORE
-        else:
-            try:
-                from ...topk.store import TopKStore
-
-                self.store = TopKStore.open(path)
-                self.store_message = f"no top-k data for this unit in {self.store_name}"
-                self.ctx.notify(f"top-k store: {self.store.root} ({', '.join(self.store.layers)})", "info", 8)
-            except DeepVisError as err:
-                self.store_message = "Top-activating images:\nstore not readable"
-                self.ctx.notify(str(err), "error")
+            self.update()
+            return
+        self.store_message = f"opening top-k store {Path(path).name}..."
         self.update()
+
+        def work(_abort):
+            from ...topk.store import TopKStore
+
+            return TopKStore.open(path)
+
+        def opened(store) -> None:
+            if self.ctx.state.store != path:
+                return  # another store was chosen meanwhile
+            self.store = store
+            self.store_message = f"no top-k data for this unit in {self.store_name}"
+            self.ctx.notify(f"top-k store: {store.root} ({', '.join(store.layers)})", "info", 8)
+            self.update()
+
+        def failed(message: str) -> None:
+            self.store_message = "Top-activating images:\nstore not readable"
+            self.ctx.notify(message, "error")
+            self.update()
+
+        self.ctx.jobs.start(OPEN_SLOT, work, on_done=opened, on_error=failed)
+
+    @property
+    def loading(self) -> bool:
+        """A store is being opened or the shown unit's tiles are being read."""
+        return self.ctx.jobs.current(OPEN_SLOT) is not None or self.ctx.jobs.current(TILES_SLOT) is not None
 
     def open_store_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self.panel.window(), "Open top-k store")
@@ -82,11 +104,13 @@ class TopKFeature(Feature):
             self.open_store(path)
 
     def update(self, force: bool = False) -> None:
-        """The store's tiles for the selected unit (live tiles are painted from the results instead)."""
+        """The store's tiles for the selected unit, read in the background (live tiles are painted from the
+        results instead)."""
         panel = self.panel
         st = self.ctx.state
         unit = st.unit
         if st.live_topk:
+            self.ctx.jobs.cancel(TILES_SLOT)
             panel.set_kinds(("input",))
             key = ("live", str(unit), st.live_topk_epoch)
             if key != self._key:
@@ -100,25 +124,44 @@ class TopKFeature(Feature):
         key = (id(store), str(unit), kind)
         if key == self._key and not force:
             return
+        before, entries = self._key, self._entries
         self._key, self._entries = key, []
+        self.ctx.jobs.cancel(TILES_SLOT)
         if store is None or unit is None:
             panel.show_message(self.store_message if unit is not None else "select a unit")
             return
         name = self.store_name
-        try:
-            if unit.layer not in store.layers:
-                panel.show_message(f"no top-k data for this unit in {name}\n(layer {unit.layer} not in the store)",
-                                   f"store {name}: {', '.join(store.layers)}")
-                return
+        if unit.layer not in store.layers:
+            panel.show_message(f"no top-k data for this unit in {name}\n(layer {unit.layer} not in the store)",
+                               f"store {name}: {', '.join(store.layers)}")
+            return
+        if key != before:
+            if before is not None and before[:2] == key[:2] and entries:  # another kind of the same tiles
+                self._entries = entries
+                panel.show_tiles([None] * len(entries), [TileInfo(e.rank, e.value, e.path or f"image {e.image_id}",
+                                                                  len(entries)) for e in entries],
+                                 panel.summary, missing=f"{kind}\nreading...")
+            else:
+                panel.show_message(f"{unit}: reading the top-k images of store {name}...")
+
+        def work(_abort):
             entries = store.entries(unit.layer, unit.channel)
-            crops = [self._crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
-        except (DeepVisError, OSError) as err:
-            panel.show_message(f"top-k store error: {err}")
+            return entries, [store.crop(unit.layer, unit.channel, e.rank, kind) for e in entries]
+
+        self.ctx.jobs.start(TILES_SLOT, work, on_done=lambda got: self._show_tiles(key, unit, kind, *got),
+                            on_error=lambda msg: panel.show_message(f"top-k store error: {msg}"))
+
+    def _show_tiles(self, key: tuple, unit, kind: str, entries: list, crops: list) -> None:
+        """The read entries and crops of `unit` (crops rendered here for a read-only store fill the gaps)."""
+        store, panel, name = self.store, self.panel, self.store_name
+        if key != self._key or store is None:
             return
         if not entries:
             panel.show_message(self.store_message, f"store {name}")
             return
         self._entries = entries
+        crops = [c if c is not None else self._fresh.get((unit.layer, unit.channel, e.rank, kind))
+                 for c, e in zip(crops, entries, strict=True)]
         rendering = kind in store.lazy_kinds and any(c is None for c in crops)
         infos = [TileInfo(e.rank, e.value, e.path or f"image {e.image_id}", len(entries)) for e in entries]
         panel.show_tiles(crops, infos, f"{unit}: top {len(entries)} of {store.top_k} from store {name}"
@@ -126,28 +169,28 @@ class TopKFeature(Feature):
                          missing=f"{kind}\nrendering..." if rendering else f"{kind}\nnot stored")
         self._render_missing(unit)
 
-    def _crop(self, layer: str, unit: int, rank: int, kind: str):
-        crop = self.store.crop(layer, unit, rank, kind)
-        return crop if crop is not None else self._fresh.get((layer, unit, rank, kind))
-
     def _render_missing(self, unit) -> None:
         """On first view of a unit of a lazy store, render its deconv / guided crops in the background (written
-        into the store, so the next view is instant); the tiles fill in as they arrive."""
+        into the store, so the next view is instant); the tiles fill in as they arrive. The job itself checks
+        which crops are missing (a disk read)."""
         store = self.store
         key = (id(store), str(unit))
         if store is None or not store.lazy_kinds or unit.layer not in store.layers or key in self._rendered:
             return
-        entries = store.entries(unit.layer, unit.channel)
-        if all(self._crop(unit.layer, unit.channel, e.rank, k) is not None for e in entries
-               for k in store.lazy_kinds):
-            self._rendered.add(key)
-            return
-        load = self.ctx.live.model_copy_loader("topk-render")
+        if self.ctx.jobs.current(RENDER_SLOT) is not None and self._rendering == key:
+            return  # already on it
+        self._rendering = key
+        load = self.ctx.live.model_copy_loader(RENDER_SLOT)
         kinds = list(store.lazy_kinds)
+        fresh = {k for k in self._fresh if k[:2] == (unit.layer, unit.channel)}
 
         def work(abort):
             from ...topk.crops import iter_render_unit
 
+            entries = store.entries(unit.layer, unit.channel)
+            if all(store.crop(unit.layer, unit.channel, e.rank, k) is not None
+                   or (unit.layer, unit.channel, e.rank, k) in fresh for e in entries for k in kinds):
+                return key
             gen = iter_render_unit(store, load(), unit.layer, unit.channel, kinds)
             try:
                 for crop in gen:
@@ -158,7 +201,7 @@ class TopKFeature(Feature):
                 gen.close()
             return key
 
-        self.ctx.jobs.start("topk-render", work, on_yield=self._crop_arrived,
+        self.ctx.jobs.start(RENDER_SLOT, work, on_yield=self._crop_arrived,
                             on_done=lambda k: self._rendered.add(k) if k is not None else None,
                             on_error=lambda msg: self.ctx.notify(f"top-k crops not rendered: {msg}", "error"))
 
@@ -272,5 +315,7 @@ class TopKFeature(Feature):
                 "live_topk_frames": res.live_topk_frames if res is not None else 0}
 
     def shutdown(self) -> None:
+        for slot in (OPEN_SLOT, TILES_SLOT, RENDER_SLOT, "topk-image"):
+            self.ctx.jobs.cancel(slot)
         if self.viewer is not None:
             self.viewer.close()

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout
 
 from ... import filters as F
 from ...errors import DeepVisError
-from ..feature import Feature, MenuItem, Panel
+from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.canvas import ImageCanvas
 from ..widgets.inspector_pane import titled
 from ..widgets.panel import ToolPanel
@@ -54,11 +54,16 @@ class WeightsFeature(Feature):
         st = ctx.state
         st.events.layer.connect(lambda *_: self.refresh())
         st.events.unit.connect(lambda *_: self.refresh())
-        ctx.live.model_changed.connect(lambda _vm: self.refresh())
+        ctx.live.model_changed.connect(self._model_changed)
+
+    def _model_changed(self, _vm) -> None:
+        self._twin, self._twin_of = None, None  # the old model's twin is freed with it
+        self.ctx.jobs.cancel(SLOT)
+        self.refresh()
 
     def _conv(self) -> str | None:
         vm = self.ctx.vm
-        return F.first_conv(vm) if self.first_box.isChecked() else F.conv_for_layer(vm, self.ctx.live.layer)
+        return F.first_conv(vm) if self.first_box.isChecked() else F.conv_for_layer(vm, self.ctx.state.layer)
 
     def _filters(self, conv: str) -> list[int] | None:
         """Deeper layers: the selected unit's filter first (when it is this conv's), then the next ones."""
@@ -66,7 +71,7 @@ class WeightsFeature(Feature):
         if w.shape[1] == 3:
             return None  # the stem: every filter, in colour
         unit = self.ctx.state.unit
-        first = unit.channel if unit is not None and unit.layer.partition("@")[0] in (conv, self.ctx.live.layer) \
+        first = unit.channel if unit is not None and unit.layer.partition("@")[0] in (conv, self.ctx.state.layer) \
             and unit.channel < w.shape[0] else 0
         return [(first + k) % w.shape[0] for k in range(min(MAX_DEEP_FILTERS, w.shape[0]))]
 
@@ -76,7 +81,7 @@ class WeightsFeature(Feature):
         try:
             conv = self._conv()
             if conv is None:
-                self.header.setText(f"{self.ctx.live.layer}: no convolution in this layer (no filters to show)")
+                self.header.setText(f"{self.ctx.state.layer}: no convolution in this layer (no filters to show)")
                 self.trained.clear("no filters")
                 self.random.clear("no filters")
                 return
@@ -116,7 +121,7 @@ class WeightsFeature(Feature):
         self.refresh()
 
     def panels(self) -> list[Panel]:
-        return [Panel("weights", "Weights", self.panel, area="right", visible=False, tab_with="predictions")]
+        return [Panel("weights", "Weights", self.panel, area="right", visible=False, tab_with=TOOLS)]
 
     def menu_items(self) -> list[MenuItem]:
         return [MenuItem("&Tools", self.action("Weights (filters, trained vs random)", self.open))]

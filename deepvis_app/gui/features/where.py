@@ -20,13 +20,16 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from ...occlusion import FILLS, OcclusionTarget, iter_occlusion
+from ...occlusion import FILLS, Target, iter_occlusion, patch_positions, target_label
 from ...pipeline import FrameResult
 from ...segment import segment
+from ...values import ClassTarget, Unit
 from ..feature import Feature, MenuItem, Panel
+from ..rounds import FrameRound
 from ..widgets.canvas import ImageCanvas
 from ..widgets.class_picker import ClassPicker
 from ..widgets.colorbar import ColorBar
+from ..widgets.frame_tag import FrameTag, same_picture
 from ..widgets.images import SIGNED_COLORMAP, make_lut
 from ..widgets.inspector_pane import titled
 from ..widgets.panel import ToolPanel, assemble, control_row
@@ -59,11 +62,12 @@ class WhereFeature(Feature):
         super().__init__(ctx)
         self.map = None  # the newest OcclusionMap drawn
         self.segmentation = None  # the newest Segmentation drawn
-        self._occ_frame = self._sal_frame = -1  # frame ids the maps were started for
+        self.round = FrameRound()  # occlusion, saliency and cut-out of one frame (see `_start`)
         self._signed_lut = make_lut(SIGNED_COLORMAP, border=False)
         self._heat_lut = make_lut("inferno", border=False)
         self.panel = self._build()
         ctx.live.painted.connect(self._on_frame)
+        ctx.live.painted.connect(self.tag.refresh)
         ctx.live.model_changed.connect(self._model_changed)
         ctx.events.class_chosen.connect(self._class_clicked)
         ctx.state.events.unit.connect(lambda *_: self._target_changed() if self.target_mode() == 2 else None)
@@ -111,6 +115,7 @@ class WhereFeature(Feature):
         self.cut = ImageCanvas("GrabCut", smooth=True)
         self.occ_bar = ColorBar()
         self.occ_info, self.sal_info, self.legend = QLabel(""), QLabel(""), QLabel("")
+        self.tag = self.round.tag = FrameTag("maps of")
         for label in (self.occ_info, self.sal_info, self.legend):
             label.setWordWrap(True)
 
@@ -134,7 +139,7 @@ class WhereFeature(Feature):
         # two short rows rather than one long one: the dock stays narrow
         assemble(w, [control_row("target", self.target_box, self.picker, self.live_box, self.run_button),
                      control_row("patch", self.window, "stride", self.stride, "fill", self.fill)],
-                 grid, [self.occ_info, self.sal_info])
+                 grid, [self.tag, self.occ_info, self.sal_info])
         return w
 
     # -- targets
@@ -156,23 +161,24 @@ class WhereFeature(Feature):
             self._target_changed()
 
     def _target_changed(self) -> None:
-        self.ctx.jobs.cancel(OCC_SLOT)
-        self._occ_frame = -1
-        self.restart()
+        self.restart(force=True)  # a new round: the maps of one round come from one frame
 
     def _restart_saliency(self) -> None:
+        """SmoothGrad on or off: the saliency again, of the round's frame (the occlusion stays)."""
         self.ctx.jobs.cancel(SAL_SLOT)
-        self._sal_frame = -1
-        self.restart()
+        res = self.round.res
+        cls = self.saliency_class(res) if res is not None else None
+        if cls is not None and self.panel.isVisible() and "saliency" in self.round.parts:
+            self._run_saliency(res.image, cls, self.round.round)
 
-    def occlusion_target(self, res: FrameResult) -> OcclusionTarget | None:
+    def occlusion_target(self, res: FrameResult) -> Target | None:
         mode = self.target_mode()
         if mode == 0:
-            return OcclusionTarget(cls=int(res.predictions[0][0])) if res.predictions else None
+            return ClassTarget(int(res.predictions[0][0])) if res.predictions else None
         if mode == 1:
-            return OcclusionTarget(cls=self.picker.index) if self.picker.index is not None else None
+            return ClassTarget(self.picker.index) if self.picker.index is not None else None
         unit = self.ctx.state.unit
-        return None if unit is None else OcclusionTarget(layer=unit.layer, channel=unit.channel)
+        return None if unit is None else Unit(unit.layer, unit.channel)
 
     def saliency_class(self, res: FrameResult) -> int | None:
         if self.target_mode() == 1 and self.picker.index is not None:
@@ -190,42 +196,64 @@ class WhereFeature(Feature):
             self._start(res)
 
     def _start(self, res: FrameResult, force: bool = False) -> None:
+        """One round: the occlusion and the saliency (with its cut-out) of the same frame, started together once
+        both jobs are idle (`force`: cancel them now); the saliency waits for the occlusion's first map
+        (`FrameRound`), so the panel never shows two pictures. The same picture again (a frozen camera) starts
+        nothing."""
         jobs = self.ctx.jobs
-        if (force or res.frame_id != self._occ_frame) and jobs.current(OCC_SLOT) is None:
-            target = self.occlusion_target(res)
-            if target is not None:
-                self._occ_frame = res.frame_id
-                self._run_occlusion(res.image, target)
-            else:
-                self.occ_info.setText("choose a class (type in the box or click one in Predictions) or select a "
-                                      "unit")
-        if (force or res.frame_id != self._sal_frame) and jobs.current(SAL_SLOT) is None:
-            cls = self.saliency_class(res)
-            if cls is not None:
-                self._sal_frame = res.frame_id
-                self._run_saliency(res.image, cls)
+        if force:
+            jobs.cancel(OCC_SLOT)
+            jobs.cancel(SAL_SLOT)
+        elif jobs.current(OCC_SLOT) is not None or jobs.current(SAL_SLOT) is not None:
+            return
+        elif self.round.complete and same_picture(res.image, self.round.image):
+            return
+        target, cls = self.occlusion_target(res), self.saliency_class(res)
+        parts = [part for part, on in (("occlusion", target is not None), ("saliency", cls is not None)) if on]
+        n = self.round.start(res, parts, lead="occlusion", clear={"saliency": self._clear_saliency})
+        if target is not None:
+            self._run_occlusion(res.image, target, n)
+        else:
+            self.occ_info.setText("choose a class (type in the box or click one in Predictions) or select a "
+                                  "unit")
+        if cls is not None:
+            self._run_saliency(res.image, cls, n)
 
-    def _run_occlusion(self, image: np.ndarray, target: OcclusionTarget) -> None:
+    def _clear_saliency(self) -> None:
+        for canvas in (self.sal, self.cut):
+            canvas.clear("computing for this frame...")
+        self.sal_info.setText("")
+
+    def _run_occlusion(self, image: np.ndarray, target: Target, round_no: int) -> None:
         load = self.ctx.live.model_copy_loader(OCC_SLOT)
         window, stride, fill = int(self.window.value()), int(self.stride.value()), self.fill.currentText()
-        strides = (2 * stride, stride) if 2 * stride <= image.shape[0] - window else (stride,)
+        size = min(image.shape[:2])  # a coarse pass (Captum's placement, as the core) when it has fewer windows
+        coarse = window <= size and len(patch_positions(size, window, 2 * stride)) < len(
+            patch_positions(size, window, stride))
+        strides = (2 * stride, stride) if coarse else (stride,)
 
         def work(abort):
             yield from iter_occlusion(load(), image, target, window=window, stride=stride, fill=fill,
                                       strides=strides, abort=abort)
 
-        self.ctx.jobs.start(OCC_SLOT, work, on_yield=lambda m: self._draw_occlusion(image, m),
-                            on_error=lambda msg: self.occ_info.setText(f"occlusion failed: {msg}"))
+        deliver = self.round.deliver
+        self.ctx.jobs.start(OCC_SLOT, work,
+                            on_yield=lambda m: deliver(round_no, "occlusion", lambda: self._draw_occlusion(image, m)),
+                            on_error=lambda msg: deliver(round_no, "occlusion",
+                                                         lambda: self.occ_info.setText(f"occlusion failed: {msg}")))
 
-    def _run_saliency(self, image: np.ndarray, cls: int) -> None:
+    def _run_saliency(self, image: np.ndarray, cls: int, round_no: int) -> None:
         load = self.ctx.live.model_copy_loader(SAL_SLOT)
         smooth = 16 if self.smooth_box.isChecked() else 0
 
         def work(_abort):
             return segment(load(), image, cls, smooth=smooth)
 
-        self.ctx.jobs.start(SAL_SLOT, work, on_done=lambda s: self._draw_saliency(image, cls, s),
-                            on_error=lambda msg: self.sal_info.setText(f"saliency failed: {msg}"))
+        deliver = self.round.deliver
+        self.ctx.jobs.start(SAL_SLOT, work,
+                            on_done=lambda s: deliver(round_no, "saliency", lambda: self._draw_saliency(image, cls, s)),
+                            on_error=lambda msg: deliver(round_no, "saliency",
+                                                         lambda: self.sal_info.setText(f"saliency failed: {msg}")))
 
     # -- drawing
     def _draw_occlusion(self, image: np.ndarray, m) -> None:
@@ -234,11 +262,12 @@ class WhereFeature(Feature):
         scale = float(np.nanmax(np.abs(m.drop().numpy()))) if np.isfinite(m.drop().numpy()).any() else 0.0
         self.occ.set_image(diverging_overlay(image, drop, self._signed_lut, scale))
         self.occ.caption = f"stride {m.stride}" + ("" if m.complete else f"  {m.done}/{m.total}")
-        unit = "probability" if m.target.cls is not None and m.target.score == "prob" else "score"
+        unit = "probability" if isinstance(m.target, ClassTarget) and m.target.score == "prob" else "score"
         self.occ_bar.set_scale(self._signed_lut, (f"-{scale:.2g}", "0", f"+{scale:.2g}"),
                                f"drop in the target's {unit} when that patch is covered")
         cats = self.ctx.vm.categories
-        what = (cats[m.target.cls] if m.target.cls is not None and m.target.cls < len(cats) else m.target.label)
+        what = (cats[m.target.index] if isinstance(m.target, ClassTarget) and m.target.index < len(cats)
+                else target_label(m.target))
         ext = m.extremes()
         text = f"<b>{what}</b>: {unit} {m.base_score:.3g} unoccluded"
         if ext:
@@ -293,7 +322,7 @@ class WhereFeature(Feature):
         m = self.map
         if m is None:
             return {}
-        return {"occlusion": {"target": m.target.label, "stride": m.stride, "window": m.window, "done": m.done,
+        return {"occlusion": {"target": target_label(m.target), "stride": m.stride, "window": m.window, "done": m.done,
                               "total": m.total, "base_score": m.base_score, **m.extremes()}}
 
     def snapshot_images(self) -> dict:

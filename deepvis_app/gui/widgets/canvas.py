@@ -14,6 +14,7 @@ from .images import indexed_qimage, to_qimage
 
 BG = QColor(14, 15, 19)
 BOX_COLOR = QColor(255, 214, 10)  # receptive-field boxes (the grid's selection colour)
+PLACEHOLDER_FLAGS = int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap)
 
 
 class ImageCanvas(QWidget):
@@ -117,23 +118,63 @@ class ImageCanvas(QWidget):
                 p.drawRect(rect.adjusted(1, 1, -1, -1))
         elif self.placeholder:
             p.setPen(QColor(140, 145, 160))
-            f = QFont(self.font())
-            f.setItalic(True)
-            p.setFont(f)
-            p.drawText(self.rect().adjusted(6, 6, -6, -6), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                       self.placeholder)
+            font, text = self.placeholder_layout()
+            p.setFont(font)
+            p.drawText(self.rect().adjusted(4, 4, -4, -4), PLACEHOLDER_FLAGS, text)
         for text, top in ((self.caption, True), (self.footer, False)):
             if not text or self._image is None:
                 continue
-            f = QFont(self.font())
-            f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
-            p.setFont(f)
-            br = p.fontMetrics().boundingRect(text)
-            rect = self.image_rect()
-            x = rect.left() + 4
-            y = rect.top() + 4 if top else rect.bottom() - br.height() - 6
-            box = QRectF(x, y, br.width() + 10, br.height() + 4)
+            box, font, flags = self.badge_layout(text, top)
+            p.setFont(font)
             p.fillRect(box, QColor(0, 0, 0, 160))
             p.setPen(QColor(235, 235, 235))
-            p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+            p.drawText(box, flags, text)
         p.end()
+
+    def placeholder_layout(self) -> tuple[QFont, str]:
+        """The placeholder's font and text: smaller type in a small canvas, and only its first line (ending in
+        an ellipsis) when even that does not fit, so the message is never cut through its letters."""
+        from PySide6.QtGui import QFontMetricsF
+
+        room = QRectF(self.rect().adjusted(4, 4, -4, -4))
+        font = QFont(self.font())
+        font.setItalic(True)
+        size = font.pointSizeF()
+        text = self.placeholder
+        while True:
+            fm = QFontMetricsF(font)
+            br = fm.boundingRect(room, PLACEHOLDER_FLAGS, text)
+            if br.height() <= room.height() + 0.5 and br.width() <= room.width() + 0.5:
+                return font, text
+            if size <= 6.5:
+                break
+            size -= 0.5
+            font.setPointSizeF(size)
+        first = text.split("\n")[0]
+        return font, QFontMetricsF(font).elidedText(first, Qt.TextElideMode.ElideRight, room.width())
+
+    def badge_layout(self, text: str, top: bool = True) -> tuple[QRectF, QFont, int]:
+        """Where a caption (top) or footer badge goes, in which font: the whole text inside the widget (a narrow
+        canvas gets a smaller font, then a second line), never cut at the widget's edge ("step 10/6")."""
+        from PySide6.QtGui import QFontMetricsF
+
+        room = max(10.0, self.width() - 4.0)
+        font = QFont(self.font())
+        size = max(7.0, font.pointSizeF() * 0.9)
+        font.setPointSizeF(size)
+        while QFontMetricsF(font).horizontalAdvance(text) + 10 > room and size > 6.5:
+            size -= 0.5
+            font.setPointSizeF(size)
+        fm = QFontMetricsF(font)
+        flags = int(Qt.AlignmentFlag.AlignCenter)
+        if fm.horizontalAdvance(text) + 10 <= room:
+            w, h = fm.horizontalAdvance(text) + 10, fm.height() + 4
+        else:
+            flags |= int(Qt.TextFlag.TextWordWrap)
+            br = fm.boundingRect(QRectF(0, 0, room - 10, 1000), flags, text)
+            w, h = room, br.height() + 4
+        rect = self.image_rect() if self._image is not None else QRectF(self.rect())
+        x = min(max(2.0, rect.left() + 4), self.width() - 2.0 - w)
+        y = rect.top() + 4 if top else rect.bottom() - h - 2
+        y = min(max(0.0, y), max(0.0, self.height() - h))
+        return QRectF(max(0.0, x), y, w, h), font, flags

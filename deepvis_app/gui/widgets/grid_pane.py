@@ -9,6 +9,8 @@ the live grid's rows and columns, so hit-testing and selection work the same way
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import pyqtgraph as pg
@@ -19,7 +21,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -28,6 +29,8 @@ from ...render import Grid, GridLayout, grid_layout
 from ...state import COLORMAPS, GAMMAS
 from .colorbar import ColorBar
 from .combo import compact_combo
+from .elided_label import ElidedLabel
+from .flow import FlowLayout
 from .images import SIGNED_COLORMAP, make_lut
 
 SELECT_COLOR = QColor(255, 214, 10)
@@ -48,13 +51,17 @@ def pattern_tile(image: np.ndarray | None, size: int = PATTERN_TILE) -> np.ndarr
     return cv2.resize(np.ascontiguousarray(image[:, :, :3]), (size, size), interpolation=interp)
 
 
-def pattern_grid(images: list[np.ndarray | None], layout: GridLayout) -> np.ndarray:
-    """RGB grid of the units' optimized images (placeholders where missing) in `layout`; borders 0."""
+def pattern_grid(images: list[np.ndarray | None], layout: GridLayout,
+                 live: Callable[[int, int], np.ndarray | None] | None = None) -> np.ndarray:
+    """RGB grid of the units' optimized images in `layout`; borders 0. A unit without an image shows
+    `live(channel, size)` (its live activation tile) when given, else the dark placeholder."""
     out = np.zeros((layout.height, layout.width, 3), np.uint8)
     for c in range(layout.channels):
         y, x = layout.tile_origin(c)
-        out[y:y + layout.tile_h, x:x + layout.tile_w] = pattern_tile(images[c] if c < len(images) else None,
-                                                                     layout.tile_h)
+        image = images[c] if c < len(images) else None
+        tile = live(c, layout.tile_h) if image is None and live is not None else None
+        out[y:y + layout.tile_h, x:x + layout.tile_w] = tile if tile is not None else pattern_tile(image,
+                                                                                                  layout.tile_h)
     return out
 
 
@@ -81,6 +88,7 @@ class GridPane(QWidget):
         self._shown = ""  # "live" or "pattern": what the view holds now
         self._live_layer = ""  # the layer of `self.grid` (the newest live grid)
         self._luts = {name: make_lut(name) for name in (*COLORMAPS, SIGNED_COLORMAP)}
+        self.layer_title: Callable[[str], str] = str  # how the footer names a layer (the feature sets it)
 
         # controls
         self.norm_box = compact_combo()
@@ -102,19 +110,16 @@ class GridPane(QWidget):
         self.pattern_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pattern_label.setStyleSheet("color: #ffd60a; padding: 2px 4px;")
         self.pattern_label.hide()
-        self.info = QLabel("")
-        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.info = ElidedLabel("")  # a narrow footer ends in "..." (the full text is its tooltip)
         self.info.setMinimumWidth(40)
         self.norm_box.currentIndexChanged.connect(lambda i: self.norm_changed.emit(("layer", "channel")[i]))
         self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(self.gamma_box.itemData(i)))
         self.cmap_box.currentTextChanged.connect(self._on_cmap)
         self.fit_button.clicked.connect(self.reset_zoom)
         self.colorbar = ColorBar()
-        self.bar = bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
+        self.bar = bar = FlowLayout(spacing=4)  # wraps rather than widening a small window
         for w in (self.norm_box, self.gamma_box, self.cmap_box, self.fit_button):
             bar.addWidget(w)
-        bar.addStretch(1)
         foot = QHBoxLayout()  # under the grid: what the pointer is on, and the colour scale
         foot.setContentsMargins(2, 0, 2, 0)
         foot.addWidget(self.info, 1)
@@ -145,8 +150,8 @@ class GridPane(QWidget):
         layout.addLayout(foot)
 
     def add_section(self, widget: QWidget, **_place: object) -> None:
-        """A control another feature puts in the grid's toolbar (before the stretch)."""
-        self.bar.insertWidget(self.bar.count() - 1, widget)
+        """A control another feature puts in the grid's toolbar."""
+        self.bar.addWidget(widget)
 
     def lut(self, name: str) -> np.ndarray:
         """The grid's colour table `name` (a colormap, or the signed diverging map)."""
@@ -202,8 +207,10 @@ class GridPane(QWidget):
             self._live_layer = layer
             lay = self.layout_
             if (self._shown == "pattern" and layer == self.layer and lay is not None
-                    and (lay.rows, lay.cols) != (grid.layout.rows, grid.layout.cols)):
-                self.show_patterns(layer, self.pattern_images, self.labels, self.pattern_status)  # match it
+                    and ((lay.rows, lay.cols) != (grid.layout.rows, grid.layout.cols)
+                         or any(im is None for im in self.pattern_images))):
+                # match the live layout; units without an image show their live tile, so redraw them
+                self.show_patterns(layer, self.pattern_images, self.labels, self.pattern_status)
             return
         new_shape = (self.grid is None or self.grid.image.shape != grid.image.shape or layer != self.layer
                      or self._shown != "live")
@@ -248,7 +255,8 @@ class GridPane(QWidget):
         self.pattern_status = status
         self.pattern_label.setText(status)
         self.image.setLookupTable(None, update=False)
-        self.image.setImage(pattern_grid(self.pattern_images, lay), autoLevels=False, levels=(0, 255))
+        live = self.live_tile if self.grid is not None and self._live_layer == layer else None
+        self.image.setImage(pattern_grid(self.pattern_images, lay, live), autoLevels=False, levels=(0, 255))
         self._update_scale()
         if new_shape:
             self._zoomed = False
@@ -257,6 +265,17 @@ class GridPane(QWidget):
             self._place(self.hover_rect, None)
             self.hover = None
         self.info.setText(self.describe(self.hover) if self.hover is not None else self.default_info())
+
+    def live_tile(self, channel: int, size: int) -> np.ndarray | None:
+        """The newest live activation tile of `channel`, coloured as the live grid and enlarged (nearest) to
+        size x size: what pattern mode shows for a unit until its optimized image exists."""
+        grid = self.grid
+        if grid is None or channel >= grid.layout.channels:
+            return None
+        y, x = grid.layout.tile_origin(channel)
+        tile = grid.image[y:y + grid.layout.tile_h, x:x + grid.layout.tile_w]
+        rgb = self._luts[SIGNED_COLORMAP if grid.signed else self.cmap][tile]
+        return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_NEAREST)
 
     def set_selected(self, channel: int | None) -> None:
         self.selected = channel
@@ -280,17 +299,18 @@ class GridPane(QWidget):
     def default_info(self) -> str:
         if self.layout_ is None:
             return ""
+        name = self.layer_title(self.layer)
         if self._shown == "pattern":
             n = sum(im is not None for im in self.pattern_images)
-            return f"{self.layer}: {n} of {self.layout_.channels} optimized images"
+            return f"{name}: {n} of {self.layout_.channels} optimized images"
         kind = "classes" if self.labels else "units"
-        return f"{self.layer}: {self.layout_.channels} {kind}"
+        return f"{name}: {self.layout_.channels} {kind}"
 
     def describe(self, channel: int) -> str:
         if self._shown == "pattern":
             name = f"  {self.labels[channel]}" if channel < len(self.labels) else ""
             have = channel < len(self.pattern_images) and self.pattern_images[channel] is not None
-            return f"unit {channel}{name}   {'optimized image' if have else 'not optimized yet'}"
+            return f"unit {channel}{name}   {'optimized image' if have else 'not optimized yet: live activation'}"
         if self.grid is None:
             return ""
         value = float(self.grid.channel_max[channel]) if channel < len(self.grid.channel_max) else float("nan")

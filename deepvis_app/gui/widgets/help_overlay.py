@@ -40,7 +40,12 @@ class HelpOverlay(QWidget):
         line = p.fontMetrics().height() * 1.45
         key_w = 130
         desc_w = min(640, self.width() - key_w - 40)
-        h = line * (len(self.shortcuts) + 2.5)
+        wrap = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap
+        # a long description takes more lines rather than running off the panel
+        heights = [max(line, p.fontMetrics().boundingRect(QRectF(0, 0, desc_w, 1000).toRect(), wrap,
+                                                          desc).height() + line * 0.45)
+                   for _keys, desc in self.shortcuts]
+        h = sum(heights) + line * 2.5
         x0 = max(10, (self.width() - key_w - desc_w) / 2)
         y0 = max(10, (self.height() - h) / 2)
         p.fillRect(QRectF(x0 - 20, y0 - 16, key_w + desc_w + 40, h + 24), QColor(28, 30, 38, 235))
@@ -49,11 +54,10 @@ class HelpOverlay(QWidget):
         p.drawText(QRectF(x0, y0, key_w + desc_w, line * 1.5), Qt.AlignmentFlag.AlignLeft, "DeepVis shortcuts")
         p.setFont(body)
         y = y0 + line * 1.8
-        for keys, desc in self.shortcuts:
+        for (keys, desc), row_h in zip(self.shortcuts, heights, strict=True):
             p.setPen(QColor(255, 214, 10))
-            p.drawText(QRectF(x0, y, key_w, line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, keys)
+            p.drawText(QRectF(x0, y, key_w, row_h), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, keys)
             p.setPen(QColor(235, 235, 235))
-            p.drawText(QRectF(x0 + key_w, y, desc_w, line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                       desc)
-            y += line
+            p.drawText(QRectF(x0 + key_w, y, desc_w, row_h), wrap, desc)
+            y += row_h
         p.end()

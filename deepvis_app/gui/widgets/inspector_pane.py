@@ -5,11 +5,12 @@ image, ...) via `add_section`. The pane owns only its widgets; the inspector fea
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QSizePolicy,
     QVBoxLayout,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
 from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS
 from .canvas import ImageCanvas
 from .combo import compact_combo
+from .flow import FlowLayout
 
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
 METHOD_TIPS = {
@@ -50,6 +52,7 @@ def titled(title: str, widget: QWidget) -> QWidget:
     label.setObjectName("paneTitle")
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a long title never widens it
+    label.setWordWrap(True)  # ... and is never cut: it takes a second line
     lay.addWidget(label)
     lay.addWidget(widget, 1)
     box.title_label = label  # type: ignore[attr-defined]
@@ -70,6 +73,7 @@ class InspectorPane(QWidget):
         self.header.setObjectName("inspectorHeader")
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setWordWrap(True)  # a narrow dock wraps the layer's title and name instead of cutting them
 
         self.mode_box = compact_combo()
         self.mode_box.addItems(BACKPROP_MODES)
@@ -92,17 +96,16 @@ class InspectorPane(QWidget):
         self.view_box.currentTextChanged.connect(self.view_changed.emit)
         self.map_box.currentTextChanged.connect(self.map_view_changed.emit)
         self.freeze_box.toggled.connect(self.freeze_unit_toggled.emit)
-        controls = QHBoxLayout()
-        controls.setContentsMargins(0, 0, 0, 0)
+        controls = FlowLayout(spacing=4)  # wraps in a narrow dock instead of widening the window
         controls.addWidget(QLabel("backprop"))
         controls.addWidget(self.mode_box)
         controls.addWidget(self.view_box)
         controls.addWidget(self.crop_box)
         controls.addWidget(self.freeze_box)
-        controls.addStretch(1)
 
-        self.unit_map = ImageCanvas("select a unit", smooth=True)
-        self.attr = {m: ImageCanvas("", smooth=True) for m in ("gradient", "deconv", "guided")}
+        # small minimums: on a short screen the images shrink before the window grows past it
+        self.unit_map = ImageCanvas("select a unit", smooth=True, min_size=40)
+        self.attr = {m: ImageCanvas("", smooth=True, min_size=40) for m in ("gradient", "deconv", "guided")}
 
         # 3 x 3: the unit map upper left; sections fill the rest (top-k: upper right 2 x 2, optimized image:
         # middle left); the live backprop images take the bottom row
@@ -120,8 +123,10 @@ class InspectorPane(QWidget):
         for i, m in enumerate(("gradient", "deconv", "guided")):
             self.method_boxes[m] = titled(METHOD_TITLES[m], self.attr[m])
             self.method_boxes[m].setToolTip(METHOD_TIPS[m])
-            # a long title ("guided backprop (normblur, RF 35x35 px)") is cut at its end, not at both sides
-            self.method_boxes[m].title_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            # the method on the first line, what is shown (view, crop) on the second: never cut, and the three
+            # images stay level whatever their details say
+            self.method_boxes[m].title_label.setTextFormat(Qt.TextFormat.RichText)
+            self.set_method_title(m, "")
             self.grid.addWidget(self.method_boxes[m], 2, i)
         for c in range(3):
             self.grid.setColumnStretch(c, 1)
@@ -152,10 +157,11 @@ class InspectorPane(QWidget):
             box.blockSignals(False)
 
     def set_method_title(self, method: str, detail: str) -> None:
-        """The method's title with what is shown (view, crop), kept off the image itself."""
-        text = f"{METHOD_TITLES[method]}  ({detail})" if detail else METHOD_TITLES[method]
-        self.method_boxes[method].title_label.setText(text)
-        self.method_boxes[method].title_label.setToolTip(text)
+        """The method's title with what is shown (view, crop) on a second line, kept off the image itself."""
+        second = html.escape(detail) if detail else "&nbsp;"
+        label = self.method_boxes[method].title_label
+        label.setText(f"{METHOD_TITLES[method]}<br><span style='font-weight:normal; font-size:10px'>{second}</span>")
+        label.setToolTip(f"{METHOD_TITLES[method]} ({detail})" if detail else METHOD_TITLES[method])
 
     def set_methods(self, methods: tuple[str, ...]) -> None:
         """Placeholders for methods that are not computed; the computed ones get highlighted titles."""
@@ -165,8 +171,11 @@ class InspectorPane(QWidget):
             title.setProperty("active", on)
             title.setStyleSheet("color: #ffd60a; font-weight: bold;" if on else "")
             if not on:
+                canvas.footer = ""
+                self.set_method_title(m, "off")
                 canvas.clear(f"{METHOD_TITLES[m]}: off\n(b cycles the backprop mode)")
             elif not canvas.has_image:
+                self.set_method_title(m, "")
                 canvas.clear("waiting for the next frame...")
 
     def set_header(self, html: str) -> None:

@@ -60,7 +60,8 @@ class LayersPane(QWidget):
             title = ls.title.split(" (")[0] if ls.title.endswith(")") else ls.title  # shape has its own column
             item = QTreeWidgetItem([title, shape_text(vm.info(ls.name).shape)])
             item.setData(0, ROLE_LAYER, ls.name)
-            item.setToolTip(0, f"{ls.title}: {ls.name} ({shape_text(vm.info(ls.name).shape)})")
+            info = vm.info(ls.name)
+            item.setToolTip(0, f"{ls.title}: {ls.name} ({shape_text(info.shape)}: {info.describe()})")
             item.setFont(0, bold)
             item.setFont(1, bold)
             self.tree.addTopLevelItem(item)
@@ -73,7 +74,7 @@ class LayersPane(QWidget):
         for info in vm.layer_info:
             item = QTreeWidgetItem([info.name, shape_text(info.shape)])
             item.setData(0, ROLE_LAYER, info.name)
-            item.setToolTip(0, f"{info.name} ({info.kind}, {shape_text(info.shape)})")
+            item.setToolTip(0, f"{info.name} ({info.kind}, {shape_text(info.shape)}: {info.describe()})")
             self.tree.addTopLevelItem(item)
             self._items.setdefault(info.name, item)
         self._mute = False

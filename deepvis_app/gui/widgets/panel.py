@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QLayout, QProgressBar, QVBoxLayout, QWidget
+
+from .flow import FlowLayout
 
 
 class ToolPanel(QWidget):
@@ -14,16 +16,16 @@ class ToolPanel(QWidget):
         self.shown.emit()
 
 
-def control_row(*widgets: QWidget | str) -> QHBoxLayout:
-    """A row of controls, left-aligned (a string becomes a label)."""
-    row = QHBoxLayout()
+def control_row(*widgets: QWidget | str) -> FlowLayout:
+    """A row of controls, left-aligned (a string becomes a label); it wraps onto a second line in a narrow dock
+    instead of making the window wider."""
+    row = FlowLayout(spacing=4)
     for w in widgets:
         row.addWidget(QLabel(w) if isinstance(w, str) else w)
-    row.addStretch(1)
     return row
 
 
-def assemble(panel: QWidget, rows: list[QHBoxLayout], body: QGridLayout, footer: list[QWidget]) -> None:
+def assemble(panel: QWidget, rows: list[QLayout], body: QGridLayout, footer: list[QWidget]) -> None:
     """The tool panels' shape: control rows on top, the images (body) taking the room, text lines below."""
     lay = QVBoxLayout(panel)
     lay.setContentsMargins(4, 2, 4, 2)

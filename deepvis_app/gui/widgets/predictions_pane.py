@@ -13,6 +13,9 @@ from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 HISTORY_SECONDS = 15.0
+HELD_TEXT = "held while the pointer is here"
+HELD_COLOR = QColor(255, 159, 10)
+HELD_BG = QColor(30, 24, 14)
 COLORS = [QColor(255, 214, 10), QColor(90, 200, 250), QColor(255, 105, 97), QColor(120, 220, 120),
           QColor(200, 150, 255)]
 
@@ -29,7 +32,12 @@ class Bars(QWidget):
         self.rows: list[tuple[int, str, float]] = []
         self.colors: dict[int, QColor] = {}
         self.hovered = False  # while the pointer is over the rows their order is held (clicks land where aimed)
+        self.painted_rows: list[tuple[int, str, float]] = []  # the rows on screen: what a click acts on
+        self.held = False  # the rows on screen are held (the newest frame's top 5 differ)
         self.setMouseTracking(True)
+        # a click takes the keyboard focus from a text field (a class search box), so the window's keys (q,
+        # arrows, ...) work again after choosing a class here
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setMinimumHeight(5 * 18)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
@@ -39,11 +47,14 @@ class Bars(QWidget):
     def set_rows(self, rows: list[tuple[int, str, float]], colors: dict[int, QColor]) -> None:
         """New top-k rows; while hovered, the classes keep their rows (probabilities still update; a class that
         left the top-k shows its last value, dimmed) so a click lands on the class the user aimed at."""
+        held = False
         if self.hovered and self.rows:
             latest = {i: (n, p) for i, n, p in rows}
-            held = [(i, latest.get(i, (n, p))[0], latest[i][1] if i in latest else -p) for i, n, p in self.rows]
-            rows = held
-        self.rows, self.colors = rows, colors
+            order = [i for i, _n, _p in rows]
+            kept = [(i, latest.get(i, (n, p))[0], latest[i][1] if i in latest else -abs(p)) for i, n, p in self.rows]
+            held = [i for i, _n, _p in kept] != order
+            rows = kept
+        self.rows, self.colors, self.held = rows, colors, held
         self.update()
 
     def enterEvent(self, event) -> None:  # noqa: N802
@@ -54,25 +65,28 @@ class Bars(QWidget):
 
     def leaveEvent(self, event) -> None:  # noqa: N802
         self.hovered = False
+        self.held = False
         super().leaveEvent(event)
         self.update()
 
     def row_at(self, y: float) -> int | None:
-        """The row index under widget y, or None below the last row."""
-        if not self.rows:
+        """The row index under widget y in the rows on screen, or None below the last row."""
+        rows = self.painted_rows
+        if not rows:
             return None
-        i = int(y // (self.height() / max(5, len(self.rows))))
-        return i if 0 <= i < len(self.rows) else None
+        i = int(y // (self.height() / max(5, len(rows))))
+        return i if 0 <= i < len(rows) else None
 
     def row_center(self, i: int) -> tuple[int, int]:
         """(x, y) of row i's centre in widget coordinates (for tests and scripted clicks)."""
-        h = self.height() / max(5, len(self.rows))
+        h = self.height() / max(5, len(self.painted_rows or self.rows))
         return self.width() // 2, int((i + 0.5) * h)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        # the row the user saw: newer rows may have arrived since the last paint (they are drawn on the next one)
         i = self.row_at(event.position().y())
         if event.button() == Qt.MouseButton.LeftButton and i is not None:
-            idx, name, _p = self.rows[i]
+            idx, name, _p = self.painted_rows[i]
             self.class_clicked.emit(idx, name)
             event.accept()
             return
@@ -80,7 +94,8 @@ class Bars(QWidget):
 
     def paintEvent(self, _event) -> None:  # noqa: N802
         p = QPainter(self)
-        p.fillRect(self.rect(), QColor(14, 15, 19))
+        p.fillRect(self.rect(), QColor(14, 15, 19) if not self.held else HELD_BG)
+        self.painted_rows = list(self.rows)
         if not self.rows:
             p.setPen(QColor(140, 145, 160))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no predictions yet")
@@ -104,7 +119,29 @@ class Bars(QWidget):
                        p.fontMetrics().elidedText(f"{name}", Qt.TextElideMode.ElideRight, int(text_rect.width())))
             p.drawText(QRectF(self.width() - 60, y, 56, h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
                        f"{prob * 100:.1f}%")
+        if self.held:
+            self._paint_held(p)
         p.end()
+
+    def held_rect(self) -> QRectF:
+        """Where the "held" badge is drawn (bottom right, over the last row's bar)."""
+        f = QFont(self.font())
+        f.setPointSizeF(max(7.0, f.pointSizeF() * 0.85))
+        from PySide6.QtGui import QFontMetrics
+
+        w = QFontMetrics(f).horizontalAdvance(HELD_TEXT) + 10
+        h = QFontMetrics(f).height() + 2
+        return QRectF(max(0.0, self.width() - 64 - w), self.height() - h - 1, w, h)
+
+    def _paint_held(self, p: QPainter) -> None:
+        """The rows stay where they were while the pointer is over them: say so (the newest frame's order differs)."""
+        f = QFont(self.font())
+        f.setPointSizeF(max(7.0, f.pointSizeF() * 0.85))
+        p.setFont(f)
+        rect = self.held_rect()
+        p.fillRect(rect, HELD_COLOR)
+        p.setPen(QColor(20, 20, 20))
+        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, HELD_TEXT)
 
 
 class PredictionsPane(QWidget):
@@ -116,7 +153,7 @@ class PredictionsPane(QWidget):
         self.bars = Bars()
         self.bars.class_clicked.connect(self.class_clicked.emit)
         self.plot = pg.PlotWidget(background=QColor(14, 15, 19))
-        self.plot.setMinimumHeight(90)
+        self.plot.setMinimumHeight(24)  # the plot gives way first: the top-5 rows stay readable
         self.plot.setYRange(0, 1, padding=0.02)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()

@@ -1,4 +1,8 @@
-"""The dark Qt style sheet of the main window (and its message banner)."""
+"""The dark Qt style sheet of the main window (and its message banner).
+
+Check boxes get their own indicator: the platform's is a dark outline that all but vanishes on this background, so
+an unchecked box looked like a bare label. Unchecked: a light outline; checked: filled yellow (the selection
+colour)."""
 
 STYLE = """
 QMainWindow, QWidget { background: #14161c; color: #e6e6e6; }
@@ -10,6 +14,11 @@ QComboBox, QPushButton, QToolButton { background: #232631; border: 1px solid #34
 QComboBox:hover, QPushButton:hover { border-color: #5a6070; }
 QLabel#paneTitle { color: #a9b0c0; font-size: 11px; border-top: 1px solid #343846; padding-top: 2px; }
 QLabel#inspectorHeader { font-size: 13px; padding: 2px; }
+QCheckBox::indicator { width: 12px; height: 12px; border: 1px solid #9aa1b3; background: #0e0f13; }
+QCheckBox::indicator:hover { border-color: #e6e6e6; }
+QCheckBox::indicator:checked { background: #ffd60a; border: 1px solid #ffd60a; image: none; }
+QCheckBox::indicator:disabled { border-color: #4a4f5e; }
+QCheckBox:disabled { color: #70778a; }
 QStatusBar { background: #1b1d25; color: #c8c8c8; }
 QStatusBar QLabel { padding: 0 6px; }
 QMenuBar { background: #1b1d25; } QMenuBar::item:selected { background: #343846; }

@@ -1,0 +1,1 @@
+"""Faithfulness of attribution maps: perturbation metrics, sanity checks, and the evaluate job."""

@@ -1,0 +1,1 @@
+"""Attribution methods beyond the live rules: the CAM family, Integrated Gradients, SmoothGrad/VarGrad, LRP."""

@@ -1,0 +1,263 @@
+"""One frame + one request -> one immutable FrameResult, with a single forward pass (no threads here).
+
+Every layer is drawn and indexed through `layouts.as_maps(act, info)`: a channels-last ConvNeXt layer shows its
+384 channels as 56x56 tiles, a ViT token layer its 768 features on the 14x14 patch grid (the class token apart, in
+`FrameResult.prefix`), a vector one 1x1 tile per value. For channels-first maps `as_maps` is the tensor itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import ParamError
+from ..layouts import as_maps, prefix_tokens
+from ..probe import Capture, Probe
+from ..render import Grid, render_grid, top_predictions, upscale_map
+from ..values import ATTRIBUTION_METHODS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
+from ..zoo import VisModel
+from .frames import Frame
+
+if TYPE_CHECKING:
+    from ..topk.live import LiveTopK
+
+# Live top-k diversity (grey levels, see LiveTopK.similar): a camera on a still scene offers the same view every
+# frame; a repeat replaces the held shot only when it excites the unit more, so the k tiles are k moments.
+LIVE_TOPK_SIMILAR = 6.0
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything one frame produced; immutable, safe to hand to any thread."""
+
+    frame_id: int
+    request_id: int
+    model: str
+    layer: str
+    image: np.ndarray  # uint8 SxSx3: the frame as the network saw it
+    grid: Grid  # one tile per channel of `layer` (features of a token layer), tiles on the layer's grid
+    predictions: list[tuple[int, str, float]]
+    unit: Unit | None = None
+    unit_map: np.ndarray | None = None  # uint8 SxS: the unit's channel map, upscaled to the input
+    unit_value: float | None = None  # the channel's maximum over its grid (a vector unit: its value)
+    unit_position: tuple[int, int] | None = None  # (y, x) on the unit layer's grid: the request's position, else
+    #                                               the channel's argmax; the neuron the attributions explain
+    attributions: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 SxSx3
+    live_topk: tuple[TopKTile, ...] | None = None  # the selected unit's live top-k (None: not tracked)
+    live_topk_frames: int = 0  # frames the live top-k holds (bounded by units x k)
+    erf_map: np.ndarray | None = None  # uint8 SxS: mean |d centre unit / d input| over the frames so far
+    erf_frames: int = 0
+    prefix: np.ndarray | None = None  # float32 P x C: the extra tokens (class, distillation, registers) of a
+    #                                   token `layer`, kept out of the grid; None for other layers
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    t_capture: float = 0.0
+    t_done: float = 0.0
+
+    @property
+    def latency(self) -> float:
+        return self.t_done - self.t_capture
+
+
+def unit_peak(chan: torch.Tensor) -> tuple[float, tuple[int, int]]:
+    """(maximum, (y, x) where it is) of one H x W map, with one host copy (the first occurrence; a NaN wins,
+    as `max` reports it)."""
+    value, index = chan.detach().reshape(-1).max(dim=0)
+    both = torch.stack([value.double(), index.double()]).cpu().tolist()
+    return both[0], divmod(int(both[1]), chan.shape[-1])
+
+
+def whole_frame_units(info: LayerInfo) -> bool:
+    """True when each unit of the layer sees the whole image: vectors, and tokens (attention mixes all patches),
+    so a top-k crop is the whole frame; maps (channels first or last) have local receptive fields."""
+    return info.layout in (Layout.VECTOR, Layout.TOKENS) or info.grid is None
+
+
+class FrameProcessor:
+    """Turns one frame + one request into a FrameResult with a single forward pass (no threads here)."""
+
+    def __init__(self, model: VisModel) -> None:
+        self.model = model
+        self._sync = model.device.type == "cuda"
+        self.live: LiveTopK | None = None
+        self._live_key: tuple | None = None
+        self._live_tiles: tuple[tuple[str, int], tuple[TopKTile, ...]] | None = None
+        self._erf = None
+        self._erf_key: tuple[str, int] | None = None
+        self._deconv = None  # attribution.DeconvCache, made on the first explained unit
+        self._net: torch.nn.Module | None = None  # what frames run through (see `_runnable`)
+        self._infos: dict[str, LayerInfo] = {}
+
+    def info(self, layer: str) -> LayerInfo:
+        """The model's facts about `layer` (layout, grid, channels), looked up once per processor."""
+        info = self._infos.get(layer)
+        if info is None:
+            info = self._infos[layer] = self.model.info(layer)
+        return info
+
+    def _runnable(self, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The network and input this frame's forward runs: on the CPU a private channels-last copy of the model
+        (same modules and layer names, made on the first frame; `fastnet` says why and what it gains) and `x` in
+        that layout; on a GPU the model itself. A model's weights do not change while a processor runs it (a
+        new model comes with a new processor)."""
+        if x.device.type != "cpu" or x.dim() != 4:
+            return self.model.net, x
+        if self._net is None:
+            from ..fastnet import fast_copy
+
+            self._net = fast_copy(self.model.net, x, fold=False)
+        return self._net, x.contiguous(memory_format=torch.channels_last)
+
+    def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit,
+                    info: LayerInfo) -> tuple[np.ndarray, int]:
+        """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean."""
+        from ..receptive_field import EffectiveRF
+
+        key = (unit.layer, unit.channel)
+        if self._erf is None or self._erf_key != key:
+            self._erf, self._erf_key = EffectiveRF(self.model.net, unit.layer, channel=unit.channel), key
+        if info.spatial:
+            maps = as_maps(activation, info)
+            cy, cx = maps.shape[2] // 2, maps.shape[3] // 2
+            (grad,) = ctx.grad(maps[:, unit.channel, cy, cx].sum(), x, "gradient", retain_graph=True)
+            self._erf.add(torch.zeros_like(x) if grad is None else grad)
+        heat = self._erf.map if self._erf.count else torch.zeros(x.shape[-2:], device=x.device)
+        heat = heat / heat.amax().clamp_min(torch.finfo(torch.float32).tiny)
+        return (heat * 255).round().to(torch.uint8).cpu().numpy(), self._erf.count
+
+    def _update_live_topk(self, frame_id: int, fitted: np.ndarray, req: ViewRequest, maps: torch.Tensor,
+                          info: LayerInfo) -> tuple[TopKTile, ...]:
+        """Offer the frame to the running top-k of the unit's layer (`maps`: its C x H x W view); return the
+        selected unit's tiles.
+
+        The receptive-field geometry of a map layer is computed once (well under a second on a CPU) the first
+        time it is needed; a token or vector layer's units see the whole frame. Tiles are rebuilt only when the
+        selected unit's entries changed.
+        """
+        from functools import partial
+
+        from ..receptive_field import rf_box
+        from ..topk.live import LiveTopK
+
+        unit = req.unit
+        assert unit is not None
+        key = (unit.layer, req.live_topk_k, req.live_topk_epoch)
+        if self.live is None or self._live_key != key:
+            rf = None if whole_frame_units(info) else partial(rf_box, self.model.net, unit.layer,
+                                                               input_size=self.model.input_size)
+            self.live = LiveTopK(unit.layer, info.channels, req.live_topk_k, rf_fn=rf, similar=LIVE_TOPK_SIMILAR,
+                                 spatial=info.spatial)
+            self._live_key, self._live_tiles = key, None
+        taken = self.live.update(frame_id, fitted, maps)
+        cached = self._live_tiles
+        if cached is not None and cached[0] == (unit.layer, unit.channel) and not taken:
+            return cached[1]
+        tiles = tuple(
+            TopKTile(value=e.value, frame_id=e.image_id, y=e.y, x=e.x, box=e.box,
+                     patch=self.live.crop(unit.channel, e.rank), frame=self.live.image(e))
+            for e in self.live.entries(unit.channel))
+        self._live_tiles = ((unit.layer, unit.channel), tiles)
+        return tiles
+
+    def process(self, frame: Frame, req: ViewRequest) -> FrameResult:
+        vm = self.model
+        layer = req.layer or vm.default_layer
+        info = self.info(layer)
+        unit = req.unit
+        uinfo = self.info(unit.layer) if unit is not None else None
+        methods = tuple(m for m in req.attribution if m) if unit is not None else ()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        fitted = vm.preprocess.fit(frame.rgb, req.crop)
+        x = vm.preprocess.to_tensor(fitted)
+        t1 = time.perf_counter()
+        timings["preprocess"] = t1 - t0
+        layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
+        ctx = None
+        if methods or (req.erf and unit is not None):
+            from ..attribution import AttributionContext  # loaded only when a unit is explained
+
+            # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
+            # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph.
+            net, x = self._runnable(x)
+            x.requires_grad_(True)
+            with AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=unit.layer, example=x) as probe:
+                logits = probe.run(x)
+            acts = dict(probe.activations)
+        else:
+            net, x = self._runnable(x)
+            with Probe(net, layers, detach=True) as probe, torch.inference_mode():
+                logits = net(x)
+                acts = dict(probe.activations)
+        if self._sync:
+            torch.cuda.synchronize(vm.device)
+        t2 = time.perf_counter()
+        timings["forward"] = t2 - t1
+        act = acts[layer].detach()
+        grid = render_grid(as_maps(act, info)[0], norm=req.norm, gamma=req.gamma, min_tile=8)
+        extra = prefix_tokens(act, info)
+        prefix = extra[0].float().cpu().numpy() if extra is not None else None
+        predictions = top_predictions(logits[0], vm.categories) if logits.dim() == 2 else []
+        unit_map = unit_value = position = None
+        umaps = None
+        if unit is not None:
+            umaps = as_maps(acts[unit.layer].detach(), uinfo)
+        if umaps is not None and 0 <= unit.channel < uinfo.channels:
+            chan = umaps[0, unit.channel]
+            if uinfo.grid is None:  # a vector: one value, no positions
+                unit_value = float(chan.reshape(-1)[0])
+            else:
+                unit_value, peak = unit_peak(chan)
+                position = unit.position or peak
+                if uinfo.spatial:
+                    unit_map = upscale_map(chan, vm.input_size)
+        t3 = time.perf_counter()
+        timings["render"] = t3 - t2
+        attributions: dict[str, np.ndarray] = {}
+        erf_map, erf_frames = None, 0
+        if ctx is not None and req.erf:
+            erf_map, erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit, uinfo)
+        if ctx is not None and methods:
+            from ..attribution import render_view
+
+            if self._deconv is None:
+                from ..attribution import DeconvCache
+
+                self._deconv = DeconvCache()
+            # The neuron explained: the request's position, else the channel's argmax in the layer's own view.
+            target = unit.at(*position) if position is not None else unit
+            explanation = ctx.explain(x, acts[unit.layer], target, methods, info=uinfo, deconv_cache=self._deconv)
+            attributions = {m: render_view(explanation[m], req.attribution_view, percentile=99.5) for m in methods}
+            timings["attribution"] = time.perf_counter() - t3
+        live_tiles = None
+        if req.live_topk and umaps is not None:
+            t4 = time.perf_counter()
+            live_tiles = self._update_live_topk(frame.frame_id, fitted, req, umaps[0], uinfo)
+            timings["live_topk"] = time.perf_counter() - t4
+        t_done = time.perf_counter()
+        timings["total"] = t_done - t0
+        return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=layer,
+                           image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
+                           unit_value=unit_value, unit_position=position, attributions=attributions,
+                           live_topk=live_tiles, live_topk_frames=self.live.image_count if self.live else 0,
+                           erf_map=erf_map, erf_frames=erf_frames, prefix=prefix,
+                           timings=timings,
+                           t_capture=frame.t_capture, t_done=t_done)
+
+
+def validate_request(model: VisModel, request: ViewRequest) -> None:
+    """Fail early with one line (listing what is valid) for a layer, unit or method the model cannot show.
+
+    The unit is checked by the model (`check_unit`): its channel against the layer's units (features of a token
+    layer, channels of a channels-last map) and a position against the layer's grid (refused on a layer without
+    positions)."""
+    if request.layer:
+        model.info(request.layer)
+    if request.unit is not None:
+        model.check_unit(request.unit)
+    bad = [m for m in request.attribution if m not in ATTRIBUTION_METHODS]
+    if bad:
+        raise ParamError("attribution", f"method {bad[0]!r} is unknown; valid: {', '.join(ATTRIBUTION_METHODS)}")

@@ -1,0 +1,111 @@
+"""The inference thread: owns the model, takes the newest frame, processes it with the newest request, publishes.
+
+The GUI (or the headless runner) only swaps references on it; nothing it calls waits on inference.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import DeepVisError
+from ..values import ViewRequest
+from ..zoo import VisModel
+from .frames import LatestSlot, StatusFn
+from .processor import FrameProcessor, FrameResult
+
+if TYPE_CHECKING:
+    from ..topk.live import LiveTopK
+
+
+class InferenceWorker(threading.Thread):
+    """Owns the model: takes the newest frame, processes it with the newest request, publishes the result.
+
+    `set_request`, `set_model` and `set_slot` only swap references; they take effect at the next frame
+    boundary, so the caller (the GUI thread) never waits on inference. A model arrives together with the
+    request meant for it (one reference), so the new model never runs with the old model's layer. Errors are
+    reported through `on_error` and the loop goes on with the next frame.
+    """
+
+    def __init__(self, model: VisModel, slot: LatestSlot, publish: Callable[[FrameResult], None], *,
+                 request: ViewRequest | None = None, on_error: StatusFn | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__(name="deepvis-inference", daemon=True)
+        self.threads = threads  # torch intra-op threads for this thread (None: leave as is)
+        self.slot = slot
+        self.publish = publish
+        self.on_error = on_error or (lambda _msg: None)
+        self._processor = FrameProcessor(model)
+        self._request = request or ViewRequest(layer=model.default_layer)
+        self._pending: tuple[VisModel, ViewRequest] | None = None
+        self._lock = threading.Lock()  # guards only the hand-over of `_pending`
+        self._halt = threading.Event()
+        self.frames_done = 0
+
+    @property
+    def model(self) -> VisModel:
+        return self._processor.model
+
+    def set_request(self, request: ViewRequest) -> None:
+        self._request = request  # atomic reference swap: newest wins
+
+    def set_model(self, model: VisModel, request: ViewRequest | None = None) -> None:
+        """Switch models at the next frame; `request` (default: the model's default layer) comes with it."""
+        with self._lock:
+            self._pending = (model, request or ViewRequest(request_id=self._request.request_id + 1,
+                                                             layer=model.default_layer))
+
+    def live_topk_snapshot(self) -> LiveTopK | None:
+        """A copy of the live top-k that another thread may save (`.save(path)`) while this one goes on."""
+        live = self._processor.live
+        return live.snapshot() if live is not None else None
+
+    def set_slot(self, slot: LatestSlot) -> None:
+        """Take frames from another slot (a new source); the old one is woken so the switch is immediate."""
+        old, self.slot = self.slot, slot
+        old.wake()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.slot.close()
+
+    def run(self) -> None:
+        """The loop; `start()` runs it on a new thread, a caller may also run it inline (headless)."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        last_error = ""
+        while not self._halt.is_set():
+            slot = self.slot
+            frame = slot.take(timeout=0.5)
+            if frame is None:
+                if slot.closed:
+                    self._halt.wait(0.05)  # a closed slot returns at once: do not spin
+                continue
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is not None:
+                self._processor = FrameProcessor(pending[0])
+                if pending[1].request_id >= self._request.request_id:  # a newer set_request wins
+                    self._request = pending[1]
+            req = self._request
+            if req.paused:
+                continue
+            try:
+                result = self._processor.process(frame, req)
+            except DeepVisError as err:
+                if str(err) != last_error:
+                    self.on_error(str(err))
+                    last_error = str(err)
+                continue
+            except Exception as err:  # noqa: BLE001 - a bad frame must not kill the live loop
+                msg = f"inference failed: {type(err).__name__}: {err}"
+                if msg != last_error:
+                    self.on_error(msg)
+                    last_error = msg
+                continue
+            last_error = ""
+            self.frames_done += 1
+            self.publish(result)

@@ -1,0 +1,32 @@
+"""Shared test plumbing, imported by test modules (`from helpers import ...`) and by conftest's fixtures: image
+files on disk and the tiny nets several test modules build."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+
+def write_rgb(path, rgb: np.ndarray) -> str:
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+def tiny_conv_net(hidden: int = 4, out: int = 6) -> torch.nn.Module:
+    """conv(3->hidden, 3x3) -> ReLU -> conv(hidden->out, 3x3, stride 2), seeded: the tiny net of the
+    image-optimization tests (named modules conv1, relu, conv2)."""
+    from torch import nn
+
+    class TinyConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, hidden, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv2d(hidden, out, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv2(self.relu(self.conv1(x)))
+
+    torch.manual_seed(0)
+    return TinyConvNet().eval()
