@@ -1,17 +1,49 @@
-"""Device selection: `auto` picks CUDA when present, otherwise the CPU."""
+"""Devices: which one (`resolve_device`), how each thread uses it (streams, the current CUDA device, cuDNN
+autotuning), one precision policy for exactness checks, and what to do when memory runs out.
+
+`auto` picks CUDA when present, otherwise the CPU; `mps` (Apple silicon) only when asked for. On a GPU the live
+worker runs on its own high-priority stream and background jobs on low-priority ones (`live_stream`,
+`job_stream`): nothing in the live path waits for the whole device, each thread waits only for its own work.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
 
-from .errors import ParamError
+from .errors import DeepVisError, ParamError
+
+DEVICES = "auto, cpu, cuda or cuda:N (or mps on Apple silicon)"
+MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
 
 
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """Turn `auto|cpu|cuda|cuda:N` (or a `torch.device`) into a usable `torch.device`.
+def mps_available() -> bool:
+    """Apple's Metal backend is built in and usable here."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
-    Raises `ParamError("device", ...)` for an unknown spec, a CUDA request on a machine without CUDA or an index
-    past the last GPU, so the user learns at start-up, not at the first frame.
+
+def mps_fallback_note() -> str:
+    """One line on what happens to operations Metal does not implement. torch reads PYTORCH_ENABLE_MPS_FALLBACK
+    once, when it loads, so the line says how to start the program rather than changing the setting."""
+    if os.environ.get(MPS_FALLBACK, "0").strip() not in ("", "0"):
+        return f"mps: operations Metal lacks run on the CPU instead ({MPS_FALLBACK}=1), slower but complete"
+    return (f"mps: an operation Metal lacks stops with an error; start with {MPS_FALLBACK}=1 to run such "
+            "operations on the CPU")
+
+
+def resolve_device(spec: str | torch.device | None = "auto", *,
+                   on_notice: Callable[[str], None] | None = None) -> torch.device:
+    """Turn `auto|cpu|cuda|cuda:N|mps` (or a `torch.device`) into a usable `torch.device`.
+
+    Raises `ParamError("device", ...)` for an unknown spec, a CUDA or MPS request on a machine without it or an
+    index past the last GPU, so the user learns at start-up, not at the first frame. `on_notice` hears one line
+    for `mps`: what happens to operations Metal lacks (`mps_fallback_note`).
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
@@ -20,10 +52,16 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
     if spec == "cpu":
         return torch.device("cpu")
+    if spec in ("mps", "mps:0"):
+        if not mps_available():
+            raise ParamError("device", f"{spec}: Apple's Metal (MPS) is not available on this machine (use cpu)")
+        if on_notice is not None:
+            on_notice(mps_fallback_note())
+        return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2] or "0"
         if not index_text.isdigit():
-            raise ParamError("device", f"{spec!r} is not a device: use auto, cpu, cuda or cuda:N")
+            raise ParamError("device", f"{spec!r} is not a device: use {DEVICES}")
         if not torch.cuda.is_available():
             raise ParamError("device", f"{spec}: CUDA is not available on this machine (use cpu)")
         count = torch.cuda.device_count()
@@ -31,7 +69,180 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if index >= count:
             raise ParamError("device", f"{spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
         return torch.device(f"cuda:{index}")
-    raise ParamError("device", f"{spec!r} is not a device: use auto, cpu, cuda or cuda:N")
+    raise ParamError("device", f"{spec!r} is not a device: use {DEVICES}")
+
+
+# ---------------------------------------------------------------- threads on a GPU: current device, streams
+
+def use_device(device: torch.device) -> None:
+    """Make `device` the calling thread's current CUDA device (a no-op elsewhere). Each thread has its own, and
+    it starts as cuda:0: without this, pinning host memory, an event or a stream made without a device opens a
+    context (hundreds of MB) on cuda:0 for a program told to use cuda:1."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def prepare_live(device: torch.device) -> None:
+    """Set up the calling thread for the live loop: its current device, and cuDNN autotuning (the live path runs
+    one input shape every frame, so the fastest algorithm is measured once and reused)."""
+    use_device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+LIVE_PRIORITY, JOB_PRIORITY = -1, 0  # CUDA: a lower number runs first; 0 is the default (lowest) priority
+
+_STREAMS_LOCK = threading.Lock()
+_LIVE_STREAMS: dict[int, torch.cuda.Stream] = {}
+_JOB_STREAMS: dict[tuple[int, int], torch.cuda.Stream] = {}  # (device index, thread id) -> stream
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _live_for(device: torch.device) -> torch.cuda.Stream:
+    with _STREAMS_LOCK:
+        index = _index(device)
+        s = _LIVE_STREAMS.get(index)
+        if s is None:
+            s = _LIVE_STREAMS[index] = torch.cuda.Stream(device=index, priority=LIVE_PRIORITY)
+        return s
+
+
+def _job_for(device: torch.device) -> torch.cuda.Stream:
+    with _STREAMS_LOCK:
+        key = (_index(device), threading.get_ident())
+        s = _JOB_STREAMS.get(key)
+        if s is None:
+            s = _JOB_STREAMS[key] = torch.cuda.Stream(device=key[0], priority=JOB_PRIORITY)
+        return s
+
+
+@contextmanager
+def live_stream(device: torch.device) -> Iterator[torch.cuda.Stream | None]:
+    """Run the body on the device's high-priority live stream (CUDA; elsewhere nothing changes). Streams are
+    per thread in torch: enter it in the live worker's thread, around its loop."""
+    if device.type != "cuda":
+        yield None
+        return
+    prepare_live(device)
+    stream = _live_for(device)
+    with torch.cuda.stream(stream):
+        yield stream
+
+
+@contextmanager
+def job_stream(device: torch.device | None = None) -> Iterator[torch.cuda.Stream | None]:
+    """Run a background job's body on a low-priority stream of its own (one per thread and device), so the live
+    worker's kernels go first and neither waits for the other's. `device`: the job's model's device (None: the
+    thread's current CUDA device when CUDA is in use); a no-op on the CPU and MPS."""
+    if device is None:
+        if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+            yield None
+            return
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cuda":
+        yield None
+        return
+    use_device(device)
+    stream = _job_for(device)
+    with torch.cuda.stream(stream):
+        yield stream
+
+
+def wait_for_other_streams(device: torch.device) -> None:
+    """Make the calling thread's current stream wait (on the GPU, the host does not block) for the work already
+    queued on the default stream and every job stream of `device`: what a new model's weights were loaded with.
+    For a model switch, not per frame."""
+    if device.type != "cuda":
+        return
+    here = torch.cuda.current_stream(device)
+    with _STREAMS_LOCK:
+        others = [s for (i, _t), s in _JOB_STREAMS.items() if i == _index(device)]
+    for other in [torch.cuda.default_stream(device), *others]:
+        if other != here:
+            here.wait_stream(other)
+
+
+# ---------------------------------------------------------------- precision
+
+_EXACT_LOCK = threading.Lock()
+_exact_depth = 0
+_saved_tf32: tuple[bool, bool] | None = None
+
+
+def tf32_enabled() -> bool:
+    """Whether float32 convolutions or matrix products may run in TF32 (10-bit mantissa) on a CUDA GPU."""
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+
+
+@contextmanager
+def exact_math(device: torch.device | None = None) -> Iterator[None]:
+    """Full float32 on a CUDA GPU while inside: TF32 off for convolutions and matrix products, for the checks
+    that compare a fast path with the plain forward (TF32 rounding would make equal computations differ by
+    ~1e-3 and reject every fast path). The flags are process-wide: nested and concurrent users are counted and
+    the flags in force before the first one come back when the last one leaves. A no-op on the CPU."""
+    global _exact_depth, _saved_tf32
+    if device is not None and device.type != "cuda":
+        yield
+        return
+    with _EXACT_LOCK:
+        if _exact_depth == 0:
+            _saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        _exact_depth += 1
+    try:
+        yield
+    finally:
+        with _EXACT_LOCK:
+            _exact_depth -= 1
+            if _exact_depth == 0 and _saved_tf32 is not None:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _saved_tf32
+                _saved_tf32 = None
+
+
+def check_tolerance(device: torch.device) -> tuple[float, float]:
+    """(rtol, atol) for a fast path to count as equal to the plain forward on `device`: the CPU's kernels agree
+    to ~1e-6; a GPU's algorithms (Winograd, FFT, split reductions) differ more, and TF32 (if on: use
+    `exact_math` for the check) far more. Too tight a tolerance would silently throw the fast paths away."""
+    if device.type == "cpu":
+        return 1e-4, 1e-5
+    if device.type == "cuda" and tf32_enabled():
+        return 1e-2, 1e-3
+    return 1e-3, 1e-4
+
+
+# ---------------------------------------------------------------- running out of memory
+
+_OOM_TEXTS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A GPU (torch.OutOfMemoryError, MPS's RuntimeError) or host (MemoryError, the CPU allocator's RuntimeError)
+    allocation failure: worth retrying with less."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXTS)
+
+
+def halve_batch(err: BaseException, batch: int, *, device: torch.device | str, what: str,
+                on_notice: Callable[[str], None] | None = None) -> int:
+    """Call in the `except` of an out-of-memory `err` while running `batch` items (`what`, plural: "window
+    positions") at once: returns the batch to retry with (half), after freeing what the failed attempt held and
+    telling the user in one line. Raises DeepVisError when even one item did not fit."""
+    if err.__traceback__ is not None:
+        traceback.clear_frames(err.__traceback__)  # the failed attempt's tensors, held by its finished frames
+    if isinstance(device, torch.device) and device.type == "cuda":
+        torch.cuda.empty_cache()  # give the freed blocks back: the live worker allocates on another stream
+    if batch <= 1:
+        raise DeepVisError(f"out of memory on {device} even with one of the {what} at a time; close other "
+                           "programs or use a smaller model") from err
+    smaller = max(1, batch // 2)
+    if on_notice is not None:
+        on_notice(f"out of memory on {device} with {batch} {what} at once: continuing with {smaller}")
+    return smaller
 
 
 def interactive_threads() -> int:
@@ -44,8 +255,6 @@ def interactive_threads() -> int:
     split, and an OpenMP team spanning every core stalls whenever anything else (the GUI thread, another
     program) takes one. Batched work (scan, embeddings, occlusion) keeps every core: 2 threads gave 1.4x there.
     """
-    import os
-
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     return max(1, (os.cpu_count() or 1) - 1)
@@ -71,8 +280,6 @@ def job_threads() -> int:
     a quarter of the cores, at least one. Each job thread gets its own OpenMP team; on a small machine a second
     full team competes with the worker's and both slow down, so jobs stay small and the live view keeps its pace.
     """
-    import os
-
     return max(1, (os.cpu_count() or 1) // 4)
 
 
@@ -93,7 +300,6 @@ def keep_freed_memory() -> str:
     effect: "keep" or "system" (also on platforms without glibc).
     """
     global _malloc_policy
-    import os
     import sys
 
     if os.environ.get("DEEPVIS_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
@@ -113,7 +319,5 @@ def thread_policy() -> dict[str, str | int | None]:
     """What the process runs with (for an About box or a benchmark log): torch threads, the OpenMP wait policy
     (`DEEPVIS_WAIT_POLICY=passive` or the user's OMP_WAIT_POLICY; unset = torch's default) and the malloc
     policy (`keep_freed_memory`)."""
-    import os
-
     return {"torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "malloc": _malloc_policy}

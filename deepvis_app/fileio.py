@@ -8,10 +8,12 @@ rename itself survives a power loss. Nothing here syncs the whole host.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,34 @@ def encode_png(rgb: np.ndarray, *, compression: int = 1) -> bytes:
 
 def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray, *, fsync: bool = True) -> None:
     atomic_write_bytes(path, encode_png(rgb), fsync=fsync)
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    """`OUT.lock`: the file a writer of the folder OUT holds (beside it, so it survives OUT's replacement)."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike, *, wait: bool = False, what: str = "run") -> Iterator[None]:
+    """Hold `OUT.lock` (flock) while writing the folder OUT: a second writer gets one clear line naming `what`
+    holds it (a scan, an atlas build, an embedding run), or waits with `wait`. The kernel drops a flock when its
+    holder dies, so a killed run never blocks the next; the lock file stays (removing it would race a waiter)."""
+    import fcntl
+
+    from .errors import DeepVisError, ParamError
+
+    path = lock_path(out)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise DeepVisError(f"cannot create the lock file {path} ({err.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise ParamError("out", f"{out}: another {what} is writing it (it holds {path}); wait for it to finish "
+                                    "or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)

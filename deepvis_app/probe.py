@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -73,8 +73,14 @@ class Capture:
       cannot stop early: `stop`/`no_grad_after` with bare names need `example`.
     - `stop=True`: raise `Stopped` once all wanted layers are captured (`run` catches it and returns None).
     - `replace={layer: tensor}`: that call's output is replaced by `tensor` (occlusion feeds cached activations).
+    - `modify={layer: fn}`: `fn(output)` runs on that call's output; a non-None result replaces it (interventions
+      knock units out this way). Capture's hooks then run before the module's other hooks, so another Capture
+      (the live probe) sees the changed values.
     - `no_grad_after=layer`: autograd stops recording after that layer's call (a unit's backward never needs the
       rest of the graph); grad mode is restored on the next forward and on exit.
+    - `grad_from=layer`: the opposite cut: that call's output is handed on as a fresh leaf that requires grad and
+      autograd records from there on (a live Grad-CAM needs d class / d layer only: the forward up to the layer
+      runs without a graph). The leaf is `cap.leaves[layer]`; grad mode is restored as for `no_grad_after`.
     - Only forwards run by the thread that entered the context are touched: another thread's forward of the
       same net passes untouched. A captured output is cloned for the modules after it, so a later inplace op
       (`out += identity`, `ReLU(inplace=True)`) never rewrites what was captured. Hooks are removed on exit,
@@ -83,15 +89,20 @@ class Capture:
 
     def __init__(self, net: nn.Module, layers: Iterable[str] = (), *, example: torch.Tensor | None = None,
                  stop: bool = False, detach: bool = False, replace: dict[str, torch.Tensor] | None = None,
-                 no_grad_after: str | None = None) -> None:
+                 no_grad_after: str | None = None, grad_from: str | None = None,
+                 modify: dict[str, Callable[[torch.Tensor], torch.Tensor | None]] | None = None) -> None:
         self.net = net
         self.detach = detach
         self.stop = stop
         self.layers = list(dict.fromkeys(layers))
         self.replace = dict(replace or {})
+        self.modify = dict(modify or {})
         self.no_grad_after = no_grad_after
-        exact = stop or bool(self.replace) or no_grad_after is not None or example is not None
-        named = [*self.layers, *self.replace, *([no_grad_after] if no_grad_after else [])]
+        self.grad_from = grad_from
+        self.leaves: dict[str, torch.Tensor] = {}
+        cuts = [c for c in (no_grad_after, grad_from) if c]
+        exact = stop or bool(self.replace) or bool(self.modify) or bool(cuts) or example is not None
+        named = [*self.layers, *self.replace, *self.modify, *cuts]
         if exact:
             calls = resolve_calls(net, named, example)
         else:  # a bare name is captured at every call (-1), so the last call wins
@@ -104,8 +115,10 @@ class Capture:
                 calls[layer] = (name, -1 if call is None else call)
         # module name -> {call index (-1: any) -> [(role, layer)]}
         self._plan: dict[str, dict[int, list[tuple[str, str]]]] = {}
-        roles = [("capture", layer) for layer in self.layers] + [("replace", layer) for layer in self.replace]
+        roles = [("replace", layer) for layer in self.replace] + [("modify", layer) for layer in self.modify]
+        roles += [("capture", layer) for layer in self.layers]
         roles += [("cut", no_grad_after)] if no_grad_after else []
+        roles += [("leaf", grad_from)] if grad_from else []
         for role, layer in roles:
             name, call = calls[layer]
             self._plan.setdefault(name, {}).setdefault(call, []).append((role, layer))
@@ -122,8 +135,9 @@ class Capture:
         self._grad_was = torch.is_grad_enabled()
         try:
             self._handles.append(self.net.register_forward_pre_hook(self._reset))
+            first = bool(self.replace or self.modify)  # changed outputs must reach every other hook
             for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+                self._handles.append(module.register_forward_hook(self._make_hook(name), prepend=first))
         except BaseException:
             self.remove()
             raise
@@ -158,7 +172,8 @@ class Capture:
             return
         self._calls.clear()
         self.activations.clear()
-        if self.no_grad_after is not None and self._grad_was is not None:
+        self.leaves.clear()
+        if (self.no_grad_after is not None or self.grad_from is not None) and self._grad_was is not None:
             torch.set_grad_enabled(self._grad_was)
 
     def _make_hook(self, name: str):
@@ -177,6 +192,13 @@ class Capture:
             for role, layer in todo:
                 if role == "replace":
                     result = output = self.replace[layer]
+                elif role == "modify" and isinstance(output, torch.Tensor):
+                    changed = self.modify[layer](output)
+                    if changed is not None:
+                        result = output = changed
+                elif role == "leaf" and isinstance(output, torch.Tensor):
+                    torch.set_grad_enabled(True)
+                    result = output = self.leaves[layer] = output.detach().requires_grad_(True)
             captured = False
             for role, layer in todo:
                 if role == "capture" and isinstance(output, torch.Tensor):
@@ -204,6 +226,19 @@ class Probe(Capture):
 
     def __init__(self, net: nn.Module, layers: Iterable[str], *, detach: bool = False) -> None:
         super().__init__(net, layers, detach=detach)
+
+
+def output_logits(out: object) -> torch.Tensor:
+    """The logits of a model's output: a tensor, an object with `.logits` (torchvision's GoogLeNet/Inception
+    outputs) or a tuple/list starting with them (aux-logit nets). The one place that knows these shapes."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise DeepVisError(f"cannot find the logits in the model output of type {type(out).__name__}")
 
 
 def unknown_layer_message(layer: str, valid: list[str]) -> str:

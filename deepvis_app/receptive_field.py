@@ -2,7 +2,8 @@
 
 Theoretical RF (`rf_box`, `rf_geometry`): the set of input pixels a unit depends on is the support of its
 input gradient when no path is cancelled. We make cancellation impossible without touching the model:
-`torch.func.functional_call` runs it with substituted tensors -- every weight a positive constant
+`torch.func.functional_call` runs it with substituted tensors on the CPU, wherever the model lives (only the
+CPU promises exact zeros in the gradients the boxes are read from) -- every weight a positive constant
 (1/fan_in, so activations stay O(1)), biases 0, BatchNorm statistics identity -- on an all-ones input, with
 max pooling computed as average pooling (every window element gets gradient, not just the switch), rectifiers
 backpropagating relu(upstream) (deconv rule: saturation cannot cut a path), and the gradient binarized after
@@ -170,8 +171,22 @@ class _SupportMode(TorchFunctionMode):
         return out
 
 
+_HOST = torch.device("cpu")
+
+
 def _substitutes(net: nn.Module) -> dict[str, Tensor]:
-    """Positive constants for every parameter and identity BatchNorm statistics (the model is not modified)."""
+    """Positive constants for every parameter and identity BatchNorm statistics, and the other buffers as they
+    are, all on the CPU in float32 (the model is not modified).
+
+    The supports are measured on the CPU wherever the model lives: they are read off exact zeros in the gradients,
+    and only the CPU promises them (cuDNN's Winograd and FFT algorithms may leave 1e-8 where a product is zero,
+    which would widen every box)."""
+    def host(t: Tensor, value: float | None) -> Tensor:
+        dtype = torch.float32 if t.is_floating_point() else t.dtype
+        if value is None:  # a buffer as it is (one without data, on the meta device: zeros of its shape)
+            return torch.zeros(t.shape, dtype=dtype) if t.is_meta else t.detach().to(_HOST, dtype)
+        return torch.full((), value, dtype=dtype, device=_HOST).expand(t.shape)  # no copies
+
     subs: dict[str, Tensor] = {}
     for name, p in net.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
@@ -181,13 +196,10 @@ def _substitutes(net: nn.Module) -> dict[str, Tensor]:
             value = 1.0 / max(1, p[0].numel())
         else:
             value = 1.0
-        subs[name] = torch.full((), value, dtype=p.dtype, device=p.device).expand_as(p)  # no copies
+        subs[name] = host(p, value)
     for name, b in net.named_buffers():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_mean":
-            subs[name] = torch.zeros((), dtype=b.dtype, device=b.device).expand_as(b)
-        elif leaf == "running_var":
-            subs[name] = torch.ones((), dtype=b.dtype, device=b.device).expand_as(b)
+        subs[name] = host(b, 0.0 if leaf == "running_mean" else 1.0 if leaf == "running_var" else None)
     return subs
 
 
@@ -198,17 +210,23 @@ def _in_channels(net: nn.Module) -> int:
     return 3
 
 
-def _probe_input(net: nn.Module, size: int) -> Tensor:
-    """The all-ones probe image of side `size` on the net's device, in its dtype, requiring grad."""
+def _example(net: nn.Module, size: int) -> Tensor:
+    """An all-ones image of side `size` on the net's own device and in its dtype, for what runs the net itself
+    (the layer's LayerInfo, which call of a reused module a name means)."""
     first = next(iter(net.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
+    device = first.device if first is not None else _HOST
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    return torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype, requires_grad=True)
+    return torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype)
+
+
+def _probe_input(net: nn.Module, size: int) -> Tensor:
+    """The all-ones probe image of side `size`, on the CPU in float32 (see `_substitutes`), requiring grad."""
+    return torch.ones(1, _in_channels(net), size, size, requires_grad=True)
 
 
 def _info(net: nn.Module, layer: str, size: int, info: LayerInfo | None) -> LayerInfo:
     """`info`, or the layer's LayerInfo looked up on a probe image of side `size` when the caller had none."""
-    return info if info is not None else layer_info(net, layer, _probe_input(net, size).detach())
+    return info if info is not None else layer_info(net, layer, _example(net, size))
 
 
 def _whole_image_reason(info: LayerInfo) -> str:
@@ -229,7 +247,7 @@ def _probe_boxes(net: nn.Module, layer: str, size: int,
     x = _probe_input(net, size)
     subs = _substitutes(net)
     # The forward stops once the layer is captured: the rest of the network cannot change its receptive field.
-    capture = Capture(net, [layer], example=x.detach(), stop=True)  # validates the name
+    capture = Capture(net, [layer], example=_example(net, size), stop=True)  # validates the name
     with torch.enable_grad(), AttributionContext(net) as ac, capture, _SupportMode(cut_global):
         try:
             functional_call(net, subs, (x,), strict=False)

@@ -3,7 +3,9 @@
 Normalization follows the old toolbox: scale by the whole layer's range (channels comparable), by each
 channel's own range (weak channels visible), then a gamma boost (< 1 lifts faint activity). Signed layers
 (conv/BN outputs before a ReLU) map zero to mid-gray so negative and positive responses stay distinguishable.
-Only the finished uint8 grid and the per-channel maxima cross to the host.
+Only the finished uint8 grid and the per-channel maxima cross to the host, in one copy (`to_host`). The `*_parts`
+functions stop before that copy, so a caller that draws several things per frame (the live pipeline) reads all of
+them back with one `to_host` and makes the host wait for the GPU once.
 
 The grid draws channels-first maps C x H x W; which dimension of a layer's output holds the channels is the
 model's knowledge, not the shape's: callers pass `layouts.as_maps(act, info)[0]` (a ConvNeXt channels-last layer
@@ -13,6 +15,7 @@ becomes 384 maps of 56x56, a ViT token layer 768 maps on its 14x14 patch grid, a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,18 +96,36 @@ def normalize(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0) ->
     return torch.where(signed, 0.5 + 0.5 * ratio, ratio.clamp(0, 1)), signed
 
 
-def render_grid(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
-                aspect: float = 1.0, min_tile: int = 1) -> Grid:
-    """Render one image's layer as a tiled grid, one tile per channel: `maps` is C x H x W, channels first
-    (`layouts.as_maps(act, info)[0]` for any layer); tiles smaller than `min_tile` are enlarged by an integer
-    factor (nearest) so e.g. 7x7 maps and FC units stay visible."""
+@dataclass(frozen=True)
+class GridParts:
+    """A grid drawn on the device and not read yet: `image` uint8 H x W, `stats` float32 [C + 1] (each channel's
+    maximum, then 1.0 when the layer is signed). `finish` makes the `Grid` from their host copies."""
+
+    image: torch.Tensor
+    stats: torch.Tensor
+    layout: GridLayout
+
+    def tensors(self, prefix: str = "grid") -> dict[str, torch.Tensor]:
+        """What to send through `to_host`, under names starting with `prefix`."""
+        return {f"{prefix}.image": self.image, f"{prefix}.stats": self.stats}
+
+    def finish(self, host: dict[str, np.ndarray], prefix: str = "grid") -> Grid:
+        """The Grid from `to_host`'s arrays of `tensors(prefix)`."""
+        stats = host[f"{prefix}.stats"]
+        return Grid(image=host[f"{prefix}.image"], layout=self.layout, channel_max=stats[:-1],
+                    signed=bool(stats[-1]))
+
+
+def grid_parts(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
+               aspect: float = 1.0, min_tile: int = 1) -> GridParts:
+    """`render_grid` without its host copy: the grid and its statistics as device tensors."""
     if maps.dim() != 3:
         raise ValueError(f"render_grid draws C x H x W maps, got shape {tuple(maps.shape)}: pass "
                          "layouts.as_maps(act, info)[0], which knows the layer's layout")
     maps = maps.detach()
     c, h, w = maps.shape
     unit, signed = normalize(maps, norm=norm, gamma=gamma)
-    stats = torch.cat([maps.flatten(1).amax(dim=1).float(), signed.float().view(1)]).cpu().numpy()
+    stats = torch.cat([maps.flatten(1).amax(dim=1).float(), signed.float().view(1)])
     factor = max(1, math.ceil(min_tile / max(h, w)))
     if factor > 1:
         unit = unit.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
@@ -118,22 +139,90 @@ def render_grid(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, 
     grid = tiles.view(layout.rows, layout.cols, h + pad, w + pad).permute(0, 2, 1, 3)
     grid = grid.reshape(layout.rows * (h + pad), layout.cols * (w + pad))
     grid = torch.nn.functional.pad(grid, (pad, 0, pad, 0))
-    return Grid(image=grid.cpu().numpy(), layout=layout, channel_max=stats[:-1], signed=bool(stats[-1]))
+    return GridParts(grid, stats, layout)
+
+
+def render_grid(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, pad: int = 1,
+                aspect: float = 1.0, min_tile: int = 1) -> Grid:
+    """Render one image's layer as a tiled grid, one tile per channel: `maps` is C x H x W, channels first
+    (`layouts.as_maps(act, info)[0]` for any layer); tiles smaller than `min_tile` are enlarged by an integer
+    factor (nearest) so e.g. 7x7 maps and FC units stay visible. One copy to the host."""
+    parts = grid_parts(maps, norm=norm, gamma=gamma, pad=pad, aspect=aspect, min_tile=min_tile)
+    return parts.finish(to_host(parts.tensors()))
+
+
+def upscale_tensor(act_map: torch.Tensor, size: int) -> torch.Tensor:
+    """`upscale_map` on the device: uint8 size x size, not read yet."""
+    m = act_map.detach().float()[None, None]
+    norm = normalize(m[0], norm="channel")[0]
+    big = torch.nn.functional.interpolate(norm[None], size=(size, size), mode="bilinear", align_corners=False)
+    return (big[0, 0].clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def upscale_map(act_map: torch.Tensor, size: int) -> np.ndarray:
     """One channel's H x W map -> uint8 size x size (bilinear), scaled like a 'channel' tile."""
-    m = act_map.detach().float()[None, None]
-    norm = normalize(m[0], norm="channel")[0]
-    big = torch.nn.functional.interpolate(norm[None], size=(size, size), mode="bilinear", align_corners=False)
-    return (big[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return upscale_tensor(act_map, size).cpu().numpy()
+
+
+def prediction_parts(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """`top_predictions` on the device: float64 [2, k'] (the k' <= k best probabilities, then their class
+    indices, exact as float64), not read yet."""
+    probs = torch.softmax(logits.detach().float().flatten(), dim=0)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return torch.stack([values.double(), indices.double()])
+
+
+def finish_predictions(parts: np.ndarray, categories: list[str]) -> list[tuple[int, str, float]]:
+    """(class index, name, probability) from `prediction_parts`' host copy."""
+    out = []
+    for v, i in zip(parts[0].tolist(), parts[1].astype(np.int64).tolist(), strict=True):
+        out.append((i, categories[i] if i < len(categories) else str(i), float(v)))
+    return out
 
 
 def top_predictions(logits: torch.Tensor, categories: list[str], k: int = 5) -> list[tuple[int, str, float]]:
-    """Top-k (class index, name, probability) from one image's logits."""
-    probs = torch.softmax(logits.detach().float().flatten(), dim=0)
-    values, indices = probs.topk(min(k, probs.numel()))
-    out = []
-    for v, i in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
-        out.append((i, categories[i] if i < len(categories) else str(i), v))
+    """Top-k (class index, name, probability) from one image's logits (one copy to the host)."""
+    return finish_predictions(prediction_parts(logits, k).cpu().numpy(), categories)
+
+
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
+    t: torch.empty(0, dtype=t).numpy().dtype for t in (torch.uint8, torch.int8, torch.int16, torch.int32,
+                                                       torch.int64, torch.float16, torch.float32, torch.float64,
+                                                       torch.bool)}
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    found = _NUMPY_DTYPES.get(dtype)
+    if found is None:
+        found = _NUMPY_DTYPES[dtype] = torch.empty(0, dtype=dtype).numpy().dtype
+    return found
+
+
+def to_host(tensors: Mapping[str, torch.Tensor | None], *, pack: bool | None = None) -> dict[str, np.ndarray]:
+    """Tensors on one device -> numpy arrays (same names, shapes and dtypes; None entries left out) with ONE copy
+    to the host: the tensors' bytes are packed into one device buffer first. On a GPU every read-back makes the
+    host wait for the device; a frame that reads its grid, statistics, predictions and maps one by one waits five
+    times, this way once (and on the calling thread's stream only). CPU tensors are returned as they are
+    (`pack=True` packs them too, which tests use to check the packing on a machine without a GPU). The arrays
+    share one host buffer."""
+    items = [(name, t.detach()) for name, t in tensors.items() if t is not None]
+    out: dict[str, np.ndarray] = {}
+    send = []
+    for name, t in items:
+        if t.device.type == "cpu" and not pack:
+            out[name] = t.numpy()
+        else:
+            send.append((name, t if t.dtype != torch.bfloat16 else t.float()))
+    if not send:
+        return out
+    chunks, spans, offset = [], [], 0
+    for name, t in send:
+        raw = t.contiguous().reshape(-1).view(torch.uint8)
+        spans.append((name, offset, raw.numel(), t.dtype, tuple(t.shape)))
+        pad = -raw.numel() % 8  # every array starts 8-byte aligned
+        chunks.append(raw if not pad else torch.cat([raw, raw.new_zeros(pad)]))
+        offset += raw.numel() + pad
+    host = torch.cat(chunks).cpu().numpy()
+    for name, start, size, dtype, shape in spans:
+        out[name] = host[start:start + size].view(_numpy_dtype(dtype)).reshape(shape)
     return out

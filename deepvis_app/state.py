@@ -20,7 +20,7 @@ from typing import Any
 from psygnal import Signal, SignalGroup, evented
 
 from .errors import ParamError
-from .values import Unit, ViewRequest
+from .values import LIVE_CAMS, Unit, ViewRequest
 
 BACKPROP_MODES = ("guided", "deconv", "gradient", "all", "off")
 BACKPROP_VIEWS = ("raw", "gray", "norm", "normblur")
@@ -31,6 +31,7 @@ GAMMA_RANGE = (0.05, 20.0)  # any gamma in here may be chosen (the command line'
 COLORMAPS = ("gray", "inferno", "viridis", "turbo")
 CROPS = ("center", "stretch")
 LIVE_TOPK_K = 9
+OVERLAYS = ("", *LIVE_CAMS)
 
 
 def methods_for(mode: str) -> tuple[str, ...]:
@@ -95,7 +96,30 @@ def _pattern_folder(value: Any) -> str | None:
     return f"must be (layer, Path) or None, not {value!r}"
 
 
+def _class_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return None
+    return f"must be a class index >= 0 or None (the top class), not {value!r}"
+
+
+def _patch(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, tuple) and len(value) == 2
+                           and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+    return None if ok else f"must be (y, x) on the token grid or None (the class token), not {value!r}"
+
+
+def _interventions(value: Any) -> str | None:
+    from .interventions import Intervention  # torch-free (interventions.spec)
+
+    if isinstance(value, tuple) and all(isinstance(v, Intervention) for v in value):
+        return None
+    return f"must be a tuple of Intervention values, not {value!r}"
+
+
 CHECKS: dict[str, Check] = {
+    "overlay": _one_of(OVERLAYS), "overlay_class": _class_or_none, "attention": _flag,
+    "attention_block": lambda v: None if isinstance(v, str) else f"must be a module name, not {v!r}",
+    "attention_patch": _patch, "interventions": _interventions,
     "layer": _layer, "unit": _unit_or_none, "unit_frozen": _flag, "norm": _one_of(NORM_MODES), "gamma": _gamma,
     "colormap": _one_of(COLORMAPS), "crop": _crop, "backprop_mode": _one_of(BACKPROP_MODES),
     "backprop_view": _one_of(BACKPROP_VIEWS), "backprop_blocked": _unit_or_none, "backprop_crop": _flag,
@@ -129,6 +153,12 @@ class AppState:
     store: str | None = None  # the open top-k store (a directory)
     pattern_mode: bool = False
     pattern_folder: tuple[str, Path] | None = None  # (layer, folder of unit_NNNN.png) opened by the user
+    overlay: str = ""  # the live CAM over the input ("" off; one of LIVE_CAMS)
+    overlay_class: int | None = None  # the class the overlay explains (None: each frame's top class)
+    attention: bool = False  # a transformer's attention heads and rollout, live
+    attention_block: str = ""  # the attention module shown ("": the last one)
+    attention_patch: tuple[int, int] | None = None  # the query patch on the token grid (None: the class token)
+    interventions: tuple = ()  # Intervention values: the enabled ones change the live network
 
     def __setattr__(self, name: str, value: Any) -> None:
         # psygnal wraps this method: a value refused here is never stored and emits nothing
@@ -204,7 +234,9 @@ def view_request(state: AppState, *, request_id: int) -> ViewRequest:
     return ViewRequest(request_id=request_id, layer=state.layer, unit=unit, norm=state.norm, gamma=state.gamma,
                        crop=state.crop, attribution=attribution, attribution_view=state.backprop_view,
                        live_topk=state.live_topk, live_topk_k=LIVE_TOPK_K, live_topk_epoch=state.live_topk_epoch,
-                       erf=state.map_view == "ERF")
+                       erf=state.map_view == "ERF", overlay=state.overlay, overlay_class=state.overlay_class,
+                       attention=state.attention, attention_block=state.attention_block,
+                       attention_patch=state.attention_patch, interventions=state.interventions)
 
 
 def state_from_request(request: ViewRequest) -> AppState:

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import DeepVisError, ParamError
 
 ATTRIBUTION_METHODS = ("gradient", "deconv", "guided")
+LIVE_CAMS = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigencam")  # cheap enough per frame
 
 
 class Layout(StrEnum):
@@ -182,6 +183,13 @@ class ViewRequest:
     live_topk_k: int = 9
     live_topk_epoch: int = 0  # bump to clear the live top-k
     erf: bool = False  # accumulate the effective receptive field of the unit's channel at the layer centre
+    overlay: str = ""  # a live CAM of a class over the input ("" off; one of LIVE_CAMS)
+    overlay_layer: str = ""  # the CAM's layer ("": the model's last layer with positions)
+    overlay_class: int | None = None  # the explained class (None: each frame's top class)
+    attention: bool = False  # a vision transformer's attention: per head, from the class token or a patch
+    attention_block: str = ""  # the attention module shown ("": the last one)
+    attention_patch: tuple[int, int] | None = None  # the query patch (y, x) on the token grid (None: class token)
+    interventions: tuple = ()  # interventions.Intervention values: the enabled ones change the live network
 
     def with_changes(self, **changes: Any) -> ViewRequest:
         return replace(self, request_id=self.request_id + 1, **changes)

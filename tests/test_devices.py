@@ -29,7 +29,28 @@ def test_cuda_without_gpu_and_nonsense(monkeypatch):
         with pytest.raises(ParamError, match=f"device '{bad}' is not a device: use auto, cpu, cuda or cuda:N") as err:
             resolve_device(bad)
         assert err.value.param == "device"  # the core names its parameter; the CLI names the flag:
-        assert err.value.flag_message() == f"--device '{bad}' is not a device: use auto, cpu, cuda or cuda:N"
+        assert err.value.flag_message() == (f"--device '{bad}' is not a device: use auto, cpu, cuda or cuda:N "
+                                            "(or mps on Apple silicon)")
+
+
+def test_mps_is_resolved_and_says_what_happens_to_missing_ops(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ParamError, match="mps: Apple's Metal \\(MPS\\) is not available on this machine") as err:
+        resolve_device("mps")
+    assert err.value.param == "device"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    heard: list[str] = []
+    monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK", raising=False)
+    assert resolve_device("MPS", on_notice=heard.append) == torch.device("mps")
+    assert heard == ["mps: an operation Metal lacks stops with an error; start with PYTORCH_ENABLE_MPS_FALLBACK=1 "
+                     "to run such operations on the CPU"]
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    assert resolve_device("mps", on_notice=heard.append) == torch.device("mps")
+    assert heard[-1] == ("mps: operations Metal lacks run on the CPU instead (PYTORCH_ENABLE_MPS_FALLBACK=1), "
+                         "slower but complete")
+    assert len(heard) == 2 and resolve_device("mps") == torch.device("mps")  # no callback: nothing said
+    assert resolve_device("auto") == torch.device("cpu")  # auto never picks mps: it is asked for by name
 
 
 # The thread policy (issue 17) must reach OpenMP before torch loads, so it is checked in fresh interpreters.
@@ -147,3 +168,74 @@ def test_cli_gives_per_image_commands_the_interactive_threads_and_batch_commands
     assert cli.main(["scan", str(tmp_path / "missing"), "--out", str(tmp_path / "store")]) == 2  # bad folder
     assert calls == []
     capsys.readouterr()
+
+
+def test_each_thread_is_put_on_the_chosen_gpu_and_the_live_thread_autotunes(monkeypatch):
+    """`--device cuda:1` must not open a context on cuda:0: every thread that works on the GPU sets its own current
+    device (torch keeps one per thread); the live thread also turns cuDNN autotuning on (one shape per frame)."""
+    from deepvis_app.devices import job_stream, live_stream, prepare_live, use_device
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    use_device(torch.device("cpu"))
+    prepare_live(torch.device("cpu"))
+    assert chosen == [] and torch.backends.cudnn.benchmark is False  # the CPU: nothing to do
+    prepare_live(torch.device("cuda:1"))
+    assert chosen == [torch.device("cuda:1")] and torch.backends.cudnn.benchmark is True
+    with live_stream(torch.device("cpu")) as live, job_stream(torch.device("cpu")) as job:
+        assert live is None and job is None  # no streams off a GPU
+    with job_stream() as job:  # CUDA not in use: nothing
+        assert job is None
+
+
+def test_exact_math_turns_tf32_off_while_any_user_is_inside_and_restores_it():
+    import threading
+
+    from deepvis_app.devices import check_tolerance, exact_math, tf32_enabled
+
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        cuda = torch.device("cuda:0")
+        assert check_tolerance(cuda) == (1e-2, 1e-3)  # TF32 on: ~1e-3 relative rounding per op
+        with exact_math(torch.device("cpu")):
+            assert tf32_enabled()  # the CPU: flags untouched
+        inside, leave = threading.Event(), threading.Event()
+
+        def other() -> None:
+            with exact_math(cuda):
+                inside.set()
+                leave.wait(10)
+
+        t = threading.Thread(target=other)
+        with exact_math(cuda):
+            assert not tf32_enabled() and check_tolerance(cuda) == (1e-3, 1e-4)
+            t.start()
+            assert inside.wait(10)
+        assert not tf32_enabled()  # the other thread is still inside: still exact
+        leave.set()
+        t.join(10)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # both restored
+        assert check_tolerance(torch.device("cpu")) == (1e-4, 1e-5)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def test_out_of_memory_is_recognised_and_halves_the_batch_once_said():
+    from deepvis_app.devices import halve_batch, is_out_of_memory
+
+    cpu_oom = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 1125899906842624 bytes")
+    for err in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError(), cpu_oom,
+                RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)")):
+        assert is_out_of_memory(err)
+    for err in (RuntimeError("shape mismatch"), ValueError("out of memory"), KeyError("x")):
+        assert not is_out_of_memory(err)
+    heard: list[str] = []
+    assert halve_batch(MemoryError(), 32, device=torch.device("cpu"), what="images", on_notice=heard.append) == 16
+    assert halve_batch(MemoryError(), 3, device="cpu", what="images") == 1
+    assert heard == ["out of memory on cpu with 32 images at once: continuing with 16"]
+    with pytest.raises(DeepVisError, match="out of memory on cpu even with one of the images at a time"):
+        halve_batch(MemoryError(), 1, device="cpu", what="images", on_notice=heard.append)
+    assert len(heard) == 1

@@ -15,12 +15,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeepVisError, ParamError
+from ..errors import ParamError
 from ..fileio import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_files
+from ..fileio import output_lock as fileio_output_lock
 
 MARKER = "atlas.json"  # at the root of every published site: what it was built from (and that it is an atlas)
 GENERATOR = "deepvis-atlas"
@@ -29,10 +29,6 @@ JOB_DIR = ".atlas"  # inside the staging folder only: the job record and cached 
 
 def staging_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
-
-
-def lock_path(out: Path) -> Path:
-    return out.with_name(out.name + ".lock")
 
 
 def is_site(path: Path) -> bool:
@@ -54,25 +50,9 @@ def check_target(out: Path) -> None:
         raise ParamError("out", f"the folder {out.parent} does not exist")
 
 
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold `SITE.lock` (flock) for the whole build: a second build into the same folder stops with one line."""
-    import fcntl
-
-    path = lock_path(out)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as err:
-        raise DeepVisError(f"cannot create the lock file {path} ({err.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DeepVisError(f"another atlas build is writing {out} (it holds {path}); wait for it to finish "
-                               "or choose another folder") from None
-        yield
-    finally:
-        os.close(fd)
+def output_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold `SITE.lock` for the whole build: a second build into the same folder stops with one line."""
+    return fileio_output_lock(out, what="atlas build")
 
 
 def recover(out: Path) -> None:

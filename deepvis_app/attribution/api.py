@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError, ParamError
 from ..layer_lookup import layer_info
-from ..probe import Capture
+from ..probe import Capture, output_logits
 from ..values import CLASS_SCORES, ClassTarget, Unit
 from .context import AttributionContext, Explanation
 from .objectives import OBJECTIVES, UNIT_OBJECTIVES, Target
@@ -52,17 +52,6 @@ def _target(layer: str | None, unit: UnitLike, objective: str) -> Target:
     raise DeepVisError(f"a unit is a channel or (channel, y, x), got {tuple(unit)!r}")
 
 
-def _output_tensor(out: object) -> Tensor:
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)  # torchvision's GoogLeNetOutputs / InceptionOutputs
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise DeepVisError(f"cannot find the logits in the model output of type {type(out).__name__}")
-
-
 def explain_unit(net: nn.Module, x: Tensor, layer: str | None, unit: UnitLike,
                  methods: Iterable[str] = ("gradient", "deconv", "guided"), *, objective: str = "neuron",
                  cam_layer: str | None = None) -> Explanation:
@@ -84,7 +73,7 @@ def explain_unit(net: nn.Module, x: Tensor, layer: str | None, unit: UnitLike,
     with torch.enable_grad(), AttributionContext(net) as ac, Capture(net, layers) as cap:
         out = cap.run(xin)
     if isinstance(target, ClassTarget):
-        act, info, objective = _output_tensor(out), None, "neuron"
+        act, info, objective = output_logits(out), None, "neuron"
     else:
         act, info = cap[target.layer], layer_info(net, target.layer, xin, missing_ok=True)
     cam_act = cap[cam] if wants_cam and cam is not None else None

@@ -1,9 +1,9 @@
 """Fused backward nodes: conv -> eval BatchNorm (-> rectifier) chains, crop boxes, folded-weight caches.
 
 These are performance-critical (docs/attribution.md has the measured figures): a neuron's backward through a
-chain is one rule pass plus one transposed conv, cropped to the gradient's nonzero box while it is small, with
-BN's scale folded into the conv weight once per set of tensors. The forward still runs the native ops (values
-bit-identical); `rules.RectifierMode` decides which calls get these nodes.
+chain is one rule pass plus one transposed conv (on the CPU cropped to the gradient's nonzero box while it is
+small), with BN's scale folded into the conv weight once per set of tensors. The forward still runs the native
+ops (values bit-identical); `rules.RectifierMode` decides which calls get these nodes.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ class Chain:
         it covers at most a quarter of the map, only its nonzero box is transposed-convolved (exact: the rest is
         zero). Two shapes take a matrix product instead of `convolution_backward`, which measured 1.3-8x slower
         for them on the CPU: 1x1 convs, and convs with a tiny input fan-in (the stem's 3 x 3 x 3), whose columns
-        are added back tap by tap (`_fold_taps`)."""
+        are added back tap by tap (`_fold_taps`). The crop is for the CPU only (`box_crops`)."""
         h, w = grad.shape[-2:]
-        if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA:
+        if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA and box_crops(grad):
             box = _known_box(grad) or nonzero_box(grad)
             if box is None:
                 return torch.zeros_like(self.x, dtype=grad.dtype)
@@ -216,6 +216,13 @@ def _fold_taps(cols: Tensor, kernel: tuple[int, int, int], out_hw: Sequence[int]
 # Smallest map whose backward is cropped: below it, finding the box and pasting it into a zeroed map cost as much
 # as the whole transposed conv (measured in place on EfficientNet-Lite0's 14x14 stage: no gain, 0.4 ms lost).
 _BOX_MIN_AREA = 28 * 28
+
+
+def box_crops(grad: Tensor) -> bool:
+    """Whether a backward may be cropped to the gradient's nonzero box: on the CPU only. Finding the box reads it
+    on the host (a few device syncs per chain on a GPU) and gives every frame new shapes (cuDNN would plan its
+    algorithms anew each time), while a GPU runs the dense transposed conv in microseconds."""
+    return grad.device.type == "cpu"
 
 
 def nonzero_box(grad: Tensor) -> tuple[int, int, int, int] | None:

@@ -12,7 +12,7 @@ import torch
 from ..errors import DeepVisError
 from ..fileio import encode_png
 from ..outputs import write_files
-from ..segment import MAX_SAMPLES, segment
+from ..segment import DEFAULT_SMOOTH, MAX_SAMPLES, segment
 from ..sources import read_image
 from .common import add_model_args, check_distinct, check_output_file, float_in, int_in, model_from_args, model_inputs
 from .optimize import resolve_class
@@ -20,14 +20,16 @@ from .optimize import resolve_class
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("segment", help="cut the object out: GrabCut seeded by the class saliency map",
-                              description="Class saliency (max over colours of |d score / d pixel|), optionally "
-                                          "SmoothGrad, seeds GrabCut: top quantile = object, bottom = background. "
-                                          "Outputs are at the network's input size. See docs/occlusion.md.")
+                              description="Class saliency (max over colours of |d score / d pixel|), averaged "
+                                          "over noisy copies (SmoothGrad), seeds GrabCut: top quantile = object, "
+                                          "bottom = background. Outputs are at the network's input size. "
+                                          "See docs/occlusion.md.")
     p.add_argument("image", help="input image file")
     p.add_argument("--class", dest="cls", metavar="NAME|INDEX", help="class name or index (default: the top "
                                                                       "prediction)")
-    p.add_argument("--smooth", type=int_in(0, MAX_SAMPLES), default=0, metavar="N",
-                   help=f"SmoothGrad with N noisy samples, at most {MAX_SAMPLES} (default: 0 = plain saliency)")
+    p.add_argument("--smooth", type=int_in(0, MAX_SAMPLES), default=DEFAULT_SMOOTH, metavar="N",
+                   help=f"SmoothGrad with N noisy samples, at most {MAX_SAMPLES}; 0 = the plain saliency map, "
+                        f"which often seeds the background of a plain photo (default: {DEFAULT_SMOOTH})")
     p.add_argument("--noise", type=float_in(0.0, 1.0), default=0.15,
                    help="SmoothGrad noise, fraction of the input range, 0..1 (default: 0.15)")
     p.add_argument("--fg-quantile", type=float_in(0.0, 1.0, lo_open=True), default=0.95,
@@ -71,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
     name = vm.categories[idx] if vm.categories else str(idx)
     report = {"class": name, "class_index": idx, "probability": float(probs[idx]), "area": round(seg.area, 4),
               "bbox": list(seg.bbox) if seg.bbox else None, "size": list(seg.mask.shape),
+              "smooth": args.smooth, "guards": list(seg.guards),
               "out": args.out, "cutout": args.cutout, "saliency": args.saliency}
     if args.json:
         print(json.dumps(report))
     else:
         box = "empty" if seg.bbox is None else f"bbox (top, left, bottom, right) {seg.bbox}"
+        guards = {"seeds_off_border": "object seeds moved off the image border"}
+        notes = "".join(f"; {guards.get(g, g)}" for g in seg.guards)
         print(f"{name}: mask covers {100 * seg.area:.1f}% of the {seg.mask.shape[1]}x{seg.mask.shape[0]} input, "
-              f"{box}")
+              f"{box}{notes}")
     return 0

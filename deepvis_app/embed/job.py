@@ -43,17 +43,11 @@ def output_locked(out: str | os.PathLike) -> Iterator[None]:
     """Hold `OUT.lock` (the scan's flock) while writing OUT: a second run into the same folder is one line, not two
     runs mixing their files. The kernel drops a flock when its holder dies, so a killed run never blocks the next.
     """
-    from ..topk.store import lock_path, output_lock
+    from ..fileio import output_lock
 
     if not Path(out).expanduser().parent.is_dir():
         raise ParamError("out", f"{out}: the folder {Path(out).expanduser().parent} does not exist")
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(output_lock(out))
-    except ParamError as err:  # the lock is held (the scan's words for it name a scan)
-        raise ParamError("out", f"{out}: another run is writing it (it holds {lock_path(out)}); wait for it to "
-                                "finish or choose another folder") from err
-    with stack:
+    with output_lock(out):
         yield
 
 

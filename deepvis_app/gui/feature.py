@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QMenu, QWidget
 from .context import AppContext
 
 MENUS = ("&File", "&Source", "&Model", "&View", "&Tools", "&Help")
-TOOLS = "tools"  # `Panel.tab_with` of a tool panel: the tools share one place, never a pinned dock's
+TOOLS = "tools"  # `Panel.tab_with` of a tool panel: the tools share one place under the grid
 
 
 @dataclass
@@ -32,9 +32,9 @@ class Panel:
     area: str = "right"
     place: dict = field(default_factory=dict)  # for "in:<key>": row, col, rowspan, colspan
     visible: bool = True  # shown by default (hidden panels are one click away in the View menu)
-    # a dock key: share its place as a tab. TOOLS (or the key of a pinned dock): the tool group, between the
-    # column's main dock and its pinned one, tabbed with the other tools; its content scrolls when the dock is
-    # smaller than the panel, so opening a tool never makes the window wider than the screen
+    # a dock key: share its place as a tab. TOOLS (or the key of a pinned dock): the tool group under the grid
+    # (whatever `area` says), tabbed with the other tools; its content scrolls when the dock is smaller than the
+    # panel, so opening a tool never makes the window bigger than the screen nor covers a pinned dock
     tab_with: str = ""
     pinned: bool = False  # never covered by a tab, keeps the room its minimum size needs (Predictions' top 5)
 

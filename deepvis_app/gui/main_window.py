@@ -38,6 +38,9 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(STYLE)
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
+        # the side columns run the full height: the bottom area (the tools) lies under the grid only
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.settings = settings if settings is not None else QSettings("DeepVis", "deepvis")
         self.state = state_from_request(request)
         self.state.update(mirror=mirror, store=store)
@@ -93,10 +96,11 @@ class MainWindow(QMainWindow):
                     self.pinned.add(p.key)
                 tool = p.tab_with == TOOLS or p.tab_with in self.pinned
                 dock.setWidget(FitScroll(p.widget) if tool else p.widget)
-                self.addDockWidget(AREAS[p.area], dock)
                 if tool:
-                    self._join_tools(p.key, dock, AREAS[p.area])
-                elif p.tab_with in self.docks:
+                    self._join_tools(p.key, dock)
+                else:
+                    self.addDockWidget(AREAS[p.area], dock)
+                if p.tab_with in self.docks and not tool:
                     self.tabifyDockWidget(self.docks[p.tab_with], dock)
                 dock.setVisible(p.visible)
                 self.docks[p.key] = dock
@@ -123,15 +127,13 @@ class MainWindow(QMainWindow):
             self.resizeDocks([left[0], right[0]], [min(290, int(w * 0.19)), min(600, int(w * 0.4))],
                              Qt.Orientation.Horizontal)
 
-    def _join_tools(self, key: str, dock: QDockWidget, area: Qt.DockWidgetArea) -> None:
-        """A tool's dock goes to the tool group: the first one under the column's main dock (above its pinned
-        one), the others as tabs with it."""
+    def _join_tools(self, key: str, dock: QDockWidget) -> None:
+        """A tool's dock goes to the tool group under the grid (the bottom area spans only the grid's column):
+        the grid is about square and leaves room below it, while the inspector and Predictions keep theirs.
+        The first tool starts the group, the others are tabs of it."""
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
         if self.tools:
             self.tabifyDockWidget(self.docks[self.tools[0]], dock)
-        else:
-            column = [d for k, d in self.docks.items() if self.dockWidgetArea(d) == area and k not in self.pinned]
-            if column:
-                self.splitDockWidget(column[-1], dock, Qt.Orientation.Vertical)
         self.tools.append(key)
 
     def _build_menus(self) -> dict:
@@ -165,16 +167,8 @@ class MainWindow(QMainWindow):
             return
         dock.show()
         dock.raise_()
-        # a tool opened from the menu gets room (about 45% of its column), taken from the main dock above it;
-        # a pinned dock below keeps what its content needs (Predictions: the top 5 and a short plot)
-        area = self.dockWidgetArea(dock)
-        pinned = [self.docks[k] for k in self.pinned if self.dockWidgetArea(self.docks[k]) == area
-                  and self.docks[k].isVisible()]
-        docks, sizes = [dock], [int(self.height() * 0.45)]
-        for pin in pinned:
-            docks.append(pin)
-            sizes.append(max(pin.minimumSizeHint().height(), min(pin.sizeHint().height(), 200)))
-        self.resizeDocks(docks, sizes, Qt.Orientation.Vertical)
+        if key in self.tools:  # a tool opened from the menu gets room: about 40% of the grid's column
+            self.resizeDocks([dock], [int(self.height() * 0.4)], Qt.Orientation.Vertical)
 
     def _title(self, *_args) -> None:
         src = self.live.source.name if self.live.source is not None else "no source"

@@ -18,7 +18,6 @@ the same. The layer's output is cloned before it is changed, so autograd and inp
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError
 from ..layouts import as_maps
-from ..probe import Capture, layer_table, resolve_calls
+from ..probe import Capture, layer_table
 from ..values import LayerInfo, check_channel
 from .spec import Intervention, active
 
@@ -48,74 +47,6 @@ def layer_lookup(net: nn.Module, info: InfoLike, example: Tensor | None) -> Call
 
     table = list(info)
     return lambda layer: find_info(table, layer)
-
-
-class LayerHooks:
-    """Call `fns[layer](output)` on the output of each named layer call (`name`, `name@k`; a bare name of a reused
-    module means its last call, which needs `example`); a function's non-None result replaces the output.
-
-    One forward hook per module (dispatching on the call index), placed before the module's other hooks; only the
-    entering thread's forwards are touched; hooks removed on exit. Re-enterable (enter once per frame)."""
-
-    def __init__(self, net: nn.Module, fns: Mapping[str, OutputFn], *, example: Tensor | None = None,
-                 calls: Mapping[str, tuple[str, int]] | None = None) -> None:
-        self.net = net
-        calls = dict(calls) if calls is not None else resolve_calls(net, list(fns), example)
-        self._plan: dict[str, dict[int, list[OutputFn]]] = {}
-        for layer, fn in fns.items():
-            name, call = calls[layer]
-            self._plan.setdefault(name, {}).setdefault(call, []).append(fn)
-        modules = dict(net.named_modules())
-        self._modules = {name: modules[name] for name in self._plan}
-        self._calls: dict[str, int] = {}
-        self._handles: list[Any] = []
-        self._owner = 0
-
-    def __enter__(self) -> LayerHooks:
-        if self._handles:
-            raise RuntimeError("LayerHooks is already entered")
-        self._owner = threading.get_ident()
-        self._calls.clear()
-        try:
-            self._handles.append(self.net.register_forward_pre_hook(self._reset))
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._make_hook(name), prepend=True))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _reset(self, _module: nn.Module, _inputs: object) -> None:
-        if threading.get_ident() == self._owner:
-            self._calls.clear()
-
-    def _make_hook(self, name: str):
-        plan = self._plan[name]
-
-        def hook(_module: nn.Module, _inputs: object, output: object):
-            if threading.get_ident() != self._owner:
-                return None
-            call = self._calls.get(name, 0)
-            self._calls[name] = call + 1
-            fns = plan.get(call)
-            if not fns or not isinstance(output, Tensor):
-                return None
-            result = None
-            for fn in fns:
-                new = fn(output if result is None else result)
-                if new is not None:
-                    result = new
-            return result
-
-        return hook
 
 
 def writable_maps(output: Tensor, info: LayerInfo) -> tuple[Tensor, Tensor]:
@@ -211,7 +142,7 @@ class Intervened:
                     check_mean(means[iv.layer], info_, iv.layer)
         self._index: dict[tuple[int, torch.device], Tensor] = {}
         fns = {layer: self._layer_fn(layer) for layer in layers}
-        self._hooks = LayerHooks(net, fns, example=example) if fns else None
+        self._hooks = Capture(net, modify=fns, example=example) if fns else None  # hooks first: probes see it
 
     @classmethod
     def for_model(cls, vm: Any, interventions: Iterable[Intervention], *, net: nn.Module | None = None,

@@ -24,10 +24,9 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError, ParamError
 from ..layouts import as_maps
-from ..occlusion.targets import logits_of
-from ..probe import Capture, resolve_calls
+from ..probe import Capture, output_logits, resolve_calls
 from ..values import ClassTarget, LayerInfo, check_channel, check_class_index
-from .apply import LayerHooks, writable_maps
+from .apply import writable_maps
 from .spec import parse_mode
 
 RANK_METHODS = ("gradxact", "ablation")
@@ -85,8 +84,8 @@ def gradxact_maps(net: nn.Module, x: Tensor, layer: str, target: ClassTarget, in
 
     if torch.is_inference_mode_enabled():
         raise DeepVisError("activation x gradient cannot run inside torch.inference_mode()")
-    with torch.enable_grad(), LayerHooks(net, {layer: grab}, example=example if example is not None else x):
-        scores = class_scores(logits_of(net(x)), target)
+    with torch.enable_grad(), Capture(net, modify={layer: grab}, example=example if example is not None else x):
+        scores = class_scores(output_logits(net(x)), target)
         if not grabbed:
             raise DeepVisError(f"layer {layer!r} produced no output in this forward pass")
         (grad,) = torch.autograd.grad(scores.sum(), grabbed[0])
@@ -177,7 +176,7 @@ class Replay:
         if known != "?":
             cands = [known] if known is not None else []
         with Capture(self.net, cands, detach=True, example=self.x) as cap:
-            logits = logits_of(cap.run(self.x)).detach()
+            logits = output_logits(cap.run(self.x)).detach()
             acts = {c: cap[c] for c in cands}
         found, side = None, 0
         for cand in cands:
@@ -200,7 +199,7 @@ class Replay:
         for side in dict.fromkeys((min(DUMMY_SIDE, self.x.shape[-1]), self.x.shape[-1])):
             try:
                 with Capture(self.net, replace={cand: act.clone()}, example=self.x) as cap:
-                    out = logits_of(cap.run(self._dummy(1, side)))
+                    out = output_logits(cap.run(self._dummy(1, side)))
             except (RuntimeError, ValueError, DeepVisError):
                 continue  # shapes disagree: the rest of the net also reads something else, or needs a bigger input
             if bool(torch.isfinite(out).all()) and torch.allclose(out, logits, rtol=1e-5, atol=1e-6):
@@ -218,19 +217,19 @@ class Replay:
         with torch.no_grad():
             if self.cut is None:
                 batch = self.x.expand(n, *self.x.shape[1:]).contiguous()
-                with LayerHooks(self.net, {self.exact_layer: at_layer}, example=self.x):
-                    return logits_of(self.net(batch))
+                with Capture(self.net, modify={self.exact_layer: at_layer}, example=self.x):
+                    return output_logits(self.net(batch))
             assert self.cut_act is not None
             start = self.cut_act.expand(n, *self.cut_act.shape[1:]).clone()
             dummy = self._dummy(n, self.dummy_side)
             if self.cut == self.exact_layer:
                 start = at_layer(start)
                 with Capture(self.net, replace={self.cut: start}, example=self.x) as cap:
-                    out = logits_of(cap.run(dummy))
+                    out = output_logits(cap.run(dummy))
             else:
                 with Capture(self.net, replace={self.cut: start}, example=self.x) as cap, \
-                        LayerHooks(self.net, {self.exact_layer: at_layer}, example=self.x):
-                    out = logits_of(cap.run(dummy))
+                        Capture(self.net, modify={self.exact_layer: at_layer}, example=self.x):
+                    out = output_logits(cap.run(dummy))
         if not bool(torch.isfinite(out).all()):
             raise DeepVisError(f"replaying the layers above {self.cut!r} gave non-finite logits")
         return out

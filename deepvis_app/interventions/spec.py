@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from numbers import Integral
 
 from ..errors import ParamError
 
@@ -107,9 +108,9 @@ class Intervention:
         chans = tuple(self.channels)
         if not chans:
             raise ParamError("channels", "must name at least one channel")
-        if any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_CHANNEL for c in chans):
+        if any(isinstance(c, bool) or not isinstance(c, Integral) or not 0 <= c <= MAX_CHANNEL for c in chans):
             raise ParamError("channels", f"must be channel numbers 0 or more, got {list(chans)}")
-        object.__setattr__(self, "channels", tuple(sorted(set(chans))))
+        object.__setattr__(self, "channels", tuple(sorted({int(c) for c in chans})))
         object.__setattr__(self, "mode", mode_text(*parse_mode(self.mode)))
 
     @property

@@ -9,6 +9,7 @@ with timm's and torchvision's own weights). Supported: timm's `Attention` (qkv L
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -32,34 +33,90 @@ def _kind(m: nn.Module) -> str | None:
     return None
 
 
-class _Inputs:
-    """Forward pre-hooks keeping each attention module's query input (this thread's forward only: the hooks live
-    inside one `attention` call)."""
+class AttentionRecorder:
+    """Keeps each attention module's query input during forwards this thread runs (forward pre-hooks, removed on
+    exit), so the weights can be recomputed after any forward: the live worker's own, with no second pass.
 
-    def __init__(self, modules: Sequence[tuple[str, nn.Module]]) -> None:
+    >>> with AttentionRecorder(net, upto="blocks.5.attn") as rec:
+    ...     net(x)
+    ...     w = rec.weights()          # {block name: [N, heads, T, T]} for the blocks up to blocks.5.attn
+    """
+
+    def __init__(self, net: nn.Module, *, upto: str | None = None) -> None:
+        modules = attention_modules(net)
+        if not modules:
+            raise DeepVisError(f"{type(net).__name__} has no self-attention blocks (attention views are for "
+                               "vision transformers)")
+        names = [n for n, _ in modules]
+        if upto is not None:
+            if upto not in names:
+                raise DeepVisError(f"unknown attention block {upto!r}; blocks: {', '.join(names)}")
+            modules = modules[: names.index(upto) + 1]
+        self.modules = modules
         self.seen: dict[str, Tensor] = {}
-        self.handles = [m.register_forward_pre_hook(self._hook(name), with_kwargs=True) for name, m in modules]
+        self.qkv: dict[str, Tensor] = {}
+        self._handles: list = []
+        self._owner = 0
+
+    @property
+    def last(self) -> str:
+        return self.modules[-1][0]
+
+    def __enter__(self) -> AttentionRecorder:
+        self._owner = threading.get_ident()
+        for name, m in self.modules:
+            if _kind(m) == "timm":  # its qkv projection is a module call: keep its output, nothing recomputed
+                self._handles.append(m.qkv.register_forward_hook(self._qkv_hook(name)))
+            else:
+                self._handles.append(m.register_forward_pre_hook(self._hook(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
 
     def _hook(self, name: str):
         def hook(_m: nn.Module, args: tuple, kwargs: dict):
-            self.seen[name] = args[0] if args else kwargs.get("query", kwargs.get("x"))
+            if threading.get_ident() == self._owner:
+                self.seen[name] = args[0] if args else kwargs.get("query", kwargs.get("x"))
 
         return hook
 
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+    def _qkv_hook(self, name: str):
+        def hook(_m: nn.Module, _inputs: tuple, output: Tensor):
+            if threading.get_ident() == self._owner:
+                self.qkv[name] = output
+
+        return hook
+
+    @torch.no_grad()
+    def weights(self, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """[N, heads, T, T] per recorded block (all, or `names`), from the recorded projections or inputs."""
+        wanted = set(names) if names is not None else None
+        out = {}
+        for name, m in self.modules:
+            if wanted is not None and name not in wanted:
+                continue
+            if name in self.qkv:
+                out[name] = weights_from_qkv(m, self.qkv[name].detach())
+            elif name in self.seen:
+                out[name] = weights_of(m, self.seen[name].detach())
+        return out
+
+
+def weights_from_qkv(module: nn.Module, qkv: Tensor) -> Tensor:
+    """[N, heads, T, T] from a timm attention module's qkv projection output [N, T, 3 * heads * d]."""
+    n, t, _ = qkv.shape
+    parts = qkv.reshape(n, t, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = module.q_norm(parts[0]), module.k_norm(parts[1])
+    return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
 def weights_of(module: nn.Module, x: Tensor) -> Tensor:
     """[N, heads, T, T] attention weights the module computes for the token input `x` [N, T, C]."""
     if _kind(module) == "timm":
-        n, t, _ = x.shape
-        heads = module.num_heads
-        qkv = module.qkv(x).reshape(n, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = qkv[0], qkv[1]
-        q, k = module.q_norm(q), module.k_norm(k)
-        return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return weights_from_qkv(module, module.qkv(x))
     if _kind(module) == "mha":
         if not module.batch_first:
             x = x.transpose(0, 1)
@@ -78,22 +135,9 @@ def weights_of(module: nn.Module, x: Tensor) -> Tensor:
 def attention(net: nn.Module, x: Tensor, *, upto: str | None = None) -> dict[str, Tensor]:
     """Every attention module's weights [N, heads, T, T] for the images `x`, in forward order; with `upto` (an
     attention module's name) the forward stops after that block."""
-    modules = attention_modules(net)
-    if not modules:
-        raise DeepVisError(f"{type(net).__name__} has no self-attention blocks (attention views are for "
-                           "vision transformers)")
-    names = [n for n, _ in modules]
-    if upto is not None:
-        if upto not in names:
-            raise DeepVisError(f"unknown attention block {upto!r}; blocks: {', '.join(names)}")
-        modules = modules[: names.index(upto) + 1]
-    inputs = _Inputs(modules)
-    try:
-        with Capture(net, [modules[-1][0]], example=x, stop=True, detach=True) as cap:
-            cap.run(x)
-    finally:
-        inputs.remove()
-    return {name: weights_of(m, inputs.seen[name]) for name, m in modules if name in inputs.seen}
+    with AttentionRecorder(net, upto=upto) as rec, Capture(net, [rec.last], example=x, stop=True, detach=True) as cap:
+        cap.run(x)
+    return rec.weights()
 
 
 def rollout(weights: Sequence[Tensor], *, residual: float = 0.5) -> Tensor:

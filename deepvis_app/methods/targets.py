@@ -13,21 +13,10 @@ from torch import Tensor, nn
 from ..errors import DeepVisError
 from ..layer_lookup import layer_info as lookup_layer_info
 from ..layouts import as_maps
+from ..probe import output_logits  # noqa: F401 - the methods' import point
 from ..values import ClassTarget, LayerInfo, Unit, check_channel, check_class_index, check_position
 
 Target = ClassTarget | Unit
-
-
-def output_logits(out: object) -> Tensor:
-    """The logits of a model's output (a tensor, torchvision's GoogLeNet/Inception outputs, or a tuple)."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise DeepVisError(f"cannot find the logits in the model output of type {type(out).__name__}")
 
 
 def coerce_target(target: Target | int | None, logits: Tensor | None = None, score: str = "logit") -> Target:

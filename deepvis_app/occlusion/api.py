@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from ..abort import Abort, aborted
+from ..devices import halve_batch, is_out_of_memory
 from ..errors import DeepVisError, ParamError
 from ..values import ClassTarget, Unit
 from .engine import Engine
-from .targets import Target, TargetLike, as_target, logits_of, unit_info
+from .targets import Target, TargetLike, as_target, output_logits, unit_info
 from .windows import IMAGENET_MEAN, IMAGENET_STD, fill_image, patch_positions, window_span
 
 
@@ -141,7 +142,8 @@ def _input_tensor(vm: Any, x: Tensor | np.ndarray) -> Tensor:
 def iter_occlusion(net: Any, x: Tensor | np.ndarray, target: TargetLike, *, window: int = 32, stride: int = 8,
                    fill: str = "zero", strides: Sequence[int] | None = None, batch: int = 32, abort: Abort = None,
                    incremental: bool = True, mean: Sequence[float] | None = None,
-                   std: Sequence[float] | None = None) -> Iterator[OcclusionMap]:
+                   std: Sequence[float] | None = None,
+                   on_notice: Callable[[str], None] | None = None) -> Iterator[OcclusionMap]:
     """Occlusion maps coarse-to-fine, yielding a partial `OcclusionMap` after every batch of positions.
 
     net: a VisModel or an nn.Module taking normalized input (mean/std: the normalization, for the grey fill).
@@ -149,17 +151,20 @@ def iter_occlusion(net: Any, x: Tensor | np.ndarray, target: TargetLike, *, wind
     `values.Unit` (or a class index, or (layer, channel[, y, x])). strides: the levels, coarse to fine (default:
     just `stride`); each level's map is complete before the next starts, and positions a coarser level already
     scored are copied, not recomputed. abort: callable or Event checked between batches; when set the iterator
-    just ends. The last yielded map has `final=True`.
+    just ends. The last yielded map has `final=True`. `on_notice(text)` hears, one line each, a fast path that
+    failed its self-check (the map is then computed the slow, plain way) and a batch halved because memory ran
+    out (the map is the same).
     """
     mod, mean, std = _model_parts(net, mean, std)
     xt = _input_tensor(net, x)
     return _iterate(net, mod, xt, target, window=window, stride=stride, fill=fill, strides=strides, batch=batch,
-                    abort=abort, incremental=incremental, mean=mean, std=std)
+                    abort=abort, incremental=incremental, mean=mean, std=std, on_notice=on_notice)
 
 
 def _iterate(vm: Any, net: nn.Module, x: Tensor, target: TargetLike, *, window: int, stride: int, fill: str,
              strides: Sequence[int] | None, batch: int, abort: Abort, incremental: bool,
-             mean: Sequence[float], std: Sequence[float]) -> Iterator[OcclusionMap]:
+             mean: Sequence[float], std: Sequence[float],
+             on_notice: Callable[[str], None] | None = None) -> Iterator[OcclusionMap]:
     target = as_target(target)
     levels = [int(s) for s in (strides or (stride,))]
     h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -169,7 +174,7 @@ def _iterate(vm: Any, net: nn.Module, x: Tensor, target: TargetLike, *, window: 
         raise ParamError("batch", f"must be at least 1, got {batch}")
     fill_t = fill_image(x, fill, window, mean, std)
     info = unit_info(vm, net, x, target) if isinstance(target, Unit) else None
-    eng = Engine(net, x, target, info, fill_t, window, incremental)
+    eng = Engine(net, x, target, info, fill_t, window, incremental, on_notice)
     base = float(eng.base_scores[0])
     base_label = int(eng.base_labels[0]) if eng.base_labels is not None else None
     known: dict[tuple[int, int], tuple[float, int]] = {}
@@ -190,12 +195,20 @@ def _iterate(vm: Any, net: nn.Module, x: Tensor, target: TargetLike, *, window: 
                     m.done += 1
                 else:
                     todo.append((i, j))
-        for k in range(0, len(todo), batch):
+        k = 0
+        while k < len(todo):
             if aborted(abort):
                 return
             chunk = todo[k:k + batch]
             pos = [(ys[i], xs[j]) for i, j in chunk]
-            vals, labs = eng.scores(pos)
+            try:
+                vals, labs = eng.scores(pos)
+            except Exception as err:  # noqa: BLE001 - only running out of memory is retried
+                if not is_out_of_memory(err):
+                    raise
+                batch = halve_batch(err, len(chunk), device=x.device, what="window positions", on_notice=on_notice)
+                continue
+            k += len(chunk)
             vals = vals.float().cpu()
             labs = labs.cpu() if labs is not None else None
             for n, (i, j) in enumerate(chunk):
@@ -212,13 +225,14 @@ def _iterate(vm: Any, net: nn.Module, x: Tensor, target: TargetLike, *, window: 
 def occlusion_map(net: Any, x: Tensor | np.ndarray, target: TargetLike, *, window: int = 32, stride: int = 8,
                   fill: str = "zero", batch: int = 32, incremental: bool = True,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> OcclusionMap:
+                  progress: Callable[[int, int], None] | None = None,
+                  on_notice: Callable[[str], None] | None = None) -> OcclusionMap:
     """The complete occlusion map at `stride` (see `iter_occlusion`); `progress(done, total)` after each batch."""
     mod, mean, std = _model_parts(net, mean, std)
     xt = _input_tensor(net, x)
     last = None
     for last in _iterate(net, mod, xt, target, window=window, stride=stride, fill=fill, strides=None, batch=batch,
-                         abort=None, incremental=incremental, mean=mean, std=std):
+                         abort=None, incremental=incremental, mean=mean, std=std, on_notice=on_notice):
         if progress is not None:
             progress(last.done, last.total)
     assert last is not None
@@ -236,7 +250,7 @@ def naive_occlusion(net: nn.Module, x: Tensor, score: Callable[[Tensor], Tensor]
             for j, xx in enumerate(xs):
                 img = x.clone()
                 img[:, :, y:y + window, xx:xx + window] = fill[:, :, y:y + window, xx:xx + window]
-                out[i, j] = float(score(logits_of(net(img))).reshape(-1)[0])
+                out[i, j] = float(score(output_logits(net(img))).reshape(-1)[0])
     return out
 
 

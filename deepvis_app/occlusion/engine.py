@@ -10,27 +10,32 @@ to full recomputation and says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..devices import check_tolerance, exact_math
 from ..fastnet import fast_copy
 from ..probe import Capture, resolve_calls, split_layer
 from ..values import LayerInfo, Unit
 from .plan import Plan, Stage, cached_plan
-from .targets import Target, check_class, logits_of, score
+from .targets import Target, check_class, output_logits, score
 from .windows import window_span
-
-RTOL, ATOL = 1e-4, 1e-5  # how close a faster path must come to the caller's plain forward
 
 
 class Engine:
     """Scores of `target` (with `info`, its layer's LayerInfo, for units) for batches of window positions on the
-    normalized image `x`, windows covered by `fill`; `base_scores` / `base_labels` are the unoccluded ones."""
+    normalized image `x`, windows covered by `fill`; `base_scores` / `base_labels` are the unoccluded ones.
+
+    The self-checks run in full float32 (`devices.exact_math`: TF32 off on a GPU) with the device's tolerance
+    (`devices.check_tolerance`), so they test that a fast path computes the same thing, not the GPU's rounding.
+    A fast path that fails its check is dropped and `on_notice` says so (one line each). On a GPU at most one
+    faster copy of the net is made (BatchNorm folded, channels-last); the CPU also tries the unfolded one.
+    """
 
     def __init__(self, net: nn.Module, x: Tensor, target: Target, info: LayerInfo | None, fill: Tensor,
-                 window: int, incremental: bool) -> None:
+                 window: int, incremental: bool, on_notice: Callable[[str], None] | None = None) -> None:
         self.net = net
         self.x = x
         self.target = target
@@ -38,6 +43,7 @@ class Engine:
         self.fill = fill
         self.window = window
         self.size = int(x.shape[-1])
+        self.notice = on_notice or (lambda _text: None)
         self.stop_layer: str | None = None  # "module@call" of the unit's layer; None: the logits
         self.stop_module: str | None = None
         if isinstance(target, Unit):
@@ -55,22 +61,35 @@ class Engine:
             out = self._forward(x, stop=self.stop_layer)
             check_class(target, out)
             self.base_scores, self.base_labels = score(out, target, info)
-        self._ref = self.naive(self._probe)[0]
-        # A faster copy (channels-last, BatchNorm folded into the conv before it) when it gives the same scores.
-        self.fast = "plain"
-        for fold in (True, False):
+        with exact_math(x.device):
+            self.rtol, self.atol = check_tolerance(x.device)
+            self._ref = self.naive(self._probe)[0]
+            self.fast = self._checked_copy()
+            self.plan = Plan([], "full recomputation (incremental inference off)", None)
+            if incremental:
+                self.plan = self._checked_plan()
+
+    def same(self, got: Tensor) -> bool:
+        """`got` (scores at the probe positions) equals the plain forward's within the device's tolerance."""
+        return bool(torch.allclose(got, self._ref, rtol=self.rtol, atol=self.atol))
+
+    def _checked_copy(self) -> str:
+        """Run a faster copy of the net (channels-last, BatchNorm folded into the conv before it) when it gives
+        the same scores; returns what runs ("plain" when no copy passed its check)."""
+        tried = []
+        for fold in (True, False) if self.x.device.type == "cpu" else (True,):
+            kind = "channels-last" + (", BatchNorm folded" if fold else "")
             try:
-                self.run_net = fast_copy(net, x, fold=fold)
-                if torch.allclose(self.naive(self._probe)[0], self._ref, rtol=RTOL, atol=ATOL):
-                    self.fast = "channels-last" + (", BatchNorm folded" if fold else "")
-                    break
-            except Exception:  # noqa: BLE001 - any failure of the copy means: use the net itself
-                pass
-        else:
-            self.run_net = net
-        self.plan = Plan([], "full recomputation (incremental inference off)", None)
-        if incremental:
-            self.plan = self._checked_plan()
+                self.run_net = fast_copy(self.net, self.x, fold=fold)
+                if self.same(self.naive(self._probe)[0]):
+                    return kind
+                tried.append(f"{kind}: other scores")
+            except Exception as err:  # noqa: BLE001 - any failure of the copy means: use the net itself
+                tried.append(f"{kind}: {type(err).__name__}")
+        self.run_net = self.net
+        self.notice(f"occlusion: the faster copy of the model did not reproduce its scores on {self.x.device} "
+                    f"({'; '.join(tried)}); using the model as it is (slower)")
+        return "plain"
 
     # -- forwards
     def _forward(self, batch: Tensor, *, start: tuple[str, Tensor] | None = None,
@@ -81,7 +100,7 @@ class Engine:
         with Capture(self.run_net, [stop] if stop else [], replace=replace, stop=stop is not None,
                      example=self.x) as cap:
             out = cap.run(batch)
-            return cap[stop] if stop else logits_of(out)
+            return cap[stop] if stop else output_logits(out)
 
     def _dummy(self, n: int) -> Tensor:
         side = min(self.x.shape[-1], 32)
@@ -171,11 +190,14 @@ class Engine:
                 self._bases = self._base_acts(plan)
                 with torch.no_grad():
                     got, _ = self._incremental(self._probe, plan, self._bases)
-                ok = bool(torch.allclose(got, self._ref, rtol=RTOL, atol=ATOL))
+                ok = self.same(got)
             except Exception:  # noqa: BLE001 - a net the cuts do not fit (shapes, dummy input): no plan
                 ok = False
             if ok:
                 return plan
+        self._bases = {}
+        self.notice(f"occlusion: incremental inference did not reproduce the full forward on {self.x.device}; "
+                    "every window is computed in full (slower)")
         return Plan([], "full recomputation (incremental self-check failed for this net)", None)
 
     def _base_acts(self, plan: Plan) -> dict[str, Tensor]:

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError, ParamError
 from ..layouts import as_maps
-from ..probe import layer_table, resolve_calls, unknown_layer_message
+from ..probe import (
+    layer_table,
+    output_logits,  # noqa: F401 - engine and api import it from here
+    resolve_calls,
+    unknown_layer_message,
+)
 from ..values import ClassTarget, LayerInfo, Unit, check_channel, check_class_index, check_position
 
 Target = Unit | ClassTarget
@@ -69,18 +74,6 @@ def find_info(table: list[LayerInfo], layer: str) -> LayerInfo:
     if calls:
         return calls[-1].with_name(layer)
     raise DeepVisError(unknown_layer_message(layer, [i.name for i in table]))
-
-
-def logits_of(out: object) -> Tensor:
-    """The logits in a model's output (a tensor, an object with `.logits`, or a tuple starting with them)."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise DeepVisError(f"cannot find the logits in the model output of type {type(out).__name__}")
 
 
 def check_class(target: Target, out: Tensor) -> None:

@@ -115,6 +115,17 @@ class Forward:
         return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos)
 
 
+def read_values(unread: list[torch.Tensor]) -> list[float]:
+    """The 0-dim tensors in `unread` as floats, with one host copy, emptying the list. The loop keeps each step's
+    objective on the device and reads them only when a progress is shown: a `float()` per step would make the host
+    wait for the GPU every step instead of queueing the next one."""
+    if not unread:
+        return []
+    out = torch.stack(unread).float().cpu().tolist()
+    unread.clear()
+    return out
+
+
 def is_vis_model(net: Any) -> bool:
     """A VisModel (duck-typed: importing zoo here would be a cycle)."""
     return hasattr(net, "net") and hasattr(net, "spec")
@@ -252,6 +263,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     div = _diversity(div_layer) if div_layer else None
     layers = list(objective.layers) + ([div_layer] if div_layer else [])
     history: list[float] = []
+    unread: list[torch.Tensor] = []  # the steps' batch means not read on the host yet (`read_values`)
 
     infos = layer_infos(model, net, layers, torch.zeros(1, 3, p.size, p.size, device=dev))
     with torch.enable_grad(), Forward(net, layers, objective.needs_logits, infos) as forward:
@@ -290,9 +302,11 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
                     R.clip_small_norm_(px, p.norm_pct)
                     R.clip_small_contribution_(px, -grads[0], p.contrib_pct)
                     param.after_step()
-            history.append(float(values.detach().mean()))
+            unread.append(values.detach().mean())
             if step % yield_every == 0 and step < p.steps:
+                history.extend(read_values(unread))
                 yield Progress(step=step, steps=p.steps, value=history[-1], images=to_uint8(param.image()))
+        history.extend(read_values(unread))
 
         if aborted(abort):
             return
@@ -312,8 +326,11 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
 
 def optimize(net: Any, objective: Objective, *, abort: Abort = None,
              on_progress: Callable[[Progress], None] | None = None, **kwargs: Any) -> OptimizeResult:
-    """Run `iter_optimize` to the end and return its result; raises `Cancelled` if `abort` fired."""
-    for prog in iter_optimize(net, objective, abort=abort, yield_every=kwargs.pop("yield_every", 1), **kwargs):
+    """Run `iter_optimize` to the end and return its result; raises `Cancelled` if `abort` fired. Without
+    `on_progress` nothing is shown before the end, so no step waits to read its images back (unless `yield_every`
+    says otherwise)."""
+    every = kwargs.pop("yield_every", 1 if on_progress is not None else 10**9)
+    for prog in iter_optimize(net, objective, abort=abort, yield_every=every, **kwargs):
         if on_progress is not None:
             on_progress(prog)
         if prog.done and prog.result is not None:

@@ -8,6 +8,7 @@ Every layer is drawn and indexed through `layouts.as_maps(act, info)`: a channel
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,10 @@ from ..errors import ParamError
 from ..layouts import as_maps, prefix_tokens
 from ..probe import Capture, Probe
 from ..render import Grid, render_grid, top_predictions, upscale_map
-from ..values import ATTRIBUTION_METHODS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
+from ..values import ATTRIBUTION_METHODS, LIVE_CAMS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
 from ..zoo import VisModel
 from .frames import Frame
+from .views import AttentionView, OverlayView, attention_view, needs_gradient, overlay_view, recorder_for
 
 if TYPE_CHECKING:
     from ..topk.live import LiveTopK
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 # Live top-k diversity (grey levels, see LiveTopK.similar): a camera on a still scene offers the same view every
 # frame; a repeat replaces the held shot only when it excites the unit more, so the k tiles are k moments.
 LIVE_TOPK_SIMILAR = 6.0
+# With interventions on, the predictions of the real network are refreshed every CLEAN_EVERY frames (a second
+# forward; 1/25 of the frame rate) and at once when the interventions change.
+CLEAN_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class FrameResult:
     erf_frames: int = 0
     prefix: np.ndarray | None = None  # float32 P x C: the extra tokens (class, distillation, registers) of a
     #                                   token `layer`, kept out of the grid; None for other layers
+    interventions: tuple = ()  # the interventions active in this frame's network (view titles say so)
+    predictions_clean: list[tuple[int, str, float]] | None = None  # top-5 without them (refreshed every
+    #                                                                CLEAN_EVERY frames and on every change)
+    overlay: OverlayView | None = None  # the request's live CAM of a class over the input
+    attention: AttentionView | None = None  # a transformer's attention heads and rollout
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     t_capture: float = 0.0
     t_done: float = 0.0
@@ -90,6 +100,11 @@ class FrameProcessor:
         self._deconv = None  # attribution.DeconvCache, made on the first explained unit
         self._net: torch.nn.Module | None = None  # what frames run through (see `_runnable`)
         self._infos: dict[str, LayerInfo] = {}
+        self._cam_layer: str | None = None
+        self._iv = None  # interventions.Intervened for the current list (made when it changes)
+        self._iv_key: tuple = ()
+        self._means = None  # interventions.RecentMeans: per-unit means over recent frames (mode "mean")
+        self._clean: tuple[int, list] | None = None  # (frame id, predictions without interventions)
 
     def info(self, layer: str) -> LayerInfo:
         """The model's facts about `layer` (layout, grid, channels), looked up once per processor."""
@@ -97,6 +112,51 @@ class FrameProcessor:
         if info is None:
             info = self._infos[layer] = self.model.info(layer)
         return info
+
+    def cam_layer(self, req: ViewRequest) -> str:
+        """The live overlay's layer: the request's, else the model's last layer with positions."""
+        if req.overlay_layer:
+            return req.overlay_layer
+        if self._cam_layer is None:
+            from ..evaluate.job import default_cam_layer
+
+            self._cam_layer = default_cam_layer(self.model)
+        return self._cam_layer
+
+    def token_info(self, info: LayerInfo) -> LayerInfo:
+        """A token layer's info for the attention maps: the shown layer's when it has tokens, else the model's
+        first token layer (the patch grid and prefix are the model's)."""
+        if info.layout is Layout.TOKENS and info.token_grid is not None:
+            return info
+        for other in self.model.layer_info:
+            if other.layout is Layout.TOKENS and other.token_grid is not None:
+                return other
+        return info
+
+    def interventions(self, req: ViewRequest, net: torch.nn.Module):
+        """The context applying the request's enabled interventions to `net` (made once per list), or None."""
+        from ..interventions import active
+
+        if not active(req.interventions):
+            self._iv, self._iv_key, self._clean = None, (), None
+            return None
+        if self._iv is None or self._iv_key != req.interventions:
+            from ..interventions import Intervened, RecentMeans
+
+            self._means = self._means or RecentMeans()
+            self._iv = Intervened.for_model(self.model, req.interventions, net=net, means=self._means)
+            self._iv_key, self._clean = req.interventions, None
+        return self._iv
+
+    def clean_predictions(self, frame_id: int, net: torch.nn.Module, x: torch.Tensor) -> list:
+        """The real network's top-5 on this frame, at most every CLEAN_EVERY frames (else the last ones)."""
+        if self._clean is not None and frame_id - self._clean[0] < CLEAN_EVERY:
+            return self._clean[1]
+        with torch.inference_mode():
+            logits = net(x.detach())
+        rows = top_predictions(logits[0], self.model.categories) if logits.dim() == 2 else []
+        self._clean = (frame_id, rows)
+        return rows
 
     def _runnable(self, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
         """The network and input this frame's forward runs: on the CPU a private channels-last copy of the model
@@ -175,23 +235,36 @@ class FrameProcessor:
         x = vm.preprocess.to_tensor(fitted)
         t1 = time.perf_counter()
         timings["preprocess"] = t1 - t0
-        layers = [layer] + ([unit.layer] if unit is not None and unit.layer != layer else [])
+        cam_layer = self.cam_layer(req) if req.overlay else None
+        grad_cam = cam_layer is not None and needs_gradient(req.overlay)
+        layers = list(dict.fromkeys([layer, *([unit.layer] if unit is not None else []),
+                                     *([cam_layer] if cam_layer else [])]))
         ctx = None
-        if methods or (req.erf and unit is not None):
-            from ..attribution import AttributionContext  # loaded only when a unit is explained
+        net, x = self._runnable(x)
+        recorder = recorder_for(net, req.attention_block) if req.attention else None
+        intervened = self.interventions(req, net)
+        with recorder or nullcontext(), intervened or nullcontext():
+            if methods or (req.erf and unit is not None):
+                from ..attribution import AttributionContext  # loaded only when a unit is explained
 
-            # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
-            # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph.
-            net, x = self._runnable(x)
-            x.requires_grad_(True)
-            with AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=unit.layer, example=x) as probe:
-                logits = probe.run(x)
-            acts = dict(probe.activations)
-        else:
-            net, x = self._runnable(x)
-            with Probe(net, layers, detach=True) as probe, torch.inference_mode():
-                logits = net(x)
-                acts = dict(probe.activations)
+                # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
+                # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph
+                # -- unless a live Grad-CAM needs the head's graph too.
+                x.requires_grad_(True)
+                cut = None if grad_cam else unit.layer
+                with AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut, example=x) as probe:
+                    logits = probe.run(x)
+                acts, cam_leaf = dict(probe.activations), probe.activations.get(cam_layer) if grad_cam else None
+            elif grad_cam:
+                # Only the head records a graph: from the CAM layer (a fresh leaf) to the logits.
+                with torch.no_grad(), Capture(net, layers, grad_from=cam_layer, example=x) as probe:
+                    logits = probe.run(x)
+                acts, cam_leaf = dict(probe.activations), probe.leaves.get(cam_layer)
+            else:
+                with Probe(net, layers, detach=True) as probe, torch.inference_mode():
+                    logits = net(x)
+                    acts = dict(probe.activations)
+                cam_leaf = None
         if self._sync:
             torch.cuda.synchronize(vm.device)
         t2 = time.perf_counter()
@@ -200,7 +273,7 @@ class FrameProcessor:
         grid = render_grid(as_maps(act, info)[0], norm=req.norm, gamma=req.gamma, min_tile=8)
         extra = prefix_tokens(act, info)
         prefix = extra[0].float().cpu().numpy() if extra is not None else None
-        predictions = top_predictions(logits[0], vm.categories) if logits.dim() == 2 else []
+        predictions = top_predictions(logits[0].detach(), vm.categories) if logits.dim() == 2 else []
         unit_map = unit_value = position = None
         umaps = None
         if unit is not None:
@@ -214,6 +287,18 @@ class FrameProcessor:
                 position = unit.position or peak
                 if uinfo.spatial:
                     unit_map = upscale_map(chan, vm.input_size)
+        overlay = attention = None
+        if cam_layer is not None and logits.dim() == 2:
+            cls = req.overlay_class if req.overlay_class is not None else int(logits[0].detach().argmax())
+            grad = None
+            if cam_leaf is not None and logits.requires_grad:
+                (grad,) = torch.autograd.grad(logits[0, cls], cam_leaf, retain_graph=ctx is not None,
+                                              allow_unused=True)
+            overlay = overlay_view(req.overlay, cam_layer, self.info(cam_layer), acts[cam_layer], grad, cls,
+                                   vm.input_size)
+        clean = self.clean_predictions(frame.frame_id, net, x) if intervened is not None else None
+        if recorder is not None:
+            attention = attention_view(recorder, self.token_info(info), req.attention_patch, vm.input_size)
         t3 = time.perf_counter()
         timings["render"] = t3 - t2
         attributions: dict[str, np.ndarray] = {}
@@ -243,7 +328,9 @@ class FrameProcessor:
                            image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
                            unit_value=unit_value, unit_position=position, attributions=attributions,
                            live_topk=live_tiles, live_topk_frames=self.live.image_count if self.live else 0,
-                           erf_map=erf_map, erf_frames=erf_frames, prefix=prefix,
+                           erf_map=erf_map, erf_frames=erf_frames, prefix=prefix, overlay=overlay,
+                           attention=attention, predictions_clean=clean,
+                           interventions=tuple(iv for iv in self._iv_key if iv.enabled),
                            timings=timings,
                            t_capture=frame.t_capture, t_done=t_done)
 
@@ -258,6 +345,19 @@ def validate_request(model: VisModel, request: ViewRequest) -> None:
         model.info(request.layer)
     if request.unit is not None:
         model.check_unit(request.unit)
+    for iv in request.interventions:  # a layer and channels the model has
+        info = model.info(iv.layer)
+        bad = [c for c in iv.channels if not 0 <= c < info.channels]
+        if bad:
+            raise ParamError("interventions", f"unit {bad[0]} of {iv.layer!r} does not exist: valid units are "
+                                              f"0..{info.channels - 1}")
+    if request.overlay:
+        if request.overlay not in LIVE_CAMS:
+            raise ParamError("overlay", f"must be one of {', '.join(LIVE_CAMS)}, not {request.overlay!r}")
+        if request.overlay_layer and not model.info(request.overlay_layer).spatial:
+            raise ParamError("overlay_layer", f"{request.overlay_layer!r} has no positions for a CAM")
+        if request.overlay_class is not None:
+            model.check_class(request.overlay_class)
     bad = [m for m in request.attribution if m not in ATTRIBUTION_METHODS]
     if bad:
         raise ParamError("attribution", f"method {bad[0]!r} is unknown; valid: {', '.join(ATTRIBUTION_METHODS)}")

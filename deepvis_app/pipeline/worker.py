@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..devices import live_stream, wait_for_other_streams
 from ..errors import DeepVisError
 from ..values import ViewRequest
 from ..zoo import VisModel
-from .frames import LatestSlot, StatusFn
+from .frames import Frame, LatestSlot, StatusFn
 from .processor import FrameProcessor, FrameResult
 
 if TYPE_CHECKING:
@@ -73,13 +74,30 @@ class InferenceWorker(threading.Thread):
         self.slot.close()
 
     def run(self) -> None:
-        """The loop; `start()` runs it on a new thread, a caller may also run it inline (headless)."""
+        """The loop; `start()` runs it on a new thread, a caller may also run it inline (headless).
+
+        On a GPU the loop runs on the device's high-priority live stream (`devices.live_stream`): background jobs
+        queue their kernels on low-priority streams of their own, and a frame waits only for its own work (its
+        host copies), never for the whole device. A new model's weights were copied on another stream: the live
+        stream waits for those copies on the GPU (`devices.wait_for_other_streams`) before the first frame."""
         if self.threads:
             torch.set_num_threads(self.threads)
+        frame: Frame | None = None
+        while not self._halt.is_set():
+            device = self._processor.model.device
+            with live_stream(device):
+                wait_for_other_streams(device)
+                frame = self._loop(device, frame)
+            if frame is None:
+                return
+
+    def _loop(self, device: torch.device, carried: Frame | None) -> Frame | None:
+        """Process frames on `device` until halted (returns None) or a new model lives on another device (returns
+        the frame taken for it: the caller re-enters that device's stream and hands it back)."""
         last_error = ""
         while not self._halt.is_set():
             slot = self.slot
-            frame = slot.take(timeout=0.5)
+            frame, carried = (carried, None) if carried is not None else (slot.take(timeout=0.5), None)
             if frame is None:
                 if slot.closed:
                     self._halt.wait(0.05)  # a closed slot returns at once: do not spin
@@ -90,6 +108,9 @@ class InferenceWorker(threading.Thread):
                 self._processor = FrameProcessor(pending[0])
                 if pending[1].request_id >= self._request.request_id:  # a newer set_request wins
                     self._request = pending[1]
+                if pending[0].device != device:
+                    return frame
+                wait_for_other_streams(device)
             req = self._request
             if req.paused:
                 continue
@@ -109,3 +130,4 @@ class InferenceWorker(threading.Thread):
             last_error = ""
             self.frames_done += 1
             self.publish(result)
+        return None

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..devices import halve_batch, is_out_of_memory
 from ..errors import DeepVisError
 from ..fileio import atomic_write_png
 from ..layouts import as_maps
@@ -81,10 +82,13 @@ def _render_norm(grads: Tensor) -> np.ndarray:
 
 
 def iter_crops(vm, jobs: Sequence[CropJob], kinds: Sequence[str] = ATTRIBUTION_KINDS, *, batch: int = 8,
-               window: bool = True) -> Iterator[tuple[int, str, np.ndarray]]:
+               window: bool = True,
+               on_notice: Callable[[str], None] | None = None) -> Iterator[tuple[int, str, np.ndarray]]:
     """Yield (job index, kind, uint8 HxWx3 crop) for every job and kind, batched (see the module docstring).
 
-    Abortable between yields (close the generator). window=False runs whole images (the reference path).
+    Abortable between yields (close the generator). window=False runs whole images (the reference path). A batch
+    that runs out of memory is split in halves and run again (`on_notice` hears it once per halving; the crops
+    are the same).
     """
     kinds = [k for k in dict.fromkeys(kinds)]
     bad = [k for k in kinds if k not in ATTRIBUTION_KINDS]
@@ -96,11 +100,12 @@ def iter_crops(vm, jobs: Sequence[CropJob], kinds: Sequence[str] = ATTRIBUTION_K
     for i, job in enumerate(jobs):
         by_layer[job.layer].append(i)
     for layer, idx in by_layer.items():
-        yield from _layer_crops(vm, layer, [jobs[i] for i in idx], idx, kinds, batch, window)
+        yield from _layer_crops(vm, layer, [jobs[i] for i in idx], idx, kinds, batch, window, on_notice)
 
 
 def _layer_crops(vm, layer: str, jobs: list[CropJob], ids: list[int], kinds: list[str], batch: int,
-                 window: bool) -> Iterator[tuple[int, str, np.ndarray]]:
+                 window: bool, on_notice: Callable[[str], None] | None = None
+                 ) -> Iterator[tuple[int, str, np.ndarray]]:
     from ..attribution import AttributionContext
     from ..receptive_field import rf_geometry, rf_is_local
 
@@ -137,12 +142,23 @@ def _layer_crops(vm, layer: str, jobs: list[CropJob], ids: list[int], kinds: lis
     per_batch = batch if not windowed else min(64, max(batch, int(batch * size * size / (ly * lx))))
     fallback: list[int] = []
     with Capture(net, [layer], example=example, stop=True) as capture:
-        for plan in _pack(groups, per_batch):
-            yield from _run_batch(vm, capture, info, jobs, ids, kinds, plan, (ly, lx), (ty, tx), spatial, windowed,
-                                  tensor_of, fallback, AttributionContext)
+        plans = list(_pack(groups, per_batch))
+        while plans:
+            plan = plans.pop(0)
+            try:  # a batch's crops are handed out once it is complete, so a retry never repeats one
+                done = list(_run_batch(vm, capture, info, jobs, ids, kinds, plan, (ly, lx), (ty, tx), spatial,
+                                       windowed, tensor_of, fallback, AttributionContext))
+            except Exception as err:  # noqa: BLE001 - only running out of memory is retried
+                if not is_out_of_memory(err):
+                    raise
+                size = halve_batch(err, len(plan), device=vm.device, what="crop windows", on_notice=on_notice)
+                plans[:0] = [plan[i:i + size] for i in range(0, len(plan), size)]
+                continue
+            yield from done
+    fallback = sorted(set(fallback))  # a batch run again may have reported its mismatches twice
     if fallback:  # windowed value disagreed with the scan's: redo those on whole images
         yield from _layer_crops(vm, layer, [jobs[j] for j in fallback], [ids[j] for j in fallback], kinds, batch,
-                                window=False)
+                                False, on_notice)
 
 
 def _pack(groups: dict[tuple[int, int, int], list[int]], per_batch: int) -> Iterator[list[tuple[tuple, list[int]]]]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import halve_batch, is_out_of_memory
 from ..errors import ParamError
 from ..fileio import atomic_write_json, atomic_write_png, fsync_dir, fsync_files
 from ..layouts import as_maps
@@ -95,7 +96,8 @@ def scan(vm: Any, data: str | os.PathLike, out: str | os.PathLike, *, layers: st
     else min(8, CPUs per local process). `on_plan(plan)` sees `plan_store`'s dict before pass 2 and may raise
     DeepVisError to stop (the CLI's size confirmation). `stop_after_batches` raises KeyboardInterrupt after that
     many batches (for testing `resume`). `on_notice(text)` hears what the scan decided on its own (nothing to
-    resume, an interrupted scan discarded); rank 0 only. The output is locked (`STORE.lock`) for the whole run.
+    resume, an interrupted scan discarded, a batch halved because memory ran out: the store is the same); rank 0
+    only. The output is locked (`STORE.lock`) for the whole run.
     Bad parameter values raise `ParamError` naming the parameter.
     """
     dist = dist or Dist()
@@ -188,18 +190,38 @@ def _scan_locked(vm: Any, data: Any, out: Path, chosen: list[LayerInfo], top_k: 
     mean, inv_std = vm.preprocess.mean, vm.preprocess.inv_std
     batches = 0
     example = torch.zeros(1, 3, vm.input_size, vm.input_size, device=vm.device)
+    fits = batch_size  # images per forward: halved when memory runs out (the top-k is the same)
+
+    def forward(capture: Capture, ids: torch.Tensor, images: torch.Tensor) -> None:
+        x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        capture.run((x - mean) * inv_std)
+        ids_dev = ids.to(vm.device, non_blocking=True)
+        for info in chosen:  # units are (channel, y, x) of the layer's maps, whatever its layout
+            tops[info.name].update(as_maps(capture[info.name], info), ids_dev)
+
     # The forward stops once the deepest chosen layer is captured: later layers cannot change the top-k.
     with torch.no_grad(), Capture(vm.net, names, example=example, stop=True, detach=True) as capture:
         for ids, images, bad_items in loader:
             for i, err in bad_items:
                 my_bad[i] = err
                 my_done[i] = True
+            start = 0
+            while start < len(ids):
+                part = slice(start, start + fits)
+                # a merge makes new tensors (never in place): keeping the references keeps the state before it
+                kept = {name: (top.values, top.ids, top.y, top.x) for name, top in tops.items()}
+                try:
+                    forward(capture, ids[part], images[part])
+                except Exception as err:  # noqa: BLE001 - only running out of memory is retried
+                    if not is_out_of_memory(err):
+                        raise
+                    for name, (values, top_ids, top_y, top_x) in kept.items():  # layers merged before it: undone
+                        top = tops[name]
+                        top.values, top.ids, top.y, top.x = values, top_ids, top_y, top_x
+                    fits = halve_batch(err, len(ids[part]), device=vm.device, what="images", on_notice=notice)
+                    continue
+                start += len(ids[part])
             if len(ids):
-                x = images.to(vm.device, non_blocking=True).permute(0, 3, 1, 2).float()
-                capture.run((x - mean) * inv_std)
-                ids_dev = ids.to(vm.device, non_blocking=True)
-                for info in chosen:  # units are (channel, y, x) of the layer's maps, whatever its layout
-                    tops[info.name].update(as_maps(capture[info.name], info), ids_dev)
                 my_done[ids.numpy()] = True
             bar.update(len(ids) + len(bad_items))
             batches += 1
@@ -237,7 +259,8 @@ def _scan_locked(vm: Any, data: Any, out: Path, chosen: list[LayerInfo], top_k: 
     if kinds and (share or dist.rank == 0):
         t0 = time.perf_counter()
         _second_pass(vm, paths, chosen, merged, boxes, staging, kinds,
-                     part=(dist.rank, dist.world) if share else (0, 1), progress=progress and dist.rank == 0)
+                     part=(dist.rank, dist.world) if share else (0, 1), progress=progress and dist.rank == 0,
+                     notice=notice)
         crops_s = time.perf_counter() - t0
     if share:
         dist.barrier()  # every rank's files are on disk
@@ -278,7 +301,7 @@ def _boxes(vm: Any, info: LayerInfo, state: dict[str, np.ndarray]) -> tuple[np.n
 def _second_pass(vm: Any, paths: list[str], chosen: list[LayerInfo],
                  merged: dict[str, dict[str, np.ndarray]], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
                  staging: Path, kinds: list[str], part: tuple[int, int], progress: bool,
-                 image_chunk: int = 128) -> None:
+                 image_chunk: int = 128, notice: Callable[[str], None] = _silent) -> None:
     """Store this rank's share of the winning images (each decoded and written once) and, for eager kinds, the
     crops of this rank's share of entries. Files already complete on disk (an interrupted run) are kept.
 
@@ -353,7 +376,7 @@ def _second_pass(vm: Any, paths: list[str], chosen: list[LayerInfo],
                                         img, image_id, float(st["values"][ci, ri])))
                     targets.append((li, ci, ri))
             counted = [0] * len(jobs)
-            for j, kind, crop in iter_crops(vm, jobs, methods):
+            for j, kind, crop in iter_crops(vm, jobs, methods, on_notice=notice):
                 li, ci, ri = targets[j]
                 write(staging / crop_relpath(layer_key(li), ci, ri, kind), crop)
                 counted[j] += 1

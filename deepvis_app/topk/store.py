@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeepVisError, ParamError, SourceError
-from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_png, fsync_dir  # noqa: F401 (re-export)
+from ..fileio import (  # noqa: F401 (re-export)
+    atomic_save_npz,
+    atomic_write_json,
+    atomic_write_png,
+    fsync_dir,
+    lock_path,  # noqa: F401 - re-exported: the scan's callers name it from here
+)
+from ..fileio import output_lock as fileio_output_lock
 from ..sources import read_image
 from ..zoo.preprocess import fit_frame
 
@@ -59,11 +65,6 @@ def staging_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def lock_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".lock")
-
-
 def is_store_dir(path: str | os.PathLike) -> bool:
     """A directory a scan must not read as data: a store, its staging copy or a stranded old copy."""
     p = Path(path)
@@ -84,25 +85,9 @@ def check_target(out: str | os.PathLike) -> None:
         raise ParamError("out", f"{out} exists and is not a top-k store; choose another folder")
 
 
-@contextlib.contextmanager
-def output_lock(out: str | os.PathLike, *, wait: bool = False) -> Iterator[None]:
-    """Hold `STORE.lock` (flock) while writing STORE; a second writer gets one clear line (or waits)."""
-    import fcntl
-
-    path = lock_path(out)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as err:
-        raise DeepVisError(f"cannot create the lock file {path} ({err.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise ParamError("out", f"{out}: another scan is writing it (it holds {path}); wait for it to finish "
-                                    "or choose another folder") from None
-        yield
-    finally:
-        os.close(fd)  # releases the flock; the lock file stays (removing it would race a waiting writer)
+def output_lock(out: str | os.PathLike, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Hold `STORE.lock` while writing STORE (`fileio.output_lock`, in the scan's words)."""
+    return fileio_output_lock(out, wait=wait, what="scan")
 
 
 def recover(out: str | os.PathLike) -> None:

@@ -8,6 +8,9 @@ transforms, or DeepVis's own area average). Specs without them fit exactly as `s
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,11 +63,57 @@ def fit_frame(rgb: np.ndarray, size: int, crop: str = "center", crop_pct: float 
     return np.ascontiguousarray(out[top:top + size, left:left + size])
 
 
+class StagingRing:
+    """Pinned host buffers for non-blocking host-to-device copies, each with an event.
+
+    A copy from pinned memory is only queued when `.to(device, non_blocking=True)` returns: the buffer must not be
+    written again until the GPU has read it. So each buffer records an event on the copying thread's stream right
+    after its copy and waits for that event before it is refilled (by then the copy has usually finished: the
+    host only waits when more images were sent in a row than there are buffers). One lock makes the turn-taking safe for several
+    threads (the live worker and a job sharing a model's preprocessing). `event` makes an event (tests pass a
+    fake); buffers are pinned only where it helps (`pin`).
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, *, count: int = 3, pin: bool = True,
+                 event: Callable[[], Any] | None = None) -> None:
+        self.device = device
+        self.shape = tuple(shape)
+        self._lock = threading.Lock()
+        self._turn = 0
+        self._make_event = event or (lambda: torch.cuda.Event())
+        if device.type == "cuda":
+            with torch.cuda.device(device):  # pinning opens a context on the current device: make it this one
+                self._buffers = [torch.empty(self.shape, dtype=torch.uint8).pin_memory() if pin
+                                 else torch.empty(self.shape, dtype=torch.uint8) for _ in range(count)]
+        else:
+            self._buffers = [torch.empty(self.shape, dtype=torch.uint8) for _ in range(count)]
+        self._events: list[Any | None] = [None] * count  # None: nothing copied from that buffer yet
+
+    def upload(self, host: torch.Tensor) -> torch.Tensor:
+        """`host` (uint8, `shape`) on the device, through the next buffer; queued, not waited for."""
+        with self._lock:
+            i = self._turn
+            self._turn = (i + 1) % len(self._buffers)
+            event = self._events[i]
+            if event is not None and not event.query():
+                event.synchronize()  # the copy queued from this buffer last time has been read
+            buf = self._buffers[i]
+            buf.copy_(host)
+            out = buf.to(self.device, non_blocking=True)
+            if out.data_ptr() == buf.data_ptr():  # same device (the CPU): `to` aliased the buffer
+                out = buf.clone()
+            if event is None:
+                event = self._events[i] = self._make_event()
+            event.record(torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None)
+            return out
+
+
 class Preprocessor:
     """RGB uint8 HxWx3 -> normalized Tensor[1,3,S,S] on the model's device.
 
-    Crop and resize run on the host (one pass); the uint8 image crosses to the GPU through a pair
-    of pinned buffers with a non-blocking copy, and normalization runs on the device.
+    Crop and resize run on the host (one pass); on a GPU the uint8 image crosses through pinned buffers with a
+    non-blocking copy (`StagingRing`: safe for many images in a row and for several threads), and normalization
+    runs on the device.
     """
 
     def __init__(self, spec: ModelSpec, device: torch.device) -> None:
@@ -75,10 +124,9 @@ class Preprocessor:
         self.device = device
         self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.inv_std = 1.0 / (torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0)
-        self._pinned: list[torch.Tensor] = []
-        self._turn = 0
+        self.staging: StagingRing | None = None
         if device.type == "cuda":
-            self._pinned = [torch.empty((self.size, self.size, 3), dtype=torch.uint8).pin_memory() for _ in range(2)]
+            self.staging = StagingRing((self.size, self.size, 3), device)
 
     def fit(self, rgb: np.ndarray, crop: str | None = None) -> np.ndarray:
         """Crop/resize to the network's input as uint8 HxWx3: the frame exactly as the network sees it."""
@@ -88,15 +136,12 @@ class Preprocessor:
 
     def to_tensor(self, fitted: np.ndarray) -> torch.Tensor:
         """Normalize an already fitted uint8 image on the device."""
-        host = torch.from_numpy(fitted)
-        if self._pinned:
-            buf = self._pinned[self._turn]
-            self._turn ^= 1
-            buf.copy_(host)
-            host = buf.to(self.device, non_blocking=True)
+        host = torch.from_numpy(np.ascontiguousarray(fitted))
+        if self.staging is not None and tuple(host.shape) == self.staging.shape:
+            dev = self.staging.upload(host)
         else:
-            host = host.to(self.device)
-        x = host.permute(2, 0, 1).unsqueeze(0).float()
+            dev = host.to(self.device)
+        x = dev.permute(2, 0, 1).unsqueeze(0).float()
         return (x - self.mean) * self.inv_std
 
     def __call__(self, rgb: np.ndarray, crop: str | None = None) -> torch.Tensor:

@@ -7,12 +7,16 @@ Features never import each other (an import-linter contract checks it): they sha
 from __future__ import annotations
 
 from .adversarial import AdversarialFeature
+from .atlas_link import AtlasLinkFeature
+from .attention import AttentionFeature
 from .embedding import EmbeddingFeature
 from .grid import GridFeature
+from .heatmap import HeatMapFeature
 from .help import HelpFeature
 from .imagelab import ImageLabFeature
 from .input import InputFeature
 from .inspector import InspectorFeature
+from .interventions import InterventionsFeature
 from .layers import LayersFeature
 from .models import ModelsFeature
 from .optimize import OptimizeFeature
@@ -44,6 +48,10 @@ FEATURES = [
     EmbeddingFeature,
     WeightsFeature,
     AdversarialFeature,
+    HeatMapFeature,
+    AttentionFeature,
+    AtlasLinkFeature,
+    InterventionsFeature,
     RecordFeature,
     HelpFeature,
 ]

@@ -142,9 +142,12 @@ class InspectorFeature(Feature):
                 attr_canvas.footer = STATIC_NOTE if method == "deconv" and self._deconv_static(unit.layer) else ""
                 zero = self._zero_reason(res, img) if method == "gradient" else None
                 if zero is not None:  # a blank image says nothing: say why it is blank
+                    short, why = zero
                     pane.set_method_title(method, f"{detail}: zero")
-                    attr_canvas.clear(zero)
+                    attr_canvas.setToolTip(why)
+                    attr_canvas.clear(short)
                     continue
+                attr_canvas.setToolTip("")
                 pane.set_method_title(method, detail)
                 attr_canvas.set_image(img)
 
@@ -157,17 +160,19 @@ class InspectorFeature(Feature):
             self._caps[key] = rectifier_cap(self.ctx.vm.net, layer)
         return self._caps[key]
 
-    def _zero_reason(self, res: FrameResult, img: np.ndarray) -> str | None:
-        """Why the gradient image is blank (every pixel the same), or None when it is not blank."""
+    def _zero_reason(self, res: FrameResult, img: np.ndarray) -> tuple[str, str] | None:
+        """(short, full) reason why the gradient image is blank (every pixel the same), None when it is not."""
         if img.size == 0 or img.min() != img.max():
             return None
         cap = self.rectifier_cap(res.unit.layer)
         at_peak = res.unit.y is None  # the explained neuron is the channel's maximum: `unit_value` is its value
         if cap is not None and at_peak and res.unit_value is not None and res.unit_value >= cap:
-            return (f"gradient: exactly zero here\nthe unit is at its ReLU6 cap ({res.unit_value:g} = {cap:g}): "
-                    f"a clipped unit does not change when its input does. Guided backprop and deconvnet still "
-                    f"show what drives it")
-        return "gradient: exactly zero on this frame\n(no input pixel changes this unit here)"
+            return (f"gradient = 0:\nthe unit is at its\nReLU6 cap ({cap:g})",
+                    f"The unit's value {res.unit_value:g} is at its rectifier's cap ({cap:g}): a clipped unit does "
+                    f"not change when its input does, so its true gradient is exactly zero everywhere. Guided "
+                    f"backprop and deconvnet still show what drives it.")
+        return ("gradient = 0\non this frame", "No input pixel changes this unit on this frame: its gradient is "
+                                                "exactly zero everywhere.")
 
     def _deconv_static(self, layer: str) -> bool:
         """True when the deconvnet map of `layer`'s units cannot depend on the image on this network (no max-pool

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -42,17 +42,51 @@ MAP_VIEW_TIPS = {
 }
 
 
+class TitleLabel(QLabel):
+    """A word-wrapped title (never cut: a long one takes another line) that asks for the height its text needs at
+    its current width instead of announcing height-for-width: in a grid of images (the inspector), one
+    height-for-width item would undo the rows' equal stretch and shrink the unit map to a stamp."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self._h = -1
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt naming
+        return False
+
+    def _needed(self) -> int:
+        width = self.width() if self.width() > 10 else super().sizeHint().width()
+        return max(self.fontMetrics().height(), self.heightForWidth(width))
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(super().sizeHint().width(), self._needed())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(super().minimumSizeHint().width(), self._needed())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._needed() != self._h:  # another width, another number of lines: tell the layout
+            self._h = self._needed()
+            self.updateGeometry()
+
+    def setText(self, text: str) -> None:  # noqa: N802
+        super().setText(text)
+        self._h = -1
+        self.updateGeometry()
+
+
 def titled(title: str, widget: QWidget) -> QWidget:
     """`widget` under a small centred title; the title label is `box.title_label`."""
     box = QWidget()
     lay = QVBoxLayout(box)
     lay.setContentsMargins(0, 4, 0, 0)  # a gap above the title: it belongs to the image below, not above
     lay.setSpacing(1)
-    label = QLabel(title)
+    label = TitleLabel(title)
     label.setObjectName("paneTitle")
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a long title never widens it
-    label.setWordWrap(True)  # ... and is never cut: it takes a second line
     lay.addWidget(label)
     lay.addWidget(widget, 1)
     box.title_label = label  # type: ignore[attr-defined]

@@ -51,8 +51,19 @@ def _layout_min_height(lay: QLayout, width: int) -> int:
         else:
             body = max(min_height(i, inner // len(items)) for i in items)
         return body + m.top() + m.bottom()
-    if isinstance(lay, QGridLayout) and lay.hasHeightForWidth():
-        return lay.minimumHeightForWidth(width)
+    if isinstance(lay, QGridLayout) and items:
+        rows, cols = max(1, lay.rowCount()), max(1, lay.columnCount())
+        need = [0] * rows
+        for i in range(lay.count()):
+            item = lay.itemAt(i)
+            if item.widget() is not None and item.widget().isHidden():
+                continue
+            r, c, rs, cs = lay.getItemPosition(i)
+            h = min_height(item, inner * max(1, cs) // cols)
+            for k in range(r, min(rows, r + max(1, rs))):
+                need[k] = max(need[k], h // max(1, rs))
+        used = [h for h in need if h > 0]
+        return sum(used) + max(0, lay.verticalSpacing()) * max(0, len(used) - 1) + m.top() + m.bottom()
     return lay.minimumSize().height()
 
 

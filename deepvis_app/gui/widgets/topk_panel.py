@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
 
 from .canvas import ImageCanvas
 from .combo import compact_combo
-from .flow import FlowLayout
 
 KIND_TITLES = {"input": "patches", "deconv": "deconvnet", "guided": "guided bp"}
 MAX_TILES = 16
@@ -113,11 +112,14 @@ class TopKPanel(QWidget):
         self.clear_button.clicked.connect(self.clear_clicked.emit)
         self.save_button.clicked.connect(self.save_clicked.emit)
 
-        bar = FlowLayout(spacing=3)  # wraps in a narrow inspector instead of cutting "save..." off
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.setSpacing(3)
         bar.addWidget(self.kind_box)
         bar.addWidget(self.live_box)
         bar.addWidget(self.clear_button)
         bar.addWidget(self.save_button)
+        bar.addStretch(1)
 
         self.message = ImageCanvas("Top-activating images:\nno store loaded", min_size=40)
         self.tiles_widget = QWidget()
