@@ -115,6 +115,10 @@ def _job_for(device: torch.device) -> torch.cuda.Stream:
         key = (_index(device), threading.get_ident())
         s = _JOB_STREAMS.get(key)
         if s is None:
+            if len(_JOB_STREAMS) > 64:  # every job runs on a new thread: forget the threads that ended
+                alive = {t.ident for t in threading.enumerate()}
+                for old in [k for k in _JOB_STREAMS if k[1] not in alive]:
+                    del _JOB_STREAMS[old]
             s = _JOB_STREAMS[key] = torch.cuda.Stream(device=key[0], priority=JOB_PRIORITY)
         return s
 
@@ -160,7 +164,8 @@ def wait_for_other_streams(device: torch.device) -> None:
     here = torch.cuda.current_stream(device)
     with _STREAMS_LOCK:
         others = [s for (i, _t), s in _JOB_STREAMS.items() if i == _index(device)]
-    for other in [torch.cuda.default_stream(device), *others]:
+    unique = {s.cuda_stream: s for s in [torch.cuda.default_stream(device), *others]}  # torch reuses a pool
+    for other in unique.values():
         if other != here:
             here.wait_stream(other)
 

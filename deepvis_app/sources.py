@@ -40,7 +40,7 @@ if not _USER_CV_LOG_LEVEL and hasattr(cv2, "setLogLevel"):
     cv2.setLogLevel(0)  # cv2 may have been imported before us (fileio), so its import-time level may be the default
 
 
-def _header_size(data: np.ndarray) -> tuple[int, int] | None:
+def header_size(data: np.ndarray) -> tuple[int, int] | None:
     """(width, height) from a PNG/JPEG/GIF/BMP header without decoding pixels; None where unknown."""
     b = data[:1 << 16].tobytes()
     if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
@@ -97,7 +97,7 @@ def decode_image(data: np.ndarray, *, max_side: int = MAX_DECODE_SIDE) -> np.nda
     if data.size == 0 or _png_damaged(data):
         return None
     factor = 1
-    size = _header_size(data)
+    size = header_size(data)
     if size is not None:
         w, h = size
         while max(w, h) > max_side * factor and factor < 8:
@@ -327,6 +327,11 @@ class DemoSource(FrameSource):
         from .resources import demo_photo
 
         self._images = [demo_photo(name) for name in self.photos]
+
+    @property
+    def loaded(self) -> int:
+        """How many demo photos were decoded by `open` (they ship in the package: works without scikit-image)."""
+        return len(self._images)
 
     def read(self) -> np.ndarray | None:
         t = self._t

@@ -193,11 +193,14 @@ class AppState:
         self.update(**{n: defaults[n] for n in (names or defaults)})
 
     def as_dict(self) -> dict:
-        """JSON-friendly copy (snapshots)."""
+        """JSON-friendly copy (snapshots); interventions in their written form (`_blocks.10:3,17:zero`)."""
         out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, (Unit, Path, tuple)) else value
+            if f.name == "interventions":
+                out[f.name] = [str(v) for v in value]
+            else:
+                out[f.name] = str(value) if isinstance(value, (Unit, Path, tuple)) else value
         return out
 
 

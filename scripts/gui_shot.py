@@ -86,6 +86,9 @@ def main() -> int:
         pump(1.0)
         ok = box.grab().save(args.out.removesuffix(".png") + "-dialog.png") and ok
     win.close()
+    from PySide6.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(60_000)  # a job still loading a model copy ends before Qt goes
     print(args.out if ok else "could not save", file=sys.stderr)
     return 0 if ok else 1
 

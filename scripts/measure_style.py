@@ -1,10 +1,14 @@
-"""Measure neural style: L-BFGS against Adam with the same budget of function evaluations, on real photos.
+"""Measure neural style on real photos, in one run: the old defaults against the new ones (default), or L-BFGS
+against Adam with the same budget of function evaluations (--optimizers).
 
-For each (content, style) pair of scikit-image photos, runs `style_transfer` with each optimizer (Adam at two step
-sizes) for --evals forward+backward passes and reports the final relative style and content losses, the weighted
-total, and the wall time on this machine. No cache (timings). Prints JSON on stdout.
+Defaults (issue 30): for 5 (content, style) pairs of scikit-image photos (3 photo styles, a micrograph and a
+gravel texture) runs the old defaults (init from the content photo), the new init alone (0 steps), the new
+defaults, and the new defaults at twice the budget; reports the style loss of the content photo itself (the fair
+"before", whatever the start image), of the result, their ratio, the content loss, the evaluations used and the
+wall time on this machine. No cache (timings). Prints a Markdown table, then JSON on stdout.
 
-    flock /tmp/deepvis-heavy.lock .venv/bin/python scripts/measure_style.py > style.json
+    flock /tmp/deepvis-heavy.lock .venv/bin/python scripts/measure_style.py > style.txt
+    flock /tmp/deepvis-heavy.lock .venv/bin/python scripts/measure_style.py --optimizers --size 160 > opt.txt
 """
 
 from __future__ import annotations
@@ -16,50 +20,84 @@ import platform
 import sys
 import time
 
+import numpy as np
 import skimage.data
 import torch
 
 from deepvis_app import load_model
-from deepvis_app.optimize.style import style_transfer
+from deepvis_app.optimize.style import DEFAULT_STEPS, style_transfer
 
-PAIRS = (("chelsea", "immunohistochemistry"), ("astronaut", "coffee"))
-RUNS = (("lbfgs", None), ("adam", 0.02), ("adam", 0.05))
+PAIRS = (("astronaut", "rocket"), ("chelsea", "astronaut"), ("rocket", "coffee"), ("coffee", "immunohistochemistry"),
+         ("chelsea", "gravel"))
+OPT_PAIRS = (("chelsea", "immunohistochemistry"), ("astronaut", "coffee"))
+OPT_RUNS = (("lbfgs", None), ("adam", 0.02), ("adam", 0.05))
+
+
+def rgb(name: str) -> np.ndarray:
+    img = getattr(skimage.data, name)()
+    return np.ascontiguousarray(np.stack([img] * 3, axis=-1) if img.ndim == 2 else img[..., :3])
+
+
+def configs(steps: int) -> tuple[tuple[str, dict], ...]:
+    return (("old defaults (init content, 100 evals)", {"init": "content", "steps": 100}),
+            ("recolor alone (0 evals)", {"init": "recolor", "steps": 0}),
+            (f"new defaults (init recolor, {steps} evals)", {"init": "recolor", "steps": steps}),
+            (f"new init, {2 * steps} evals", {"init": "recolor", "steps": 2 * steps}))
+
+
+def run(vm, content: str, style: str, size: int, style_weight: float, **kw) -> dict:
+    t0 = time.perf_counter()
+    res = style_transfer(vm, rgb(content), rgb(style), size=size, style_weight=style_weight, use_cache=False, **kw)
+    seconds = time.perf_counter() - t0
+    photo = res.losses_photo["style"]
+    return {"content": content, "style": style, **{k: v for k, v in kw.items() if k != "steps"},
+            "evals": res.evals, "style_loss_photo": round(photo, 5),
+            "style_loss_start": round(res.losses_start["style"], 5),
+            "style_loss_end": round(res.losses_end["style"], 5),
+            "style_reduction": round(photo / max(res.losses_end["style"], 1e-12), 1),
+            "content_loss_end": round(res.losses_end["content"], 3), "total_end": round(res.losses_end["total"], 3),
+            "seconds": round(seconds, 1), "width": int(res.image.shape[1]), "height": int(res.image.shape[0])}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--evals", type=int, default=100, help="function evaluations per run")
-    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--optimizers", action="store_true", help="L-BFGS against Adam instead of old/new defaults")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="the new defaults' budget of evaluations")
+    ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--style-weight", type=float, default=1e3)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     vm = load_model(args.model, device=args.device)
     rows = []
-    for content_name, style_name in PAIRS:
-        content, style = getattr(skimage.data, content_name)(), getattr(skimage.data, style_name)()
-        for optimizer, lr in RUNS:
-            t0 = time.perf_counter()
-            res = style_transfer(vm, content, style, optimizer=optimizer, lr=lr, steps=args.evals, size=args.size,
-                                 style_weight=args.style_weight, use_cache=False)
-            seconds = time.perf_counter() - t0
-            rows.append({"content": content_name, "style": style_name, "optimizer": optimizer,
-                         "lr": res.settings["lr"], "evals": res.evals,
-                         "style_loss_start": round(res.losses_start["style"], 5),
-                         "style_loss_end": round(res.losses_end["style"], 5),
-                         "content_loss_end": round(res.losses_end["content"], 4),
-                         "total_start": round(res.losses_start["total"], 3),
-                         "total_end": round(res.losses_end["total"], 3), "seconds": round(seconds, 1)})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    wins = 0
-    for content_name, style_name in PAIRS:
-        mine = [r for r in rows if r["content"] == content_name and r["style"] == style_name]
-        best = min(mine, key=lambda r: r["total_end"])
-        wins += best["optimizer"] == "lbfgs"
-    print(json.dumps({"model": args.model, "device": args.device, "size": args.size, "evals": args.evals,
+    if args.optimizers:
+        for content, style in OPT_PAIRS:
+            for optimizer, lr in OPT_RUNS:
+                rows.append(run(vm, content, style, args.size, args.style_weight, optimizer=optimizer, lr=lr,
+                                steps=args.steps))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    else:
+        names = configs(args.steps)
+        print("| content / style | run | evals | style loss: photo -> result | reduction | content loss | seconds |")
+        print("|---|---|---|---|---|---|---|")
+        for content, style in PAIRS:
+            for name, kw in names:
+                row = run(vm, content, style, args.size, args.style_weight, **kw)
+                row["run"] = name
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                print(f"| {content} / {style} | {name} | {row['evals']} | {row['style_loss_photo']:.4f} -> "
+                      f"{row['style_loss_end']:.4f} | {row['style_reduction']:.1f}x | {row['content_loss_end']:.3f} | "
+                      f"{row['seconds']:.1f} |", flush=True)
+        for name, _ in names:
+            mine = [r["style_reduction"] for r in rows if r["run"] == name]
+            print(f"{name}: reduction geometric mean {float(np.exp(np.mean(np.log(mine)))):.1f}x, "
+                  f"min {min(mine):.1f}x, max {max(mine):.1f}x", flush=True)
+    print(json.dumps({"model": args.model, "device": args.device, "size": args.size,
                       "style_weight": args.style_weight, "torch_threads": torch.get_num_threads(),
-                      "cpus": os.cpu_count(), "machine": platform.machine(), "rows": rows,
-                      "lbfgs_lowest_total": f"{wins}/{len(PAIRS)}"}, indent=1))
+                      "cpus": os.cpu_count(), "machine": platform.machine(), "rows": rows}, indent=1))
     return 0
 
 

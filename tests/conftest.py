@@ -49,6 +49,22 @@ def video_file(tmp_path, photos) -> str:
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for this test (the image-optimization tests' tiny nets: as the per-image commands run,
+    and identical run to run); the session's setting comes back afterwards, so no other module is affected."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def net() -> torch.nn.Module:
+    """The tiny conv net of the image-optimization tests (a module may override `net` with its own)."""
+    return tiny_conv_net()
+
+
+@pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """DEEPVIS_CACHE in the test's own folder: nothing read from or left in the user's cache."""
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))

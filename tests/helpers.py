@@ -30,3 +30,10 @@ def tiny_conv_net(hidden: int = 4, out: int = 6) -> torch.nn.Module:
 
     torch.manual_seed(0)
     return TinyConvNet().eval()
+
+
+def hooks_left(net: torch.nn.Module) -> list[str]:
+    """Modules of `net` that still carry a forward, pre-forward or backward hook (torch's own registries, read in
+    this one place): every capture, rule and intervention must leave the model exactly as it was."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [name or "<net>" for name, m in net.named_modules() if any(getattr(m, k, None) for k in kinds)]

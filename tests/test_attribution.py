@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import hooks_left
 from torch import nn
 
 from deepvis_app.attribution import RULES, AttributionContext, attribute, explain_unit, render_view
@@ -224,9 +225,7 @@ def _snapshot(net: nn.Module):
 
 def _assert_untouched(net: nn.Module, state: dict, x: torch.Tensor, before: torch.Tensor) -> None:
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
-    for m in net.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks
-        assert not m._backward_hooks and not m._backward_pre_hooks
+    assert hooks_left(net) == []
     with torch.no_grad():
         assert torch.equal(net(x), before)
 
@@ -408,7 +407,7 @@ def test_graph_cut_records_only_up_to_the_layer(layer: str) -> None:
     assert cut.unit == ref.unit
     for rule in RULES:
         assert torch.equal(cut[rule], ref[rule])
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    assert hooks_left(net) == []
 
 
 def test_graph_cut_restores_grad_mode_after_an_error() -> None:

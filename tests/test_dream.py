@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_conv_net
 from torch import nn
 
 from deepvis_app.cli import main
@@ -25,17 +24,7 @@ from deepvis_app.optimize.dream import (
     zoom_image,
 )
 
-torch.set_num_threads(1)
-
-
-@pytest.fixture
-def net() -> nn.Module:
-    return tiny_conv_net()
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(isolated_cache):
-    """Every test writes its own cache."""
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")
 
 
 def _img(h=24, w=24, seed=0) -> np.ndarray:

@@ -355,8 +355,10 @@ def test_crops_split_a_batch_that_runs_out_of_memory(tiny, tmp_path, monkeypatch
         return real(self, objective, inputs, rule, retain_graph=retain_graph)
 
     monkeypatch.setattr(AttributionContext, "grad", grad)
-    got = render_unit(store, tiny, "relu2", 1, write=False)
+    heard: list[str] = []
+    got = render_unit(store, tiny, "relu2", 1, write=False, on_notice=heard.append)
     assert failed and failed[0] > 1
+    assert heard == [f"out of memory on cpu with {failed[0]} crop windows at once: continuing with {failed[0] // 2}"]
     assert want.keys() == got.keys() and len(want) == 8  # 4 entries x deconv, guided: each once
     assert all(np.array_equal(want[k], got[k]) for k in want)
 

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_conv_net
+from helpers import tiny_conv_net
 from torch import nn
 
 from deepvis_app.cli import main
@@ -24,17 +24,12 @@ from deepvis_app.optimize.invert import (
     tv_prior,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")
 
 
 @pytest.fixture
 def net() -> nn.Module:
     return tiny_conv_net(hidden=8, out=8)
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(isolated_cache):
-    """Every test writes its own cache."""
 
 
 def _photo(photos, size=48) -> np.ndarray:

@@ -21,7 +21,7 @@ from deepvis_app.optimize import regularizers as R
 from deepvis_app.optimize.objectives import Outputs
 from deepvis_app.values import LayerInfo, Layout
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")
 
 
 class TinyNet(nn.Module):
@@ -42,11 +42,6 @@ class TinyNet(nn.Module):
 def net() -> nn.Module:
     torch.manual_seed(0)
     return TinyNet().eval()
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))
 
 
 FAST = {"steps": 5, "size": 32}

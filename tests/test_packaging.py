@@ -79,4 +79,4 @@ def test_demo_source_needs_no_scikit_image(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.data", None)
     src = DemoSource(size=(64, 48), fps=5)
     src.open()
-    assert src.read().shape == (48, 64, 3) and len(src._images) == 4
+    assert src.read().shape == (48, 64, 3) and src.loaded == 4

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import hooks_left
 
 from deepvis_app.errors import DeepVisError
 from deepvis_app.pipeline import (
@@ -199,7 +200,7 @@ def test_processor_attributions_match_standalone_api(lite0, photos):
         assert np.array_equal(got, expected)  # the graph cut after the unit's layer changes no value
     assert not np.array_equal(result.attributions["gradient"], result.attributions["guided"])
     assert "attribution" in result.timings
-    assert all(not m._forward_hooks for m in lite0.net.modules())
+    assert hooks_left(lite0.net) == []
 
 
 def test_processor_runs_a_channels_last_copy_and_leaves_the_model_as_loaded(lite0, photos):
@@ -245,7 +246,7 @@ def test_processor_with_unit_before_the_grid_layer_keeps_predictions_and_grid(li
     expected = render_view(attribute(lite0.net, x, layer="_blocks.3", unit=(2, 10, 12), method="guided"), "norm",
                            percentile=99.5)
     assert np.array_equal(result.attributions["guided"], expected)
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lite0.net.modules())
+    assert hooks_left(lite0.net) == []
 
 
 def test_model_switch_brings_its_own_request(lite0, photos):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import hooks_left
 from torch import nn
 
 from deepvis_app.errors import DeepVisError
@@ -32,7 +33,7 @@ def test_hand_built_net() -> None:
     assert rf_box(net, "4", 2, 2, 16) == (1, 1, 9, 9)
     # the model is untouched, and no hooks are left
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    assert hooks_left(net) == []
 
 
 def test_rf_larger_than_the_image() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import write_rgb
+from helpers import write_rgb
 
 from deepvis_app.errors import ParamError, SourceError
 from deepvis_app.sources import (
@@ -120,13 +120,13 @@ def test_decode_image_converts_every_layout_to_rgb_uint8(photos):
 
 
 def test_big_images_are_decoded_reduced_and_bombs_refused():
-    from deepvis_app.sources import MAX_DECODE_SIDE, _header_size, decode_image
+    from deepvis_app.sources import MAX_DECODE_SIDE, decode_image, header_size
 
     img = np.zeros((300, 9000, 3), np.uint8)
     img[:, 4500:] = 255
     for ext in (".jpg", ".png", ".bmp"):
         data = np.frombuffer(cv2.imencode(ext, img)[1].tobytes(), np.uint8)
-        assert _header_size(data) == (9000, 300), ext
+        assert header_size(data) == (9000, 300), ext
         out = decode_image(data)
         assert out.shape == (75, 2250, 3) and max(out.shape) <= MAX_DECODE_SIDE, ext  # 9000 / 4
         assert out[30, 100].max() < 20 and out[30, 2200].min() > 230, ext

@@ -323,7 +323,7 @@ def test_live_topk_bounded_and_saved(tiny, tmp_path, capsys):
         live.update(fid, img, probe["relu2"][0])
         assert live.image_count <= 3 * 2
     held = {e.image_id for u in (0, 2, 5) for e in live.entries(u)}
-    assert set(live._images) == held  # unreferenced frames were dropped
+    assert live.image_ids == held  # unreferenced frames were dropped
     for unit in (0, 2, 5):
         vals = [(-float(a[unit].max()), fid) for fid, a in enumerate(acts)]
         want = [fid for _, fid in sorted(vals)[:2]]

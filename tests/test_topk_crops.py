@@ -204,7 +204,7 @@ def test_plan_is_printed_and_large_stores_ask_when_interactive(monkeypatch, caps
     import argparse
     import io
 
-    from deepvis_app.commands.scan import _confirm_plan
+    from deepvis_app.commands.scan import confirm_plan
 
     class TTY(io.StringIO):
         def isatty(self) -> bool:
@@ -216,16 +216,16 @@ def test_plan_is_printed_and_large_stores_ask_when_interactive(monkeypatch, caps
     monkeypatch.setattr("sys.stdin", TTY())
     monkeypatch.setattr("builtins.input", lambda _prompt: "n")
     with pytest.raises(DeepVisError, match="--resume --yes"):
-        _confirm_plan(args)(plan)
+        confirm_plan(args)(plan)
     assert "9000 entries, 20 images to store, 18000 deconv/guided crop files; store about 5.0 GB" in \
         capsys.readouterr().err
     monkeypatch.setattr("builtins.input", lambda _prompt: "y")
-    _confirm_plan(args)(plan)
+    confirm_plan(args)(plan)
     monkeypatch.setattr("builtins.input", lambda _prompt: pytest.fail("asked despite --yes"))
-    _confirm_plan(argparse.Namespace(quiet=True, yes=True, out="S"))(plan)
-    _confirm_plan(args)({**plan, "estimated_bytes": int(2e9)})  # small: no question
+    confirm_plan(argparse.Namespace(quiet=True, yes=True, out="S"))(plan)
+    confirm_plan(args)({**plan, "estimated_bytes": int(2e9)})  # small: no question
     monkeypatch.setattr("sys.stdin", io.StringIO())
-    _confirm_plan(args)(plan)  # not interactive: no question
+    confirm_plan(args)(plan)  # not interactive: no question
 
 
 @pytest.mark.parametrize("builder, layer", [("channels_last", "act"), ("tokens", "attn")])

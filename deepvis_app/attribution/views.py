@@ -53,21 +53,35 @@ def _scale(values: Tensor, percentile: float) -> Tensor:
     if percentile >= 100.0:
         return values.amax().clamp_min(tiny)
     flat = values.flatten()
-    flat = flat[flat > 0]
-    if flat.numel() == 0:
-        return torch.tensor(tiny, device=values.device)
-    if flat.numel() > 4_000_000:  # torch.quantile's size limit; a strided sample is plenty
+    if flat.numel() > 4_000_000:  # a strided sample is plenty
         flat = flat[:: flat.numel() // 4_000_000 + 1]
-    return torch.quantile(flat, percentile / 100.0).clamp_min(tiny)
+    # torch.quantile of the positive values, linear interpolation, computed without reading how many there are on
+    # the host (a boolean mask would: one device sync per view): in ascending order they are the last `count`.
+    ordered = torch.sort(flat).values
+    count = (flat > 0).sum()
+    n = flat.numel()
+    pos = (n - count).double() + (percentile / 100.0) * (count - 1).clamp_min(0).double()
+    lo = pos.floor().long().clamp(0, n - 1)
+    hi = pos.ceil().long().clamp(0, n - 1)
+    a, b = ordered.index_select(0, lo.view(1))[0], ordered.index_select(0, hi.view(1))[0]
+    value = a + (b - a) * (pos - lo.double()).to(a.dtype)
+    return torch.where(count > 0, value, torch.zeros_like(value)).clamp_min(tiny)
 
 
 def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None,
                 percentile: float = 100.0) -> np.ndarray:
+    """`view_tensor` read back: uint8 HxWx3 on the host (one copy)."""
+    return view_tensor(attr, view, blur_sigma=blur_sigma, percentile=percentile).cpu().numpy()
+
+
+def view_tensor(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None,
+                percentile: float = 100.0) -> Tensor:
     """Attribution Tensor[1, C, H, W] (C = 3 or 1) -> uint8 HxWx3, as the old toolbox showed it.
 
     raw: signed, 0.5 + x / (2 max|x|) per channel; gray: channel mean, same scaling; norm: |x| summed over
     channels, divided by its max; normblur: norm, Gaussian blur (sigma default 4 px at 224 px), renormalized.
-    All on the tensor's device; only the final uint8 image crosses to the host. An all-zero map renders
+    All on the tensor's device, without a read-back (`render_view` reads the image; the live pipeline reads it with
+    the frame's other arrays in one copy). An all-zero map renders
     mid-gray (raw/gray) or black (norm/normblur). `percentile` < 100 scales by that percentile of the
     magnitudes instead of the max (values beyond it saturate): the live inspector uses 99.5, since a few
     extreme pixels otherwise leave a guided-backprop image nearly black.
@@ -93,4 +107,4 @@ def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = N
             img = img / img.amax().clamp_min(tiny)
     img = img.expand(1, 3, -1, -1)
     out = (img[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return out.contiguous().cpu().numpy()
+    return out.contiguous()

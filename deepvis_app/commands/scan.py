@@ -12,7 +12,7 @@ from .common import add_model_args, batch_arg, int_in, model_from_args, print_no
 ASK_ABOVE_GB = 3.0  # an interactive scan asks before writing a store estimated above this
 
 
-def _confirm_plan(args: argparse.Namespace):
+def confirm_plan(args: argparse.Namespace):
     """Print pass 2's plan (entries, images, estimated size) and ask for large stores when interactive."""
     from ..topk.plan import format_bytes
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         report = scan(vm, args.data, args.out, layers=args.layers, top_k=args.top_k, batch_size=args.batch_size,
                       workers=args.workers, resume=args.resume, attribution=attribution,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet,
-                      crops=not args.no_crops, dist=dist, on_plan=_confirm_plan(args),
+                      crops=not args.no_crops, dist=dist, on_plan=confirm_plan(args),
                       on_notice=print_notice)
     finally:
         dist.close()

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..abort import Abort, aborted
+from ..errors import DeepVisError
+
 TRUST_STEPS = 10  # deletion / insertion intervals: 2 x 10 perturbed images per map (cheap enough for ~1 Hz)
 TRUST_FILL = "blur"  # removed pixels become the blurred frame (RISE's insertion start)
 TRUST_SEED = 0
@@ -42,10 +45,10 @@ class TrustFigures:
     cells: tuple[int, int]  # the map's (and the random map's) resolution
 
 
-def measure(net, x, heat, cls: int, *, steps: int = TRUST_STEPS, fill: str = TRUST_FILL,
-            seed: int = TRUST_SEED) -> tuple[float, float, float, float, float]:
+def measure(net, x, heat, cls: int, *, steps: int = TRUST_STEPS, fill: str = TRUST_FILL, seed: int = TRUST_SEED,
+            abort: Abort = None) -> tuple[float, float, float, float, float]:
     """(score, deletion, insertion, random deletion, random insertion) of `heat` [1, h, w] for class `cls` on the
-    model input `x` [1, 3, H, W]; the random map is `random_heat(heat, seed)`."""
+    model input `x` [1, 3, H, W]; the random map is `random_heat(heat, seed)`. `abort` is checked before each map."""
     import torch
 
     from ..evaluate.faithfulness import deletion_insertion, fill_for, random_heat
@@ -53,7 +56,11 @@ def measure(net, x, heat, cls: int, *, steps: int = TRUST_STEPS, fill: str = TRU
     heat = heat.to(x.device).float()
     classes = torch.tensor([cls], device=x.device)
     base = fill_for(x, fill)  # once for both maps
+    if aborted(abort):
+        raise DeepVisError("cancelled")
     curves = deletion_insertion(net, x, heat, classes, steps=steps, fill=base)
+    if aborted(abort):
+        raise DeepVisError("cancelled")
     chance = deletion_insertion(net, x, random_heat(heat, seed), classes, steps=steps, fill=base)
     return (float(curves.deletion[0, 0]), float(curves.deletion_auc[0]), float(curves.insertion_auc[0]),
             float(chance.deletion_auc[0]), float(chance.insertion_auc[0]))
@@ -71,11 +78,11 @@ def verdict(f: TrustFigures) -> tuple[str, str]:
     if ins and dele:
         return "good", "the map finds what the network uses"
     if ins:
-        return "mixed", ("restoring the map's pixels first brings the class back (insertion), but blurring them "
-                         "barely hurts it more than chance (deletion): the network also uses what lies outside")
+        return "mixed", ("partly: its pixels alone bring the class back, but blurring them hurts no more than "
+                         "chance (the network also uses the rest)")
     if dele:
-        return "mixed", ("blurring the map's pixels hurts the class (deletion), but they alone do not bring it "
-                         "back (insertion): part of what the network uses lies elsewhere")
+        return "mixed", ("partly: blurring its pixels hurts the class, but they alone do not bring it back (part "
+                         "of the evidence lies elsewhere)")
     return "bad", "no better than a random map: do not read it as the network's reason on this frame"
 
 
@@ -95,12 +102,14 @@ def frame_change(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (`evaluate.sanity.spearman`, the figure `deepvis evaluate` uses)."""
-    import torch
-
-    from ..evaluate.sanity import spearman
-
-    return spearman(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b)))
+    """Spearman's rank correlation of two maps: `evaluate.sanity.spearman` (the figure `deepvis evaluate` reports)
+    in numpy, so the GUI thread runs no torch op (ranks by position among ties, as that one)."""
+    ra = np.argsort(np.argsort(a.ravel(), kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(b.ravel(), kind="stable"), kind="stable").astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = float(np.linalg.norm(ra) * np.linalg.norm(rb))
+    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
 
 
 class Stability:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ from .imagejob import (
 )
 
 OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("recolor", "content", "noise")
+DEFAULT_STEPS = 100
 LBFGS_ITERS_PER_STEP = 10  # L-BFGS iterations per yielded step (each `step()` call spends one extra evaluation)
 
 # model builder -> (content layer, style layers); see the module docstring for why.
@@ -66,7 +68,9 @@ LAYERS: dict[str, tuple[str, tuple[str, ...]]] = {
 class StyleResult:
     """`image`: uint8 HxWx3; `losses_start` / `losses_end`: {"content", "style", "total"} (unweighted relative
     content and style losses, and the weighted total) for the start image and the saved 8-bit result;
-    `evals`: function evaluations used; `history`: total loss after each optimizer step."""
+    `losses_photo`: the same for the content photo itself, the fair "before" whatever the init (its style loss
+    over the result's is how much style was added); `evals`: function evaluations used; `history`: total loss
+    after each optimizer step."""
 
     image: np.ndarray
     losses_start: dict[str, float]
@@ -76,6 +80,7 @@ class StyleResult:
     settings: dict[str, Any]
     seconds: float = 0.0
     cached: bool = False
+    losses_photo: dict[str, float] = field(default_factory=dict)
 
 
 def gram(act: torch.Tensor) -> torch.Tensor:
@@ -94,6 +99,14 @@ def layers_for(net: Any) -> tuple[str, tuple[str, ...]]:
             return LAYERS[n]
     raise ParamError("style_layers", f"have no default for model {names[0] or type(net).__name__!r}: name the "
                      f"content layer and the style layers (defaults exist for {', '.join(LAYERS)})")
+
+
+def recolor(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """`content` [N,3,H,W] in [0, 1] with each colour channel's mean and spread moved to `style`'s, clipped to
+    [0, 1]: the start image of init "recolor" (a global colour shift is the slowest change for pixel gradients)."""
+    mu_c, sd_c = content.mean(dim=(2, 3), keepdim=True), content.std(dim=(2, 3), keepdim=True)
+    mu_s, sd_s = style.mean(dim=(2, 3), keepdim=True), style.std(dim=(2, 3), keepdim=True)
+    return ((content - mu_c) / sd_c.clamp_min(1e-3) * sd_s + mu_s).clamp(0, 1)
 
 
 def fit_max_side(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -136,21 +149,22 @@ class StyleLoss:
 
 def iter_style(net: Any, content: np.ndarray, style: np.ndarray, *, content_layer: str | None = None,
                style_layers: Sequence[str] | None = None, style_weight: float = 1e3, content_weight: float = 1.0,
-               steps: int = 100, size: int = 256, optimizer: str = "lbfgs", lr: float | None = None,
-               init: str = "content", seed: int = 0, abort: Abort = None, yield_every: int = 1,
+               steps: int = DEFAULT_STEPS, size: int = 256, optimizer: str = "lbfgs", lr: float | None = None,
+               init: str = "recolor", seed: int = 0, abort: Abort = None, yield_every: int = 1,
                use_cache: bool = True, cache_dir: str | Path | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, device: torch.device | str | None = None,
                cache_id: str | None = None) -> Iterator[ImageStep]:
     """Paint `content` (RGB uint8, resized so its longer side is `size`) in the style of `style` (same resize).
     `steps`: budget of function evaluations. optimizer "lbfgs" (lr 1, strong-Wolfe line search) or "adam" (lr
-    0.02 in pixel units by default). init "content" (start from the photo, converges fastest) or "noise".
+    0.02 in pixel units by default). init "recolor" (the content photo with the style's colour mean and spread
+    per channel, see `recolor`), "content" (the photo itself) or "noise".
     Yields an `ImageStep` (losses: content, style, total, evals) after every `yield_every` optimizer steps and a
     last one with `done=True` and a `StyleResult`; `abort` ends it between optimizer steps."""
     content, style = check_rgb(content, "content image"), check_rgb(style, "style image")
     if optimizer not in OPTIMIZERS:
         raise ParamError("optimizer", f"{optimizer!r} is unknown (choose: {', '.join(OPTIMIZERS)})")
-    if init not in ("content", "noise"):
-        raise ParamError("init", f"must be 'content' or 'noise', got {init!r}")
+    if init not in INITS:
+        raise ParamError("init", f"{init!r} is unknown (choose: {', '.join(INITS)})")
     if steps < 0:
         raise ParamError("steps", f"must be >= 0, got {steps}")
     if size < 16:
@@ -177,7 +191,8 @@ def iter_style(net: Any, content: np.ndarray, style: np.ndarray, *, content_laye
     if hit is not None:
         img, meta = hit
         res = StyleResult(img, meta["losses_start"], meta["losses_end"], int(meta["evals"]), list(meta["history"]),
-                          settings, float(meta.get("seconds", 0.0)), cached=True)
+                          settings, float(meta.get("seconds", 0.0)), cached=True,
+                          losses_photo=dict(meta.get("losses_photo", {})))
         yield ImageStep(steps, steps, img, dict(res.losses_end, evals=res.evals), done=True, result=res)
         return
 
@@ -188,10 +203,13 @@ def iter_style(net: Any, content: np.ndarray, style: np.ndarray, *, content_laye
         loss_fn = StyleLoss(m, fwd, x_c, x_s, content_layer, style_layers, content_weight, style_weight)
         if init == "content":
             x = x_c.clone()
+        elif init == "recolor":
+            x = recolor(x_c, x_s)
         else:
             x = (m.mean + 0.1 * torch.randn(x_c.shape, generator=gen).to(m.device)).clamp(0, 1)
         x.requires_grad_(True)
         start = loss_fn.measure(x)
+        photo = start if init == "content" else loss_fn.measure(x_c)
         evals = 0
         last: dict[str, float] = dict(start)
 
@@ -230,9 +248,9 @@ def iter_style(net: Any, content: np.ndarray, style: np.ndarray, *, content_laye
         img = to_uint8_image(x)
         end = loss_fn.measure(from_uint8(img, m.device))
     seconds = time.perf_counter() - t0
-    res = StyleResult(img, start, end, evals, history, settings, seconds)
+    res = StyleResult(img, start, end, evals, history, settings, seconds, losses_photo=photo)
     save_cached(key, img, {"losses_start": start, "losses_end": end, "evals": evals, "history": history,
-                           "seconds": seconds, "settings": settings}, cache_dir)
+                           "seconds": seconds, "settings": settings, "losses_photo": photo}, cache_dir)
     yield ImageStep(steps, steps, img, dict(end, evals=evals), done=True, result=res)
 
 

@@ -18,7 +18,7 @@ import torch
 from ..errors import ParamError
 from ..layouts import as_maps, prefix_tokens
 from ..probe import Capture, Probe
-from ..render import Grid, render_grid, top_predictions, upscale_map
+from ..render import Grid, finish_predictions, grid_parts, prediction_parts, to_host, top_predictions, upscale_tensor
 from ..values import ATTRIBUTION_METHODS, LIVE_CAMS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
 from ..zoo import VisModel
 from .frames import Frame
@@ -72,11 +72,17 @@ class FrameResult:
         return self.t_done - self.t_capture
 
 
+def peak_parts(chan: torch.Tensor) -> torch.Tensor:
+    """float64 [maximum, flat index of its first occurrence] of one map (a NaN wins, as `max` reports it), on the
+    device: not read yet (`to_host`)."""
+    value, index = chan.detach().reshape(-1).max(dim=0)
+    return torch.stack([value.double(), index.double()])
+
+
 def unit_peak(chan: torch.Tensor) -> tuple[float, tuple[int, int]]:
     """(maximum, (y, x) where it is) of one H x W map, with one host copy (the first occurrence; a NaN wins,
     as `max` reports it)."""
-    value, index = chan.detach().reshape(-1).max(dim=0)
-    both = torch.stack([value.double(), index.double()]).cpu().tolist()
+    both = peak_parts(chan).cpu().tolist()
     return both[0], divmod(int(both[1]), chan.shape[-1])
 
 
@@ -91,7 +97,6 @@ class FrameProcessor:
 
     def __init__(self, model: VisModel) -> None:
         self.model = model
-        self._sync = model.device.type == "cuda"
         self.live: LiveTopK | None = None
         self._live_key: tuple | None = None
         self._live_tiles: tuple[tuple[str, int], tuple[TopKTile, ...]] | None = None
@@ -172,8 +177,9 @@ class FrameProcessor:
         return self._net, x.contiguous(memory_format=torch.channels_last)
 
     def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit,
-                    info: LayerInfo) -> tuple[np.ndarray, int]:
-        """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean."""
+                    info: LayerInfo) -> tuple[torch.Tensor, int]:
+        """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean; returns the
+        map as uint8 on the device (read back with the frame's other arrays)."""
         from ..receptive_field import EffectiveRF
 
         key = (unit.layer, unit.channel)
@@ -186,7 +192,7 @@ class FrameProcessor:
             self._erf.add(torch.zeros_like(x) if grad is None else grad)
         heat = self._erf.map if self._erf.count else torch.zeros(x.shape[-2:], device=x.device)
         heat = heat / heat.amax().clamp_min(torch.finfo(torch.float32).tiny)
-        return (heat * 255).round().to(torch.uint8).cpu().numpy(), self._erf.count
+        return (heat * 255).round().to(torch.uint8), self._erf.count
 
     def _update_live_topk(self, frame_id: int, fitted: np.ndarray, req: ViewRequest, maps: torch.Tensor,
                           info: LayerInfo) -> tuple[TopKTile, ...]:
@@ -265,28 +271,30 @@ class FrameProcessor:
                     logits = net(x)
                     acts = dict(probe.activations)
                 cam_leaf = None
-        if self._sync:
-            torch.cuda.synchronize(vm.device)
+        # No device-wide sync: the live stream's work is waited for once, at the frame's one read-back (`to_host`
+        # below). On a GPU the stage times before it measure queueing; the wait is counted where it happens.
         t2 = time.perf_counter()
         timings["forward"] = t2 - t1
         act = acts[layer].detach()
-        grid = render_grid(as_maps(act, info)[0], norm=req.norm, gamma=req.gamma, min_tile=8)
+        parts = grid_parts(as_maps(act, info)[0], norm=req.norm, gamma=req.gamma, min_tile=8)
+        send: dict[str, torch.Tensor | None] = dict(parts.tensors())
         extra = prefix_tokens(act, info)
-        prefix = extra[0].float().cpu().numpy() if extra is not None else None
-        predictions = top_predictions(logits[0].detach(), vm.categories) if logits.dim() == 2 else []
-        unit_map = unit_value = position = None
+        send["prefix"] = extra[0].float() if extra is not None else None
+        send["predictions"] = prediction_parts(logits[0]) if logits.dim() == 2 else None
+        position = None
         umaps = None
         if unit is not None:
             umaps = as_maps(acts[unit.layer].detach(), uinfo)
         if umaps is not None and 0 <= unit.channel < uinfo.channels:
             chan = umaps[0, unit.channel]
-            if uinfo.grid is None:  # a vector: one value, no positions
-                unit_value = float(chan.reshape(-1)[0])
-            else:
-                unit_value, peak = unit_peak(chan)
-                position = unit.position or peak
+            send["peak"] = peak_parts(chan)  # a vector: its one value (index 0)
+            if uinfo.grid is not None:
+                position = unit.position
+                if position is None and methods:  # the attributions explain the peak: its place is needed now
+                    flat = int(to_host({"peak": send["peak"]})["peak"][1])
+                    position = divmod(flat, chan.shape[-1])
                 if uinfo.spatial:
-                    unit_map = upscale_map(chan, vm.input_size)
+                    send["unit_map"] = upscale_tensor(chan, vm.input_size)
         overlay = attention = None
         if cam_layer is not None and logits.dim() == 2:
             cls = req.overlay_class if req.overlay_class is not None else int(logits[0].detach().argmax())
@@ -304,9 +312,9 @@ class FrameProcessor:
         attributions: dict[str, np.ndarray] = {}
         erf_map, erf_frames = None, 0
         if ctx is not None and req.erf:
-            erf_map, erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit, uinfo)
+            send["erf"], erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit, uinfo)
         if ctx is not None and methods:
-            from ..attribution import render_view
+            from ..attribution.views import view_tensor
 
             if self._deconv is None:
                 from ..attribution import DeconvCache
@@ -315,8 +323,24 @@ class FrameProcessor:
             # The neuron explained: the request's position, else the channel's argmax in the layer's own view.
             target = unit.at(*position) if position is not None else unit
             explanation = ctx.explain(x, acts[unit.layer], target, methods, info=uinfo, deconv_cache=self._deconv)
-            attributions = {m: render_view(explanation[m], req.attribution_view, percentile=99.5) for m in methods}
+            for m in methods:
+                send[f"view.{m}"] = view_tensor(explanation[m], req.attribution_view, percentile=99.5)
             timings["attribution"] = time.perf_counter() - t3
+        t_read = time.perf_counter()
+        host = to_host(send)  # the frame's one copy to the host: everything it shows
+        timings["read"] = time.perf_counter() - t_read
+        grid = parts.finish(host)
+        prefix = host.get("prefix")
+        predictions = finish_predictions(host["predictions"], vm.categories) if "predictions" in host else []
+        unit_map = host.get("unit_map")
+        unit_value = None
+        if "peak" in host:
+            unit_value = float(host["peak"][0])
+            if position is None and uinfo.grid is not None:
+                position = divmod(int(host["peak"][1]), uinfo.grid[1])
+        if "erf" in host:
+            erf_map = host["erf"]
+        attributions = {m: host[f"view.{m}"] for m in methods if f"view.{m}" in host}
         live_tiles = None
         if req.live_topk and umaps is not None:
             t4 = time.perf_counter()

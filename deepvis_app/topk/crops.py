@@ -258,13 +258,15 @@ def _check_model(store: TopKStore, vm) -> None:
 
 
 def iter_render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequence[str] = ATTRIBUTION_KINDS, *,
-                     force: bool = False, write: bool = True) -> Iterator[RenderedCrop]:
+                     force: bool = False, write: bool = True,
+                     on_notice: Callable[[str], None] | None = None) -> Iterator[RenderedCrop]:
     """Render one unit's deconv / guided crops that the store lacks, yielding each as it is ready, and write it
     into the store atomically (temp file + rename; two viewers rendering the same unit both write whole files,
     the last one wins). Crops already stored are yielded as read (force=True renders them again).
 
     Uses `vm.net` read-only with hooks that act only in the calling thread, so it may run in a background thread
-    while another thread runs the live forward. Abortable between yields (close the generator).
+    while another thread runs the live forward. Abortable between yields (close the generator). `on_notice` hears
+    a batch halved because memory ran out (`iter_crops`).
     """
     _check_model(store, vm)
     info = store.layer_info(layer)
@@ -299,7 +301,7 @@ def iter_render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequenc
             remove_temp_files(folder, older_than_s=600)  # a viewer killed mid-write long ago
         except OSError:
             write = False
-    for j, kind, img in iter_crops(vm, jobs, wanted):
+    for j, kind, img in iter_crops(vm, jobs, wanted, on_notice=on_notice):
         rank, todo = ranks[j]
         if kind not in todo:
             continue
@@ -314,8 +316,9 @@ def iter_render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequenc
 
 
 def render_unit(store: TopKStore, vm, layer: str, unit: int, kinds: Sequence[str] = ATTRIBUTION_KINDS, *,
-                force: bool = False, write: bool = True) -> dict[tuple[int, str], np.ndarray]:
+                force: bool = False, write: bool = True,
+                on_notice: Callable[[str], None] | None = None) -> dict[tuple[int, str], np.ndarray]:
     """All of `iter_render_unit` at once: {(rank, kind): crop}."""
     return {(c.rank, c.kind): c.image for c in iter_render_unit(store, vm, layer, unit, kinds, force=force,
-                                                                write=write)}
+                                                                write=write, on_notice=on_notice)}
 

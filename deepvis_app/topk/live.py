@@ -84,6 +84,11 @@ class LiveTopK:
         """Frames currently held (at most units x k)."""
         return len(self._images)
 
+    @property
+    def image_ids(self) -> frozenset[int]:
+        """The frames held: exactly those some unit's entries still refer to."""
+        return frozenset(self._images)
+
     def update(self, frame_id: int, fitted: np.ndarray, activation: torch.Tensor) -> int:
         """Offer one frame: `fitted` is the uint8 HxWx3 image the net saw, `activation` the layer's output as
         channels-first maps [C,H,W] (`layouts.as_maps(act, info)[0]`, whatever the layer's layout) or [C].

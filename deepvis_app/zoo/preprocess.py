@@ -69,9 +69,9 @@ class StagingRing:
     A copy from pinned memory is only queued when `.to(device, non_blocking=True)` returns: the buffer must not be
     written again until the GPU has read it. So each buffer records an event on the copying thread's stream right
     after its copy and waits for that event before it is refilled (by then the copy has usually finished: the
-    host only waits when more images were sent in a row than there are buffers). One lock makes the turn-taking safe for several
-    threads (the live worker and a job sharing a model's preprocessing). `event` makes an event (tests pass a
-    fake); buffers are pinned only where it helps (`pin`).
+    host only waits when more images were sent in a row than there are buffers). One lock makes the turn-taking
+    safe for several threads (the live worker and a job sharing a model's preprocessing). `event` makes an event
+    (tests pass a fake); `pin=False` leaves the buffers unpinned.
     """
 
     def __init__(self, shape: tuple[int, ...], device: torch.device, *, count: int = 3, pin: bool = True,

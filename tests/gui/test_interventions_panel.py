@@ -194,3 +194,25 @@ def test_ablation_ranking_in_the_background_equals_the_core(qtbot, make_window, 
     assert feat.ranking.order()[:10] == ref.order()[:10]
     assert all(abs(feat.ranking.score_of(c) - ref.score_of(c)) < 1e-5 for c in range(40))
     assert "probability lost" in feat.rank_info.text()
+
+
+def test_a_model_switch_drops_the_interventions_the_new_model_cannot_apply(qtbot, make_window, coffee):
+    win = make_window(coffee, ViewRequest(layer=LAYER, unit=Unit(LAYER, 0)))
+    win.feature("inspector").set_backprop_mode("off")
+    wait_result(qtbot, win, lambda r: bool(r.predictions))
+    feat = win.feature("interventions")
+    assert feat.add_text("_blocks.10:3,17") and feat.add_text("_blocks.14:5:scale:2:off")
+    wait_result(qtbot, win, lambda r: len(r.interventions) == 1)
+    handed = []  # what the worker gets with the new model
+    worker_set_model = win.live.worker.set_model
+    win.live.worker.set_model = lambda vm, request=None: (handed.append(request), worker_set_model(vm, request))
+    win.feature("models").switch_model("resnet18", "random")
+    qtbot.waitUntil(lambda: win.live.vm.name == "resnet18", timeout=WAIT * 2)
+    assert handed[0].interventions == () and win.state.interventions == ()  # gone before the worker saw them
+    res = wait_result(qtbot, win, lambda r: r.model == "resnet18")
+    assert res.interventions == () and res.predictions_clean is None
+    assert not [m for m in win.ctx.messages if m.level == "error"]  # the worker never saw a layer it lacks
+    assert any("2 interventions removed" in m.text for m in win.ctx.messages)
+    # the new model's units can be switched off as before
+    assert feat.add_text("layer4.1.conv2:0-3")
+    wait_result(qtbot, win, lambda r: r.interventions == (Intervention("layer4.1.conv2", (0, 1, 2, 3)),))

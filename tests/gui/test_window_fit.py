@@ -96,6 +96,7 @@ def test_titles_checkboxes_dream_steps_and_help(qtbot, make_window):
     win = make_window("demo", ViewRequest(layer=LAYER, unit=Unit(LAYER, 4)))
     wait_result(qtbot, win, lambda r: r.unit == Unit(LAYER, 4))
     qtbot.waitUntil(lambda: LAYER in win.feature("inspector").pane.header.text(), timeout=WAIT)
+    assert win.feature("grid").pane.sel_rect.isVisible()  # the unit asked for at start is outlined in the grid
     # the layer list calls it "block 3 ReLU6"; the views name it the same way, with its module name
     tree = win.feature("layers").pane.tree
     assert tree.currentItem().text(0) == "block 3 ReLU6"

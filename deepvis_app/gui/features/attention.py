@@ -77,6 +77,7 @@ class AttentionFeature(Feature):
         super().__init__(ctx)
         self.supported, self.why = False, ""
         self.has_class_token = True
+        self._prefix = 1
         self._default_patch: tuple[int, int] | None = None  # the query when the model has no class token
         self._heads_t = 0.0
         self._strip_lut = make_lut(SIGNED_COLORMAP, border=False)
@@ -154,7 +155,8 @@ class AttentionFeature(Feature):
 
         self.supported, self.why = attention_support(vm)
         tokens = [i for i in vm.layer_info if i.layout is Layout.TOKENS and i.token_grid is not None]
-        self.has_class_token = any(i.prefix_tokens for i in tokens)
+        self._prefix = max((i.prefix_tokens for i in tokens), default=0)  # class / distillation / register tokens
+        self.has_class_token = self._prefix > 0
         grid = tokens[0].token_grid if tokens else (1, 1)
         self._default_patch = None if self.has_class_token or not self.supported else (grid[0] // 2, grid[1] // 2)
         self.block_box.blockSignals(True)
@@ -200,9 +202,13 @@ class AttentionFeature(Feature):
         if now - self._heads_t >= HEADS_EVERY_S or self.heads.count != att.heads.layout.channels:
             self._heads_t = now
             maxima = att.heads.channel_max
+            n = att.heads.layout.channels
             self.heads.set_tiles(head_pictures(res.image, att.heads),
-                                 [f"head {i}  max {maxima[i]:.2f}" for i in range(att.heads.layout.channels)])
-        self.heads_box.title_label.setText(f"heads of {att.block}, from the {att.query}")
+                                 [f"head {i}  max {maxima[i]:.3f}" for i in range(n)],
+                                 [f"{i}: {maxima[i]:.3f}" for i in range(n)])
+        tokens = att.rollout_raw.size + self._prefix
+        self.heads_box.title_label.setText(f"heads of {att.block}, from the {att.query} (each scaled to its max; "
+                                           f"even attention would be 1/{tokens} = {1 / tokens:.3f})")
         self.rollout.set_image(overlay_heat(res.image, att.rollout))
         gh, gw = att.rollout_raw.shape
         patch = self.ctx.state.attention_patch

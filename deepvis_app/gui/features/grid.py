@@ -44,6 +44,7 @@ class GridFeature(Feature):
         st.events.pattern_mode.connect(self.pane.set_pattern_mode)
         ctx.events.patterns.connect(self._show_patterns)
         ctx.live.painted.connect(self.paint)
+        self._sync_selection()  # a unit chosen on the command line (--select) is outlined from the first frame
 
     # -- choices
     def select_channel(self, channel: int) -> None:

@@ -35,9 +35,11 @@ from ..widgets.panel import ToolPanel, assemble, control_row, small_progress
 from ..widgets.trust_meter import TrustMeter
 
 TRUST_SLOT, EXPLAIN_SLOT = "trust", "explain"
-TRUST_PERIOD_S = 1.0  # the trust meter measures at most this often
+TRUST_PERIOD_S = 1.0  # the trust meter measures at most this often, and rests at least as long as it worked (on
+#                        a CPU its forwards share the cores with the live worker: at most half of one job thread)
 EXPLAIN_METHODS = {"ig": "Integrated Gradients", "scorecam": "Score-CAM", "lrp": "LRP (zennit)",
                    "smoothgrad:guided": "SmoothGrad of guided backprop"}
+EXPLAIN_OPTIONS: dict[str, dict] = {"ig": {"steps": 32, "baseline": "black"}, "smoothgrad:guided": {"samples": 25}}
 SIGNED_METHODS = ("ig", "lrp")  # relevance that adds up: drawn red (for) and blue (against)
 LEVEL_COLORS = {"good": "#30d158", "mixed": "#ff9f0a", "bad": "#ff453a", "unsure": "#a9b0c0"}
 _tokens = itertools.count(1)
@@ -49,21 +51,26 @@ def method_title(method: str) -> str:
     return EXPLAIN_METHODS.get(method, method)
 
 
-def signed_overlay(rgb: np.ndarray, heat: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """A signed map over the frame: red for, blue against, opacity growing with |value| (99.5th percentile = 1)."""
-    scale = float(np.percentile(np.abs(heat), 99.5)) or 1e-12
-    v = np.clip(heat / scale, -1.0, 1.0)
-    colored = lut[np.round(128 + v * 127).astype(np.uint8)].astype(np.float32)
-    a = (0.75 * np.abs(v))[..., None]
-    return np.clip(rgb.astype(np.float32) * (1 - a) + colored * a, 0, 255).round().astype(np.uint8)
+def pixel_map_image(rgb: np.ndarray, heat: np.ndarray, lut: np.ndarray, signed: bool) -> np.ndarray:
+    """A pixel-level map (IG, LRP, SmoothGrad) over the frame dimmed to 40%: its speckle would vanish in a full-
+    brightness photo. Colour from `lut` (signed: 128 is zero, red for, blue against), opacity |value|, scaled so
+    the 99th percentile of |value| is 1 (Captum's 1% outliers)."""
+    scale = float(np.percentile(np.abs(heat), 99)) or 1e-12
+    v = np.clip(heat / scale, -1.0 if signed else 0.0, 1.0)
+    index = np.round(128 + v * 127) if signed else np.round(v * 255)
+    colored = lut[index.astype(np.uint8)].astype(np.float32)
+    a = np.abs(v)[..., None]
+    return np.clip(rgb.astype(np.float32) * 0.4 * (1 - a) + colored * a, 0, 255).round().astype(np.uint8)
 
 
-def heat_image(rgb: np.ndarray, heat: np.ndarray, signed: bool, lut: np.ndarray) -> np.ndarray:
-    """What the explained map looks like over its frame (an unsigned map: inferno, as the live CAM)."""
-    if signed:
-        return signed_overlay(rgb, heat, lut)
-    top = float(np.percentile(heat, 99.5))
-    return overlay_heat(rgb, np.clip(heat / top, 0, 1) if top > 0 else np.zeros_like(heat))
+def heat_image(rgb: np.ndarray, heat: np.ndarray, method: str, luts: dict[str, np.ndarray]) -> np.ndarray:
+    """What the explained map looks like over its frame: a CAM as the live overlay (inferno, opacity growing with
+    the value), a pixel-level map over the dimmed frame."""
+    if method in CAM_METHODS:
+        top = float(heat.max())
+        return overlay_heat(rgb, np.clip(heat / top, 0, 1) if top > 0 else np.zeros_like(heat))
+    signed = method in SIGNED_METHODS
+    return pixel_map_image(rgb, heat, luts["signed" if signed else "heat"], signed)
 
 
 @dataclass(frozen=True)
@@ -92,14 +99,14 @@ class HeatMapFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.trust: TrustFigures | None = None  # the newest trust figures shown
-        self.trust_input: tuple[np.ndarray, np.ndarray] | None = None  # (frame, raw map) they were measured on
+        self.trust_res: FrameResult | None = None  # the frame (and its map) they were measured on
         self.stability = Stability()
         self.explained: Explained | None = None
-        self._trust_t = -1e9  # when the last trust job started
+        self._trust_next = 0.0  # when the next trust job may start
         self._trust_of: tuple | None = None  # (frame, map key) of the last trust job
         self._explain_token = 0
         self._cam_layers: dict[str, str | None] = {}  # model name -> its default CAM layer (None: has none)
-        self._signed_lut = make_lut(SIGNED_COLORMAP, border=False)
+        self._luts = {"signed": make_lut(SIGNED_COLORMAP, border=False), "heat": make_lut("inferno", border=False)}
         self._relay = _Relay(self)
         self._relay.progress.connect(self._explain_progress, Qt.ConnectionType.QueuedConnection)
         self.panel = self._build()
@@ -155,7 +162,7 @@ class HeatMapFeature(Feature):
             self.explain_box.addItem(title, m)
         self.explain_box.setToolTip("a slower method, run once on the frame shown now (many passes of the network)")
         self.explain_button = QPushButton("explain this frame")
-        self.explain_button.clicked.connect(self.explain_frame)
+        self.explain_button.clicked.connect(lambda: self.explain_frame())
         self.cancel_button = QPushButton("cancel")
         self.cancel_button.clicked.connect(self.cancel_explain)
         self.cancel_button.setEnabled(False)
@@ -220,8 +227,8 @@ class HeatMapFeature(Feature):
 
     def _map_changed(self) -> None:
         """Another method or class: the trust figures and stability of the old map no longer apply."""
-        self.trust, self.trust_input, self._trust_of = None, None, None
-        self._trust_t = -1e9
+        self.trust, self.trust_res, self._trust_of = None, None, None
+        self._trust_next = 0.0
         self.stability.reset()
         self.trust_tag.set_frame(None)
         self._sync()
@@ -287,32 +294,41 @@ class HeatMapFeature(Feature):
         and map measured last (a frozen camera is measured once)."""
         jobs = self.ctx.jobs
         now = time.perf_counter()
-        if jobs.current(TRUST_SLOT) is not None or now - self._trust_t < TRUST_PERIOD_S:
+        if jobs.current(TRUST_SLOT) is not None or now < self._trust_next:
             return
         ov = res.overlay
         key = (ov.method, ov.layer, ov.cls)
         if self._trust_of is not None and self._trust_of[1] == key and same_picture(res.image, self._trust_of[0]):
             return
-        self._trust_t, self._trust_of = now, (res.image, key)
+        self._trust_next, self._trust_of = now + TRUST_PERIOD_S, (res.image, key)
         load = self.ctx.live.model_copy_loader(TRUST_SLOT)
         image, raw = res.image, ov.raw
 
-        def work(_abort):
+        def work(abort):
             import torch
 
             vm = load()
             x = vm.preprocess.to_tensor(image)
-            figures = measure(vm.net, x, torch.from_numpy(raw)[None], ov.cls)
+            figures = measure(vm.net, x, torch.from_numpy(raw)[None], ov.cls, abort=abort)
             return TrustFigures(res.frame_id, ov.method, ov.layer, ov.cls, *figures, cells=tuple(raw.shape))
 
-        jobs.start(TRUST_SLOT, work, on_done=lambda f: self._show_trust(f, res),
-                   on_error=lambda msg: self.meter.set_figures(None, f"could not measure: {msg}"))
+        def failed(msg: str) -> None:
+            self._rest(now)
+            self.meter.set_figures(None, f"could not measure: {msg}")
 
-    def _show_trust(self, f: TrustFigures, res: FrameResult) -> None:
+        jobs.start(TRUST_SLOT, work, on_done=lambda f: self._show_trust(f, res, now), on_error=failed)
+
+    def _rest(self, started: float) -> None:
+        """After a trust job: rest as long as it worked (and a second from its start at least)."""
+        now = time.perf_counter()
+        self._trust_next = max(self._trust_next, now + (now - started))
+
+    def _show_trust(self, f: TrustFigures, res: FrameResult, started: float) -> None:
+        self._rest(started)
         st = self.ctx.state
         if f.method != st.overlay or (st.overlay_class is not None and f.cls != st.overlay_class):
             return  # measured for a map the user has left
-        self.trust, self.trust_input = f, (res.image, res.overlay.raw)
+        self.trust, self.trust_res = f, res
         level, sentence = verdict(f)
         self.meter.set_figures(f)
         note = " (measured on the network without your interventions)" if res.interventions else ""
@@ -336,7 +352,8 @@ class HeatMapFeature(Feature):
             return
         load = self.ctx.live.model_copy_loader(EXPLAIN_SLOT)
         token = self._explain_token = next(_tokens)
-        relay, image, lut = self._relay, res.image, self._signed_lut
+        relay, image, luts = self._relay, res.image, self._luts
+        options = dict(EXPLAIN_OPTIONS.get(method, {}))
 
         def work(abort):
             import torch
@@ -348,12 +365,12 @@ class HeatMapFeature(Feature):
             vm = load()
             x = vm.preprocess.to_tensor(image)
             m = explain(vm.net, x, method, ClassTarget(cls, "logit"), layer=layer, vm=vm, abort=abort,
-                        progress=lambda done, total: relay.progress.emit(token, int(done), int(total)))
+                        progress=lambda done, total: relay.progress.emit(token, int(done), int(total)), **options)
             heat = m.heat.detach()[0].float()
             relay.progress.emit(token, 0, 0)  # the trust figures: no known total
             figures = measure(vm.net, x, heat[None], cls)
             raw = heat.cpu().numpy()
-            shown = heat_image(image, raw, method in SIGNED_METHODS, lut)
+            shown = heat_image(image, raw, method, luts)
             trust = TrustFigures(res.frame_id, method, layer or "", cls, *figures, cells=tuple(raw.shape))
             extra = {k: v for k, v in m.extra.items() if not isinstance(v, torch.Tensor)}
             return Explained(method, cls, res, raw, shown, trust, extra, time.perf_counter() - t0)

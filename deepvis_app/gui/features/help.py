@@ -76,9 +76,9 @@ class HelpFeature(Feature):
         """What the keys do not reach: the Tools menu's panels (and where they open)."""
         if not self.tools:
             return []
-        names = ", ".join(t.split(" (")[0] for t in self.tools)
-        return [("Tools menu", f"{names}: each opens as a tab under the unit inspector (Predictions stays "
-                               f"visible); they compute only while shown")]
+        names = ", ".join(t.split(" (")[0].rstrip(".\u2026") for t in self.tools)
+        return [("Tools menu", f"{names}. Tool panels open as tabs under the grid (the inspector and Predictions "
+                               f"stay in view) and compute only while shown")]
 
     def about_text(self) -> str:
         import numpy

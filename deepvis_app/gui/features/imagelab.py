@@ -92,7 +92,7 @@ class ImageLabFeature(Feature):
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.tag = FrameTag("made from")
-        grid = QGridLayout()
+        grid = self.grid = QGridLayout()
         grid.addWidget(titled("frame", self.source), 0, 0)
         grid.addWidget(titled("result", self.result), 0, 1)
         self.style_box = titled("style", self.style_canvas)
@@ -112,6 +112,7 @@ class ImageLabFeature(Feature):
         self.hint.setText(HINTS[name])
         style = name == "style"
         self.style_box.setVisible(style)
+        self.grid.setColumnStretch(2, 1 if style else 0)  # no empty third column beside frame and result
         self.style_button.setVisible(style)
         self.live_box.setVisible(name == "dream")
 

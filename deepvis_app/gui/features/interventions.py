@@ -24,9 +24,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
     QSizePolicy,
     QSpinBox,
     QVBoxLayout,
@@ -37,33 +34,29 @@ from ...errors import DeepVisError
 from ...interventions import Intervention, title_note
 from ...interventions.spec import channels_text
 from ...pipeline import FrameResult
-from ...values import ClassTarget, Unit
+from ...values import Unit
+from ..channel_rank import RANK_BY, RankRunner, describe, ranked_tiles
 from ..feature import TOOLS, Feature, Key, MenuItem, Panel
 from ..labels import layer_label, layer_title
 from ..widgets.class_picker import ClassPicker
 from ..widgets.frame_tag import FrameTag
 from ..widgets.images import SIGNED_COLORMAP, make_lut
 from ..widgets.inspector_pane import titled
-from ..widgets.intervene_views import CompareTop5, RankedTile, RankStrip, SideBySide
+from ..widgets.intervene_views import (
+    CompareTop5,
+    InterventionList,
+    RankStrip,
+    SideBySide,
+    action_button,
+    joined,
+    number_box,
+)
 from ..widgets.panel import ToolPanel, assemble, control_row, small_progress
 
 RANK_SLOT = "interventions-rank"  # the ranking job (and its model copy of the real network)
-RANK_BY = {"act \u00d7 grad": "gradxact", "ablation": "ablation"}
 STRIP_MAX = 40  # ranked tiles shown
-ABLATION_BATCH = 32
 NOTE_COLOR = "#ff9f0a"
 STATUS_MAX_PX = 200
-
-
-def joined(*widgets: QWidget) -> QWidget:
-    """Widgets kept on one line when a control row wraps (a button and the value it uses)."""
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.setSpacing(2)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 def unit_problem(vm, iv: Intervention) -> str | None:
@@ -88,7 +81,7 @@ class InterventionsFeature(Feature):
         self.ranking = None  # interventions.Ranking shown in the strip
         self.rank_res: FrameResult | None = None  # the frame it was computed on
         self.rank_progress: tuple[int, int] | None = None
-        self._replay: tuple | None = None  # (key, x, Replay): reused when the same frame and layer are ranked again
+        self.runner = RankRunner(ctx.jobs, RANK_SLOT)
         self._luts: dict[str, object] = {}
         self.panel = self._build()
         self.status = QLabel("")
@@ -115,20 +108,20 @@ class InterventionsFeature(Feature):
         self.note.setTextFormat(Qt.TextFormat.RichText)
         self.target = QLabel("")
         self.target.setTextFormat(Qt.TextFormat.RichText)
-        self.off_button = self._button("off", lambda: self.apply_mode("zero"),
+        self.off_button = action_button("off", lambda: self.apply_mode("zero"),
                                        "switch the unit(s) off: zero at every position (k)")
-        self.scale = self._spin(QDoubleSpinBox(), -100.0, 100.0, 2.0, "the factor of \u00d7 (a negative one flips)")
-        self.scale_button = self._button("\u00d7", lambda: self.apply_mode(f"scale:{self.scale.value():g}"),
+        self.scale = number_box(QDoubleSpinBox(), -100.0, 100.0, 2.0, "the factor of \u00d7 (a negative one flips)")
+        self.scale_button = action_button("\u00d7", lambda: self.apply_mode(f"scale:{self.scale.value():g}"),
                                          "multiply the unit(s) by the factor")
-        self.clamp = self._spin(QDoubleSpinBox(), -1e4, 1e4, 3.0, "the value of clamp")
-        self.clamp_button = self._button("clamp =", lambda: self.apply_mode(f"clamp:{self.clamp.value():g}"),
+        self.clamp = number_box(QDoubleSpinBox(), -1e4, 1e4, 3.0, "the value of clamp")
+        self.clamp_button = action_button("clamp =", lambda: self.apply_mode(f"clamp:{self.clamp.value():g}"),
                                          "set the unit(s) to this value at every position")
-        self.mean_button = self._button("mean", lambda: self.apply_mode("mean"),
+        self.mean_button = action_button("mean", lambda: self.apply_mode("mean"),
                                         "replace the unit(s) by their mean over the recent frames, per position")
-        self.gather_button = self._button("+ set", self.gather_selected,
+        self.gather_button = action_button("+ set", self.gather_selected,
                                           "add the selected unit to the set the next action applies to (or "
                                           "shift-click tiles in the grid while this panel is open)")
-        self.forget_button = self._button("clear set", self.forget_gathered, "empty the set of units")
+        self.forget_button = action_button("clear set", self.forget_gathered, "empty the set of units")
 
         self.picker = ClassPicker(placeholder="top class (type to choose)")
         self.picker.chosen.connect(self._picked)
@@ -139,38 +132,24 @@ class InterventionsFeature(Feature):
         self.rank_by.addItems(list(RANK_BY))
         self.rank_by.setToolTip("activation x gradient: one backward, a first-order estimate (fast); ablation: "
                                 "the class probability lost when each channel alone is zeroed (batched)")
-        self.rank_button = self._button("rank channels", self.rank,
+        self.rank_button = action_button("rank channels", self.rank,
                                         "rank the shown layer's channels for the class, on the shown frame")
-        self.cancel_button = self._button("cancel", self.cancel_rank, "stop the ranking (the part done is kept)")
+        self.cancel_button = action_button("cancel", self.cancel_rank, "stop the ranking (the part done is kept)")
         self.cancel_button.hide()
         self.progress = small_progress()
         self.top_n = QSpinBox()
         self.top_n.setRange(1, 4096)
         self.top_n.setValue(10)
         self.top_n.setToolTip("how many of the best-ranked channels to switch off")
-        self.top_button = self._button("switch off", self.switch_off_top,
+        self.top_button = action_button("switch off", self.switch_off_top,
                                        "rank the shown layer's channels for the class and switch the best N off")
 
-        self.listing = QListWidget()
-        self.listing.setToolTip("tick: on / off; double-click: edit")
-        self.listing.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.listing.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.listing.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.listing.setMinimumHeight(70)
-        self.listing.itemChanged.connect(self._item_changed)
-        self.listing.itemDoubleClicked.connect(lambda item: self.edit_dialog(self.listing.row(item)))
-        buttons = QHBoxLayout()
-        for text, slot, tip in (("edit\u2026", lambda: self.edit_dialog(self.listing.currentRow()),
-                                 "edit the chosen intervention as text: LAYER:CHANNELS[:MODE]"),
-                                ("remove", lambda: self.remove(self.listing.currentRow()), "remove the chosen one"),
-                                ("clear all", self.clear_all, "remove every intervention (K)")):
-            buttons.addWidget(self._button(text, slot, tip))
-        list_box = QWidget()
-        lay = QVBoxLayout(list_box)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(2)
-        lay.addWidget(self.listing, 1)
-        lay.addLayout(buttons)
+        self.list_box = InterventionList()
+        self.listing = self.list_box.view
+        self.list_box.toggled.connect(self._row_toggled)
+        self.list_box.edit_requested.connect(self.edit_dialog)
+        self.list_box.remove_requested.connect(self.remove)
+        self.list_box.clear_requested.connect(self.clear_all)
 
         self.compare = CompareTop5()
         self.compare.class_clicked.connect(self.choose_class)
@@ -191,7 +170,7 @@ class InterventionsFeature(Feature):
         slay.setSpacing(1)
         slay.addLayout(about)
         slay.addWidget(self.strip)
-        self.pair = SideBySide(self.compare, titled("interventions (tick = on)", list_box))
+        self.pair = SideBySide(self.compare, titled("interventions (tick = on)", self.list_box))
         body = QGridLayout()
         body.setVerticalSpacing(3)
         body.addWidget(self.pair, 0, 0)
@@ -207,21 +186,6 @@ class InterventionsFeature(Feature):
                                  self.forget_button)],
                  body, [])
         return w
-
-    def _button(self, text: str, slot, tip: str) -> QPushButton:
-        b = QPushButton(text)
-        b.setToolTip(tip)
-        b.clicked.connect(lambda _checked=False: slot())
-        return b
-
-    @staticmethod
-    def _spin(box: QDoubleSpinBox, low: float, high: float, value: float, tip: str) -> QDoubleSpinBox:
-        box.setRange(low, high)
-        box.setDecimals(2)
-        box.setValue(value)
-        box.setMaximumWidth(box.fontMetrics().horizontalAdvance("-0000.00") + 30)
-        box.setToolTip(tip)
-        return box
 
     # ------------------------------------------------------------------ the list (state.interventions)
     @property
@@ -307,9 +271,7 @@ class InterventionsFeature(Feature):
             self.ctx.notify(f"{n} intervention{'s' if n != 1 else ''} cleared: the network is the real one", "info",
                             4)
 
-    def _item_changed(self, item: QListWidgetItem) -> None:
-        row = self.listing.row(item)
-        on = item.checkState() == Qt.CheckState.Checked
+    def _row_toggled(self, row: int, on: bool) -> None:
         if 0 <= row < len(self.interventions) and self.interventions[row].enabled != on:
             self.toggle(row, on)
 
@@ -394,6 +356,9 @@ class InterventionsFeature(Feature):
         a new request replaces the running one). `by`: "gradxact" or "ablation" (default: the box's choice)."""
         ctx = self.ctx
         by = by or RANK_BY[self.rank_by.currentText()]
+        if by not in RANK_BY.values():
+            ctx.notify(f"rank by {by!r}? choose one of {', '.join(RANK_BY.values())}", "error")
+            return
         res = ctx.live.shown
         if res is None:
             ctx.notify("no frame yet to rank on", "error")
@@ -402,55 +367,25 @@ class InterventionsFeature(Feature):
         if cls is None:
             ctx.notify("this model has no classes to rank for", "error")
             return
-        layer = ctx.state.layer
-        load = ctx.live.model_copy_loader(RANK_SLOT)
-        image, model = res.image, ctx.vm.name
-        key = (model, res.frame_id, layer)
-        cached = self._replay
-
-        def tensors():
-            vm = load()
-            if cached is not None and cached[0] == (*key, id(vm.net)):
-                return vm, cached[1], cached[2]
-            return vm, vm.preprocess.to_tensor(image), None
-
-        def work(abort):
-            from ...interventions import iter_ablation, rank_gradxact
-
-            vm, x, replay = tensors()
-            info = vm.info(layer)
-            if by == "gradxact":
-                return rank_gradxact(vm.net, x, layer, ClassTarget(cls, "logit"), info)
-            from ...interventions import Replay
-
-            if replay is None:
-                replay = Replay(vm.net, x, layer, info)
-                self._replay = ((*key, id(vm.net)), x, replay)  # only this slot's thread reads it
-            ranking = None
-            for done, total, ranking in iter_ablation(vm.net, x, layer, ClassTarget(cls), info,
-                                                      batch=ABLATION_BATCH, replay=replay, mode='scale:0.5'):
-                if abort.is_set():
-                    return ranking
-                yield done, total, ranking
-            return ranking
-
+        layer, model = ctx.state.layer, ctx.vm.name
+        self.rank_by.setCurrentIndex(list(RANK_BY.values()).index(by))
         self.rank_progress = None
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
-        self.rank_info.setText(f"ranking the channels of {self._layer_name(layer)} for "
+        self.rank_info.setText(f"ranking the channels of {layer_label(ctx.vm, layer)} for "
                                f"<b>{self._class_name(cls)}</b> on frame {res.frame_id}\u2026")
-        ctx.jobs.start(RANK_SLOT, work,
-                       on_yield=lambda part: self._ranked(res, part[2], (part[0], part[1])),
-                       on_done=lambda ranking: self._rank_done(res, ranking, model, then_switch_off),
-                       on_error=self._rank_failed)
+        self.runner.start(ctx.live.model_copy_loader(RANK_SLOT), res, model, layer, cls, by,
+                          on_partial=lambda part: self._ranked(res, part[2], (part[0], part[1])),
+                          on_done=lambda ranking: self._rank_done(res, ranking, model, then_switch_off),
+                          on_error=self._rank_failed)
 
     def switch_off_top(self, n: int | None = None) -> None:
         """Rank (by the box's choice) and switch the best `n` (default: the spin box) channels off together."""
         self.rank(then_switch_off=int(n or self.top_n.value()))
 
     def cancel_rank(self) -> None:
-        self.ctx.jobs.cancel(RANK_SLOT)
+        self.runner.cancel()
         self._idle()
         if self.ranking is not None and self.rank_progress is not None:
             done, total = self.rank_progress
@@ -485,17 +420,9 @@ class InterventionsFeature(Feature):
         self.ctx.notify(f"ranking failed: {message}", "error")
 
     def _describe_ranking(self) -> None:
-        r = self.ranking
-        what = ("activation \u00d7 gradient (logit)" if r.by == "gradxact" else
-                f"probability lost when zeroed alone (p = {r.base:.3g} without)")
-        done = f", {self.rank_progress[0]}/{self.rank_progress[1]} so far" if self.rank_progress is not None else ""
-        title = layer_title(self.ctx.vm, r.layer) or r.layer
-        self.rank_info.setText(f"{title} for <b>{self._class_name(r.target.index)}</b> by {what}{done}")
-        how = ("activation x gradient of the class logit, summed over the layer's positions" if r.by == "gradxact"
-               else f"the class probability of the real network minus that with the channel alone zeroed; {r.note}")
-        self.rank_info.setToolTip(f"channels of {self._layer_name(r.layer)}, best first, computed on the real "
-                                  f"network (no intervention) for the frame shown beside: {how}. Click a tile: "
-                                  f"select its unit (its top-k and optimized image appear).")
+        text, tip = describe(self.ranking, self.ctx.vm, self.rank_progress)
+        self.rank_info.setText(text)
+        self.rank_info.setToolTip(tip)
 
     def select_ranked(self, channel: int) -> None:
         """A ranked tile clicked: select that unit (on its layer), so its top-k and optimized image appear."""
@@ -509,9 +436,6 @@ class InterventionsFeature(Feature):
             st.unit = unit
 
     # ------------------------------------------------------------------ drawing
-    def _layer_name(self, layer: str) -> str:
-        return layer_label(self.ctx.vm, layer)
-
     def _class_name(self, index: int) -> str:
         cats = self.ctx.vm.categories
         return cats[index] if 0 <= index < len(cats) else str(index)
@@ -525,15 +449,8 @@ class InterventionsFeature(Feature):
     def _sync(self, *_args) -> None:
         """The list, the notes and the dock's title from the state."""
         items = self.interventions
-        self.listing.blockSignals(True)
-        self.listing.clear()
-        for iv in items:
-            item = QListWidgetItem(self._item_text(iv))
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if iv.enabled else Qt.CheckState.Unchecked)
-            item.setToolTip(f"{iv}\n{self._layer_name(iv.layer)}")
-            self.listing.addItem(item)
-        self.listing.blockSignals(False)
+        self.list_box.set_rows([(self._item_text(iv), f"{iv}\n{layer_label(self.ctx.vm, iv.layer)}", iv.enabled)
+                                for iv in items])
         note = title_note(items)
         on = sum(iv.enabled for iv in items)
         if note:
@@ -600,24 +517,16 @@ class InterventionsFeature(Feature):
             self._luts[name] = make_lut(name)
         return self._luts[name]
 
-    def _refresh_strip(self, res: FrameResult) -> None:
-        """The ranked tiles with the channels' current activation tiles (from the live grid of that layer)."""
+    def _refresh_strip(self, res: FrameResult | None) -> None:
+        """The ranked tiles with the channels' current activation tiles."""
         r = self.ranking
         if r is None:
             self.strip.set_items([], None)
             return
-        grid = res.grid if res.layer == r.layer else None
-        lut = self._lut(grid.signed) if grid is not None else None
-        hit = {(iv.layer, c) for iv in self.interventions if iv.enabled for c in iv.channels}
-        items = []
-        for c in r.order()[:STRIP_MAX]:
-            img = None
-            if grid is not None and c < grid.layout.channels:
-                y, x = grid.layout.tile_origin(c)
-                img = lut[grid.image[y:y + grid.layout.tile_h, x:x + grid.layout.tile_w]]
-            items.append(RankedTile(c, r.score_of(c), img, (r.layer, c) in hit))
+        changed = {(iv.layer, c) for iv in self.interventions if iv.enabled for c in iv.channels}
         unit = self.ctx.state.unit
-        self.strip.set_items(items, unit.channel if unit is not None and unit.layer == r.layer else None)
+        self.strip.set_items(ranked_tiles(r, res, changed, self._lut, STRIP_MAX),
+                             unit.channel if unit is not None and unit.layer == r.layer else None)
 
     # ------------------------------------------------------------------ model and layer changes
     def _layer_changed(self, *_args) -> None:
@@ -636,10 +545,10 @@ class InterventionsFeature(Feature):
 
     def _model_changed(self, vm) -> None:
         self._drop_unfit()
-        self.ctx.jobs.cancel(RANK_SLOT)
+        self.runner.forget()
         self._idle()
         self.gathered.clear()
-        self.ranking, self.rank_res, self._replay = None, None, None
+        self.ranking, self.rank_res = None, None
         self.picker.set_categories(list(vm.categories))
         self.choose_class(None)
         self.tag.set_frame(None)
@@ -681,5 +590,9 @@ class InterventionsFeature(Feature):
                                       "top": r.as_list(20)}
         return out
 
+    def reset(self) -> None:
+        """Esc empties the gathered set; the interventions stay (they are a choice, not a view: K clears them)."""
+        self.forget_gathered()
+
     def shutdown(self) -> None:
-        self.ctx.jobs.cancel(RANK_SLOT)
+        self.runner.cancel()

@@ -50,6 +50,7 @@ class HeadsView(QWidget):
         self._arrays: list[np.ndarray] = []  # keep the QImages' memory alive
         self._images: list[QImage] = []
         self.labels: list[str] = []
+        self.short_labels: list[str] = []  # used where a label does not fit its tile
         self.setMinimumSize(80, 60)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
@@ -60,10 +61,11 @@ class HeadsView(QWidget):
     def count(self) -> int:
         return len(self._images)
 
-    def set_tiles(self, images: list[np.ndarray], labels: list[str]) -> None:
+    def set_tiles(self, images: list[np.ndarray], labels: list[str], short_labels: list[str] | None = None) -> None:
         self._arrays = [np.ascontiguousarray(a) for a in images]
         self._images = [to_qimage(a) for a in self._arrays]
         self.labels = list(labels)
+        self.short_labels = list(short_labels or [])
         self.update()
 
     def clear(self, placeholder: str | None = None) -> None:
@@ -99,8 +101,10 @@ class HeadsView(QWidget):
         font.setPointSizeF(max(6.5, font.pointSizeF() * 0.85))
         p.setFont(font)
         fm = p.fontMetrics()
-        for rect, image, label in zip(self.tile_rects(), self._images, self.labels, strict=False):
+        for i, (rect, image, label) in enumerate(zip(self.tile_rects(), self._images, self.labels, strict=False)):
             p.drawImage(rect, image)
+            if fm.horizontalAdvance(label) + 10 > rect.width() and i < len(self.short_labels):
+                label = self.short_labels[i]
             if label:
                 text = fm.elidedText(label, Qt.TextElideMode.ElideRight, int(rect.width()) - 6)
                 box = QRectF(rect.left() + 2, rect.top() + 2, fm.horizontalAdvance(text) + 6, fm.height() + 2)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from .canvas import ImageCanvas
@@ -81,7 +82,7 @@ class FrameTag(QWidget):
             text = (f"<span style='color:{STALE_COLOR}'>{text} \u2014 older than the input (frame "
                     f"{self._input_id})</span>")
         self.label.setText(text)
-        self.thumb.outline = None if not self.stale else _stale_qcolor()
+        self.thumb.outline = QColor(STALE_COLOR) if self.stale else None
         self.setToolTip("the frame this panel's result was computed from" + (
             "; the input shows another picture now" if self.stale else ""))
 
@@ -89,8 +90,3 @@ class FrameTag(QWidget):
     def text(self) -> str:
         return self.label.text()
 
-
-def _stale_qcolor():
-    from PySide6.QtGui import QColor
-
-    return QColor(STALE_COLOR)

@@ -372,9 +372,11 @@ class GridPane(QWidget):
             self.unit_clicked.emit(ch)
 
     def _update_scale(self) -> None:
-        """The colour bar and the colormap box say how the live grid is coloured (signed layers: diverging)."""
+        """The colour bar and the colormap box say how the live grid is coloured (signed layers: diverging); in
+        pattern mode too while some tiles are live activations."""
         grid = self.grid
-        if grid is None or self._shown != "live":
+        live_tiles = self._shown == "pattern" and any(im is None for im in self.pattern_images)
+        if grid is None or (self._shown != "live" and not live_tiles):
             self.colorbar.setVisible(False)
             return
         self.colorbar.setVisible(True)

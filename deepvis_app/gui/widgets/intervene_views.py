@@ -11,7 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPen
-from PySide6.QtWidgets import QBoxLayout, QHBoxLayout, QScrollArea, QSizePolicy, QWidget
+from PySide6.QtWidgets import (
+    QBoxLayout,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .canvas import BG
 from .images import to_qimage
@@ -277,3 +288,94 @@ class SideBySide(QWidget):
         if wide != self.side_by_side:
             self.box.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
         super().resizeEvent(event)
+
+
+def joined(*widgets: QWidget) -> QWidget:
+    """Widgets kept on one line when a control row wraps (a button and the value it uses)."""
+    box = QWidget()
+    lay = QHBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.setSpacing(2)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+LIST_STYLE = """
+QListWidget { background: #0e0f13; border: 1px solid #343846; }
+QListWidget::indicator { width: 12px; height: 12px; border: 1px solid #9aa1b3; background: #0e0f13; }
+QListWidget::indicator:checked { background: #ff9f0a; border: 1px solid #ff9f0a; image: none; }
+QListWidget::item:selected { background: #343846; }
+"""
+
+
+class InterventionList(QWidget):
+    """The interventions as rows with a tick box (on / off), and edit / remove / clear-all buttons; it says what
+    the user asked for (`toggled(row, on)`, `edit_requested(row)`, ...) and shows the rows it is given."""
+
+    toggled = Signal(int, bool)
+    edit_requested = Signal(int)
+    remove_requested = Signal(int)
+    clear_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = QListWidget()
+        self.view.setStyleSheet(LIST_STYLE)
+        self.view.setToolTip("tick: on / off; double-click: edit")
+        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.view.setMinimumHeight(70)
+        self.view.itemChanged.connect(
+            lambda item: self.toggled.emit(self.view.row(item), item.checkState() == Qt.CheckState.Checked))
+        self.view.itemDoubleClicked.connect(lambda item: self.edit_requested.emit(self.view.row(item)))
+        buttons = QHBoxLayout()
+        for text, signal, tip in (("edit\u2026", self.edit_requested, "edit the chosen intervention as text: "
+                                   "LAYER:CHANNELS[:MODE]"),
+                                  ("remove", self.remove_requested, "remove the chosen intervention"),
+                                  ("clear all", None, "remove every intervention (K)")):
+            button = QPushButton(text)
+            button.setToolTip(tip)
+            button.clicked.connect(self.clear_requested.emit if signal is None else
+                                   (lambda _c=False, sig=signal: sig.emit(self.view.currentRow())))
+            buttons.addWidget(button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.view, 1)
+        lay.addLayout(buttons)
+
+    def set_rows(self, rows: list[tuple[str, str, bool]]) -> None:
+        """(text, tooltip, on) per intervention, in the list's order; switched-off rows are dimmed."""
+        current = self.view.currentRow()
+        self.view.blockSignals(True)
+        self.view.clear()
+        for text, tip, on in rows:
+            item = QListWidgetItem(text)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            item.setToolTip(tip)
+            if not on:
+                item.setForeground(SAME)
+            self.view.addItem(item)
+        if 0 <= current < len(rows):
+            self.view.setCurrentRow(current)
+        self.view.blockSignals(False)
+
+
+def action_button(text: str, slot, tip: str) -> QPushButton:
+    """A push button that calls `slot()` when clicked (the checked flag dropped), with a tooltip."""
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    b.clicked.connect(lambda _checked=False: slot())
+    return b
+
+
+def number_box(box: QDoubleSpinBox, low: float, high: float, value: float, tip: str) -> QDoubleSpinBox:
+    """`box` set to [low, high] at `value`, two decimals, as narrow as its widest number."""
+    box.setRange(low, high)
+    box.setDecimals(2)
+    box.setValue(value)
+    box.setMaximumWidth(box.fontMetrics().horizontalAdvance("-0000.00") + 30)
+    box.setToolTip(tip)
+    return box
