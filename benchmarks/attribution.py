@@ -40,6 +40,8 @@ def main() -> None:
     from deepvis_app.zoo import load_model
 
     ap = argparse.ArgumentParser()
+
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--layer", default="_blocks.10")
     ap.add_argument("--channel", type=int, default=7)
@@ -53,7 +55,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    vm = load_model(args.model, device="cpu")
+    vm = load_model(args.model, device=args.device)
     loaded = vm.net
     x_loaded = vm.preprocess(skimage.data.chelsea())
     net = fast_copy(loaded, x_loaded, fold=False)  # what the live pipeline runs on the CPU

@@ -195,6 +195,7 @@ def grid_and_pictures() -> tuple[dict, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--per-photo", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--random-contrast", action="store_true")
@@ -206,7 +207,7 @@ def main() -> None:
     skip = set(args.skip.split(","))
     out: dict = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                  "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]}
-    vm = load_model("efficientnet_lite0", device="cpu")
+    vm = load_model("efficientnet_lite0", device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_set(folder, args.per_photo)
@@ -214,7 +215,7 @@ def main() -> None:
             out["quality"] = quality(vm, folder)
             if args.random_contrast:
                 out["quality_random_weights"] = quality(load_model("efficientnet_lite0", weights="random",
-                                                                   device="cpu"), folder)
+                                                                   device=args.device), folder)
             print(json.dumps(out), file=sys.stderr)
         if "extraction" not in skip:
             out["extraction"] = extraction(vm, folder, args.repeats)

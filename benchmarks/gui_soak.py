@@ -31,6 +31,7 @@ def rss_mb() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--fps", type=float, default=0.0, help="source rate (0: as fast as the network takes them)")
     ap.add_argument("--layer", default="_blocks.3")
@@ -62,9 +63,9 @@ def main() -> int:
 
     pg.setConfigOptions(imageAxisOrder="row-major")
     app = QApplication(sys.argv[:1])
-    vm = load_model("efficientnet_lite0", device="cpu")
+    vm = load_model("efficientnet_lite0", device=args.device)
     request = ViewRequest(layer=args.layer, unit=Unit(args.layer, args.unit), attribution=("guided",))
-    win = MainWindow(vm, open_source("demo"), request, fps=args.fps or None, device="cpu",
+    win = MainWindow(vm, open_source("demo"), request, fps=args.fps or None, device=args.device,
                      settings=QSettings(os.environ["DEEPVIS_SETTINGS"], QSettings.Format.IniFormat),
                      worker_threads=threads)
     app.installEventFilter(KeyFilter(win))

@@ -26,6 +26,8 @@ import numpy as np
 import skimage.data
 import torch
 
+DEVICE = "cpu"  # --device: where the models run
+
 
 def _time(fn, reps: int = 1) -> tuple[float, object]:
     best, out = float("inf"), None
@@ -91,7 +93,7 @@ def bench_model(name: str, weights: str, window: int, stride: int, batch: int, s
     from deepvis_app.values import ClassTarget
     from deepvis_app.zoo import load_model
 
-    vm = load_model(name, weights=weights, device="cpu")
+    vm = load_model(name, weights=weights, device=DEVICE)
     net = vm.net
     x = vm.preprocess(skimage.data.chelsea())
     with torch.no_grad():
@@ -145,7 +147,7 @@ def bench_live(window: int, batch: int) -> dict:
     from deepvis_app.occlusion import iter_occlusion
     from deepvis_app.zoo import load_model
 
-    vm = load_model("efficientnet_lite0", device="cpu")
+    vm = load_model("efficientnet_lite0", device=DEVICE)
     x = vm.preprocess(skimage.data.coffee())
     with torch.no_grad():
         cls = int(vm.net(x).argmax())
@@ -163,6 +165,7 @@ def bench_live(window: int, batch: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--batch", type=int, default=32, help="batch of the cold run")
@@ -173,6 +176,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="best of N for the final timings (other jobs share the CPU)")
     ap.add_argument("--models", default="resnet18:random,efficientnet_lite0:default")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     from deepvis_app.devices import keep_freed_memory
 
     malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)

@@ -107,6 +107,7 @@ def measure(stepper, vm, class_index: int, check_every: int, target: float) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--classes", default="goose,dumbbell,flamingo")
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--check-every", type=int, default=8)
@@ -114,7 +115,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    vm = load_model("efficientnet_lite0", device="cpu")
+    vm = load_model("efficientnet_lite0", device=args.device)
     rows = {"deepvis_default": [], "lucent_default": []}
     for name in args.classes.split(","):
         i = vm.categories.index(name)

@@ -153,6 +153,7 @@ def timed(fn) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
@@ -167,7 +168,7 @@ def main() -> None:
 
     malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)
 
-    vm = load_model(args.model, weights="default", device="cpu")
+    vm = load_model(args.model, weights="default", device=args.device)
     result: dict[str, object] = {"malloc": malloc, "model": vm.name, "device": str(vm.device),
                                  "torch_threads": torch.get_num_threads(),
                                  "layers": LAYERS}

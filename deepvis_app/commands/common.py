@@ -187,7 +187,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, top: bool = False) -> Non
                        help="class names, one per line (default: the checkpoint's own, NAME.labels.txt beside "
                             "--weights NAME.pt, or the model's)")
     group.add_argument("--device", default=shared_default(top, "auto"),
-                       help="auto | cpu | cuda | cuda:N (default: auto)")
+                       help="auto | cpu | cuda | cuda:N | mps (default: auto)")
 
 
 def print_notice(text: str) -> None:

@@ -25,6 +25,7 @@ from .common import (
     model_from_args,
     model_inputs,
     position_arg,
+    print_notice,
     unit_arg,
 )
 from .optimize import resolve_class
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         m = occlusion_map(vm, x, target, window=args.window, stride=args.stride, fill=args.fill, batch=args.batch,
+                          on_notice=print_notice,
                           progress=progress)
     finally:
         if bar is not None:

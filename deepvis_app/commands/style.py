@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import DeepVisError, WeightsMissingError
 from ..fileio import encode_png
-from ..optimize.style import OPTIMIZERS, style_transfer
+from ..optimize.style import DEFAULT_STEPS, INITS, OPTIMIZERS, style_transfer
 from ..outputs import write_files
 from .common import (
     add_model_args,
@@ -46,13 +46,15 @@ def register(subparsers: Any) -> None:
                    help="weight of the (relative) style loss against the content loss, 0..1e9 (default: 1000)")
     p.add_argument("--content-weight", type=float_in(0.0, MAX_WEIGHT), default=1.0,
                    help="weight of the content loss, 0..1e9 (default: 1)")
-    p.add_argument("--steps", type=steps_arg, default=100, help="budget of function evaluations (default: 100)")
+    p.add_argument("--steps", type=steps_arg, default=DEFAULT_STEPS,
+                   help=f"budget of function evaluations (default: {DEFAULT_STEPS})")
     p.add_argument("--size", type=side_arg, default=256, help="longest side of the result in pixels (default: 256)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="lbfgs (default) or adam")
     p.add_argument("--lr", type=float_in(0.0, 10.0, lo_open=True),
                    help="step size, (0, 10] (default: 1 for L-BFGS, 0.02 for Adam)")
-    p.add_argument("--init", choices=("content", "noise"), default="content",
-                   help="start from the content photo (default) or from noise")
+    p.add_argument("--init", choices=INITS, default="recolor",
+                   help="start from the content photo recoloured to the style's colour mean and spread (recolor, "
+                        "default), from the content photo itself (content), or from noise")
     p.add_argument("--seed", type=seed_arg, default=0, help="random seed for --init noise (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     p.add_argument("--out", required=True, help="output PNG")
@@ -84,16 +86,19 @@ def run(args: argparse.Namespace) -> int:
     report = {"content": args.content, "style": args.style, "out": str(out), "model": vm.name, "weights": vm.weights,
               "content_layer": res.settings["content_layer"], "style_layers": res.settings["style_layers"],
               "style_weight": args.style_weight, "content_weight": args.content_weight, "optimizer": args.optimizer,
-              "steps": args.steps, "evals": res.evals, "width": int(res.image.shape[1]),
+              "init": args.init, "steps": args.steps, "evals": res.evals, "width": int(res.image.shape[1]),
               "height": int(res.image.shape[0]), "content_loss_start": res.losses_start["content"],
-              "style_loss_start": res.losses_start["style"], "content_loss_end": res.losses_end["content"],
+              "style_loss_start": res.losses_start["style"], "style_loss_photo": res.losses_photo.get("style"),
+              "content_loss_end": res.losses_end["content"],
               "style_loss_end": res.losses_end["style"], "total_loss_start": res.losses_start["total"],
               "total_loss_end": res.losses_end["total"], "cached": res.cached,
               "seconds": round(time.perf_counter() - t0, 3)}
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"wrote {out}: style loss {report['style_loss_start']:.4g} -> {report['style_loss_end']:.4g}, "
+        photo = report["style_loss_photo"]
+        before = f"{photo:.4g} (content photo) -> " if photo is not None and args.init != "content" else ""
+        print(f"wrote {out}: style loss {before}{report['style_loss_start']:.4g} -> {report['style_loss_end']:.4g}, "
               f"content loss {report['content_loss_start']:.4g} -> {report['content_loss_end']:.4g} "
               f"({res.evals} evaluations, {args.optimizer})")
     return 0

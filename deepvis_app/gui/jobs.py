@@ -49,22 +49,25 @@ class Job:
 
 
 def _small_team(fn: Callable, gen: bool) -> Callable:
-    """`fn` run with the job thread's torch team held to `devices.job_threads()` (the live worker keeps the cores)."""
-    from ..devices import job_threads
+    """`fn` run with the job thread's torch team held to `devices.job_threads()` (the live worker keeps the cores)
+    and, on a GPU, on the thread's low-priority stream (`devices.job_stream`: the live worker's kernels go first)."""
+    from ..devices import job_stream, job_threads
 
     if gen:
         def run_gen(abort):
             import torch
 
             torch.set_num_threads(job_threads())
-            return (yield from fn(abort))
+            with job_stream():
+                return (yield from fn(abort))
         return run_gen
 
     def run(abort):
         import torch
 
         torch.set_num_threads(job_threads())
-        return fn(abort)
+        with job_stream():
+            return fn(abort)
     return run
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..devices import resolve_device
+from ..devices import resolve_device, use_device
 from ..errors import DeepVisError, ParamError
 from .build import build, head_size, rebuild_head
 from .checkpoints import Checkpoint, Fitted, labels_beside, load_checkpoint, read_checkpoint
@@ -123,7 +123,8 @@ def load_model(name_or_spec: str | os.PathLike = DEFAULT_MODEL, *, weights: str 
         raise ParamError("num_classes", "needs random weights or a weights file (pretrained weights bring their "
                          "own classifier head)")
     spec = resolve_spec(name_or_spec)
-    dev = resolve_device(device)
+    dev = resolve_device(device, on_notice=on_notice)
+    use_device(dev)  # this thread's CUDA device: --device cuda:1 opens no context on cuda:0
     ck = None
     fitted = Fitted([])
     if weights == "random":

@@ -80,6 +80,7 @@ class AttentionFeature(Feature):
         self._prefix = 1
         self._default_patch: tuple[int, int] | None = None  # the query when the model has no class token
         self._heads_t = 0.0
+        self.heads_res: FrameResult | None = None  # the frame the heads mosaic shows (redrawn at most every 0.1 s)
         self._strip_lut = make_lut(SIGNED_COLORMAP, border=False)
         self.panel = self._build()
         st = ctx.state
@@ -147,7 +148,7 @@ class AttentionFeature(Feature):
     def _visibility(self) -> None:
         """The maps are computed only while the panel is shown (and the model has them)."""
         on = self.supported and self.panel.isVisible()
-        if self.ctx.state.attention != on:
+        if self.ctx.state.attention != on and not self.ctx.live.closing:
             self.ctx.state.attention = on
 
     def _model_changed(self, vm, initial: bool = False) -> None:
@@ -158,6 +159,7 @@ class AttentionFeature(Feature):
         self._prefix = max((i.prefix_tokens for i in tokens), default=0)  # class / distillation / register tokens
         self.has_class_token = self._prefix > 0
         grid = tokens[0].token_grid if tokens else (1, 1)
+        self.strip.setVisible(bool(tokens))  # a model without token layers has no class token to show
         self._default_patch = None if self.has_class_token or not self.supported else (grid[0] // 2, grid[1] // 2)
         self.block_box.blockSignals(True)
         self.block_box.clear()
@@ -176,7 +178,6 @@ class AttentionFeature(Feature):
         if not self.supported:
             self.heads.clear(self.why)
             self.rollout.clear("no attention rollout for this model")
-            self.strip.set_rows(None, [], "")
 
     def _sync(self) -> None:
         st = self.ctx.state
@@ -200,7 +201,7 @@ class AttentionFeature(Feature):
             return
         now = time.perf_counter()
         if now - self._heads_t >= HEADS_EVERY_S or self.heads.count != att.heads.layout.channels:
-            self._heads_t = now
+            self._heads_t, self.heads_res = now, res
             maxima = att.heads.channel_max
             n = att.heads.layout.channels
             self.heads.set_tiles(head_pictures(res.image, att.heads),

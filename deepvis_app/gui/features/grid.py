@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 
+from ...interventions import title_note
 from ...pipeline import FrameResult
 from ...state import COLORMAPS, GAMMAS, NORM_MODES, PatternContent, clamp_unit, cycle
 from ..feature import Feature, Key, Panel
@@ -92,6 +93,7 @@ class GridFeature(Feature):
         return self.ctx.vm.categories if self.ctx.vm.is_class_layer(layer) else None
 
     def paint(self, res: FrameResult) -> None:
+        self.pane.note = title_note(res.interventions)  # an intervened network is never taken for the real one
         self.pane.show_grid(res.grid, res.layer, self._labels(res.layer))
 
     def _show_patterns(self, content: PatternContent | None) -> None:

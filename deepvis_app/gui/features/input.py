@@ -26,6 +26,8 @@ class InputFeature(Feature):
         if self.ctx.state.camera_frozen:
             parts.append("FROZEN")
         res = self.ctx.live.shown
+        if res is not None and res.interventions:
+            parts.append("INTERVENED")
         ov = res.overlay if res is not None else None
         if ov is not None:
             cats = self.ctx.vm.categories

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from ...interventions import title_note
 from ...pipeline import FrameResult
 from ...values import Unit
 from ..feature import Feature, Panel
@@ -31,6 +32,7 @@ class PredictionsFeature(Feature):
         self.ctx.events.class_chosen.emit(index)
 
     def paint(self, res: FrameResult) -> None:
+        self.pane.set_note(title_note(res.interventions))  # these are the intervened network's classes
         self.pane.add(res.predictions, res.t_done)
         now = time.perf_counter()
         if now - self._last_plot > PLOT_EVERY_S:

@@ -61,6 +61,11 @@ class HeadsView(QWidget):
     def count(self) -> int:
         return len(self._images)
 
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        """The images shown, in order."""
+        return list(self._arrays)
+
     def set_tiles(self, images: list[np.ndarray], labels: list[str], short_labels: list[str] | None = None) -> None:
         self._arrays = [np.ascontiguousarray(a) for a in images]
         self._images = [to_qimage(a) for a in self._arrays]

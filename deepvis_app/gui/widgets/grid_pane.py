@@ -89,6 +89,7 @@ class GridPane(QWidget):
         self._live_layer = ""  # the layer of `self.grid` (the newest live grid)
         self._luts = {name: make_lut(name) for name in (*COLORMAPS, SIGNED_COLORMAP)}
         self.layer_title: Callable[[str], str] = str  # how the footer names a layer (the feature sets it)
+        self.note = ""  # appended to the footer, e.g. "[intervened: ...]" (the feature sets it)
 
         # controls
         self.norm_box = compact_combo()
@@ -304,7 +305,7 @@ class GridPane(QWidget):
             n = sum(im is not None for im in self.pattern_images)
             return f"{name}: {n} of {self.layout_.channels} optimized images"
         kind = "classes" if self.labels else "units"
-        return f"{name}: {self.layout_.channels} {kind}"
+        return f"{name}: {self.layout_.channels} {kind}" + (f"  {self.note}" if self.note else "")
 
     def describe(self, channel: int) -> str:
         if self._shown == "pattern":

@@ -34,6 +34,7 @@ class Bars(QWidget):
         self.hovered = False  # while the pointer is over the rows their order is held (clicks land where aimed)
         self.painted_rows: list[tuple[int, str, float]] = []  # the rows on screen: what a click acts on
         self.held = False  # the rows on screen are held (the newest frame's top 5 differ)
+        self.note = ""  # drawn in orange over the bars: e.g. "[intervened: ...]" (not the real network's top 5)
         self.setMouseTracking(True)
         # a click takes the keyboard focus from a text field (a class search box), so the window's keys (q,
         # arrows, ...) work again after choosing a class here
@@ -121,6 +122,14 @@ class Bars(QWidget):
                        f"{prob * 100:.1f}%")
         if self.held:
             self._paint_held(p)
+        if self.note:
+            small = QFont(self.font())
+            small.setPointSizeF(max(7.0, small.pointSizeF() * 0.85))
+            p.setFont(small)
+            p.setPen(QColor(255, 160, 60))
+            note_rect = QRectF(6, 0, self.width() - 12, p.fontMetrics().height() + 2)
+            p.drawText(note_rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop,
+                       p.fontMetrics().elidedText(self.note, Qt.TextElideMode.ElideMiddle, int(note_rect.width())))
         p.end()
 
     def held_rect(self) -> QRectF:
@@ -177,6 +186,13 @@ class PredictionsPane(QWidget):
         self._curves.clear()
         self.rows = []
         self.bars.set_rows([], {})
+
+    def set_note(self, text: str) -> None:
+        """A one-line note over the bars (e.g. the active interventions); "" hides it."""
+        if self.bars.note != text:
+            self.bars.note = text
+            self.bars.setToolTip(text)
+            self.bars.update()
 
     def add(self, predictions: list[tuple[int, str, float]], t: float | None = None) -> None:
         """Record one result's top-k (cheap); the plot is redrawn by `refresh` at display rate."""
