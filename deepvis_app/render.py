@@ -18,8 +18,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+
+from .errors import DeepVisError
 
 NORM_MODES = ("layer", "channel")
 
@@ -226,3 +229,27 @@ def to_host(tensors: Mapping[str, torch.Tensor | None], *, pack: bool | None = N
     for name, start, size, dtype, shape in spans:
         out[name] = host[start:start + size].view(_numpy_dtype(dtype)).reshape(shape)
     return out
+
+
+OVERLAY_ALPHA = 0.75  # a heat overlay's opacity at the map's maximum
+
+
+def overlay_heat(rgb: np.ndarray, magnitude: np.ndarray, *, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Blend an inferno heat map over an image, opacity growing with the value: `alpha * m` at value m in [0, 1].
+
+    Where the map is 0 the image is returned unchanged (so the photo stays readable around the hot region);
+    at the map's maximum the heat colour covers `alpha` of it. rgb: uint8 HxWx3; magnitude: float HxW in [0, 1]
+    (or uint8 0..255) of the same size. Plain function, Qt-free: the CLI's --overlay and the window's input pane
+    (live CAM), heat map and attention panels draw with it.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise DeepVisError(f"overlay_heat expects an RGB uint8 HxWx3 image, got {rgb.shape} {rgb.dtype}")
+    m = magnitude.astype(np.float32) / 255.0 if magnitude.dtype == np.uint8 else magnitude.astype(np.float32)
+    if m.shape != rgb.shape[:2]:
+        raise DeepVisError(f"overlay_heat: map {m.shape} and image {rgb.shape[:2]} differ in size")
+    m = np.clip(m, 0.0, 1.0)
+    heat = cv2.cvtColor(cv2.applyColorMap((m * 255.0).round().astype(np.uint8), cv2.COLORMAP_INFERNO),
+                        cv2.COLOR_BGR2RGB).astype(np.float32)
+    a = (alpha * m)[..., None]
+    out = rgb.astype(np.float32) * (1.0 - a) + heat * a
+    return np.clip(out.round(), 0, 255).astype(np.uint8)

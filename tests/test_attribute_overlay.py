@@ -9,7 +9,7 @@ import skimage.data
 
 from deepvis_app import load_model
 from deepvis_app.cli import main
-from deepvis_app.commands.attribute import overlay_heat
+from deepvis_app.render import overlay_heat
 
 
 def test_overlay_heat_by_hand() -> None:

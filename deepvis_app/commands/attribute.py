@@ -21,6 +21,7 @@ from ..methods.lrp import COMPOSITES, DEFAULT_COMPOSITE
 from ..methods.registry import check_method, explain, method_names
 from ..methods.targets import output_logits
 from ..probe import unknown_layer_message
+from ..render import OVERLAY_ALPHA, overlay_heat
 from ..sources import read_image
 from ..values import ClassTarget, Unit
 from .common import (
@@ -38,7 +39,6 @@ from .common import (
 )
 from .optimize import resolve_class
 
-OVERLAY_ALPHA = 0.75
 EXTRA_METHODS = tuple(m for m in method_names() if m not in METHODS)  # beyond the live rules: methods/registry
 ALL_METHODS = (*METHODS, *EXTRA_METHODS)
 # Methods whose map is already a smooth, non-negative heat map: shown as it is; gradient-like maps are speckled
@@ -55,26 +55,6 @@ def overlay_view(method: str, view: str | None) -> str:
     if view not in _MAGNITUDE_VIEWS:
         raise DeepVisError(f"--overlay shows the map's magnitude: use --view norm or normblur, not {view}")
     return view
-
-
-def overlay_heat(rgb: np.ndarray, magnitude: np.ndarray, *, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Blend an inferno heat map over an image, opacity growing with the value: `alpha * m` at value m in [0, 1].
-
-    Where the map is 0 the image is returned unchanged (so the photo stays readable around the hot region);
-    at the map's maximum the heat colour covers `alpha` of it. rgb: uint8 HxWx3; magnitude: float HxW in [0, 1]
-    (or uint8 0..255) of the same size. Plain function, Qt-free, for the GUI's inspector too.
-    """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise DeepVisError(f"overlay_heat expects an RGB uint8 HxWx3 image, got {rgb.shape} {rgb.dtype}")
-    m = magnitude.astype(np.float32) / 255.0 if magnitude.dtype == np.uint8 else magnitude.astype(np.float32)
-    if m.shape != rgb.shape[:2]:
-        raise DeepVisError(f"overlay_heat: map {m.shape} and image {rgb.shape[:2]} differ in size")
-    m = np.clip(m, 0.0, 1.0)
-    heat = cv2.cvtColor(cv2.applyColorMap((m * 255.0).round().astype(np.uint8), cv2.COLORMAP_INFERNO),
-                        cv2.COLOR_BGR2RGB).astype(np.float32)
-    a = (alpha * m)[..., None]
-    out = rgb.astype(np.float32) * (1.0 - a) + heat * a
-    return np.clip(out.round(), 0, 255).astype(np.uint8)
 
 
 def render_overlay(attr: torch.Tensor, fitted: np.ndarray, view: str, *, percentile: float = 99.5,

@@ -188,7 +188,9 @@ class LiveSession(QObject):
         self.free_model_copies()
         self._switching = True
         try:
-            self.state.update(layer=vm.default_layer, unit=None, unit_frozen=False, backprop_blocked=None)
+            # choices that name the old model's layers, classes or blocks go in the same update (one request)
+            self.state.update(layer=vm.default_layer, unit=None, unit_frozen=False, backprop_blocked=None,
+                              overlay_class=None, attention_block="", attention_patch=None)
         finally:
             self._switching = False
         self.request = view_request(self.state, request_id=self.request.request_id + 1)

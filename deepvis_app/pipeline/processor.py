@@ -129,14 +129,16 @@ class FrameProcessor:
         return self._cam_layer
 
     def token_info(self, info: LayerInfo) -> LayerInfo:
-        """A token layer's info for the attention maps: the shown layer's when it has tokens, else the model's
-        first token layer (the patch grid and prefix are the model's)."""
-        if info.layout is Layout.TOKENS and info.token_grid is not None:
+        """A token layer's info for the attention maps: the shown layer's when it is one of the blocks' token layers,
+        else the model's token layer with the most prefix tokens (the blocks', class token included: a patch
+        embedding's tokens have none)."""
+        tokens = [i for i in self.model.layer_info if i.layout is Layout.TOKENS and i.token_grid is not None]
+        if not tokens:
             return info
-        for other in self.model.layer_info:
-            if other.layout is Layout.TOKENS and other.token_grid is not None:
-                return other
-        return info
+        most = max(i.prefix_tokens for i in tokens)
+        if info in tokens and info.prefix_tokens == most:
+            return info
+        return next(i for i in tokens if i.prefix_tokens == most)
 
     def interventions(self, req: ViewRequest, net: torch.nn.Module):
         """The context applying the request's enabled interventions to `net` (made once per list), or None."""

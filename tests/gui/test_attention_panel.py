@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from deepvis_app.commands.attribute import overlay_heat
 from deepvis_app.gui.features.attention import head_maps, head_pictures
+from deepvis_app.render import overlay_heat
 from deepvis_app.values import ViewRequest
 
 from .test_window import WAIT, wait_result

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from deepvis_app.commands.attribute import overlay_heat
 from deepvis_app.evaluate.faithfulness import deletion_insertion, random_heat
 from deepvis_app.evaluate.sanity import spearman
 from deepvis_app.gui.trust import Stability, TrustFigures, rank_correlation, verdict
 from deepvis_app.methods.cam import CAM_METHODS
 from deepvis_app.methods.registry import explain
+from deepvis_app.render import overlay_heat
 from deepvis_app.values import ClassTarget, ViewRequest
 
 from .test_window import WAIT, wait_result
@@ -118,7 +118,14 @@ def test_explain_this_frame_shows_the_methods_map_of_that_frame_and_cancels(qtbo
     assert e.method == "ig" and e.res is res and e.cls == int(res.predictions[0][0])  # the frame it started on
     assert f"frame {res.frame_id}" in hm.explain_tag.text
     x = ref_vm.preprocess.to_tensor(res.image)
-    want = explain(ref_vm.net, x, "ig", ClassTarget(e.cls, "logit"), vm=ref_vm, steps=4).heat[0].numpy()
+    from deepvis_app.devices import job_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(job_threads())  # the job's own thread team: the same summation order as the job
+    try:
+        want = explain(ref_vm.net, x, "ig", ClassTarget(e.cls, "logit"), vm=ref_vm, steps=4).heat[0].numpy()
+    finally:
+        torch.set_num_threads(before)
     # (the job's thread team sums gradients in another order than this thread's: float noise of ~1e-3)
     assert np.abs(e.heat - want).max() <= 2e-3 * float(np.abs(want).max())
     assert np.array_equal(hm.explain_canvas.array, e.image) and e.image.shape == res.image.shape

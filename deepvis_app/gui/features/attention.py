@@ -17,9 +17,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton
 
-from ...commands.attribute import overlay_heat
 from ...pipeline import FrameResult
-from ...render import Grid
+from ...render import Grid, overlay_heat
 from ...values import Layout
 from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.attention_views import ClickCanvas, HeadsView, ValueStrip, WatchedPanel

@@ -19,10 +19,10 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ...commands.attribute import overlay_heat
 from ...errors import DeepVisError
 from ...methods.cam import CAM_METHODS
 from ...pipeline import FrameResult
+from ...render import overlay_heat
 from ...state import OVERLAYS, cycle
 from ...values import LIVE_CAMS
 from ..feature import TOOLS, Feature, Key, MenuItem, Panel

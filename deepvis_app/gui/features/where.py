@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from ...occlusion import FILLS, Target, iter_occlusion, patch_positions, target_label
 from ...pipeline import FrameResult
-from ...segment import segment
+from ...segment import DEFAULT_SMOOTH, segment
 from ...values import ClassTarget, Unit
 from ..feature import Feature, MenuItem, Panel
 from ..rounds import FrameRound
@@ -106,7 +106,9 @@ class WhereFeature(Feature):
         self.run_button.setToolTip("compute the maps once on the shown frame")
         self.run_button.clicked.connect(lambda: self.restart(force=True))
         self.smooth_box = QCheckBox("SmoothGrad")
-        self.smooth_box.setToolTip("average the saliency over 16 noisy copies of the frame (slower, less speckle)")
+        self.smooth_box.setToolTip(f"average the saliency over {DEFAULT_SMOOTH} noisy copies of the frame (the "
+                                   "default: plain saliency is speckled and its seeds can fall on the background)")
+        self.smooth_box.setChecked(True)
         self.smooth_box.toggled.connect(lambda _on: self._restart_saliency())
 
         self.occ = ImageCanvas("occlusion map", smooth=True)
@@ -244,7 +246,7 @@ class WhereFeature(Feature):
 
     def _run_saliency(self, image: np.ndarray, cls: int, round_no: int) -> None:
         load = self.ctx.live.model_copy_loader(SAL_SLOT)
-        smooth = 16 if self.smooth_box.isChecked() else 0
+        smooth = DEFAULT_SMOOTH if self.smooth_box.isChecked() else 0
 
         def work(_abort):
             return segment(load(), image, cls, smooth=smooth)

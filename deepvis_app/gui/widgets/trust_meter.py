@@ -11,6 +11,7 @@ MAP_COLOR = QColor(255, 214, 10)  # the selection yellow: the map's own bar
 RANDOM_COLOR = QColor(120, 126, 140)
 TEXT_COLOR = QColor(220, 222, 228)
 DIM_COLOR = QColor(140, 145, 160)
+FLOOR = 0.05  # the bars' full length is at least this probability
 ROWS = (("insertion", "insertion", "insertion_random"), ("deletion", "deletion", "deletion_random"))
 
 
@@ -59,7 +60,8 @@ class TrustMeter(QWidget):
         label_w = max(fm.horizontalAdvance(name) for name, *_ in ROWS) + 10
         value_w = fm.horizontalAdvance("0.000") + 8
         room = max(10.0, self.width() - label_w - value_w - 8)
-        top = max(f.score, f.insertion, f.deletion, f.insertion_random, f.deletion_random, 1e-6)
+        # a floor: when the class is unlikely on this frame, all four are near zero and the bars say so
+        top = max(f.score, f.insertion, f.deletion, f.insertion_random, f.deletion_random, FLOOR)
         y = 4.0
         for name, mine, chance in ROWS:
             p.setPen(TEXT_COLOR)
