@@ -10,6 +10,7 @@ with timm's and torchvision's own weights). Supported: timm's `Attention` (qkv L
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -19,10 +20,16 @@ from torch import Tensor, nn
 from ..errors import DeepVisError
 from ..probe import Capture
 
+_MODULES: weakref.WeakKeyDictionary[nn.Module, list[tuple[str, nn.Module]]] = weakref.WeakKeyDictionary()
+
 
 def attention_modules(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's self-attention modules in forward (definition) order."""
-    return [(name, m) for name, m in net.named_modules() if _kind(m) is not None]
+    """The model's self-attention modules in forward (definition) order (found once per net: the live worker
+    asks every frame)."""
+    found = _MODULES.get(net)
+    if found is None:
+        found = _MODULES[net] = [(name, m) for name, m in net.named_modules() if _kind(m) is not None]
+    return list(found)
 
 
 def _kind(m: nn.Module) -> str | None:

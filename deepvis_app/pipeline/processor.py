@@ -33,6 +33,9 @@ LIVE_TOPK_SIMILAR = 6.0
 # With interventions on, the predictions of the real network are refreshed every CLEAN_EVERY frames (a second
 # forward; 1/25 of the frame rate) and at once when the interventions change.
 CLEAN_EVERY = 25
+# The attention rollout (every block's weights multiplied) is refreshed every ROLLOUT_EVERY frames and at once when
+# the block or the query changes; the chosen block's heads every frame.
+ROLLOUT_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class FrameProcessor:
         self._iv_key: tuple = ()
         self._means = None  # interventions.RecentMeans: per-unit means over recent frames (mode "mean")
         self._clean: tuple[int, list] | None = None  # (frame id, predictions without interventions)
+        self._rollout: tuple[tuple, int, AttentionView] | None = None  # (block, query, layer), frame id, view
 
     def info(self, layer: str) -> LayerInfo:
         """The model's facts about `layer` (layout, grid, channels), looked up once per processor."""
@@ -308,7 +312,15 @@ class FrameProcessor:
                                    vm.input_size)
         clean = self.clean_predictions(frame.frame_id, net, x) if intervened is not None else None
         if recorder is not None:
-            attention = attention_view(recorder, self.token_info(info), req.attention_patch, vm.input_size)
+            tinfo = self.token_info(info)
+            key = (recorder.last, req.attention_patch, tinfo.name)
+            kept = self._rollout
+            fresh = kept is None or kept[0] != key or frame.frame_id - kept[1] >= ROLLOUT_EVERY \
+                or frame.frame_id < kept[1]
+            attention = attention_view(recorder, tinfo, req.attention_patch, vm.input_size,
+                                       previous=None if fresh else kept[2])
+            if fresh:
+                self._rollout = (key, frame.frame_id, attention)
         t3 = time.perf_counter()
         timings["render"] = t3 - t2
         attributions: dict[str, np.ndarray] = {}

@@ -81,12 +81,14 @@ def recorder_for(net: nn.Module, block: str) -> AttentionRecorder | None:
 
 
 def attention_view(recorder: AttentionRecorder, info: LayerInfo, patch: tuple[int, int] | None,
-                   size: int) -> AttentionView:
+                   size: int, previous: AttentionView | None = None) -> AttentionView:
     """The heads of the recorder's last block and the rollout, read on `info`'s token grid (the shown token
-    layer, or any token layer of the model: the grid and prefix are the model's)."""
+    layer, or any token layer of the model: the grid and prefix are the model's). With `previous` (the same
+    block and query), its rollout is kept: the rollout of every block is refreshed every few frames only, the
+    heads every frame (the live worker decides)."""
     if info.layout is not Layout.TOKENS or info.token_grid is None:
         raise DeepVisError("attention maps need the model's patch grid: show a token layer of the transformer")
-    weights = recorder.weights()
+    weights = recorder.weights([recorder.last] if previous is not None else None)
     if recorder.last not in weights:
         raise DeepVisError(f"attention block {recorder.last!r} did not run in this forward")
     grid, prefix = info.token_grid, info.prefix_tokens
@@ -94,10 +96,12 @@ def attention_view(recorder: AttentionRecorder, info: LayerInfo, patch: tuple[in
     last = weights[recorder.last][0]  # [heads, T, T]
     heads = token_maps(last[:, q], prefix, grid)  # [heads, h, w]
     tiles = render_grid(heads.float(), norm="channel", gamma=1.0, min_tile=8)
+    query = "class token" if patch is None else f"patch ({patch[0]}, {patch[1]})"
+    if previous is not None:
+        return AttentionView(recorder.last, tiles, previous.rollout, query, previous.rollout_raw)
     rolled = rollout(list(weights.values()))[0, q]
     raw = token_maps(rolled, prefix, grid).float()
     roll = F.interpolate(raw[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     roll = roll - roll.min()
     roll = (roll / roll.max().clamp_min(1e-7) * 255).round().to(torch.uint8).cpu().numpy()
-    query = "class token" if patch is None else f"patch ({patch[0]}, {patch[1]})"
     return AttentionView(recorder.last, tiles, roll, query, raw.cpu().numpy())
