@@ -155,15 +155,7 @@ def run(args: argparse.Namespace) -> int:
     exp = explain_unit(vm.net, x, args.layer, target, (args.method,),
                        objective=args.objective if args.cls is None else score,
                        cam_layer=args.cam_layer)
-    attr = exp[args.method]
-    if out.suffix.lower() == ".npy":
-        buf = io.BytesIO()
-        np.save(buf, attr[0].detach().float().cpu().numpy())
-        atomic_write_bytes(out, buf.getvalue())
-    elif args.overlay:
-        atomic_write_png(out, render_overlay(attr, fitted, view, percentile=args.percentile, alpha=args.alpha))
-    else:
-        atomic_write_bytes(out, encode_png(render_view(attr, view, percentile=args.percentile)))
+    write_map(out, exp[args.method], fitted, view, args)
     done = exp.unit
     where = f" at (y={done.y}, x={done.x})" if isinstance(done, Unit) and done.position is not None else ""
     number = done.index if isinstance(done, ClassTarget) else done.channel
@@ -172,6 +164,19 @@ def run(args: argparse.Namespace) -> int:
     if args.method in ("deconv", "guided", "guided_gradcam") and unruled_activations(vm.net):
         print(f"deepvis: note: {rule_note(vm.net)}", file=sys.stderr)
     return 0
+
+
+def write_map(out, values: torch.Tensor, fitted: np.ndarray, view: str, args: argparse.Namespace) -> None:
+    """`--out`: .npy the raw map at input resolution (CAMs after their ReLU, unscaled), else a PNG view or, with
+    --overlay, the heat over the image the network saw."""
+    if out.suffix.lower() == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, values[0].detach().float().cpu().numpy())
+        atomic_write_bytes(out, buf.getvalue())
+    elif args.overlay:
+        atomic_write_png(out, render_overlay(values, fitted, view, percentile=args.percentile, alpha=args.alpha))
+    else:
+        atomic_write_bytes(out, encode_png(render_view(values, view, percentile=args.percentile)))
 
 
 def top_class(vm, x) -> int:
@@ -188,15 +193,7 @@ def run_extra(args: argparse.Namespace, vm, x, fitted: np.ndarray, target: Unit 
     result = explain(vm.net, x, args.method, target, layer=layer, vm=vm, steps=args.steps, baseline=args.baseline,
                      samples=args.samples, noise=args.noise, composite=args.composite, batch_size=args.batch,
                      seed=args.seed)
-    values = result.values
-    if out.suffix.lower() == ".npy":  # the raw map at input resolution (CAMs: after their ReLU, unscaled)
-        buf = io.BytesIO()
-        np.save(buf, values[0].detach().float().cpu().numpy())
-        atomic_write_bytes(out, buf.getvalue())
-    elif args.overlay:
-        atomic_write_png(out, render_overlay(values, fitted, view, percentile=args.percentile, alpha=args.alpha))
-    else:
-        atomic_write_bytes(out, encode_png(render_view(values, view, percentile=args.percentile)))
+    write_map(out, result.values, fitted, view, args)
     what = f"{args.method} of {target_label(target)}" + (f" at {layer}" if args.method in CAM_METHODS else "")
     print(f"{what} -> {out}")
     gap = result.extra.get("completeness_gap")

@@ -22,10 +22,10 @@ from ..errors import DeepVisError, ParamError
 from ..layer_lookup import layer_info
 from ..probe import Capture
 from ..values import LayerInfo
-from . import cache as _cache
+from . import cache as result_cache
 from . import regularizers as R
 from .objectives import Objective, Outputs
-from .objectives import diversity as _diversity
+from .objectives import diversity as diversity_objective
 from .param import PixelImage, make_param
 from .presets import Preset, get_preset
 from .transforms import get_transforms
@@ -147,7 +147,7 @@ def unpack_model(net: Any, mean: Sequence[float] | None, std: Sequence[float] | 
         std = std if std is not None else vm.spec.std
         device = device if device is not None else vm.device
         if cache_id is None:
-            cache_id = f"{vm.spec.name}|{vm.spec.builder}|{_cache.weights_id(vm.weights)}"
+            cache_id = f"{vm.spec.name}|{vm.spec.builder}|{result_cache.weights_id(vm.weights)}"
         net = vm.net
     if not isinstance(net, nn.Module):
         raise TypeError(f"expected a VisModel or torch.nn.Module, got {type(net).__name__}")
@@ -183,13 +183,13 @@ def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int
     key = None
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else None
     if use_cache and cache_id is not None:
-        key = _cache.make_key(cache_id, objective.key, settings)
+        key = result_cache.make_key(cache_id, objective.key, settings)
     return net, mean, std, dev, p, settings, key, cdir
 
 
 def _load_result(key: str, objective: Objective, settings: dict[str, Any],
                  cache_dir: Path | None) -> OptimizeResult | None:
-    hit = _cache.load(key, cache_dir)
+    hit = result_cache.load(key, cache_dir)
     if hit is None:
         return None
     images, meta = hit
@@ -260,7 +260,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     if p.optimizer not in ("adam", "sgd"):
         raise ParamError("optimizer", f"must be adam or sgd, not {p.optimizer!r}")
     yosinski = isinstance(param, PixelImage) and not p.decorrelate
-    div = _diversity(div_layer) if div_layer else None
+    div = diversity_objective(div_layer) if div_layer else None
     layers = list(objective.layers) + ([div_layer] if div_layer else [])
     history: list[float] = []
     unread: list[torch.Tensor] = []  # the steps' batch means not read on the host yet (`read_values`)
@@ -319,7 +319,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     res = OptimizeResult(image=images[best], images=images, value=float(final[best]), values=final,
                          history=history, objective=objective.key, settings=settings, best=best)
     if key is not None:
-        _cache.save(key, images, {"best": best, "value": res.value, "values": final, "history": history,
+        result_cache.save(key, images, {"best": best, "value": res.value, "values": final, "history": history,
                                   "objective": objective.key, "settings": settings}, cache_dir)
     yield Progress(step=p.steps, steps=p.steps, value=res.value, images=images, done=True, result=res)
 

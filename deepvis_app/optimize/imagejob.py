@@ -19,7 +19,7 @@ import torch
 
 from ..abort import Abort, aborted
 from ..errors import DeepVisError
-from . import cache as _cache
+from . import cache as result_cache
 from .engine import Cancelled, Forward, to_uint8, unpack_model
 
 __all__ = ["Abort", "Cancelled", "ImageStep", "Model", "aborted", "check_rgb", "from_uint8", "image_id", "load_cached",
@@ -93,14 +93,14 @@ def cache_key(model: Model, technique: str, images: Sequence[np.ndarray], settin
               use_cache: bool) -> str | None:
     if not use_cache or model.cache_id is None:
         return None
-    return _cache.make_key(model.cache_id, f"{technique}({image_id(*images)})", settings)
+    return result_cache.make_key(model.cache_id, f"{technique}({image_id(*images)})", settings)
 
 
 def load_cached(key: str | None, cache_dir: str | Path | None) -> tuple[np.ndarray, dict[str, Any]] | None:
     """(image uint8 HxWx3, meta) for a stored result, else None."""
     if key is None:
         return None
-    hit = _cache.load(key, Path(cache_dir).expanduser() if cache_dir is not None else None)
+    hit = result_cache.load(key, Path(cache_dir).expanduser() if cache_dir is not None else None)
     if hit is None:
         return None
     images, meta = hit
@@ -109,7 +109,7 @@ def load_cached(key: str | None, cache_dir: str | Path | None) -> tuple[np.ndarr
 
 def save_cached(key: str | None, image: np.ndarray, meta: dict[str, Any], cache_dir: str | Path | None) -> None:
     if key is not None:
-        _cache.save(key, image[None], meta, Path(cache_dir).expanduser() if cache_dir is not None else None)
+        result_cache.save(key, image[None], meta, Path(cache_dir).expanduser() if cache_dir is not None else None)
 
 
 def run_to_end(steps: Iterator[ImageStep], on_step: Any = None) -> Any:
