@@ -152,3 +152,21 @@ def test_gradcam_on_deit_tiny_equals_pytorch_grad_cam_vit_recipe():
         theirs = reference(input_tensor=x, targets=[ClassifierOutputTarget(3)])
     assert ours.low.shape == (1, 14, 14)
     assert np.abs(_their_scaling(ours.low.numpy(), (224, 224)) - theirs).max() <= TOL
+
+
+def test_gradcampp_and_eigencam_by_hand():
+    net = GapNet().eval()
+    # Grad-CAM++ with the constant gradient g_c = W_0c / 4 of class 0: alpha = g^2 / (2 g^2 + sum(A_c) g^3) at
+    # every position, w_c = sum over the 4 positions of relu(g_c) * alpha. Channel 0: g = 0.25, sum(A_0) = 10:
+    # alpha = 0.0625 / (0.125 + 10 * 0.015625) = 0.2222..., w_0 = 4 * 0.25 * 0.2222 = 0.2222; channel 1: g < 0, w = 0.
+    w0 = 4 * 0.25 * (0.0625 / (0.125 + 10 * 0.015625 + 1e-6))
+    got = cam(net, A, "act", 0, "gradcampp").low[0]
+    assert torch.allclose(got, w0 * A[0, 0], atol=1e-5)
+    # Eigen-CAM: channel 1 constant, so the first principal component is channel 0 alone and the map is +/- the
+    # centred channel 0, ReLU'd (the sign is SVD's).
+    flat = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[5.0, 5.0], [5.0, 5.0]]]])
+    got = cam(net, flat, "act", 0, "eigencam").low[0]
+    centred = flat[0, 0] - flat[0, 0].mean()
+    assert torch.allclose(got, centred.clamp(min=0), atol=1e-5) or torch.allclose(got, (-centred).clamp(min=0),
+                                                                                    atol=1e-5)
+    assert float(got.max()) == pytest.approx(1.5)
