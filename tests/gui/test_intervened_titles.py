@@ -20,6 +20,7 @@ def test_views_say_the_network_is_intervened(qtbot, make_window):
     res = wait_result(qtbot, win, lambda r: r.interventions == (off,))
     note = title_note((off,))
     assert note.startswith("[intervened") and grid.default_info().endswith(note)
+    qtbot.waitUntil(lambda: grid.info.toolTip().endswith(note) or grid.info.text().endswith(note), timeout=5000)
     assert preds.bars.note == note and "INTERVENED" in inp.caption()
     assert res.predictions_clean is not None
     win.state.interventions = (off.toggled(),)

@@ -90,6 +90,7 @@ class GridPane(QWidget):
         self._luts = {name: make_lut(name) for name in (*COLORMAPS, SIGNED_COLORMAP)}
         self.layer_title: Callable[[str], str] = str  # how the footer names a layer (the feature sets it)
         self.note = ""  # appended to the footer, e.g. "[intervened: ...]" (the feature sets it)
+        self._footer = ""  # the footer text last shown (refreshed when it changes)
 
         # controls
         self.norm_box = compact_combo()
@@ -230,8 +231,11 @@ class GridPane(QWidget):
             self.hover = None
         if self.hover is not None:
             self.info.setText(self.describe(self.hover))
-        elif new_shape:
-            self.info.setText(self.default_info())
+        else:
+            text = self.default_info()  # also when only the note changed (an intervention switched on or off)
+            if new_shape or text != self._footer:
+                self.info.setText(text)
+        self._footer = self.default_info()
 
     def set_pattern_mode(self, on: bool) -> None:
         self.pattern_on = bool(on)

@@ -75,13 +75,25 @@ class Bars(QWidget):
         rows = self.painted_rows
         if not rows:
             return None
-        i = int(y // (self.height() / max(5, len(rows))))
+        top = self.note_height()
+        i = int((y - top) // ((self.height() - top) / max(5, len(rows)))) if y >= top else -1
         return i if 0 <= i < len(rows) else None
+
+    def note_height(self) -> int:
+        """The line the note takes above the rows (0 without a note): the rows never sit under it."""
+        if not self.note:
+            return 0
+        small = QFont(self.font())
+        small.setPointSizeF(max(7.0, small.pointSizeF() * 0.85))
+        from PySide6.QtGui import QFontMetrics
+
+        return QFontMetrics(small).height() + 2
 
     def row_center(self, i: int) -> tuple[int, int]:
         """(x, y) of row i's centre in widget coordinates (for tests and scripted clicks)."""
-        h = self.height() / max(5, len(self.painted_rows or self.rows))
-        return self.width() // 2, int((i + 0.5) * h)
+        top = self.note_height()
+        h = (self.height() - top) / max(5, len(self.painted_rows or self.rows))
+        return self.width() // 2, int(top + (i + 0.5) * h)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         # the row the user saw: newer rows may have arrived since the last paint (they are drawn on the next one)
@@ -103,11 +115,12 @@ class Bars(QWidget):
             p.end()
             return
         n = max(5, len(self.rows))
-        h = self.height() / n
+        top = self.note_height()
+        h = (self.height() - top) / n
         f = QFont(self.font())
         p.setFont(f)
         for i, (idx, name, prob) in enumerate(self.rows):
-            y = i * h
+            y = top + i * h
             stale = prob < 0  # held under the pointer but out of the newest top-k: its last value, dimmed
             prob = abs(prob)
             color = self.colors.get(idx, QColor(150, 150, 150)) if not stale else QColor(90, 90, 90)
@@ -127,8 +140,8 @@ class Bars(QWidget):
             small.setPointSizeF(max(7.0, small.pointSizeF() * 0.85))
             p.setFont(small)
             p.setPen(QColor(255, 160, 60))
-            note_rect = QRectF(6, 0, self.width() - 12, p.fontMetrics().height() + 2)
-            p.drawText(note_rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop,
+            note_rect = QRectF(6, 0, self.width() - 12, top)
+            p.drawText(note_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                        p.fontMetrics().elidedText(self.note, Qt.TextElideMode.ElideMiddle, int(note_rect.width())))
         p.end()
 
