@@ -15,6 +15,7 @@ its users run: ratio_*_vs_captum) and on the same channels-last copy (ratio_*_vs
 stricter comparison: both sides then get the layout's speed-up).
 
 Usage: .venv/bin/python benchmarks/attribution.py [--model efficientnet_lite0] [--layer _blocks.10] [--reps 10]
+       [--weights random]   (resnet18 / vgg16 offline: random weights, seeded)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
 
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--weights", default="default", help="default, random (seeded) or a checkpoint path")
     ap.add_argument("--layer", default="_blocks.10")
     ap.add_argument("--channel", type=int, default=7)
     ap.add_argument("--reps", type=int, default=10)
@@ -55,7 +57,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    vm = load_model(args.model, device=args.device)
+    vm = load_model(args.model, weights=args.weights, device=args.device)
     loaded = vm.net
     x_loaded = vm.preprocess(skimage.data.chelsea())
     net = fast_copy(loaded, x_loaded, fold=False)  # what the live pipeline runs on the CPU

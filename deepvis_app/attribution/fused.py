@@ -32,14 +32,20 @@ def _with_box(t: Tensor, box: tuple[int, int, int, int]) -> Tensor:
     return t
 
 
-def _known_box(t: Tensor) -> tuple[int, int, int, int] | None:
+def known_box(t: Tensor) -> tuple[int, int, int, int] | None:
+    """The nonzero box a crop gave `t` (None when unknown or `t` changed in place since)."""
     tag = getattr(t, _BOX, None)
     return tag[0] if isinstance(tag, tuple) and len(tag) == 2 and tag[1] == t._version else None
 
 
+def carry_box_to(t: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """Give `t` a nonzero box known from its parts (the stacked views of `stacked`)."""
+    return _with_box(t, box)
+
+
 def carry_box(src: Tensor, dst: Tensor) -> Tensor:
     """`dst`, computed elementwise from `src` with zeros kept zero, gets `src`'s known box."""
-    box = _known_box(src)
+    box = known_box(src)
     return dst if box is None else _with_box(dst, box)
 
 
@@ -87,9 +93,9 @@ class Chain:
         are added back tap by tap (`_fold_taps`). The crop is for the CPU only (`box_crops`)."""
         h, w = grad.shape[-2:]
         if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA and box_crops(grad):
-            box = _known_box(grad) or nonzero_box(grad)
+            box = known_box(grad) or nonzero_box(grad)
             if box is None:
-                return torch.zeros_like(self.x, dtype=grad.dtype)
+                return self._input_zeros(grad.shape[0], grad.dtype)
             r0, r1, c0, c1 = box
             if 4 * (r1 - r0) * (c1 - c0) <= h * w:
                 return self.box_backward(grad[:, :, r0:r1, c0:c1], r0, c0)
@@ -130,7 +136,8 @@ class Chain:
             spread = torch.matmul(self.weight.view(co, -1).t(), part.reshape(n, co, bh * bw)).view(n, -1, bh, bw)
         else:
             mf = _memory_format(self.x)
-            like = torch.empty((*self.x.shape[:2], *extent), dtype=part.dtype, device=part.device, memory_format=mf)
+            like = torch.empty((part.shape[0], self.x.shape[1], *extent), dtype=part.dtype, device=part.device,
+                               memory_format=mf)
             part = part.contiguous(memory_format=mf)
             spread = torch.ops.aten.convolution_backward(  # = conv_transpose2d, without its slow grouped CPU path
                 part, like, self.weight, None, list(self.stride), [0, 0], list(self.dilation), False, [0, 0],
@@ -139,7 +146,7 @@ class Chain:
         y = r0 * self.stride[0] - self.padding[0] - top  # where spread's first row lands in the input
         x = c0 * self.stride[1] - self.padding[1] - left
         h, w = self.x.shape[-2:]
-        full = torch.zeros_like(self.x, dtype=part.dtype)  # in the input's layout
+        full = self._input_zeros(part.shape[0], part.dtype)  # in the input's layout
         y0, y1 = max(y, 0), min(y + spread.shape[-2], h)
         x0, x1 = max(x, 0), min(x + spread.shape[-1], w)
         if y0 < y1 and x0 < x1:
@@ -148,12 +155,13 @@ class Chain:
         return full
 
     def _dense_backward(self, grad: Tensor) -> Tensor:
-        n, co = grad.shape[:2]
+        n, co = grad.shape[:2]  # n: the input's batch, or several views of it stacked (`stacked`)
         ci, kh, kw = self.weight.shape[1:]
         h, w = self.x.shape[-2:]
+        shape = (n, *self.x.shape[1:])
         left, right, top, bottom = self.pad if self.pad is not None else (0, 0, 0, 0)
         padded = (h + top + bottom, w + left + right)  # the shape the kernel read (an uneven pad: cut out after)
-        cpu = grad.device.type == "cpu" and self.x.shape[0] == n
+        cpu = grad.device.type == "cpu"
         if cpu and self.pointwise:
             # one matrix product per image, written straight in the input's layout: the rule that reads this
             # gradient next (with the saved activation, in that layout) runs 1.5x slower on mixed layouts
@@ -167,7 +175,7 @@ class Chain:
             if chans is not None:
                 if _memory_format(self.x) == torch.channels_last:
                     return torch.matmul(chans.mT, w2).view(n, h, w, ci).permute(0, 3, 1, 2)
-                return torch.matmul(w2.t(), chans).view(self.x.shape)
+                return torch.matmul(w2.t(), chans).view(shape)
         if cpu and self.groups == 1 and ci * kh * kw <= 32:
             if grad.is_contiguous():
                 cols = torch.matmul(self.weight.reshape(co, -1).t(), grad.view(n, co, -1))
@@ -184,15 +192,24 @@ class Chain:
             weight, pad = self.flipped
             return F.conv2d(grad, weight, None, 1, pad, self.dilation, self.groups)
         if self.pad is not None:
-            like = torch.empty((*self.x.shape[:2], *padded), dtype=grad.dtype, device=grad.device,
+            like = torch.empty((n, self.x.shape[1], *padded), dtype=grad.dtype, device=grad.device,
                                memory_format=_memory_format(self.x))
             g = torch.ops.aten.convolution_backward(
                 grad, like, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
                 [0, 0], self.groups, [True, False, False])[0]
             return g[:, :, top:top + h, left:left + w]
+        like = self.x if self.x.shape[0] == n else torch.empty(shape, dtype=self.x.dtype, device=self.x.device,
+                                                                memory_format=_memory_format(self.x))
         return torch.ops.aten.convolution_backward(
-            grad, self.x, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
+            grad, like, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
             [0, 0], self.groups, [True, False, False])[0]
+
+    def _input_zeros(self, n: int, dtype: torch.dtype) -> Tensor:
+        """Zeros shaped like the conv's input with batch `n`, in its layout."""
+        if n == self.x.shape[0]:
+            return torch.zeros_like(self.x, dtype=dtype)
+        return torch.empty((n, *self.x.shape[1:]), dtype=dtype, device=self.x.device,
+                           memory_format=_memory_format(self.x)).zero_()
 
 
 def _fold_taps(cols: Tensor, kernel: tuple[int, int, int], out_hw: Sequence[int], size: tuple[int, int],

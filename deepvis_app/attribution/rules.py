@@ -55,24 +55,33 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (out,) = ctx.saved_tensors
-        return _rule_backward(grad, out, ctx.state.rule, ctx.upper), None, None, None
+        return rule_backward(grad, out, ctx.state.rule, ctx.upper), None, None, None
 
 
-def _rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None) -> Tensor:
-    """A rectifier's input gradient under `rule`, in one new tensor (the clamp of guided is done in place on it:
-    on the CPU each fresh activation-sized tensor costs more than the arithmetic). Every rule keeps zeros zero,
-    so a known nonzero box of `grad` carries over."""
+def rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None, *, into: Tensor | None = None) -> Tensor:
+    """A rectifier's input gradient under `rule`, in one new tensor (or written into `into`, a slice of the
+    stacked views of `stacked`); the clamp of guided is done in place on it: on the CPU each fresh
+    activation-sized tensor costs more than the arithmetic. Every rule keeps zeros zero, so a known nonzero box
+    of `grad` carries over."""
     if rule == "deconv":
-        res = grad.clamp(min=0)
+        res = grad.clamp(min=0) if into is None else torch.clamp(grad, min=0, out=into)
     elif rule == "guided":
         # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6: a unit
         # saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
-        res = torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0)
+        res = _threshold_backward(grad, out, into).clamp_(min=0)
     elif upper is None:
-        res = torch.ops.aten.threshold_backward(grad, out, 0)
-    else:
+        res = _threshold_backward(grad, out, into)
+    elif into is None:
         res = torch.ops.aten.hardtanh_backward(grad, out, 0.0, upper)
+    else:
+        res = torch.ops.aten.hardtanh_backward.grad_input(grad, out, 0.0, upper, grad_input=into)
     return fused.carry_box(grad, res)
+
+
+def _threshold_backward(grad: Tensor, out: Tensor, into: Tensor | None) -> Tensor:
+    if into is None:
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=into)
 
 
 class _ChainRectifier(torch.autograd.Function):
@@ -88,7 +97,7 @@ class _ChainRectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (out,) = ctx.saved_tensors
-        return ctx.chain.backward(_rule_backward(grad, out, ctx.state.rule, ctx.upper)), None, None, None, None
+        return ctx.chain.backward(rule_backward(grad, out, ctx.state.rule, ctx.upper)), None, None, None, None
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
