@@ -1,7 +1,8 @@
 """`deepvis optimize` (one image for a class or unit) and `deepvis optimize-layer` (every unit of a layer).
 
 Both run on the model from --model/--weights/--device. Errors a user can cause (unknown class, unit out of
-range, bad layer) are DeepVisError: one line, exit code 2.
+range, bad layer) are DeepVisError: one line, exit code 2. On a capped rectifier layer (ReLU6) a unit's value
+before the clip is optimized, said in one `deepvis:` line on stderr; `--clipped` keeps the clipped value.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..optimize import objectives as O
 from ..optimize.cache import read_png, weights_id, write_png
 from ..optimize.presets import get_preset
 from ..optimize.unit_images import unit_objective
+from ..rectifiers import Clip, clip_of
 from ..values import Unit
 from .common import (
     MAX_SIDE,
@@ -41,6 +43,7 @@ from .common import (
     model_from_args,
     model_inputs,
     position_arg,
+    print_notice,
     seed_arg,
     unit_arg,
 )
@@ -64,6 +67,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--objective", choices=("logit", "prob"), default="logit",
                    help="for --class: maximize the pre-softmax logit (default) or the probability")
     p.add_argument("--negative", action="store_true", help="minimize instead: what the unit hates")
+    _add_clipped(p)
     _add_common(p)
     p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1,
                    help="random starts optimized together; the best is saved")
@@ -76,11 +80,33 @@ def register(subparsers: Any) -> None:
                                           "Resumable; shards units over RANK/WORLD_SIZE under torchrun.")
     q.add_argument("--layer", required=True, help="layer name (see `deepvis layers`)")
     q.add_argument("--units", help="subset like 0-15 or 3,7,9 (default: all)")
+    _add_clipped(q)
     _add_common(q)
     q.add_argument("--out", required=True, help="output directory: new, empty or an earlier optimize-layer's "
                                                 "(resumed)")
     q.add_argument("--force", action="store_true", help="write into a --out folder that holds other files")
     q.set_defaults(func=run_layer)
+
+
+def _add_clipped(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clipped", action="store_true",
+                   help="on a ReLU6 / Hardtanh(0, m) layer: maximize the clipped value (it stops at the cap, where "
+                        "its gradient is 0) instead of the value before the clip (the default there)")
+
+
+def check_clipped(vm: Any, layer: str, clipped: bool) -> Clip | None:
+    """The clip of `layer` whose pre-clip value is optimized (None: the value as it is); `--clipped` on a layer
+    that clips nothing is a mistake worth a line, not a silent no-op."""
+    clip = clip_of(vm.net, layer)
+    if clipped and clip is None:
+        raise DeepVisError(f"--clipped: layer {layer!r} clips nothing (only ReLU6 and Hardtanh(0, m) layers have a "
+                           "value before the clip)")
+    return None if clipped else clip
+
+
+def pre_clip_notice(clip: Clip, what: str) -> str:
+    return (f"optimizing the pre-clip value of {what} ({clip}): the clipped value stops at {clip.cap:g} with a zero "
+            "gradient (--clipped to optimize it anyway)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -143,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     check_distinct(model_inputs(args), {"--out": out})
     if args.cls is not None and (args.unit is not None or args.y is not None or args.x is not None):
         raise DeepVisError("--unit/--y/--x go with --layer, not --class")
+    if args.cls is not None and args.clipped:
+        raise DeepVisError("--clipped goes with --layer (a class score has no clip)")
     if args.layer is not None and args.unit is None:
         raise DeepVisError("--layer needs --unit C (a channel index)")
     if (args.y is None) != (args.x is None):
@@ -154,18 +182,25 @@ def run(args: argparse.Namespace) -> int:
         idx = resolve_class(args.cls, vm.categories)
         objective = O.class_prob(idx) if args.objective == "prob" else O.class_logit(idx)
         target = {"class": vm.categories[idx], "class_index": idx}
+        clip = None
     else:
         _check_unit(vm, args.layer, args.unit, args.y, args.x)
+        clip = check_clipped(vm, args.layer, args.clipped)
+        pre_clip = False if args.clipped else None
         if args.y is None:
-            objective = O.channel(args.layer, args.unit)
+            objective = O.channel(args.layer, args.unit, pre_clip=pre_clip)
         else:
-            objective = O.neuron(args.layer, args.unit, args.y, args.x)
+            objective = O.neuron(args.layer, args.unit, args.y, args.x, pre_clip=pre_clip)
             if args.size is None:  # positions were checked against the layer's map at the model's input size
                 args.size = vm.input_size
         target = {"layer": args.layer, "unit": args.unit, "y": args.y, "x": args.x}
     if args.negative:
         objective = -objective
+    objective = objective.bind(vm.net)
     check_size(vm, args.preset, args.steps, args.size)
+    if objective.pre_clip and clip is not None:
+        where = f"channel {args.unit}" if args.y is None else f"unit {args.unit} at y={args.y}, x={args.x}"
+        print_notice(pre_clip_notice(clip, f"{args.layer} {where}"))
     t0 = time.perf_counter()
     total = args.steps if args.steps is not None else get_preset(args.preset).steps
     with job_bar(total, "optimize", args.quiet) as bar:
@@ -175,9 +210,12 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     atomic_write_bytes(out, encode_png(res.image))
     report: dict[str, Any] = {"out": str(out), "model": vm.name, "weights": vm.weights, **target,
-                              "objective": res.objective, "value": res.value, "preset": args.preset,
+                              "objective": res.objective, "value_of": res.value_of, "value": res.value,
+                              "pre_clip": res.pre_clip, "preset": args.preset,
                               "steps": res.settings["steps"], "size": res.settings["size"], "seed": args.seed,
                               "cached": res.cached, "seconds": round(seconds, 3)}
+    if res.pre_clip:
+        report["clipped_value"] = res.clipped_value
     if args.cls is not None:
         saved = read_png(out)  # classify exactly what was written
         probs = _classify(vm, saved)
@@ -189,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         extra = f", p({report['class']})={report['probability']:.3f}" if "probability" in report else ""
-        print(f"wrote {out} ({res.objective} = {res.value:.4g}{extra})")
+        if res.pre_clip:
+            extra += f"; after the clip {res.clipped_value:.4g}"
+        print(f"wrote {out} ({res.value_of} = {res.value:.4g}{extra})")
     return 0
 
 
@@ -257,8 +297,11 @@ def _record_path(out: Path, unit: int) -> Path:
 def layer_settings(vm: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Everything a unit image depends on, resolved (preset defaults filled in), to compare with a resumed run."""
     p = get_preset(args.preset, steps=args.steps, size=args.size)
-    return {"model": f"{vm.spec.name}|{vm.spec.builder}|{weights_id(vm.weights)}", "layer": args.layer,
-            "preset": args.preset, "steps": p.steps, "size": p.size, "seed": args.seed}
+    settings = {"model": f"{vm.spec.name}|{vm.spec.builder}|{weights_id(vm.weights)}", "layer": args.layer,
+                "preset": args.preset, "steps": p.steps, "size": p.size, "seed": args.seed}
+    if clip_of(vm.net, args.layer) is not None and not getattr(args, "clipped", False):
+        settings["pre_clip"] = True  # only then: folders of other layers (or --clipped) resume as before
+    return settings
 
 
 def trusted_unit(out: Path, unit: int, settings: dict[str, Any]) -> np.ndarray | None:
@@ -294,6 +337,7 @@ def run_layer(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, ours=is_layer_folder, force=args.force, make_parents=True)
     vm = model_from_args(args)
     units = parse_units(args.units, vm.channels(args.layer), args.layer)
+    check_clipped(vm, args.layer, args.clipped)
     settings = layer_settings(vm, args)
     check_size(vm, args.preset, args.steps, args.size)
     created = not out.exists()
@@ -316,9 +360,12 @@ def _optimize_units(args: argparse.Namespace, vm: Any, out: Path, units: list[in
     mine = units[rank::world]
     todo = [u for u in mine if trusted_unit(out, u, settings) is None]
     tag = f"rank {rank}/{world} " if world > 1 else ""
+    clip = check_clipped(vm, args.layer, args.clipped)
+    if clip is not None and todo and rank == 0:
+        print_notice(pre_clip_notice(clip, f"each unit of {args.layer}"))
     with job_bar(len(todo), f"{tag}optimize-layer", args.quiet or not todo, unit="unit") as bar:
         for k, u in enumerate(todo):
-            objective = unit_objective(vm, args.layer, u)
+            objective = unit_objective(vm, args.layer, u, pre_clip=False if args.clipped else None)
             res = optimize(vm, objective, preset=args.preset, steps=args.steps, size=args.size, seed=args.seed,
                            use_cache=not args.no_cache, yield_every=10**9)
             write_unit(out, u, res.image, settings)

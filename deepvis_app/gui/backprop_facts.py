@@ -1,6 +1,6 @@
 """Facts about a model that the backprop panes need to explain what they show, asked through the core's public
-API: the ceiling of a clipped rectifier (a ReLU6 unit at 6 has a gradient of exactly zero) and whether the
-deconvnet map of a layer's units can depend on the image at all (`AttributionContext.deconv_static`).
+API: the ceiling of a clipped rectifier (`deepvis_app.rectifiers`: a ReLU6 unit at 6 has a gradient of exactly zero)
+and whether the deconvnet map of a layer's units can depend on the image at all (`AttributionContext.deconv_static`).
 
 Stop-gap until the live pipeline reports both with each frame (its forward knows them already); see the report of
 issue 30. `deconv_static_at` runs a forward: call it in a job, on a private model copy.
@@ -10,24 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+from ..rectifiers import rectifier_cap
 
-from ..probe import split_layer
-
-
-def rectifier_cap(net: nn.Module, layer: str) -> float | None:
-    """The upper clip of the rectifier module `layer` names (`nn.ReLU6`: 6; `nn.Hardtanh(0, m)`: m), else None
-    (a plain ReLU, a block output, a convolution...)."""
-    name, _call = split_layer(layer)
-    try:
-        module = net.get_submodule(name)
-    except AttributeError:
-        return None
-    if isinstance(module, nn.ReLU6):
-        return 6.0
-    if isinstance(module, nn.Hardtanh) and float(module.min_val) == 0.0 and float(module.max_val) > 0.0:
-        return float(module.max_val)
-    return None
+__all__ = ["deconv_static_at", "rectifier_cap"]  # rectifier_cap lives in the core (optimize uses it too)
 
 
 def deconv_static_at(vm: Any, layer: str, size: int) -> bool:

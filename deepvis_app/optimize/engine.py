@@ -24,6 +24,7 @@ from ..probe import Capture
 from ..values import LayerInfo
 from . import cache as result_cache
 from . import regularizers as R
+from .inputs import InputCapture
 from .objectives import Objective, Outputs
 from .objectives import diversity as diversity_objective
 from .param import PixelImage, make_param
@@ -41,7 +42,9 @@ class Cancelled(Exception):
 class OptimizeResult:
     """`image`: the best image of the batch (uint8 HxWx3); `images`: all of them [N,H,W,3]; `value`: the
     objective of `image` as saved (8-bit, untransformed); `values`: same per image; `history`: batch-mean
-    objective after each step (under the random transforms); `cached`: came from disk."""
+    objective after each step (under the random transforms); `cached`: came from disk. `objective` is the
+    objective's key, `value_of` says in words what `value` measures (e.g. "pre-clip value of L channel 5 (ReLU6
+    cap 6)"); for a pre-clip objective `clipped_value(s)` are the same images' values after the clip."""
 
     image: np.ndarray
     images: np.ndarray
@@ -52,6 +55,14 @@ class OptimizeResult:
     settings: dict[str, Any]
     best: int = 0
     cached: bool = False
+    value_of: str = ""
+    clipped_value: float | None = None
+    clipped_values: list[float] | None = None
+
+    @property
+    def pre_clip(self) -> bool:
+        """`value` was read before a capped rectifier's clip (it may exceed the cap)."""
+        return self.clipped_value is not None
 
 
 @dataclass
@@ -86,23 +97,35 @@ class Forward:
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[str], need_logits: bool,
-                 infos: dict[str, LayerInfo] | None = None) -> None:
+                 infos: dict[str, LayerInfo] | None = None, inputs: Sequence[str] = ()) -> None:
         self.net = net
         self.layers = list(dict.fromkeys(layers))
         self.need_logits = need_logits or not self.layers
         self.infos = dict(infos or {})
+        missing = [layer for layer in inputs if layer not in self.layers]
+        if missing:  # the forward may stop after the captured layers: an input's layer must be one of them
+            raise DeepVisError(f"the input of layer {missing[0]!r} is read, but that layer is not captured")
         Capture(net, self.layers)  # validates the names now: one line listing the valid layers
+        self._inputs = InputCapture(net, inputs) if inputs else None  # pre-clip values (`Outputs.pre`)
         self._capture: Capture | None = None
 
     def __enter__(self) -> Forward:
-        if self.need_logits:  # the whole net runs: a bare name is captured at every call, the last one wins
-            self._capture = Capture(self.net, self.layers).__enter__()
+        if self._inputs is not None:
+            self._inputs.__enter__()
+        try:
+            if self.need_logits:  # the whole net runs: a bare name is captured at every call, the last one wins
+                self._capture = Capture(self.net, self.layers).__enter__()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._capture is not None:
             self._capture.__exit__(*exc)
             self._capture = None
+        if self._inputs is not None:
+            self._inputs.remove()
 
     def __call__(self, x: torch.Tensor) -> Outputs:
         if self._capture is None:  # stopping needs the exact calls: resolved from this first input
@@ -112,7 +135,8 @@ class Forward:
             logits = logits[0]
         if not isinstance(logits, torch.Tensor):
             logits = None
-        return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos)
+        pre = dict(self._inputs.inputs) if self._inputs is not None else {}
+        return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos, pre=pre)
 
 
 def read_values(unread: list[torch.Tensor]) -> list[float]:
@@ -161,11 +185,13 @@ def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int
              seed: int, batch: int, diversity: float, diversity_layer: str | None,
              mean: Sequence[float] | None, std: Sequence[float] | None, device: torch.device | str | None,
              use_cache: bool, cache_id: str | None, cache_dir: str | Path | None, overrides: dict[str, Any]):
-    """Validate the arguments and derive the settings and the cache key, shared by `iter_optimize` and
-    `cached_result` so a lookup finds exactly what a run stores."""
+    """Validate the arguments, bind the objective to the net (pre-clip values of capped rectifiers) and derive
+    the settings and the cache key, shared by `iter_optimize` and `cached_result` so a lookup finds exactly what
+    a run stores."""
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
     net, mean, std, dev, cache_id = unpack_model(net, mean, std, device, cache_id)
+    objective = objective.bind(net)
     p = get_preset(preset, steps=steps, size=size, **overrides)
     if p.steps < 0:
         raise ParamError("steps", f"must be >= 0, got {p.steps}")
@@ -184,7 +210,7 @@ def _prepare(net: Any, objective: Objective, *, preset: str | Preset, steps: int
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else None
     if use_cache and cache_id is not None:
         key = result_cache.make_key(cache_id, objective.key, settings)
-    return net, mean, std, dev, p, settings, key, cdir
+    return net, objective, mean, std, dev, p, settings, key, cdir
 
 
 def _load_result(key: str, objective: Objective, settings: dict[str, Any],
@@ -194,9 +220,12 @@ def _load_result(key: str, objective: Objective, settings: dict[str, Any],
         return None
     images, meta = hit
     best = int(meta["best"])
+    clipped = meta.get("clipped_values") if objective.clipped is not None else None
     return OptimizeResult(image=images[best], images=images, value=float(meta["value"]),
                           values=list(meta["values"]), history=list(meta["history"]),
-                          objective=objective.key, settings=settings, best=best, cached=True)
+                          objective=objective.key, settings=settings, best=best, cached=True,
+                          value_of=objective.title, clipped_value=None if clipped is None else float(clipped[best]),
+                          clipped_values=None if clipped is None else [float(v) for v in clipped])
 
 
 def cached(net: Any, objective: Objective, *, preset: str | Preset = "default", steps: int | None = None,
@@ -206,7 +235,7 @@ def cached(net: Any, objective: Objective, *, preset: str | Preset = "default", 
            cache_dir: str | Path | None = None, **overrides: Any) -> OptimizeResult | None:
     """The cached `OptimizeResult` that `iter_optimize` with the same arguments would return, or None.
     Never runs the network (only reads the model's name/spec/weights id), so a GUI can call it per click."""
-    _n, _m, _s, _d, _p, settings, key, cdir = _prepare(
+    _n, objective, _m, _s, _d, _p, settings, key, cdir = _prepare(
         net, objective, preset=preset, steps=steps, size=size, seed=seed, batch=batch, diversity=diversity,
         diversity_layer=diversity_layer, mean=mean, std=std, device="cpu", use_cache=True,
         cache_id=cache_id, cache_dir=cache_dir, overrides=overrides)
@@ -236,9 +265,11 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     abort: callable or threading.Event checked between steps; when set the iterator just ends.
     Caching: on when a cache id is known (always for a VisModel; pass `cache_id` for a plain module) and
     `use_cache`; a hit yields one final progress without running the network.
+    Capped rectifiers: the objective is bound to `net` first (`Objective.bind`), so a unit of a ReLU6 layer is
+    optimized before its clip unless its objective says `pre_clip=False`; the result's `value_of` states it.
     """
     model = net
-    net, mean, std, dev, p, settings, key, cache_dir = _prepare(
+    net, objective, mean, std, dev, p, settings, key, cache_dir = _prepare(
         net, objective, preset=preset, steps=steps, size=size, seed=seed, batch=batch, diversity=diversity,
         diversity_layer=diversity_layer, mean=mean, std=std, device=device, use_cache=use_cache,
         cache_id=cache_id, cache_dir=cache_dir, overrides=overrides)
@@ -266,7 +297,7 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
     unread: list[torch.Tensor] = []  # the steps' batch means not read on the host yet (`read_values`)
 
     infos = layer_infos(model, net, layers, torch.zeros(1, 3, p.size, p.size, device=dev))
-    with torch.enable_grad(), Forward(net, layers, objective.needs_logits, infos) as forward:
+    with torch.enable_grad(), Forward(net, layers, objective.needs_logits, infos, objective.inputs) as forward:
         for step in range(1, p.steps + 1):
             if aborted(abort):
                 return
@@ -314,13 +345,20 @@ def iter_optimize(net: Any, objective: Objective, *, preset: str | Preset = "def
         with torch.no_grad():
             images = to_uint8(param.image())
             saved = torch.from_numpy(images).to(dev).permute(0, 3, 1, 2).float() / 255.0
-            final = objective(forward((saved - mean_t) / std_t)).float().cpu().tolist()
+            out = forward((saved - mean_t) / std_t)
+            final = objective(out).float().cpu().tolist()
+            clipped = None if objective.clipped is None else objective.clipped(out).float().cpu().tolist()
     best = int(np.argmax(final))
     res = OptimizeResult(image=images[best], images=images, value=float(final[best]), values=final,
-                         history=history, objective=objective.key, settings=settings, best=best)
+                         history=history, objective=objective.key, settings=settings, best=best,
+                         value_of=objective.title, clipped_value=None if clipped is None else float(clipped[best]),
+                         clipped_values=clipped)
     if key is not None:
-        result_cache.save(key, images, {"best": best, "value": res.value, "values": final, "history": history,
-                                  "objective": objective.key, "settings": settings}, cache_dir)
+        meta = {"best": best, "value": res.value, "values": final, "history": history, "objective": objective.key,
+                "value_of": objective.title, "settings": settings}
+        if clipped is not None:
+            meta["clipped_values"] = clipped
+        result_cache.save(key, images, meta, cache_dir)
     yield Progress(step=p.steps, steps=p.steps, value=res.value, images=images, done=True, result=res)
 
 

@@ -2,7 +2,7 @@
 
 Shared by the inspector's optimized image and pattern mode (and the CLI's `optimize-layer` writes what they
 find): the objective is the channel mean for layers with positions (maps, token grids) and the unit itself for
-vectors, so the app and the CLI share cache entries.
+vectors, read before the clip on capped rectifier layers (ReLU6), so the app and the CLI share cache entries.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ def app_settings() -> tuple[int, int]:
     return env_int("DEEPVIS_OPTIMIZE_STEPS", 64), env_int("DEEPVIS_OPTIMIZE_SIZE", 96)
 
 
-def unit_objective(vm, layer: str, channel: int) -> objectives.Objective:
+def unit_objective(vm, layer: str, channel: int, *, pre_clip: bool | None = None) -> objectives.Objective:
     """The channel mean for a layer with positions (maps, tokens: the unit's feature anywhere in the image), the
-    unit itself for a vector; the layout comes from the model, never from the shape."""
+    unit itself for a vector; the layout comes from the model, never from the shape. On a capped rectifier
+    (ReLU6) the value before the clip, unless `pre_clip=False` (`objectives.channel`)."""
     if vm.info(layer).layout is Layout.VECTOR:
-        return objectives.neuron(layer, channel)
-    return objectives.channel(layer, channel)
+        return objectives.neuron(layer, channel, pre_clip=pre_clip)
+    return objectives.channel(layer, channel, pre_clip=pre_clip)
 
 
 def cached_unit_image(vm, layer: str, channel: int, *, steps: int, size: int,

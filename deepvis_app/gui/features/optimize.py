@@ -11,6 +11,7 @@ from collections import deque
 from PySide6.QtWidgets import QPushButton
 
 from ...optimize.unit_images import app_settings, cached_unit_image, unit_objective
+from ...rectifiers import clip_of
 from ...state import OptimizedImage
 from ..feature import Feature, Panel
 from ..widgets.canvas import ImageCanvas
@@ -19,6 +20,14 @@ from ..widgets.inspector_pane import titled
 SLOT = "optimize"  # the cache look-up and the optimization (and its model copy)
 TITLE = "optimized image"
 HINT = "press optimize to synthesize\nthis unit's preferred image"
+
+
+def final_caption(value: float, result) -> str:
+    """What the finished image reached. On a capped rectifier (ReLU6) the optimized value is the one before the
+    clip, so the caption says so: "pre-clip value 14.2 (clipped 6)" -- a bare "value 6" would hide why."""
+    if getattr(result, "pre_clip", False):
+        return f"pre-clip value {value:.3g} (clipped {result.clipped_value:.3g})"
+    return f"value {value:.3g}"
 
 
 class OptimizeFeature(Feature):
@@ -90,7 +99,9 @@ class OptimizeFeature(Feature):
         """Synthesize the selected unit's preferred image, previewing as it evolves."""
         unit = self.ctx.state.unit
         if unit is not None:
-            self._run(unit_objective(self.ctx.vm, unit.layer, unit.channel), str(unit), f"optimizing {unit}...",
+            clip = clip_of(self.ctx.vm.net, unit.layer)  # a module lookup, no forward
+            message = f"optimizing {unit}" + (f"\nbefore its {clip}..." if clip is not None else "...")
+            self._run(unit_objective(self.ctx.vm, unit.layer, unit.channel), str(unit), message,
                       target=(unit.layer, unit.channel))
 
     def start_class(self, index: int) -> None:
@@ -144,8 +155,9 @@ class OptimizeFeature(Feature):
 
     def _show(self, what: str, prog, *, final: bool = False, label: str = "") -> None:
         step, steps = getattr(prog, "step", 0), getattr(prog, "steps", 0)
-        caption = f"step {step}/{steps}" if not final else f"value {prog.value:.3g}"
-        if final and getattr(getattr(prog, "result", None), "cached", False):
+        result = getattr(prog, "result", None)
+        caption = f"step {step}/{steps}" if not final else final_caption(prog.value, result)
+        if final and getattr(result, "cached", False):
             caption += " (cached)"
         self.canvas.caption = f"{label}  {caption}" if label else caption
         self.log.append((what, step, steps))
