@@ -90,3 +90,26 @@ def test_query_index_and_errors():
         query_index(0, (7, 7), None)
     with pytest.raises(DeepVisError, match="no self-attention"):
         attention(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)), torch.zeros(1, 3, 4, 4))
+
+
+def test_rollout_row_and_query_rows_equal_the_full_matrices():
+    """The live view's shortcuts: one query's rollout row by vector-matrix products, and one query row of a
+    block's heads, equal the full computations (timm's qkv path and torchvision's MHA path)."""
+    from torchvision.models import VisionTransformer
+
+    from deepvis_app.methods.attention import AttentionRecorder, rollout_row
+
+    torch.manual_seed(0)
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=8, mlp_dim=16).eval()
+    for net, x in ((_toy_timm_vit(), torch.randn(1, 3, 8, 8)), (tv, torch.randn(1, 3, 32, 32))):
+        with AttentionRecorder(net) as rec, torch.no_grad():
+            net(x)
+        full = rec.weights()
+        t = next(iter(full.values())).shape[-1]
+        for q in (0, 1, t - 1):
+            want = rollout(list(full.values()))[:, q]
+            assert torch.allclose(rollout_row(list(full.values()), q), want, atol=1e-6)
+            for name, w in full.items():
+                assert torch.allclose(rec.query_rows(name, q), w[:, :, q], atol=1e-6), (name, q)
+    with pytest.raises(DeepVisError):
+        rollout_row([], 0)

@@ -112,6 +112,26 @@ class AttentionRecorder:
         return out
 
 
+    @torch.no_grad()
+    def query_rows(self, name: str, query: int) -> Tensor:
+        """[N, heads, T]: block `name`'s attention from token `query` only (one row of each head's weights, what
+        the live heads view draws every frame: 1/T of the work of `weights`)."""
+        m = dict(self.modules)[name]
+        if name in self.qkv:
+            return rows_from_qkv(m, self.qkv[name].detach(), query)
+        if name in self.seen:
+            return weights_of(m, self.seen[name].detach(), query=query)[:, :, 0]
+        raise DeepVisError(f"attention block {name!r} did not run in this forward")
+
+
+def rows_from_qkv(module: nn.Module, qkv: Tensor, query: int) -> Tensor:
+    """[N, heads, T]: one query token's attention weights from a timm attention module's qkv output."""
+    n, t, _ = qkv.shape
+    parts = qkv.reshape(n, t, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = module.q_norm(parts[0][:, :, query:query + 1]), module.k_norm(parts[1])
+    return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
+
+
 def weights_from_qkv(module: nn.Module, qkv: Tensor) -> Tensor:
     """[N, heads, T, T] from a timm attention module's qkv projection output [N, T, 3 * heads * d]."""
     n, t, _ = qkv.shape
@@ -120,9 +140,12 @@ def weights_from_qkv(module: nn.Module, qkv: Tensor) -> Tensor:
     return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
-def weights_of(module: nn.Module, x: Tensor) -> Tensor:
-    """[N, heads, T, T] attention weights the module computes for the token input `x` [N, T, C]."""
+def weights_of(module: nn.Module, x: Tensor, *, query: int | None = None) -> Tensor:
+    """[N, heads, T, T] attention weights the module computes for the token input `x` [N, T, C] (with `query`:
+    [N, heads, 1, T], that token's row only)."""
     if _kind(module) == "timm":
+        if query is not None:
+            return rows_from_qkv(module, module.qkv(x), query)[:, :, None]
         return weights_from_qkv(module, module.qkv(x))
     if _kind(module) == "mha":
         if not module.batch_first:
@@ -132,7 +155,8 @@ def weights_of(module: nn.Module, x: Tensor) -> Tensor:
         w, b = module.in_proj_weight, module.in_proj_bias
         if w is None:
             raise DeepVisError("attention with separate q/k/v projections is not supported")
-        q = F.linear(x, w[:e], None if b is None else b[:e]).reshape(n, t, heads, -1).transpose(1, 2)
+        xq = x if query is None else x[:, query:query + 1]
+        q = F.linear(xq, w[:e], None if b is None else b[:e]).reshape(n, xq.shape[1], heads, -1).transpose(1, 2)
         k = F.linear(x, w[e:2 * e], None if b is None else b[e:2 * e]).reshape(n, t, heads, -1).transpose(1, 2)
         return (q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)).softmax(dim=-1)
     raise DeepVisError(f"{type(module).__name__} is not an attention module DeepVis can read")
@@ -161,6 +185,21 @@ def rollout(weights: Sequence[Tensor], *, residual: float = 0.5) -> Tensor:
         a = a / a.sum(dim=-1, keepdim=True)
         out = a if out is None else a @ out
     return out
+
+
+def rollout_row(weights: Sequence[Tensor], query: int, *, residual: float = 0.5) -> Tensor:
+    """Row `query` of `rollout(weights)` [N, T], by vector-matrix products from the last block down: the same
+    numbers without the T x T x T matrix products (what the live view draws)."""
+    if not weights:
+        raise DeepVisError("rollout needs at least one attention block")
+    v = None
+    for w in reversed(weights):
+        a = w.mean(dim=1)
+        a = (1 - residual) * a
+        a.diagonal(dim1=-2, dim2=-1).add_(residual)
+        a = a / a.sum(dim=-1, keepdim=True)
+        v = a[:, query] if v is None else (v[:, None] @ a)[:, 0]
+    return v
 
 
 def token_maps(rows: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:

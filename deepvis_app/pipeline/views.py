@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import DeepVisError
 from ..layouts import as_maps
-from ..methods.attention import AttentionRecorder, attention_modules, query_index, rollout, token_maps
+from ..methods.attention import AttentionRecorder, attention_modules, query_index, rollout_row, token_maps
 from ..methods.cam import CAM_METHODS
 from ..render import Grid, render_grid
 from ..values import LIVE_CAMS, LayerInfo, Layout
@@ -88,18 +88,22 @@ def attention_view(recorder: AttentionRecorder, info: LayerInfo, patch: tuple[in
     heads every frame (the live worker decides)."""
     if info.layout is not Layout.TOKENS or info.token_grid is None:
         raise DeepVisError("attention maps need the model's patch grid: show a token layer of the transformer")
-    weights = recorder.weights([recorder.last] if previous is not None else None)
-    if recorder.last not in weights:
-        raise DeepVisError(f"attention block {recorder.last!r} did not run in this forward")
     grid, prefix = info.token_grid, info.prefix_tokens
     q = query_index(prefix, grid, patch)
-    last = weights[recorder.last][0]  # [heads, T, T]
-    heads = token_maps(last[:, q], prefix, grid)  # [heads, h, w]
+    if previous is not None:  # the heads only: one query row of the last block
+        rows = recorder.query_rows(recorder.last, q)[0]  # [heads, T]
+        weights = None
+    else:
+        weights = recorder.weights()
+        if recorder.last not in weights:
+            raise DeepVisError(f"attention block {recorder.last!r} did not run in this forward")
+        rows = weights[recorder.last][0][:, q]
+    heads = token_maps(rows, prefix, grid)  # [heads, h, w]
     tiles = render_grid(heads.float(), norm="channel", gamma=1.0, min_tile=8)
     query = "class token" if patch is None else f"patch ({patch[0]}, {patch[1]})"
-    if previous is not None:
+    if weights is None:
         return AttentionView(recorder.last, tiles, previous.rollout, query, previous.rollout_raw)
-    rolled = rollout(list(weights.values()))[0, q]
+    rolled = rollout_row(list(weights.values()), q)[0]
     raw = token_maps(rolled, prefix, grid).float()
     roll = F.interpolate(raw[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     roll = roll - roll.min()
