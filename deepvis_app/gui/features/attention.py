@@ -22,6 +22,7 @@ from ...render import Grid, overlay_heat
 from ...values import Layout
 from ..feature import TOOLS, Feature, MenuItem, Panel
 from ..widgets.attention_views import ClickCanvas, HeadsView, ValueStrip, WatchedPanel
+from ..widgets.combo import ElidedCombo
 from ..widgets.images import SIGNED_COLORMAP, make_lut
 from ..widgets.inspector_pane import titled
 from ..widgets.panel import assemble, control_row
@@ -94,7 +95,10 @@ class AttentionFeature(Feature):
         w = WatchedPanel()
         w.shown.connect(self._visibility)
         w.hidden.connect(self._visibility)
-        self.block_box = QComboBox()
+        self.block_box = ElidedCombo()  # a squeezed name ends in "...", not cut through a letter
+        # as narrow as a short name: a long module name must not widen a small screen's dock past its edge
+        self.block_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.block_box.setMinimumContentsLength(18)
         self.block_box.setToolTip("the block whose heads are drawn; the rollout runs from the first block up to it")
         self.block_box.currentIndexChanged.connect(lambda _i: self.set_block(self.block_box.currentData() or ""))
         self.query_label = QLabel("query: class token")
@@ -207,13 +211,21 @@ class AttentionFeature(Feature):
                                  [f"head {i}  max {maxima[i]:.3f}" for i in range(n)],
                                  [f"{i}: {maxima[i]:.3f}" for i in range(n)])
         tokens = att.rollout_raw.size + self._prefix
-        self.heads_box.title_label.setText(f"heads of {att.block}, from the {att.query} (each scaled to its max; "
-                                           f"even attention would be 1/{tokens} = {1 / tokens:.3f})")
+        block = self.block_title(att.block)  # the module's name is in the block box (and would not wrap)
+        title = self.heads_box.title_label
+        title.setText(f"heads of {block}, from the {att.query} (each scaled to its max; even attention would be "
+                      f"1/{tokens} = {1 / tokens:.3f})")
+        title.setToolTip(f"{att.block}: {title.text()}")
         self.rollout.set_image(overlay_heat(res.image, att.rollout))
         gh, gw = att.rollout_raw.shape
         patch = self.ctx.state.attention_patch
         self.rollout.marker = None if patch is None else ((patch[1] + 0.5) / gw, (patch[0] + 0.5) / gh)
-        self.rollout.caption = f"rollout to {att.block}"
+        self.rollout.caption = f"rollout to {block}"
+
+    def block_title(self, block: str) -> str:
+        """"block 12": a block's number among the model's attention blocks (its module name when not listed)."""
+        index = self.block_box.findData(block)
+        return f"block {index}" if index > 0 else block
 
     def _paint_prefix(self, res: FrameResult) -> None:
         """The extra tokens of the shown token layer, never mixed into the grid: one row of values each."""

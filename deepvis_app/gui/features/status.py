@@ -1,5 +1,9 @@
 """The status bar's facts: model (and whether its weights are random), device, source, the smoothed capture /
-inference / attribution rates and the newest frame's latency. Fixed-width labels, so numbers do not jump."""
+inference / attribution rates and the newest frame's latency. Fixed-width labels, so numbers do not jump.
+
+On a small screen the model and source names give way first, shortened where they say least ("model
+convnex...ndom weights)", "...chelsea.png"; full text in the tooltip), never cut through their letters; the device
+name is short and never shortened."""
 
 from __future__ import annotations
 
@@ -8,9 +12,14 @@ from PySide6.QtWidgets import QLabel, QSizePolicy
 
 from ...pipeline import FrameResult
 from ..feature import Feature
+from ..widgets.shortened_label import ShortenedLabel
 
 RATE_LABELS = ("capture", "inference", "attribution")
-ROOMY = ("model", "device", "source")  # may shrink (elided by Qt) so the window fits small screens
+ROOMY = ("model", "device", "source")  # as wide as their texts; model and source may shrink (elided)
+SHRINKS = {"model": Qt.TextElideMode.ElideMiddle,  # "model convnex...ndom weights)"
+           "source": Qt.TextElideMode.ElideLeft}  # "...chelsea.png": the file's own name
+MIN_CHARS = 14  # what a shortened model or source name keeps, about
+PAD = 16  # px beside a rate's text (the style sheet pads labels by 12): a small screen has no room to spare
 
 
 class StatusFeature(Feature):
@@ -20,16 +29,17 @@ class StatusFeature(Feature):
         super().__init__(ctx)
         self.labels: dict[str, QLabel] = {}
         for key in (*ROOMY, *RATE_LABELS, "latency"):
-            label = QLabel("")
+            label = ShortenedLabel(mode=SHRINKS[key]) if key in SHRINKS else QLabel("")
             label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.labels[key] = label
-        for key in ROOMY:
+        for key in SHRINKS:  # give way (shortened) when the bar is full; else as wide as their texts
             self.labels[key].setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-            self.labels[key].setMinimumWidth(30)
+        # never shortened: exactly its text's width, padding included (the style sheet's, known once shown)
+        self.labels["device"].setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
         metrics = self.labels["capture"].fontMetrics()
         for key, sample in (("capture", "capture 00.0 fps"), ("inference", "inference 00.0 fps"),
                             ("attribution", "attribution 00.0 fps"), ("latency", "latency 00000 ms")):
-            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + 24)
+            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + PAD)
         ctx.live.stats_changed.connect(self._rates)
         ctx.live.painted.connect(self._latency)
         ctx.live.model_changed.connect(lambda _vm: self._facts())
@@ -47,8 +57,9 @@ class StatusFeature(Feature):
             label = self.labels[key]
             label.setText(text)
             label.setToolTip(text)
-            # as wide as its text when there is room; the small minimum lets it give way when there is not
-            label.setMaximumWidth(label.fontMetrics().horizontalAdvance(text) + 24)
+            if key in SHRINKS:  # shortened, but never below about a dozen letters ("model con...weights)")
+                fm = label.fontMetrics()
+                label.setMinimumWidth(min(fm.horizontalAdvance(text), fm.averageCharWidth() * MIN_CHARS) + PAD)
 
     def _rates(self, stats: dict) -> None:
         for key in RATE_LABELS:

@@ -18,6 +18,7 @@ from .panel import ToolPanel
 LABEL_BG = QColor(0, 0, 0, 170)
 LABEL_FG = QColor(235, 235, 235)
 DIM = QColor(140, 145, 160)
+MOSAIC_MARGIN = 3  # px between the heads mosaic and its widget's edges
 
 
 class WatchedPanel(ToolPanel):
@@ -79,18 +80,20 @@ class HeadsView(QWidget):
         self.set_tiles([], [])
 
     def tile_rects(self) -> list[QRectF]:
-        """Where each image is drawn (widget coordinates)."""
+        """Where each image is drawn (widget coordinates): whole pixels, every tile inside the widget with a
+        margin (a last column flush with the edge reads as cut off)."""
         n = len(self._images)
         if not n:
             return []
-        gap = 3.0
+        gap, margin = 3, MOSAIC_MARGIN
+        room_w, room_h = self.width() - 2 * margin, self.height() - 2 * margin
         iw, ih = self._images[0].width(), self._images[0].height()
-        rows, cols, side = mosaic_shape(n, self.width() + gap, self.height() + gap, iw / max(1, ih))
-        w, h = side * iw / max(1, ih) - gap, side - gap
-        x0 = (self.width() - (cols * (w + gap) - gap)) / 2
-        y0 = (self.height() - (rows * (h + gap) - gap)) / 2
-        return [QRectF(x0 + (i % cols) * (w + gap), y0 + (i // cols) * (h + gap), max(1.0, w), max(1.0, h))
-                for i in range(n)]
+        aspect = iw / max(1, ih)
+        rows, cols, side = mosaic_shape(n, room_w + gap, room_h + gap, aspect)
+        w, h = max(1, math.floor(side * aspect - gap)), max(1, math.floor(side - gap))
+        x0 = margin + (room_w - (cols * (w + gap) - gap)) // 2
+        y0 = margin + (room_h - (rows * (h + gap) - gap)) // 2
+        return [QRectF(x0 + (i % cols) * (w + gap), y0 + (i // cols) * (h + gap), w, h) for i in range(n)]
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt naming
         p = QPainter(self)
@@ -110,6 +113,8 @@ class HeadsView(QWidget):
             p.drawImage(rect, image)
             if fm.horizontalAdvance(label) + 10 > rect.width() and i < len(self.short_labels):
                 label = self.short_labels[i]
+                if fm.horizontalAdvance(label) + 10 > rect.width():  # a tiny tile: its number ("7: 0.009" -> "7")
+                    label = label.split(":")[0]
             if label:
                 text = fm.elidedText(label, Qt.TextElideMode.ElideRight, int(rect.width()) - 6)
                 box = QRectF(rect.left() + 2, rect.top() + 2, fm.horizontalAdvance(text) + 6, fm.height() + 2)

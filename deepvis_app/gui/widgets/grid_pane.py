@@ -3,20 +3,26 @@
 The grid image (uint8, border pixels 0) is shown with fixed levels (0, 255) through a LUT, so repainting a
 new frame is one texture upload; hovering maps the cursor through `GridLayout.channel_at`, clicking selects.
 
+The tile borders are also drawn over the image at the screen's resolution (`TileSeparators`): a grid shown
+smaller than 1:1 is sampled nearest-neighbour, which drops most 1-px borders (384 ConvNeXt tiles read as 20
+stripes); the overlay keeps every border one screen pixel wide at any size.
+
 Pattern mode (the old toolbox's "p") shows each unit's cached optimized image instead, as an RGB grid with
 the live grid's rows and columns, so hit-testing and selection work the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
+    QGraphicsItem,
     QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
@@ -29,15 +35,16 @@ from ...render import Grid, GridLayout, grid_layout
 from ...state import COLORMAPS, GAMMAS
 from .colorbar import ColorBar
 from .combo import compact_combo
-from .elided_label import ElidedLabel
 from .flow import FlowLayout
-from .images import SIGNED_COLORMAP, make_lut
+from .images import BORDER_RGB, SIGNED_COLORMAP, make_lut
+from .shortened_label import ShortenedLabel
 
 SELECT_COLOR = QColor(255, 214, 10)
 HOVER_COLOR = QColor(120, 200, 255)
 PATTERN_TILE = 96  # pixels per pattern tile (the GUI's default optimized image size: shown 1:1)
 PATTERN_PAD = 2
 PLACEHOLDER_RGB = (34, 36, 46)  # a unit with no cached optimized image
+MIN_SEPARATED_PITCH = 4.0  # screen pixels per tile (border included) below which no separators are drawn
 
 
 def pattern_tile(image: np.ndarray | None, size: int = PATTERN_TILE) -> np.ndarray:
@@ -63,6 +70,64 @@ def pattern_grid(images: list[np.ndarray | None], layout: GridLayout,
         out[y:y + layout.tile_h, x:x + layout.tile_w] = tile if tile is not None else pattern_tile(image,
                                                                                                   layout.tile_h)
     return out
+
+
+class TileSeparators(QGraphicsItem):
+    """The grid's tile borders, drawn in screen pixels over the scaled grid image (in the image's coordinates).
+
+    Shown 1:1 or larger every border pixel of the image reaches the screen and nothing is drawn. Shown smaller,
+    the image is sampled nearest-neighbour and most 1-px borders fall between the sampled pixels; this item then
+    fills, for every border, the screen column (row) its centre falls in: the pixel the sampling would show if
+    it kept the border, so a kept border and the drawn one coincide (one pixel, not two). Cost per paint: one
+    filled rectangle per row and column of tiles. Tiles under MIN_SEPARATED_PITCH screen pixels get no
+    separators (they would cover the tiles; zoom in to tell them apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layout_: GridLayout | None = None
+        self.color = QColor(*BORDER_RGB)
+        self.drawn = 0  # separators drawn by the newest paint (0: the image's own borders show, or none fit)
+
+    def set_layout(self, layout: GridLayout | None, color: QColor) -> None:
+        if layout != self.layout_:
+            self.prepareGeometryChange()
+            self.layout_ = layout
+        if color != self.color:
+            self.color = color
+            self.update()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt naming
+        lay = self.layout_
+        return QRectF() if lay is None else QRectF(0, 0, lay.width, lay.height)
+
+    def paint(self, p: QPainter, _option, _widget=None) -> None:
+        lay = self.layout_
+        self.drawn = 0
+        if lay is None:
+            return
+        t = p.worldTransform()
+        sx, sy = t.m11(), t.m22()
+        if t.isRotating() or sx <= 0 or sy <= 0 or (sx >= 1 and sy >= 1):
+            return
+        pitch_x, pitch_y = lay.tile_w + lay.pad, lay.tile_h + lay.pad
+        if min(pitch_x * sx, pitch_y * sy) < MIN_SEPARATED_PITCH:
+            return
+        dx, dy = t.dx(), t.dy()
+        top, bottom = math.floor(dy), math.ceil(dy + lay.height * sy)
+        left, right = math.floor(dx), math.ceil(dx + lay.width * sx)
+        wx, wy = max(1, round(lay.pad * sx)), max(1, round(lay.pad * sy))
+        half = lay.pad / 2
+        # the screen column (row) each border's centre falls in
+        height, width = bottom - top, right - left
+        rects = [QRect(math.floor(dx + (k * pitch_x + half) * sx), top, wx, height) for k in range(lay.cols + 1)]
+        rects += [QRect(left, math.floor(dy + (k * pitch_y + half) * sy), width, wy) for k in range(lay.rows + 1)]
+        p.save()
+        p.resetTransform()  # device pixels from here on
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(self.color)
+        p.drawRects(rects)  # one call for all of them
+        p.restore()
+        self.drawn = lay.cols + lay.rows + 2
 
 
 class GridPane(QWidget):
@@ -112,7 +177,7 @@ class GridPane(QWidget):
         self.pattern_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pattern_label.setStyleSheet("color: #ffd60a; padding: 2px 4px;")
         self.pattern_label.hide()
-        self.info = ElidedLabel("")  # a narrow footer ends in "..." (the full text is its tooltip)
+        self.info = ShortenedLabel("")  # a narrow footer is shortened in its middle (full text: tooltip)
         self.info.setMinimumWidth(40)
         self.norm_box.currentIndexChanged.connect(lambda i: self.norm_changed.emit(("layer", "channel")[i]))
         self.gamma_box.currentIndexChanged.connect(lambda i: self.gamma_changed.emit(self.gamma_box.itemData(i)))
@@ -137,6 +202,9 @@ class GridPane(QWidget):
         self.image.setLevels((0, 255))
         self.image.setLookupTable(self._luts[self.cmap])
         self.vb.addItem(self.image)
+        self.separators = TileSeparators()  # every tile border visible at any zoom (see the module's docstring)
+        self.separators.setZValue(5)
+        self.vb.addItem(self.separators, ignoreBounds=True)
         self.sel_rect = self._outline(SELECT_COLOR, 2.5, 10)
         self.hover_rect = self._outline(HOVER_COLOR, 1.5, 9)
         self.view.scene().sigMouseMoved.connect(self._on_move)
@@ -222,6 +290,7 @@ class GridPane(QWidget):
         self.labels = labels or []
         self.image.setLookupTable(self._luts[SIGNED_COLORMAP if grid.signed else self.cmap], update=False)
         self.image.setImage(grid.image, autoLevels=False, levels=(0, 255))
+        self.separators.set_layout(grid.layout, QColor(*BORDER_RGB))
         self._update_scale()
         if new_shape:
             self._zoomed = False
@@ -262,6 +331,7 @@ class GridPane(QWidget):
         self.image.setLookupTable(None, update=False)
         live = self.live_tile if self.grid is not None and self._live_layer == layer else None
         self.image.setImage(pattern_grid(self.pattern_images, lay, live), autoLevels=False, levels=(0, 255))
+        self.separators.set_layout(lay, QColor(0, 0, 0))  # pattern grids' borders are black
         self._update_scale()
         if new_shape:
             self._zoomed = False

@@ -1,21 +1,72 @@
-"""Layers pane: the curated layers (bold, with titles) first, then every probe-able layer with its shape."""
+"""Layers pane: the curated layers (bold, with titles) first, then every probe-able layer with its shape.
+
+The shape column says what the grid shows, from the model's `LayerInfo` (not the raw tensor shape): a ConvNeXt
+channels-last 56x56x384 layer reads "384 @ 56x56", a ViT token layer "768 @ 14x14 +1" (its patch grid, plus the
+class token; kept short so the names keep their room). Long module names are shortened at their start
+("...layer_11.mlp.3"): their tails tell the rows apart; curated titles ("block 3 MLP GELU") at their end. Every
+row's tooltip has the full name, the raw output shape and what it holds.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
+from ...values import LayerInfo, Layout
 from ...zoo import VisModel
 
 ROLE_LAYER = Qt.ItemDataRole.UserRole
+ROLE_ELIDE = Qt.ItemDataRole.UserRole + 1  # a row's elide mode for its name (module names: from the left)
 NARROW = 230  # pane width (px) below which the shape column is hidden
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
+    """A raw (channels-first) shape: "96 @ 56x56", "1000", "2 x 3 x 4 x 5"."""
     if len(shape) == 3:
         return f"{shape[0]} @ {shape[1]}x{shape[2]}"
     return " x ".join(str(s) for s in shape) if shape else "-"
+
+
+def layer_shape_text(info: LayerInfo) -> str:
+    """Units @ positions, as the grid draws the layer: "384 @ 56x56" (channels-last too), "768 @ 14x14 +1" (a ViT
+    token layer: its patch grid, +N extra tokens: class, distillation, registers), "64 @ 50 tokens" (tokens
+    without a grid), "1000" (a vector)."""
+    grid = info.grid
+    if info.layout is Layout.TOKENS and len(info.shape) == 2:
+        tail = f" +{info.prefix_tokens}" if info.prefix_tokens else ""
+        if info.token_grid is None:
+            return f"{info.channels} @ {info.shape[0]} tokens"
+        return f"{info.channels} @ {grid[0]}x{grid[1]}{tail}"
+    if info.layout is Layout.CHANNELS_LAST and grid is not None:
+        return f"{info.channels} @ {grid[0]}x{grid[1]}"
+    if info.layout is Layout.VECTOR and info.shape:
+        return str(info.channels)
+    return shape_text(info.shape)
+
+
+def raw_shape(shape: tuple[int, ...]) -> str:
+    """The output tensor's shape as it is (batch left out): "56 x 56 x 384"."""
+    return " x ".join(str(s) for s in shape) if shape else "-"
+
+
+class ElideByRow(QStyledItemDelegate):
+    """Each row's own elide mode (ROLE_ELIDE): a module name loses its start, a curated title its end."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index) -> None:  # noqa: N802 - Qt naming
+        super().initStyleOption(option, index)
+        mode = index.siblingAtColumn(0).data(ROLE_ELIDE)
+        if mode is not None:
+            option.textElideMode = Qt.TextElideMode(mode)
 
 
 class LayersPane(QWidget):
@@ -29,6 +80,9 @@ class LayersPane(QWidget):
         self.tree.setHeaderLabels(["layer", "output"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
+        self.tree.setItemDelegate(ElideByRow(self.tree))  # "...layer_11.mlp.3": the tail tells the rows apart
+        self.tree.headerItem().setToolTip(1, "units @ positions, as the grid shows them; +N: extra tokens (class, "
+                                             "distillation, register) besides a ViT's patch grid")
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
@@ -58,10 +112,13 @@ class LayersPane(QWidget):
         self.all = list(vm.layers)
         for ls in vm.shown_layers:
             title = ls.title.split(" (")[0] if ls.title.endswith(")") else ls.title  # shape has its own column
-            item = QTreeWidgetItem([title, shape_text(vm.info(ls.name).shape)])
-            item.setData(0, ROLE_LAYER, ls.name)
             info = vm.info(ls.name)
-            item.setToolTip(0, f"{ls.title}: {ls.name} ({shape_text(info.shape)}: {info.describe()})")
+            item = QTreeWidgetItem([title, layer_shape_text(info)])
+            item.setData(0, ROLE_LAYER, ls.name)
+            item.setData(0, ROLE_ELIDE, Qt.TextElideMode.ElideRight.value)
+            tip = f"{ls.title}: {ls.name} (output {raw_shape(info.shape)}: {info.describe()})"
+            item.setToolTip(0, tip)
+            item.setToolTip(1, tip)
             item.setFont(0, bold)
             item.setFont(1, bold)
             self.tree.addTopLevelItem(item)
@@ -72,9 +129,12 @@ class LayersPane(QWidget):
             sep.setForeground(0, QBrush(QColor(130, 135, 150)))
             self.tree.addTopLevelItem(sep)
         for info in vm.layer_info:
-            item = QTreeWidgetItem([info.name, shape_text(info.shape)])
+            item = QTreeWidgetItem([info.name, layer_shape_text(info)])
             item.setData(0, ROLE_LAYER, info.name)
-            item.setToolTip(0, f"{info.name} ({info.kind}, {shape_text(info.shape)}: {info.describe()})")
+            item.setData(0, ROLE_ELIDE, Qt.TextElideMode.ElideLeft.value)
+            tip = f"{info.name} ({info.kind}, output {raw_shape(info.shape)}: {info.describe()})"
+            item.setToolTip(0, tip)
+            item.setToolTip(1, tip)
             self.tree.addTopLevelItem(item)
             self._items.setdefault(info.name, item)
         self._mute = False

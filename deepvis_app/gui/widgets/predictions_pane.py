@@ -1,5 +1,9 @@
 """Predictions pane: top-5 classes with probability bars, and the top classes' probabilities over time.
-Clicking a class row asks for that class's optimized image (`class_clicked`)."""
+Clicking a class row asks for that class's optimized image (`class_clicked`).
+
+The history plot fits its height: the y axis gets only as many labels as fit without touching (0 / 0.5 / 1 on
+a short plot), a short plot drops its "seconds" title, and a pane too low for a readable plot hides it (the
+top 5 rows keep the room) rather than showing a bare x axis."""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ from collections import deque
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtCore import QEvent, QObject, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 HISTORY_SECONDS = 15.0
 HELD_TEXT = "held while the pointer is here"
 HELD_COLOR = QColor(255, 159, 10)
 HELD_BG = QColor(30, 24, 14)
+PLOT_MIN_DATA_H = 36  # px of plot area (between the axes) below which the plot is hidden
+PLOT_TITLE_MIN_H = 110  # a plot lower than this drops the x axis title ("seconds"; its tooltip still says it)
+Y_STEPS = (0.2, 0.5, 1.0)  # y label spacings, densest first (each label fits the 30 px axis)
 COLORS = [QColor(255, 214, 10), QColor(90, 200, 250), QColor(255, 105, 97), QColor(120, 220, 120),
           QColor(200, 150, 255)]
 
@@ -182,15 +189,65 @@ class PredictionsPane(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.getAxis("left").setWidth(30)
         self.plot.getAxis("bottom").setLabel("seconds")
+        self.plot.setToolTip("probabilities of the top 3 classes over the last 15 seconds")
         self.plot.showGrid(x=False, y=True, alpha=0.2)
+        self.plot.installEventFilter(self)  # its y labels follow its height
+        self.y_ticks: list[float] = []  # the y axis labels shown now
+        self.y_pad = 0.02  # the y range is -y_pad .. 1 + y_pad
+        self.x_titled = True  # the x axis says "seconds"
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.bars)
         layout.addWidget(self.plot, 1)
+        self._layout = layout
         self.history: deque[tuple[float, dict[int, float]]] = deque()
         self._curves: dict[int, pg.PlotDataItem] = {}
         self._names: dict[int, str] = {}
         self.rows: list[tuple[int, str, float]] = []
+
+    # -- fitting the plot to its height
+    def _axis_h(self, titled: bool) -> int:
+        """The x axis' height under the plot area (tick labels, and the title when shown)."""
+        return QFontMetrics(self.plot.font()).height() * (2 if titled else 1) + 12
+
+    def plot_room(self) -> int:
+        """The height the plot widget gets when shown: what the bars (at their preferred height) leave."""
+        m = self._layout.contentsMargins()
+        return self.height() - m.top() - m.bottom() - self._layout.spacing() - self.bars.sizeHint().height()
+
+    def fit_plot(self) -> None:
+        """Show the plot only when its area between the axes would be readable; else the rows take the room."""
+        room = self.plot_room()
+        show = room - self._axis_h(False) >= PLOT_MIN_DATA_H
+        if show != self.plot.isVisibleTo(self):
+            self.plot.setVisible(show)
+
+    def fit_ticks(self, height: int) -> None:
+        """As many y labels (0 .. 1) as fit in `height` px of plot without touching, 0 and 1 included (the range
+        gets half a label of room at both ends: pyqtgraph drops a label that sticks out); the x title when roomy."""
+        titled = height >= PLOT_TITLE_MIN_H
+        if titled != self.x_titled:
+            self.x_titled = titled
+            self.plot.getAxis("bottom").showLabel(titled)
+        text_h = QFontMetrics(self.plot.font()).height()
+        half = 0.4 * text_h + 1  # pyqtgraph's label box is 0.8 of the text's height
+        per_unit = max(1.0, height - self._axis_h(titled) - 2 * half)  # px from 0 to 1
+        step = next((s for s in Y_STEPS if per_unit * s >= 1.5 * text_h), 1.0)
+        ticks = [round(k * step, 2) for k in range(int(round(1 / step)) + 1)]
+        pad = half / per_unit
+        if ticks != self.y_ticks or abs(pad - self.y_pad) > 1e-3:
+            self.y_ticks, self.y_pad = ticks, pad
+            self.plot.getAxis("left").setTicks([[(v, f"{v:g}") for v in ticks], []])
+            self.plot.setYRange(-pad, 1 + pad, padding=0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        super().resizeEvent(event)
+        self.fit_plot()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt naming
+        if obj is self.plot and event.type() == QEvent.Type.Resize:
+            self.fit_ticks(self.plot.height())
+        return False
 
     def clear(self) -> None:
         self.history.clear()
