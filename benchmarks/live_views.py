@@ -65,10 +65,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    from deepvis_app.devices import keep_freed_memory
+
+    malloc = keep_freed_memory()  # what `deepvis` runs with (DEEPVIS_MALLOC=system: glibc's defaults)
     if args.threads:
         torch.set_num_threads(args.threads)
     imgs = frames(args.frames)
-    out = {"device": args.device, "threads": torch.get_num_threads(), "frames": args.frames, "models": {}}
+    out = {"device": args.device, "threads": torch.get_num_threads(), "malloc": malloc, "frames": args.frames,
+           "models": {}}
     for name in args.models.split(","):
         weights = "default" if name == "efficientnet_lite0" else "random"
         vm = load_model(name, weights=weights, device=args.device)

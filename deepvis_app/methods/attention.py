@@ -188,17 +188,22 @@ def rollout(weights: Sequence[Tensor], *, residual: float = 0.5) -> Tensor:
 
 
 def rollout_row(weights: Sequence[Tensor], query: int, *, residual: float = 0.5) -> Tensor:
-    """Row `query` of `rollout(weights)` [N, T], by vector-matrix products from the last block down: the same
-    numbers without the T x T x T matrix products (what the live view draws)."""
+    """Row `query` of `rollout(weights)` [N, T], from the last block down with vector-matrix products: the row
+    so far times each head, averaged, mixed with the residual path -- no T x T matrix is formed (what the live
+    view draws every few frames). Softmax rows sum to 1, so the rows of residual * I + (1 - residual) * mean(A)
+    do too and `rollout`'s renormalization divides by 1 (the two agree to float rounding; a test checks)."""
     if not weights:
         raise DeepVisError("rollout needs at least one attention block")
     v = None
-    for w in reversed(weights):
-        a = w.mean(dim=1)
-        a = (1 - residual) * a
-        a.diagonal(dim1=-2, dim2=-1).add_(residual)
-        a = a / a.sum(dim=-1, keepdim=True)
-        v = a[:, query] if v is None else (v[:, None] @ a)[:, 0]
+    for w in reversed(weights):  # w: [N, heads, T, T]
+        if v is None:
+            mixed = w[:, :, query].mean(dim=1)  # [N, T]: the query's row, heads averaged
+            base = torch.zeros_like(mixed)
+            base[:, query] = 1.0
+        else:
+            mixed = (v[:, None, None, :] @ w)[:, :, 0].mean(dim=1)
+            base = v
+        v = base.mul(residual).add_(mixed, alpha=1 - residual)
     return v
 
 
