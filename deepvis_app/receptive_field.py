@@ -7,16 +7,24 @@ CPU promises exact zeros in the gradients the boxes are read from) -- every weig
 (1/fan_in, so activations stay O(1)), biases 0, BatchNorm statistics identity -- on an all-ones input, with
 max pooling computed as average pooling (every window element gets gradient, not just the switch), rectifiers
 backpropagating relu(upstream) (deconv rule: saturation cannot cut a path), and the gradient binarized after
-every op (no underflow in deep nets). Global-context branches (squeeze-excitation, global pooling: adaptive
-pooling to 1x1) are cut, so a conv unit's RF is its convolutional footprint; units with no spatial footprint
-left (after global pooling, fully connected) get the whole image.
+every op (no underflow in deep nets). Ops whose backward cancels inside one fused call are given stand-ins of
+the same support with positive Jacobians: LayerNorm, GroupNorm, InstanceNorm, batch-statistics BatchNorm
+((x + mean x) / (2 mean|x|) over the statistics' dims: their output ignores a constant shift, so they map an
+all-ones gradient to exactly zero -- every ConvNeXt and Swin block has one) and softmax (values kept, masked
+entries zeroed). Global-context branches (squeeze-excitation, global pooling: adaptive pooling to 1x1, a mean or
+max over a 4-D map's positions, normalization statistics over positions) are cut, so a conv unit's RF is its
+convolutional footprint; units with no spatial footprint left (after global pooling, fully connected) get the
+whole image. LayerNorm over the channels at each position is no image context: ConvNeXt's units are local.
 
 For a conv-style layer the box is affine in the unit index: top(y) = y * stride + offset, height = size (same
 for x). Boxes of units near the border are clipped by the image, so we read the stride from the last two units'
 tops (or the first two units' bottoms), the offset from the last unit's top, the size from the first unit's
-bottom -- the sides that are not clipped. When the RF is so large that those are clipped too, we probe again
-with a larger input S' = S + 2 m T (T = the layer's total stride), which keeps every layer's size modulo its
-stride and so every "same"-style padding unchanged. Results are cached per (net, layer, input size).
+bottom -- the sides that are not clipped -- and check the other unclipped sides against them. When the RF is so
+large that those are clipped too, we probe again with the image grown along that axis only (the other kept at
+S), to S' = S + 2 m T (T = the layer's total stride), which keeps every layer's size modulo its stride and so
+every "same"-style padding unchanged. Fields that do not slide with the unit (Swin's window attention: the units
+of a window share one field, which jumps from window to window; after a few shifted-window blocks it is the
+whole image) fail that check: `full`, with the reason. Results are cached per (net, layer, input size).
 
 Layouts: units are read through `layouts.as_maps`, so channels-last maps (ConvNeXt's inner layers, Swin) are
 measured like channels-first ones. A token layer's unit sees the whole image (attention mixes every patch into
@@ -118,7 +126,7 @@ def rf_is_local(net: nn.Module, layer: str, input_size: int, info: LayerInfo | N
         geom = rf_geometry(net, layer, input_size, info)
         local = False
         if not geom.full:
-            shape, boxes = _probe_boxes(net, layer, int(input_size), lambda s: [(s[1] // 2, s[2] // 2)],
+            shape, boxes = _probe_boxes(net, layer, (int(input_size),) * 2, lambda s: [(s[1] // 2, s[2] // 2)],
                                         _info(net, layer, int(input_size), info), cut_global=False)
             if len(shape) == 3 and boxes and boxes[0] is not None:
                 t, lft, b, r = geom.box(shape[1] // 2, shape[2] // 2)
@@ -131,8 +139,15 @@ def rf_is_local(net: nn.Module, layer: str, input_size: int, info: LayerInfo | N
 # --------------------------------------------------------------------------------------------------------------
 
 
+_SOFTMAX = frozenset((F.softmax, torch.softmax, Tensor.softmax))
+_REDUCE = frozenset((torch.mean, Tensor.mean, torch.sum, Tensor.sum, torch.amax, Tensor.amax))
+_MAX_REDUCE = frozenset((torch.amax, Tensor.amax))
+
+
 class _SupportMode(TorchFunctionMode):
-    """Max pooling -> average pooling, global pooling cut (unless cut_global=False), gradient binarized."""
+    """Max pooling -> average pooling, global pooling cut (unless cut_global=False), gradient binarized, and the
+    fused ops whose backward cancels a binarized (all-ones) gradient inside itself given positive-Jacobian
+    stand-ins of the same support: normalizations and softmax (see `_norm`, `_softmax`)."""
 
     def __init__(self, cut_global: bool = True) -> None:
         super().__init__()
@@ -140,6 +155,9 @@ class _SupportMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        stand_in = self._stand_in(func, args, kwargs)
+        if stand_in is not None:
+            return self._binarize(stand_in)
         if func is F.max_pool2d or func is torch.max_pool2d:
             out = self._avg_instead(args, kwargs)
             if out is not None:
@@ -152,6 +170,96 @@ class _SupportMode(TorchFunctionMode):
                 return F.adaptive_avg_pool2d(x.detach(), size)  # global context: not part of the footprint
             return self._binarize(F.adaptive_avg_pool2d(x, size))
         return self._binarize(func(*args, **kwargs))
+
+    def _stand_in(self, func, args: tuple, kwargs: dict) -> Tensor | None:
+        """The support-preserving stand-in of a cancelling op, or None to run `func` as called.
+
+        A normalization's output does not move when its input is shifted by a constant, and neither does
+        softmax's: their fused backward maps an all-ones gradient to exactly zero inside one op (LayerNorm over
+        the channels of a ConvNeXt or Swin block), before any binarization can keep it. Each is replaced by an op
+        with a positive Jacobian of the same support, so no path cancels. (Written-out normalizations, x - mean(x)
+        as separate ops, need nothing: the gradient is binarized after each op, so the mean's -g turns positive.)"""
+        if func is F.layer_norm:
+            x, shape, weight, bias = _args(args, kwargs, ("input", "normalized_shape", "weight", "bias"))
+            # over the last dim: per position (channels-last maps, tokens); over more: image-wide statistics
+            dims = tuple(range(-len(tuple(shape)), 0))
+            return self._norm(x, dims, weight, bias, per_channel=False, spatial=len(dims) > 1)
+        if func is F.group_norm:
+            x, groups, weight, bias = _args(args, kwargs, ("input", "num_groups", "weight", "bias"))
+            return self._norm(x, int(groups), weight, bias, per_channel=True, spatial=x.dim() > 2)
+        if func is F.instance_norm:
+            x, _rm, _rv, weight, bias, use_input = _args(args, kwargs, ("input", "running_mean", "running_var",
+                                                                         "weight", "bias", "use_input_stats"))
+            if use_input is False:
+                return None  # an affine map with fixed statistics: nothing cancels
+            return self._norm(x, x.shape[1], weight, bias, per_channel=True, spatial=True)
+        if func is F.batch_norm:
+            x, rm, _rv, weight, bias, training = _args(args, kwargs, ("input", "running_mean", "running_var",
+                                                                       "weight", "bias", "training"))
+            if not training and rm is not None:
+                return None  # inference BatchNorm: per-channel affine
+            return self._norm(x, (0, *range(2, x.dim())), weight, bias, per_channel=True, spatial=True)
+        if func in _SOFTMAX:
+            return _softmax(func, args, kwargs)
+        if func in _REDUCE:
+            return self._pooled(func, args, kwargs)
+        return None
+
+    def _pooled(self, func, args: tuple, kwargs: dict) -> Tensor | None:
+        """Global pooling written as a reduction over the positions of a 4-D map (timm's squeeze-excitation:
+        x.mean((2, 3), keepdim=True); channels-last: dims (1, 2)): cut like adaptive pooling to 1x1; kept with
+        cut_global=False, a max taken as a mean there (every position gets gradient, not just the switch)."""
+        x, dim = _args(args, kwargs, ("input", "dim"))
+        if not isinstance(x, Tensor) or not x.requires_grad or x.dim() != 4:
+            return None
+        dims = set(range(4)) if dim is None or dim == () else {d % 4 for d in ((dim,) if isinstance(dim, int)
+                                                                                 else dim)}
+        if not ({2, 3} <= dims or dims == {1, 2}):
+            return None  # over the channels (a hand-written LayerNorm) or one axis: no image-wide context
+        if self.cut_global:
+            if "input" in kwargs:
+                return func(*args, **(kwargs | {"input": x.detach()}))
+            return func(x.detach(), *args[1:], **kwargs)
+        if func not in _MAX_REDUCE:
+            return None
+        out = func(*args, **kwargs)
+        keepdim = bool(_args(args, kwargs, ("input", "dim", "keepdim"))[2])
+        spread = x.mean(dim=tuple(sorted(dims)), keepdim=keepdim)
+        return out.detach() + (spread - spread.detach())
+
+    def _norm(self, x: Tensor, over: int | tuple[int, ...], weight: Tensor | None, bias: Tensor | None,
+              per_channel: bool, spatial: bool) -> Tensor | None:
+        """(x + mean(x)) / (2 mean|x|), then the affine map: positive Jacobian over the statistics' support, and
+        values of order 1 as a real normalization gives (positive for the products downstream; a residual stream
+        that doubled at every block would drown an attention mask of -100 in rounding). `over`: the dims the
+        statistics span, or a group count (GroupNorm: channel groups and all positions). Statistics over positions
+        are global context: cut like global pooling unless `cut_global` is off. `per_channel`: weight and bias
+        per channel (dim 1), else shaped like the trailing dims (LayerNorm)."""
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            return None
+
+        def mean(t: Tensor) -> Tensor:
+            if isinstance(over, int):  # groups
+                n, c = t.shape[0], t.shape[1]
+                m = t.reshape(n, over, -1).mean(dim=-1, keepdim=True)
+                return m.expand(n, over, c // over * math.prod(t.shape[2:])).reshape(t.shape)
+            return t.mean(dim=over, keepdim=True)
+
+        ctx = mean(x)
+        if spatial and self.cut_global:
+            ctx = ctx.detach()
+        scale = mean(x.detach().abs())
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all zeros there: any positive scale
+        out = (x + ctx) / (2 * scale)
+        if per_channel and x.dim() > 1:
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            weight = weight.reshape(view) if weight is not None else None
+            bias = bias.reshape(view) if bias is not None else None
+        if weight is not None:
+            out = out * weight
+        if bias is not None:
+            out = out + bias
+        return out
 
     @staticmethod
     def _avg_instead(args, kwargs) -> Tensor | None:
@@ -169,6 +277,26 @@ class _SupportMode(TorchFunctionMode):
         if isinstance(out, Tensor) and out.requires_grad and out.is_floating_point():
             out.register_hook(lambda g: (g != 0).to(g.dtype))
         return out
+
+
+def _args(args: tuple, kwargs: dict, names: tuple[str, ...]) -> list:
+    """Positional-or-keyword arguments by name (None where not given)."""
+    params = dict(zip(names, args, strict=False)) | {k: v for k, v in kwargs.items() if k in names}
+    return [params.get(n) for n in names]
+
+
+def _softmax(func, args: tuple, kwargs: dict) -> Tensor | None:
+    """Softmax with its values, and a backward of the same support as its Jacobian p_i (delta_ij - p_j) but
+    positive: g_j + mean_i(g_i), over the entries whose probability is not lost. A masked entry (-inf, or -100 as
+    in Swin's shifted windows) leaves less than the dtype's smallest normal number: it is set to 0, so that no
+    denormal weight carries a path through the product with the values either."""
+    x, dim = _args(args, kwargs, ("input", "dim"))
+    if not isinstance(x, Tensor) or not x.requires_grad or dim is None:
+        return None
+    p = func(*args, **kwargs).detach()
+    keep = (p >= torch.finfo(p.dtype).tiny).to(p.dtype)
+    grad_path = keep * (x + (keep * x).mean(dim=dim, keepdim=True))
+    return p * keep + (grad_path - grad_path.detach())
 
 
 _HOST = torch.device("cpu")
@@ -219,9 +347,9 @@ def _example(net: nn.Module, size: int) -> Tensor:
     return torch.ones(1, _in_channels(net), size, size, device=device, dtype=dtype)
 
 
-def _probe_input(net: nn.Module, size: int) -> Tensor:
-    """The all-ones probe image of side `size`, on the CPU in float32 (see `_substitutes`), requiring grad."""
-    return torch.ones(1, _in_channels(net), size, size, requires_grad=True)
+def _probe_input(net: nn.Module, size: tuple[int, int]) -> Tensor:
+    """The all-ones probe image of `size` (H, W), on the CPU in float32 (see `_substitutes`), requiring grad."""
+    return torch.ones(1, _in_channels(net), *size, requires_grad=True)
 
 
 def _info(net: nn.Module, layer: str, size: int, info: LayerInfo | None) -> LayerInfo:
@@ -239,15 +367,15 @@ def _whole_image_reason(info: LayerInfo) -> str:
     return ""
 
 
-def _probe_boxes(net: nn.Module, layer: str, size: int,
+def _probe_boxes(net: nn.Module, layer: str, size: tuple[int, int],
                  choose: Callable[[tuple[int, ...]], list[tuple[int, int]]], info: LayerInfo,
                  cut_global: bool = True) -> tuple[tuple[int, ...], list[tuple[int, int, int, int] | None]]:
-    """Maps shape (C, H, W) of the layer on a `size` probe image and the bounding boxes (clipped to the probe
-    image) of the gradient support of the chosen units (`choose(shape)` -> [(y, x)], all channels summed)."""
+    """Maps shape (C, H, W) of the layer on a probe image of `size` (H, W) and the bounding boxes (clipped to the
+    probe image) of the gradient support of the chosen units (`choose(shape)` -> [(y, x)], all channels summed)."""
     x = _probe_input(net, size)
     subs = _substitutes(net)
     # The forward stops once the layer is captured: the rest of the network cannot change its receptive field.
-    capture = Capture(net, [layer], example=_example(net, size), stop=True)  # validates the name
+    capture = Capture(net, [layer], example=_example(net, min(size)), stop=True)  # validates the name
     with torch.enable_grad(), AttributionContext(net) as ac, capture, _SupportMode(cut_global):
         try:
             functional_call(net, subs, (x,), strict=False)
@@ -296,37 +424,83 @@ def _axis(lo: list[int], hi: list[int], n: int, size: int) -> tuple[int, int, in
     return stride, offset, b0 - offset
 
 
+def _slides(geom: tuple[int, int, int], lo: list[int], hi: list[int], n: int, size: int) -> bool:
+    """True when every probed unit's sides inside the probe image are where `geom` puts them: a field that slides
+    with the unit. Windowed attention (Swin) gives the units of a window one field, which jumps from window to
+    window. (Clipped sides are not compared: rows a floor-rounding stride leaves unread end a border field early.)"""
+    stride, offset, extent = geom
+    if stride < 1 or extent < 1:
+        return False
+    for i, t, b in zip(_diagonal_index(n), lo, hi, strict=True):
+        top = i * stride + offset
+        if (top > 0 and t != top) or (top + extent < size and b != top + extent):
+            return False
+    return True
+
+
+def _diagonal_index(n: int) -> list[int]:
+    return [0, min(1, n - 1), max(n - 2, 0), n - 1]
+
+
 def _diagonal_units(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """Units 0, 1, n-2, n-1 along the diagonal (clamped for tiny maps)."""
-    h, w = shape[1], shape[2]
-    ys = [0, min(1, h - 1), max(h - 2, 0), h - 1]
-    xs = [0, min(1, w - 1), max(w - 2, 0), w - 1]
-    return list(zip(ys, xs, strict=True))
+    return list(zip(_diagonal_index(shape[1]), _diagonal_index(shape[2]), strict=True))
+
+
+def _full(input_size: int, reason: str) -> RFGeometry:
+    return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True, reason=reason)
 
 
 def _measure(net: nn.Module, layer: str, input_size: int, info: LayerInfo | None) -> RFGeometry:
+    """Probe, and where the needed sides are clipped, probe again with the probe image grown along one axis at a
+    time (the other kept at `input_size`: a thin image costs far less than a square one of the grown side)."""
     info = _info(net, layer, input_size, info)
     whole = _whole_image_reason(info)
     if whole:
-        return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True, reason=whole)
-    size = input_size
+        return _full(input_size, whole)
+    size = [input_size, input_size]
+    found: list[tuple[int, int, int] | None] = [None, None]
     step = 0
+    whole_image: bool | None = None  # every probed unit sees all of the input_size image
     while True:
-        shape, boxes = _probe_boxes(net, layer, size, _diagonal_units, info)
+        shape, boxes = _probe_boxes(net, layer, (size[0], size[1]), _diagonal_units, info)
         if any(b is None for b in boxes):
-            return RFGeometry(0, 0, 0, 0, input_size, input_size, full=True,
-                              reason=f"no spatial footprint is left at layer {layer!r} (global pooling below it): "
+            return _full(input_size, f"no spatial footprint is left at layer {layer!r} (global pooling below it): "
                                      "each unit sees the whole image")
-        h, w = shape[1], shape[2]
-        ay = _axis([b[0] for b in boxes], [b[2] for b in boxes], h, size)
-        ax = _axis([b[1] for b in boxes], [b[3] for b in boxes], w, size)
-        if ay is not None and ax is not None:
-            return RFGeometry(ay[0], ax[0], ay[1], ax[1], ay[2], ax[2])
-        # Clipped on the sides we need: probe a larger image, same size modulo the layer's total stride.
-        total = max(1, round(size / max(h, w))) if max(h, w) > 1 else max(1, size)
-        step = step * 2 if step else total * max(1, math.ceil(input_size / (2 * total)))
-        size = input_size + 2 * step
-        if size > _MAX_PROBE:
+        if whole_image is None:
+            whole_image = all(b == (0, 0, input_size, input_size) for b in boxes)
+        for a in (0, 1):
+            if found[a] is not None:
+                continue
+            lo, hi, n = [b[a] for b in boxes], [b[a + 2] for b in boxes], shape[1 + a]
+            geom = _axis(lo, hi, n, size[a])
+            if geom is None:
+                continue
+            if not _slides(geom, lo, hi, n, size[a]):
+                if whole_image:
+                    return _full(input_size, f"every unit of layer {layer!r} sees the whole image (its field does "
+                                             "not slide with the unit: attention windows, linked by shifted "
+                                             "windows, span the image)")
+                return _full(input_size, f"the receptive fields of layer {layer!r} do not slide with the unit "
+                                         "(attention within fixed windows: the units of a window share one field, "
+                                         "which jumps from window to window): each unit is shown with the whole "
+                                         "image")
+            found[a] = geom
+        if found[0] is not None and found[1] is not None:
+            (sy, oy, ey), (sx, ox, ex) = found
+            return RFGeometry(sy, sx, oy, ox, ey, ex)
+        # Clipped on the sides we need: grow the first unresolved axis, same size modulo the layer's total stride
+        # (S' = S + 2 m T keeps every layer's size modulo its stride, so every "same"-style padding).
+        a = 0 if found[0] is None else 1
+        n = shape[1 + a]
+        total = max(1, round(size[a] / n)) if n > 1 else max(1, size[a])
+        if size[a] == input_size:  # a fresh axis: the other axis's last step (if any) is the first guess
+            step = total * max(1, math.ceil((step or input_size / 2) / total))
+        else:
+            step *= 2
+        size = [input_size, input_size]
+        size[a] = input_size + 2 * step
+        if size[a] > _MAX_PROBE:
             raise DeepVisError(f"receptive field of {layer} exceeds a {_MAX_PROBE}px probe; cannot measure it")
 
 
