@@ -128,3 +128,31 @@ def test_live_interventions_change_the_network_and_keep_the_real_predictions(lit
     assert disabled.predictions == plain.predictions
     with pytest.raises(DeepVisError, match="does not exist"):
         validate_request(lite0, ViewRequest(interventions=(Intervention("_blocks.10", (500,), "zero"),)))
+
+
+def test_live_rollout_is_kept_for_a_few_frames_and_remade_when_the_query_changes(deit, photos, monkeypatch):
+    """The rollout (every block's weights) is refreshed every ROLLOUT_EVERY frames and at once for a new block or
+    query; in between only the chosen block is recorded (one hook) and its heads follow each frame."""
+    from deepvis_app.methods import attention as attention_module
+    from deepvis_app.pipeline import processor
+
+    recorded = []
+    real_enter = attention_module.AttentionRecorder.__enter__
+
+    def enter(self):
+        recorded.append(1 if self.last_only else len(self.modules))
+        return real_enter(self)
+
+    monkeypatch.setattr(attention_module.AttentionRecorder, "__enter__", enter)
+    proc = FrameProcessor(deit)
+    req = ViewRequest(layer="blocks.5", attention=True)
+    pics = [photos["astronaut"], photos["chelsea"]]
+    views = [proc.process(Frame(i, pics[i % 2], time.perf_counter()), req).attention for i in range(10)]
+    every = processor.ROLLOUT_EVERY
+    assert recorded == [12] + [1] * (every - 1) + [12] + [1] * (9 - every)
+    assert all(v.rollout is views[0].rollout for v in views[1:every])  # kept...
+    assert views[every].rollout is not views[0].rollout  # ...and remade
+    assert not np.array_equal(views[0].heads.image, views[1].heads.image)  # heads: every frame (another photo)
+    moved = proc.process(Frame(10, pics[0], time.perf_counter()),
+                         ViewRequest(layer="blocks.5", attention=True, attention_patch=(3, 4))).attention
+    assert recorded[-1] == 12 and moved.query == "patch (3, 4)"

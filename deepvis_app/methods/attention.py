@@ -49,7 +49,7 @@ class AttentionRecorder:
     ...     w = rec.weights()          # {block name: [N, heads, T, T]} for the blocks up to blocks.5.attn
     """
 
-    def __init__(self, net: nn.Module, *, upto: str | None = None) -> None:
+    def __init__(self, net: nn.Module, *, upto: str | None = None, last_only: bool = False) -> None:
         modules = attention_modules(net)
         if not modules:
             raise DeepVisError(f"{type(net).__name__} has no self-attention blocks (attention views are for "
@@ -60,6 +60,8 @@ class AttentionRecorder:
                 raise DeepVisError(f"unknown attention block {upto!r}; blocks: {', '.join(names)}")
             modules = modules[: names.index(upto) + 1]
         self.modules = modules
+        # Record the last block only (the live heads on a frame that keeps its rollout): one hook, not one per block.
+        self.last_only = last_only
         self.seen: dict[str, Tensor] = {}
         self.qkv: dict[str, Tensor] = {}
         self._handles: list = []
@@ -71,7 +73,7 @@ class AttentionRecorder:
 
     def __enter__(self) -> AttentionRecorder:
         self._owner = threading.get_ident()
-        for name, m in self.modules:
+        for name, m in self.modules[-1:] if self.last_only else self.modules:
             if _kind(m) == "timm":  # its qkv projection is a module call: keep its output, nothing recomputed
                 self._handles.append(m.qkv.register_forward_hook(self._qkv_hook(name)))
             else:

@@ -74,7 +74,8 @@ def overlay_view(method: str, layer: str, info: LayerInfo, act: Tensor, grad: Te
 
 
 def recorder_for(net: nn.Module, block: str) -> AttentionRecorder | None:
-    """The recorder for the live forward (None for a network without attention blocks)."""
+    """The recorder for the live forward (None for a network without attention blocks); set its `last_only`
+    before the forward on a frame that keeps its rollout."""
     if not attention_modules(net):
         return None
     return AttentionRecorder(net, upto=block or None)
