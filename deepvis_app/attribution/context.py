@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..devices import batch_threads
 from ..errors import DeepVisError
 from ..layouts import as_maps
 from ..values import ClassTarget, LayerInfo, Unit
@@ -111,7 +112,7 @@ class AttributionContext:
         A rule whose gradient does not reach x gives zeros."""
         rules = list(dict.fromkeys(rules))
         if self.stack_views and len(rules) >= 2:
-            with self._state.lock:
+            with self._state.lock, batch_threads(x.device):
                 together = stacked_grads(objective, x, rules, self._state)
             if together is not None:
                 self.stacked_walks += 1

@@ -89,7 +89,7 @@ class Chain:
         """The conv's input gradient. A neuron's gradient starts as one pixel and spreads a kernel per layer: while
         it covers at most a quarter of the map, only its nonzero box is transposed-convolved (exact: the rest is
         zero). Two shapes take a matrix product instead of `convolution_backward`, which measured 1.3-8x slower
-        for them on the CPU: 1x1 convs, and convs with a tiny input fan-in (the stem's 3 x 3 x 3), whose columns
+        for them on the CPU: 1x1 convs, and convs reading a few channels (an RGB stem, 3x3 or 7x7), whose columns
         are added back tap by tap (`_fold_taps`). The crop is for the CPU only (`box_crops`)."""
         h, w = grad.shape[-2:]
         if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA and box_crops(grad):
@@ -176,7 +176,7 @@ class Chain:
                 if _memory_format(self.x) == torch.channels_last:
                     return torch.matmul(chans.mT, w2).view(n, h, w, ci).permute(0, 3, 1, 2)
                 return torch.matmul(w2.t(), chans).view(shape)
-        if cpu and self.groups == 1 and ci * kh * kw <= 32:
+        if cpu and self.groups == 1 and ci <= _FEW_INPUT_CHANNELS:
             if grad.is_contiguous():
                 cols = torch.matmul(self.weight.reshape(co, -1).t(), grad.view(n, co, -1))
             elif grad.is_contiguous(memory_format=torch.channels_last):  # pixels x channels, read transposed
@@ -229,6 +229,11 @@ def _fold_taps(cols: Tensor, kernel: tuple[int, int, int], out_hw: Sequence[int]
             out[:, :, y:y + span_y:sy, x:x + span_x:sx] += taps[:, :, i, j]
     return out[:, :, ph:ph + size[0], pw:pw + size[1]] if ph or pw else out
 
+
+# A conv reading at most this many channels (an RGB stem) has its input gradient made by a matrix product and one
+# strided add per tap (`_fold_taps`): ResNet's 7x7 stem on 2 threads 3.98 -> 2.06 ms for one image, 11.6 -> 7.2 ms
+# for three stacked views; 1 thread 8.7 -> 3.8 ms (EfficientNet-Lite0's 3x3 stem: 1.3-8x, docs/attribution.md).
+_FEW_INPUT_CHANNELS = 4
 
 # Smallest map whose backward is cropped: below it, finding the box and pasting it into a zeroed map cost as much
 # as the whole transposed conv (measured in place on EfficientNet-Lite0's 14x14 stage: no gain, 0.4 ms lost).

@@ -55,6 +55,29 @@ def _scale(values: Tensor, percentile: float) -> Tensor:
     flat = values.flatten()
     if flat.numel() > 4_000_000:  # a strided sample is plenty
         flat = flat[:: flat.numel() // 4_000_000 + 1]
+    if flat.device.type == "cpu":
+        return _percentile_top(flat, percentile).clamp_min(tiny)
+    return percentile_sorted(flat, percentile).clamp_min(tiny)
+
+
+def _percentile_top(flat: Tensor, percentile: float) -> Tensor:
+    """`percentile_sorted` on the CPU, where reading the count costs nothing: only the few values above the
+    percentile are ordered (a top-k of ~0.5% of the map, not a sort of all of it: three views of a 224 px frame
+    spent 5.5 ms sorting)."""
+    n = flat.numel()
+    count = int((flat > 0).sum())
+    if count == 0:
+        return flat.new_zeros(())
+    pos = (n - count) + (percentile / 100.0) * max(count - 1, 0)
+    lo, hi = min(max(math.floor(pos), 0), n - 1), min(max(math.ceil(pos), 0), n - 1)
+    top = torch.topk(flat, n - lo).values  # descending: ascending position p is top[n - 1 - p]
+    a, b = top[n - 1 - lo], top[n - 1 - hi]
+    return a + (b - a) * (pos - lo)
+
+
+def percentile_sorted(flat: Tensor, percentile: float) -> Tensor:
+    """The `percentile` of the positive values of `flat` (0 when there are none), as torch.quantile with linear
+    interpolation, on the device without a host sync."""
     # torch.quantile of the positive values, linear interpolation, computed without reading how many there are on
     # the host (a boolean mask would: one device sync per view): in ascending order they are the last `count`.
     ordered = torch.sort(flat).values
@@ -65,7 +88,7 @@ def _scale(values: Tensor, percentile: float) -> Tensor:
     hi = pos.ceil().long().clamp(0, n - 1)
     a, b = ordered.index_select(0, lo.view(1))[0], ordered.index_select(0, hi.view(1))[0]
     value = a + (b - a) * (pos - lo.double()).to(a.dtype)
-    return torch.where(count > 0, value, torch.zeros_like(value)).clamp_min(tiny)
+    return torch.where(count > 0, value, torch.zeros_like(value))
 
 
 def render_view(attr: Tensor, view: str = "raw", *, blur_sigma: float | None = None,

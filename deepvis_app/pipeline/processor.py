@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..devices import batch_threads
 from ..errors import ParamError
 from ..layouts import as_maps, prefix_tokens
 from ..probe import Capture, Probe
@@ -273,7 +274,12 @@ class FrameProcessor:
                 # -- unless a live Grad-CAM needs the head's graph too.
                 x.requires_grad_(True)
                 cut = None if grad_cam else unit.layer
-                with AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut, example=x) as probe:
+                # Several views: the frame's work is three backward passes' worth, batched (`stacked`), so its
+                # forward takes every spare core too (`devices.batch_threads`: only while no other program wants
+                # them); a plain frame keeps the measured one-thread policy.
+                wide = batch_threads(x.device) if len(methods) >= 2 else nullcontext()
+                with wide, AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut,
+                                                                   example=x) as probe:
                     logits = probe.run(x)
                 acts, cam_leaf = dict(probe.activations), probe.activations.get(cam_layer) if grad_cam else None
             elif grad_cam:

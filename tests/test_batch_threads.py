@@ -1,0 +1,60 @@
+"""`devices.batch_threads`: every core for the stacked backprop views only while other programs leave them free
+(an OpenMP team spanning a core another process takes stalls), the thread's own count back afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from deepvis_app import devices
+
+
+@pytest.fixture
+def one_thread_here():
+    have = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(have)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_every_core_while_spare_and_restored(one_thread_here, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "cores_to_spare", lambda **_: True)
+    with devices.batch_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == os.cpu_count()
+    assert torch.get_num_threads() == 1
+    with pytest.raises(RuntimeError), devices.batch_threads(torch.device("cpu")):
+        raise RuntimeError("a failing backward")
+    assert torch.get_num_threads() == 1  # restored after an exception too
+
+
+def test_one_thread_when_busy_on_a_gpu_or_set_by_the_user(one_thread_here, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "cores_to_spare", lambda **_: False)
+    with devices.batch_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    monkeypatch.setattr(devices, "cores_to_spare", lambda **_: True)
+    with devices.batch_threads(torch.device("cuda")):
+        assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with devices.batch_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
+def test_a_busy_program_beside_us_leaves_no_core_to_spare() -> None:
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        devices.cores_to_spare(every=0.0)  # a first look
+        time.sleep(0.6)
+        assert devices.cores_to_spare(every=0.0) is False  # the hog used about a core meanwhile
+    finally:
+        hog.kill()
+        hog.wait()
