@@ -5,12 +5,16 @@ results, Python objects and the refcount of None (on Python < 3.12 a falling cou
 aborted the app); then a summary: still alive, RSS growth after warm-up, fps trend. Not part of the test suite.
 
 Usage: python benchmarks/gui_soak.py [--minutes 30] [--fps 0] [--layer _blocks.3] [--unit 5]
+       [--panels where,heatmap,embedding] [--trace 10]
+(`--panels` opens those tool panels, live, as a user would from the Tools menu; `--trace N` prints the N Python
+allocation sites that grew most since the previous report, from tracemalloc)
 (re-runs itself under `xvfb-run` when there is no display)
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 
 def rss_mb() -> float:
@@ -29,6 +34,25 @@ def rss_mb() -> float:
     return float("nan")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_mb() -> dict[str, float]:
+    """glibc's own account over all arenas: bytes in use (a leak grows this), free but kept (fragmentation or the
+    kept heap grows this) and in mmapped blocks; empty where there is no mallinfo2 (musl, macOS, glibc < 2.33)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    mb = 1 / 2**20
+    return {"heap_in_use_mb": round(m.uordblks * mb, 1), "heap_free_mb": round(m.fordblks * mb, 1),
+            "mmapped_mb": round(m.hblkhd * mb, 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
@@ -37,6 +61,8 @@ def main() -> int:
     ap.add_argument("--layer", default="_blocks.3")
     ap.add_argument("--unit", type=int, default=5)
     ap.add_argument("--every", type=float, default=60.0, help="seconds between reports")
+    ap.add_argument("--panels", default="where", help="tool panels to open, comma-separated ('' for none)")
+    ap.add_argument("--trace", type=int, default=0, help="report the N Python allocation sites that grew most")
     args = ap.parse_args()
     if not os.environ.get("DISPLAY") and not os.environ.get("DEEPVIS_SOAK_CHILD"):
         if not shutil.which("xvfb-run"):
@@ -71,18 +97,45 @@ def main() -> int:
     app.installEventFilter(KeyFilter(win))
     win.resize(1600, 1000)
     win.show()
+    panels = [p for p in args.panels.split(",") if p]
+    for name in panels:
+        feature = win.feature(name)
+        feature.open()
+        box = getattr(feature, "live_box", None)
+        if box is not None:
+            box.setChecked(True)  # its "live" box: recompute on new frames
+    if args.trace:
+        import tracemalloc
+
+        tracemalloc.start(8)
+        traced = [tracemalloc.take_snapshot()]
     t0 = time.monotonic()
     rows: list[dict] = []
+
+    kinds: list[Counter] = [Counter()]
 
     def report() -> None:
         gc.collect()
         live = win.live
-        row = {"minute": round((time.monotonic() - t0) / 60, 2), "rss_mb": round(rss_mb(), 1),
+        now = Counter(type(o).__name__ for o in gc.get_objects())
+        grew_kinds = {k: n for k, n in (now - kinds[0]).most_common(5)}
+        kinds[0] = now
+        row = {"minute": round((time.monotonic() - t0) / 60, 2), "rss_mb": round(rss_mb(), 1), **heap_mb(),
                "inference_fps": round(live.stats["inference_fps"], 2),
                "attribution_fps": round(live.stats["attribution_fps"], 2),
                "display_fps": round(live.stats["display_fps"], 2), "painted": live.paint_count,
                "objects": len(gc.get_objects()), "none_refcount": sys.getrefcount(None),
-               "messages": len(win.ctx.messages)}
+               "messages": len(win.ctx.messages), "object_kinds_grew": grew_kinds,
+               "visible": [n for n in panels if getattr(win.feature(n), "panel", None) is not None
+                           and win.feature(n).panel.isVisible()]}
+        if args.trace:
+            snap = tracemalloc.take_snapshot()
+            grew = snap.compare_to(traced[0], "traceback")[:args.trace]
+            traced[0] = snap
+            row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+            row["grew"] = [{"kb": round(d.size_diff / 1024, 1), "count": d.count_diff,
+                            "at": [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in d.traceback[:4]]}
+                           for d in grew]
         rows.append(row)
         print(json.dumps(row), flush=True)
         if time.monotonic() - t0 >= args.minutes * 60:
@@ -94,17 +147,43 @@ def main() -> int:
     app.exec()
     win.close()
     warm = [r for r in rows if r["minute"] >= 2] or rows
-    summary = {"summary": True, "malloc": malloc, "alive_minutes": rows[-1]["minute"] if rows else 0,
+    # RSS swings with the heap the malloc policy keeps (up to 1 GiB free before trimming), so growth compares the
+    # medians of the first and the last fifth after warm-up, beside the least-squares slope
+    k = max(1, len(warm) // 5)
+    first, last = _median([r["rss_mb"] for r in warm[:k]]), _median([r["rss_mb"] for r in warm[-k:]])
+    slope = _slope([(r["minute"], r["rss_mb"]) for r in warm])
+    in_use = [(r["minute"], r["heap_in_use_mb"]) for r in warm if "heap_in_use_mb" in r]
+    summary = {"summary": True, "malloc": malloc, "panels": panels, "layer": args.layer, "unit": args.unit,
+               "alive_minutes": rows[-1]["minute"] if rows else 0,
                "python": sys.version.split()[0], "pyside6": __import__("PySide6").__version__,
                "rss_mb_after_warmup": warm[0]["rss_mb"] if warm else None,
                "rss_mb_end": rows[-1]["rss_mb"] if rows else None,
-               "rss_growth_after_warmup_pct": round(100 * (warm[-1]["rss_mb"] / warm[0]["rss_mb"] - 1), 2)
-               if warm else None,
+               "rss_mb_median_first_fifth": first, "rss_mb_median_last_fifth": last,
+               "rss_growth_after_warmup_pct": round(100 * (last / first - 1), 2) if first else None,
+               "rss_mb_min_max_after_warmup": [min(r["rss_mb"] for r in warm), max(r["rss_mb"] for r in warm)],
+               "heap_in_use_mb_per_minute_after_warmup": round(_slope(in_use) or 0, 2)
+               if len(in_use) > 1 else None,
+               "objects_per_minute_after_warmup": round(_slope([(r["minute"], r["objects"]) for r in warm]) or 0, 1),
+               "rss_mb_per_minute_after_warmup": round(slope, 2) if slope is not None else None,
                "inference_fps_first_half": _mean([r["inference_fps"] for r in warm[:len(warm) // 2 or 1]]),
                "inference_fps_second_half": _mean([r["inference_fps"] for r in warm[len(warm) // 2:]]),
                "none_refcount_change": rows[-1]["none_refcount"] - rows[0]["none_refcount"] if rows else None}
     print(json.dumps(summary), flush=True)
     return 0
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares MB per minute: a leak is a line, a warm-up a step."""
+    if len(points) < 2:
+        return None
+    mx = sum(p[0] for p in points) / len(points)
+    my = sum(p[1] for p in points) / len(points)
+    den = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / den if den else None
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(sorted(xs)[len(xs) // 2], 1) if xs else None
 
 
 def _mean(xs: list[float]) -> float | None:

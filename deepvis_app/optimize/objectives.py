@@ -12,9 +12,9 @@ show, never an index into the raw shape.
 Capped rectifiers (`nn.ReLU6`, `nn.Hardtanh(0, m)`, see `deepvis_app.rectifiers`): a unit objective on such a
 layer maximizes the value *before* the clip by default (the rectifier's input, same channel and position, rectified
 with a 1% leak: `uncapped`), since the clipped value stops at the cap with a gradient of exactly 0 (the image stays
-a grey wash). Below the cap that is the clipped value itself, so units that never reach it are optimized as before. Which layers clip
-is a fact of the network, so a unit objective is bound to it (`Objective.bind(net)`, done by the engine); its
-key then says `pre-clip` and its `title` states it. `pre_clip=False` keeps the clipped value.
+a grey wash). Below the cap that is the clipped value itself, so units that never reach it are optimized as before.
+Which layers clip is a fact of the network, so a unit objective is bound to it (`Objective.bind(net)`, done by the
+engine); its key then says `pre-clip` and its `title` states it. `pre_clip=False` keeps the clipped value.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ The GUI (or the headless runner) only swaps references on it; nothing it calls w
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..devices import live_stream, wait_for_other_streams
+from ..devices import TRIM_EVERY_S, live_stream, release_freed_memory, wait_for_other_streams
 from ..errors import DeepVisError
 from ..values import ViewRequest
 from ..zoo import VisModel
@@ -44,6 +45,7 @@ class InferenceWorker(threading.Thread):
         self._pending: tuple[VisModel, ViewRequest] | None = None
         self._lock = threading.Lock()  # guards only the hand-over of `_pending`
         self._halt = threading.Event()
+        self._trimmed = time.monotonic()  # when `release_freed_memory` last ran
         self.frames_done = 0
 
     @property
@@ -130,4 +132,7 @@ class InferenceWorker(threading.Thread):
             last_error = ""
             self.frames_done += 1
             self.publish(result)
+            if time.monotonic() - self._trimmed >= TRIM_EVERY_S:
+                self._trimmed = time.monotonic()
+                release_freed_memory()  # between frames: what the arenas kept free goes back to the kernel
         return None
