@@ -111,8 +111,8 @@ class InspectorFeature(Feature):
         layer = (f"<b>{title}</b> <span style='color:#a9b0c0'>{unit.layer}</span>" if title
                  else f"<b>{unit.layer}</b>")
         # "unit 151" and "max 0.338" never break inside (a narrow dock wraps between the parts)
-        pane.set_header(f"{layer} &nbsp;unit&nbsp;<b style='color:#ffd60a'>{unit.channel}</b>{name}"
-                        f" &nbsp;max&nbsp;{value}{frozen}")
+        pane.set_header(f"{layer} &nbsp;unit&nbsp;<b style='color:#ffd60a'>{unit.channel}</b>{name}{frozen}",
+                        f"max {value}")
         info = vm.info(unit.layer)
         grid = info.grid if info.spatial else None  # (h, w) of the unit's map, None for vectors and sequences
         view = ctx.state.map_view

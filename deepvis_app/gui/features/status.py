@@ -39,7 +39,8 @@ class StatusFeature(Feature):
         metrics = self.labels["capture"].fontMetrics()
         for key, sample in (("capture", "capture 00.0 fps"), ("inference", "inference 00.0 fps"),
                             ("attribution", "attribution 00.0 fps"), ("latency", "latency 00000 ms")):
-            self.labels[key].setFixedWidth(metrics.horizontalAdvance(sample) + PAD)
+            # fixed in both directions: a label whose text changes every frame then asks for no new layout
+            self.labels[key].setFixedSize(metrics.horizontalAdvance(sample) + PAD, self.labels[key].sizeHint().height())
         ctx.live.stats_changed.connect(self._rates)
         ctx.live.painted.connect(self._latency)
         ctx.live.model_changed.connect(lambda _vm: self._facts())

@@ -11,6 +11,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QSizePolicy,
     QVBoxLayout,
@@ -42,6 +43,9 @@ MAP_VIEW_TIPS = {
 }
 
 
+
+VALUE_SAMPLE = "max -0.000e+00"  # the widest live value the header shows
+
 class TitleLabel(QLabel):
     """A word-wrapped title (never cut: a long one takes another line) that asks for the height its text needs at
     its current width instead of announcing height-for-width: in a grid of images (the inspector), one
@@ -72,6 +76,8 @@ class TitleLabel(QLabel):
             self.updateGeometry()
 
     def setText(self, text: str) -> None:  # noqa: N802
+        if text == self.text():
+            return  # set on every frame: the same title asks for no new layout
         super().setText(text)
         self._h = -1
         self.updateGeometry()
@@ -170,7 +176,18 @@ class InspectorPane(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
         layout.setSpacing(3)
-        layout.addWidget(self.header)
+        # The unit's value changes every frame: a label of fixed size beside the header, so setting it asks for no
+        # new layout (a changed header text re-laid the dock and the main window out on every frame).
+        self.value = QLabel("")
+        self.value.setObjectName("inspectorValue")
+        fm = self.value.fontMetrics()
+        self.value.setFixedSize(fm.horizontalAdvance(VALUE_SAMPLE) + 6, fm.height() + 2)
+        self.value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        top = QHBoxLayout()
+        top.setSpacing(4)
+        top.addWidget(self.header, 1)
+        top.addWidget(self.value, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(top)
         layout.addLayout(controls)
         layout.addLayout(self.grid, 1)
 
@@ -212,5 +229,9 @@ class InspectorPane(QWidget):
                 self.set_method_title(m, "")
                 canvas.clear("waiting for the next frame...")
 
-    def set_header(self, html: str) -> None:
-        self.header.setText(html)
+    def set_header(self, html: str, value: str = "") -> None:
+        """The unit's title (set only when it changes) and its live value ("max 0.784", every frame)."""
+        if html != self.header.text():
+            self.header.setText(html)
+        if value != self.value.text():
+            self.value.setText(value)

@@ -1,0 +1,174 @@
+"""Window painted fps vs the headless pipeline, same source, model, layer and views, as `deepvis` runs each (the
+window: worker threads from `hand_threads_to_worker`; headless: `deepvis run --headless`'s `interactive_threads`;
+both with the program's malloc policy). Rounds alternate the two in child processes; medians.
+
+The window child also reports what its GUI thread spends per painted result (`LiveSession.paint_ms`), the worker's
+own rate inside the window (results produced / s: painted <= produced) and, with --profile, the GUI thread's top
+functions (cProfile on that thread only) over the counted seconds.
+
+Goal (issue 30): painted fps >= 0.9x the headless pipeline's. Prints JSON.
+
+Usage: python benchmarks/gui_paint.py [--rounds 3] [--seconds 12] [--views "",guided,gradient+deconv+guided]
+       [--layer _blocks.3] [--profile]   (re-runs itself under `xvfb-run` at 1600x1000 when there is no display)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _request(layer: str, views: tuple[str, ...]):
+    from deepvis_app.values import Unit, ViewRequest
+
+    if not views:
+        return ViewRequest(layer=layer)
+    return ViewRequest(layer=layer, unit=Unit(layer, 5), attribution=views)
+
+
+def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bool) -> dict:
+    os.environ.setdefault("QT_API", "pyside6")
+    from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
+
+    keep_freed_memory()
+    if os.environ.get("SWITCH"):
+        sys.setswitchinterval(float(os.environ["SWITCH"]))
+    threads = hand_threads_to_worker()
+    import pyqtgraph as pg
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from deepvis_app import load_model
+    from deepvis_app.gui.main_window import MainWindow
+    from deepvis_app.sources import open_source
+
+    pg.setConfigOptions(imageAxisOrder="row-major")
+    app = QApplication(sys.argv[:1])
+    vm = load_model("efficientnet_lite0", device="cpu")
+    settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(vm, open_source("demo"), _request(layer, views), fps=None, device="cpu", settings=settings,
+                     worker_threads=threads)
+    win.resize(1600, 1000)
+    win.show()
+    live = win.live
+
+    from PySide6.QtCore import QTimer
+
+    marks: dict = {}
+
+    def begin() -> None:
+        if profile:
+            import cProfile
+
+            marks["prof"] = cProfile.Profile()
+            marks["prof"].enable()
+        live.paint_ms.clear()
+        marks.update(p0=live.paint_count, d0=live.worker.frames_done, t0=time.monotonic())
+        QTimer.singleShot(int(seconds * 1000), app.quit)
+
+    QTimer.singleShot(6000, begin)  # model copy, first frames, layouts; then the window's own event loop
+    app.exec()
+    prof = marks.get("prof")
+    p0, d0, t0 = marks["p0"], marks["d0"], marks["t0"]
+    span = time.monotonic() - t0
+    painted, produced = (live.paint_count - p0) / span, (live.worker.frames_done - d0) / span
+    out = {"painted_fps": round(painted, 2), "produced_fps": round(produced, 2),
+           "paint_ms_median": round(statistics.median(live.paint_ms), 2) if live.paint_ms else None,
+           "paint_ms_p90": round(sorted(live.paint_ms)[int(0.9 * (len(live.paint_ms) - 1))], 2)
+           if live.paint_ms else None, "worker_threads": threads}
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        stats = pstats.Stats(prof)
+        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # by own time
+        out["gui_thread_top"] = [{"fn": f"{k[0].rsplit('/', 2)[-1]}:{k[1]} {k[2]}", "own_ms_per_paint":
+                                  round(v[2] * 1000 / max(1, painted * span), 3), "calls": v[1]} for k, v in rows]
+    win.close()
+    return out
+
+
+def headless_child(layer: str, views: tuple[str, ...], seconds: float) -> dict:
+    import torch
+
+    from deepvis_app.devices import interactive_threads, keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(interactive_threads())  # as `deepvis run --headless`
+    from deepvis_app import load_model
+    from deepvis_app.pipeline import run_headless
+    from deepvis_app.sources import open_source
+
+    vm = load_model("efficientnet_lite0", device="cpu")
+    run_headless(vm, open_source("demo"), frames=30, request=_request(layer, views), warmup=5)  # warm-up
+    rep = run_headless(vm, open_source("demo"), frames=1_000_000, request=_request(layer, views), warmup=5,
+                       timeout=seconds)  # as many as arrive in `seconds`
+    return {"pipeline_fps": round(rep.pipeline_fps, 2), "frames": rep.frames_processed,
+            "torch_threads": torch.get_num_threads()}
+
+
+def run_child(kind: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--layer", args.layer, "--views", args.views,
+           "--seconds", str(args.seconds)] + (["--profile"] if args.profile else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = out.stderr.strip().splitlines()
+        return {"error": tail[-1] if tail else f"exit {out.returncode}"}
+    return json.loads(lines[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu only (the GPU path has its own benchmark, gpu.py)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--layer", default="_blocks.3")
+    ap.add_argument("--views", default="", help="comma-separated cases; in a case '+' joins views ('' = none)")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--child", default="")
+    args = ap.parse_args()
+    if args.child:
+        views = tuple(v for v in args.views.split("+") if v)
+        if args.child == "window":
+            print(json.dumps(window_child(args.layer, views, args.seconds, args.profile)), flush=True)
+        else:
+            print(json.dumps(headless_child(args.layer, views, args.seconds)), flush=True)
+        return 0
+    if not os.environ.get("DISPLAY"):
+        if not shutil.which("xvfb-run"):
+            print(json.dumps({"error": "no display and no xvfb-run (apt-get install xvfb)"}))
+            return 2
+        return subprocess.call(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv])
+    cases = args.views.split(",")
+    result: dict = {"benchmark": "gui_paint", "layer": args.layer, "source": "demo (unpaced)",
+                    "seconds": args.seconds, "rounds": args.rounds, "cases": {}}
+    for case in cases:
+        sub = argparse.Namespace(**{**vars(args), "views": case})
+        runs: dict[str, list[dict]] = {"window": [], "headless": []}
+        for _ in range(args.rounds):
+            runs["headless"].append(run_child("headless", sub))
+            runs["window"].append(run_child("window", sub))
+        ok = [r for r in runs["window"] if "painted_fps" in r]
+        hk = [r for r in runs["headless"] if "pipeline_fps" in r]
+        row: dict = {"runs": runs}
+        if ok and hk:
+            painted = statistics.median(r["painted_fps"] for r in ok)
+            headless = statistics.median(r["pipeline_fps"] for r in hk)
+            row.update(painted_fps=painted, headless_fps=headless, ratio=round(painted / headless, 3),
+                       produced_fps=statistics.median(r["produced_fps"] for r in ok))
+        result["cases"][case or "none"] = row
+        print(json.dumps({case or "none": {k: v for k, v in row.items() if k != "runs"}}), flush=True)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
