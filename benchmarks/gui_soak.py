@@ -100,7 +100,10 @@ def main() -> int:
     panels = [p for p in args.panels.split(",") if p]
     for name in panels:
         feature = win.feature(name)
-        feature.open()
+        if hasattr(feature, "open"):
+            feature.open()
+        else:  # a panel without a menu entry of its own: shown as its Tools action shows it
+            feature.show_panel(name)
         box = getattr(feature, "live_box", None)
         if box is not None:
             box.setChecked(True)  # its "live" box: recompute on new frames
