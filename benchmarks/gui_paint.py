@@ -58,10 +58,26 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
     win.resize(1600, 1000)
     win.show()
     live = win.live
+    from deepvis_app.values import Unit
+
+    # the case exactly (the window may restore a selected unit): no unit, or unit 5 with these views
+    if views:
+        mode = "all" if len(views) == 3 else views[0]
+        win.ctx.state.update(layer=layer, unit=Unit(layer, 5), backprop_mode=mode)
+    else:
+        win.ctx.state.update(layer=layer, unit=None)
 
     from PySide6.QtCore import QTimer
 
     marks: dict = {}
+    stages: dict[str, list[float]] = {}
+
+    def on_paint(res) -> None:
+        if "t0" in marks:
+            for k, v in res.timings.items():
+                stages.setdefault(k, []).append(v * 1000)
+
+    live.painted.connect(on_paint)
 
     def begin() -> None:
         if profile:
@@ -82,7 +98,8 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
     out = {"painted_fps": round(painted, 2), "produced_fps": round(produced, 2),
            "paint_ms_median": round(statistics.median(live.paint_ms), 2) if live.paint_ms else None,
            "paint_ms_p90": round(sorted(live.paint_ms)[int(0.9 * (len(live.paint_ms) - 1))], 2)
-           if live.paint_ms else None, "worker_threads": threads}
+           if live.paint_ms else None, "worker_threads": threads,
+           "worker_stage_ms": {k: round(statistics.median(v), 2) for k, v in stages.items()}}
     if prof is not None:
         import pstats
 
@@ -111,6 +128,7 @@ def headless_child(layer: str, views: tuple[str, ...], seconds: float) -> dict:
     rep = run_headless(vm, open_source("demo"), frames=1_000_000, request=_request(layer, views), warmup=5,
                        timeout=seconds)  # as many as arrive in `seconds`
     return {"pipeline_fps": round(rep.pipeline_fps, 2), "frames": rep.frames_processed,
+            "stage_ms_mean": {k: round(v, 2) for k, v in rep.stage_ms_mean.items()},
             "torch_threads": torch.get_num_threads()}
 
 

@@ -392,6 +392,19 @@ def release_freed_memory() -> bool:
 TRIM_EVERY_S = 30.0
 
 
+def settle_objects() -> None:
+    """Take every object alive now -- the model, the window's widgets, the libraries' modules: ~430k in the window --
+    out of the cyclic garbage collector's walks (`gc.freeze`, after one last collection). Its full collections
+    walked them all while holding the GIL: under `perf`, 40% of the window's GUI thread was gc_collect_main,
+    visit_reachable and visit_decref, and the live worker could run no Python meanwhile. Frozen objects still die
+    by reference counting; only a reference cycle among them would stay. The window calls this once it is built
+    and after a model switch."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def thread_policy() -> dict[str, str | int | None]:
     """What the process runs with (for an About box or a benchmark log): torch threads, the OpenMP wait policy
     (`DEEPVIS_WAIT_POLICY=passive` or the user's OMP_WAIT_POLICY; unset = torch's default) and the malloc

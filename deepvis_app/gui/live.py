@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
+from ..devices import settle_objects
 from ..pipeline import CaptureThread, FrameResult, InferenceWorker, LatestSlot
 from ..sources import FrameSource
 from ..state import AppState, view_request
@@ -197,6 +198,7 @@ class LiveSession(QObject):
         self.worker.set_model(vm, self.request)
         self.repaint()
         self.model_changed.emit(vm)
+        settle_objects()  # the new model's modules out of the garbage collector's walks
 
     def set_source(self, source: FrameSource) -> None:
         """Make an opened source the input; the old capture thread is told to stop (not waited on)."""

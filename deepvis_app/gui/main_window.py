@@ -10,6 +10,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QVBoxLayout, QWidget
 
+from ..devices import settle_objects
 from ..sources import FrameSource
 from ..state import state_from_request
 from ..values import ViewRequest
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self.layout_keeper.restore()
         for note in notices or []:
             ctx.notify(note, "info")
+        settle_objects()  # the model and every widget out of the garbage collector's walks (see devices)
 
     # ------------------------------------------------------------------ composition
     def feature(self, name: str) -> Feature:
