@@ -397,10 +397,12 @@ def settle_objects() -> None:
     out of the cyclic garbage collector's walks (`gc.freeze`, after one last collection). Its full collections
     walked them all while holding the GIL: under `perf`, 40% of the window's GUI thread was gc_collect_main,
     visit_reachable and visit_decref, and the live worker could run no Python meanwhile. Frozen objects still die
-    by reference counting; only a reference cycle among them would stay. The window calls this once it is built
-    and after a model switch."""
+    by reference counting; a reference cycle among them waits for the next call, which thaws everything, collects
+    and freezes what is still alive (the old model after a switch). The window calls this once it is built and
+    after a model switch."""
     import gc
 
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
