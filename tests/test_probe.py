@@ -96,3 +96,28 @@ def test_layer_table_lists_calls_in_forward_order():
     table = layer_table(Reuse(), torch.zeros(1, 1, 4, 4))
     assert [(i.name, i.shape) for i in table] == [
         ("conv", (2, 4, 4)), ("relu@0", (2, 4, 4)), ("relu@1", (2, 4, 4)), ("head", (1, 4, 4))]
+
+
+def test_capture_inputs_records_what_each_call_received_before_an_inplace_clip():
+    """`inputs=`: the tensor a call received, kept as a copy when the module is inplace (a ReLU6 clips it in place);
+    `name@k` picks a call of a reused module, a bare name the last."""
+    import torch
+    from torch import nn
+
+    from deepvis_app.probe import Capture
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU6(inplace=True)
+
+        def forward(self, x):
+            return self.act(self.act(x * 4) - 7)
+
+    net = Twice()
+    x = torch.tensor([[-1.0, 0.5, 2.0]])
+    with Capture(net, ["act@1"], inputs=["act@0", "act@1", "act"]) as cap:
+        out = cap.run(x)
+    assert torch.equal(cap.inputs["act@0"], torch.tensor([[-4.0, 2.0, 8.0]]))  # 8 before the clip, not 6
+    assert torch.equal(cap.inputs["act@1"], torch.tensor([[-7.0, -5.0, -1.0]]))
+    assert torch.equal(cap.inputs["act"], cap.inputs["act@1"]) and torch.equal(out, torch.zeros(1, 3))

@@ -24,7 +24,6 @@ from ..probe import Capture
 from ..values import LayerInfo
 from . import cache as result_cache
 from . import regularizers as R
-from .inputs import InputCapture
 from .objectives import Objective, Outputs
 from .objectives import diversity as diversity_objective
 from .param import PixelImage, make_param
@@ -105,38 +104,31 @@ class Forward:
         missing = [layer for layer in inputs if layer not in self.layers]
         if missing:  # the forward may stop after the captured layers: an input's layer must be one of them
             raise DeepVisError(f"the input of layer {missing[0]!r} is read, but that layer is not captured")
-        Capture(net, self.layers)  # validates the names now: one line listing the valid layers
-        self._inputs = InputCapture(net, inputs) if inputs else None  # pre-clip values (`Outputs.pre`)
+        self.inputs = list(dict.fromkeys(inputs))  # layers whose input (pre-clip value) is read: `Outputs.pre`
+        Capture(net, self.layers, inputs=self.inputs)  # validates the names now: one line listing the valid layers
         self._capture: Capture | None = None
 
     def __enter__(self) -> Forward:
-        if self._inputs is not None:
-            self._inputs.__enter__()
-        try:
-            if self.need_logits:  # the whole net runs: a bare name is captured at every call, the last one wins
-                self._capture = Capture(self.net, self.layers).__enter__()
-        except BaseException:
-            self.__exit__()
-            raise
+        if self.need_logits:  # the whole net runs: a bare name is captured at every call, the last one wins
+            self._capture = Capture(self.net, self.layers, inputs=self.inputs).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._capture is not None:
             self._capture.__exit__(*exc)
             self._capture = None
-        if self._inputs is not None:
-            self._inputs.remove()
 
     def __call__(self, x: torch.Tensor) -> Outputs:
         if self._capture is None:  # stopping needs the exact calls: resolved from this first input
-            self._capture = Capture(self.net, self.layers, example=x[:1].detach(), stop=True).__enter__()
+            self._capture = Capture(self.net, self.layers, example=x[:1].detach(), stop=True,
+                                    inputs=self.inputs).__enter__()
         logits = self._capture.run(x)
         if isinstance(logits, tuple | list):  # e.g. aux-logit nets: the main output comes first
             logits = logits[0]
         if not isinstance(logits, torch.Tensor):
             logits = None
-        pre = dict(self._inputs.inputs) if self._inputs is not None else {}
-        return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos, pre=pre)
+        return Outputs(acts=dict(self._capture.activations), logits=logits, infos=self.infos,
+                       pre=dict(self._capture.inputs))
 
 
 def read_values(unread: list[torch.Tensor]) -> list[float]:
