@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from children import rerun_under_xvfb
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_REV = "HEAD"  # the last commit: the working tree's changes against it (any revision with `win.live`)
@@ -126,11 +127,9 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.clicks, tuple(args.views.split(",")))), flush=True)
         return 0
-    if not os.environ.get("DISPLAY"):
-        if not shutil.which("xvfb-run"):
-            print(json.dumps({"error": "no display and no xvfb-run (apt-get install xvfb)"}))
-            return 2
-        return subprocess.call(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv])
+    status = rerun_under_xvfb()
+    if status is not None:
+        return status
     old = Path(tempfile.mkdtemp()) / "old"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.rev], check=True,
                    capture_output=True)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from children import child_json, rerun_under_xvfb
 
 
 def _request(layer: str, views: tuple[str, ...]):
@@ -135,12 +135,8 @@ def headless_child(layer: str, views: tuple[str, ...], seconds: float) -> dict:
 def run_child(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--layer", args.layer, "--views", args.views,
            "--seconds", str(args.seconds)] + (["--profile"] if args.profile else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        tail = out.stderr.strip().splitlines()
-        return {"error": tail[-1] if tail else f"exit {out.returncode}"}
-    return json.loads(lines[-1])
+    return child_json(cmd, timeout=900)
+
 
 
 def main() -> int:
@@ -160,11 +156,9 @@ def main() -> int:
         else:
             print(json.dumps(headless_child(args.layer, views, args.seconds)), flush=True)
         return 0
-    if not os.environ.get("DISPLAY"):
-        if not shutil.which("xvfb-run"):
-            print(json.dumps({"error": "no display and no xvfb-run (apt-get install xvfb)"}))
-            return 2
-        return subprocess.call(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv])
+    status = rerun_under_xvfb()
+    if status is not None:
+        return status
     cases = args.views.split(",")
     result: dict = {"benchmark": "gui_paint", "layer": args.layer, "source": "demo (unpaced)",
                     "seconds": args.seconds, "rounds": args.rounds, "cases": {}}

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from children import child_json
+
 LAYERS = {"resnet18": "layer3", "vgg16": "features.22", "efficientnet_lite0": "_blocks.10", "resnet50": "layer3"}
 CHANNEL = 5
 
@@ -103,12 +105,8 @@ def captum_child(model: str, layer: str, frames: int) -> dict:
 def run_child(kind: str, model: str, layer: str, frames: int) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--models", model, "--layer-of", f"{model}={layer}",
            "--frames", str(frames)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        tail = out.stderr.strip().splitlines()
-        return {"error": tail[-1] if tail else f"exit {out.returncode}"}
-    return json.loads(lines[-1])
+    return child_json(cmd, timeout=1200)
+
 
 
 def main() -> int:

@@ -37,3 +37,14 @@ def hooks_left(net: torch.nn.Module) -> list[str]:
     this one place): every capture, rule and intervention must leave the model exactly as it was."""
     kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     return [name or "<net>" for name, m in net.named_modules() if any(getattr(m, k, None) for k in kinds)]
+
+
+def random_bn(c: int, seed: int) -> torch.nn.BatchNorm2d:
+    """An inference BatchNorm2d with seeded random statistics and affine terms (the fused-backward tests' nets)."""
+    g = torch.Generator().manual_seed(seed)
+    bn = torch.nn.BatchNorm2d(c)
+    bn.running_mean.copy_(torch.randn(c, generator=g))
+    bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    bn.weight.data.copy_(torch.randn(c, generator=g))
+    bn.bias.data.copy_(torch.randn(c, generator=g))
+    return bn

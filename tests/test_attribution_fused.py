@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_bn
 from torch import nn
 
 from deepvis_app.attribution import RULES, AttributionContext, DeconvCache, fused
 from deepvis_app.probe import Probe
 from deepvis_app.values import Unit
-
-
-def _bn(c: int, seed: int) -> nn.BatchNorm2d:
-    g = torch.Generator().manual_seed(seed)
-    bn = nn.BatchNorm2d(c)
-    bn.running_mean.copy_(torch.randn(c, generator=g))
-    bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    bn.weight.data.copy_(torch.randn(c, generator=g))
-    bn.bias.data.copy_(torch.randn(c, generator=g))
-    return bn
 
 
 class ChainNet(nn.Module):
@@ -32,13 +23,14 @@ class ChainNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.p1, self.c1, self.b1 = nn.ZeroPad2d((1, 1, 0, 2)), nn.Conv2d(3, 8, 3, bias=False), _bn(8, 1)
-        self.c2, self.b2 = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4, bias=False), _bn(8, 2)
+        self.p1, self.c1, self.b1 = nn.ZeroPad2d((1, 1, 0, 2)), nn.Conv2d(3, 8, 3, bias=False), random_bn(8, 1)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4, bias=False), random_bn(8, 2)
         self.c3 = nn.Conv2d(8, 8, 1, bias=True)
-        self.c7, self.b7 = nn.Conv2d(8, 8, 5, padding=4, dilation=2, groups=8, bias=False), _bn(8, 7)
-        self.p4, self.c4, self.b4 = nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3, bias=False), _bn(8, 4)
+        self.c7, self.b7 = nn.Conv2d(8, 8, 5, padding=4, dilation=2, groups=8, bias=False), random_bn(8, 7)
+        self.p4, self.c4, self.b4 = nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3, bias=False), random_bn(8, 4)
         self.p5, self.c5 = nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(8, 6, 3, stride=2, padding=(1, 0), bias=False)
-        self.p6, self.c6, self.b6 = nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(6, 6, 3, stride=2, bias=False), _bn(6, 6)
+        self.p6, self.c6 = nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(6, 6, 3, stride=2, bias=False)
+        self.b6 = random_bn(6, 6)
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -96,8 +88,8 @@ def test_fused_backward_equals_the_unfused_one(layer: str, layout: str, monkeypa
 def test_small_fan_in_stems_equal_the_unfused_backward(stride, padding, dilation, layout, monkeypatch) -> None:
     """A conv with a tiny fan-in (3 x 3 x 3) backpropagates as a matrix product folded back tap by tap."""
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation, bias=False), _bn(5, 3),
-                        nn.ReLU(), nn.Conv2d(5, 4, 3, padding=1, bias=False), nn.ReLU()).eval()
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation, bias=False),
+                        random_bn(5, 3), nn.ReLU(), nn.Conv2d(5, 4, 3, padding=1, bias=False), nn.ReLU()).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     x = torch.randn(2, 3, 23, 20)
@@ -114,8 +106,8 @@ def test_small_fan_in_stems_equal_the_unfused_backward(stride, padding, dilation
 
 
 def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), _bn(4, 1), nn.ReLU(),
-                        nn.Conv2d(4, 4, 3, padding=1, bias=False), _bn(4, 2), nn.ReLU()).eval()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), random_bn(4, 1), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=1, bias=False), random_bn(4, 2), nn.ReLU()).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     x = torch.randn(1, 3, 32, 32, requires_grad=True)

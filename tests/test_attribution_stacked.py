@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_bn
 from torch import nn
 
 from deepvis_app.attribution import RULES, AttributionContext
@@ -17,16 +18,6 @@ from deepvis_app.probe import Capture
 from deepvis_app.values import Unit
 
 
-def _bn(c: int, seed: int) -> nn.BatchNorm2d:
-    g = torch.Generator().manual_seed(seed)
-    bn = nn.BatchNorm2d(c)
-    bn.running_mean.copy_(torch.randn(c, generator=g))
-    bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    bn.weight.data.copy_(torch.randn(c, generator=g))
-    bn.bias.data.copy_(torch.randn(c, generator=g))
-    return bn
-
-
 class ResidualNet(nn.Module):
     """A ResNet in small: stem conv-BN-ReLU, max-pool, a basic block with `out += identity` then an in-place ReLU,
     a strided block with a 1x1 downsample, a ReLU6 and a GELU (no rule: its plain derivative in every view)."""
@@ -34,14 +25,14 @@ class ResidualNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.stem, self.bn0 = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False), _bn(8, 0)
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False), random_bn(8, 0)
         self.pool = nn.MaxPool2d(3, 2, 1)
-        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), _bn(8, 1)
-        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), _bn(8, 2)
+        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), random_bn(8, 1)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), random_bn(8, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.c3, self.b3 = nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=False), _bn(12, 3)
-        self.c4, self.b4 = nn.Conv2d(12, 12, 3, padding=1, bias=False), _bn(12, 4)
-        self.down, self.bd = nn.Conv2d(8, 12, 1, stride=2, bias=False), _bn(12, 5)
+        self.c3, self.b3 = nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=False), random_bn(12, 3)
+        self.c4, self.b4 = nn.Conv2d(12, 12, 3, padding=1, bias=False), random_bn(12, 4)
+        self.down, self.bd = nn.Conv2d(8, 12, 1, stride=2, bias=False), random_bn(12, 5)
         self.c5 = nn.Conv2d(12, 6, 3, padding=1)
         self.eval()
         for p in self.parameters():
