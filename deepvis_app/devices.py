@@ -281,6 +281,14 @@ def hand_threads_to_worker() -> int:
     return threads
 
 
+def host_reads_free(t: torch.Tensor) -> bool:
+    """Whether reading `t` on the host (a bool, an int, `nonzero`) costs nothing: on the CPU. On a GPU each read
+    waits for the device, so the live paths keep their decisions there and read back once per frame
+    (`render.to_host`); on the CPU they may read and skip work (the grid's sign, the view scale's top-k, a
+    gradient's nonzero box). The one switch: tests turn it off to run the device paths on the CPU."""
+    return t.device.type == "cpu"
+
+
 _CPU_SAMPLE: dict[str, float] = {}
 _CPU_LOCK = threading.Lock()
 

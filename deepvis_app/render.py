@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import devices
 from .errors import DeepVisError
 
 NORM_MODES = ("layer", "channel")
@@ -130,7 +131,7 @@ def grid_parts(maps: torch.Tensor, *, norm: str = "layer", gamma: float = 1.0, p
         raise ValueError(f"render_grid draws C x H x W maps, got shape {tuple(maps.shape)}: pass "
                          "layouts.as_maps(act, info)[0], which knows the layer's layout")
     maps = maps.detach()
-    if maps.device.type != "cpu" or gamma != 1.0 or norm not in NORM_MODES or not maps.numel():
+    if not devices.host_reads_free(maps) or gamma != 1.0 or norm not in NORM_MODES or not maps.numel():
         return grid_parts_device(maps, norm=norm, gamma=gamma, pad=pad, aspect=aspect, min_tile=min_tile)
     c, h, w = maps.shape
     maps = maps.float()

@@ -24,10 +24,12 @@ CASES = {  # request -> to_host calls per frame
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_live_frame_reads_the_host_once(lite0, photos, monkeypatch, case):
-    from deepvis_app import render
+    from deepvis_app import devices, render
     from deepvis_app.pipeline import Frame, FrameProcessor
     from deepvis_app.pipeline import processor as processor_module
 
+    # the device paths (what a GPU runs): on the CPU the live code may read decisions on the host for free
+    monkeypatch.setattr(devices, "host_reads_free", lambda _t: False)
     extra, copies = CASES[case]
     request = ViewRequest(layer="_blocks.3._swish@1", **extra)
     processor = FrameProcessor(lite0)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .. import devices
+
 if TYPE_CHECKING:
     from .rules import RuleState
 
@@ -244,7 +246,7 @@ def box_crops(grad: Tensor) -> bool:
     """Whether a backward may be cropped to the gradient's nonzero box: on the CPU only. Finding the box reads it
     on the host (a few device syncs per chain on a GPU) and gives every frame new shapes (cuDNN would plan its
     algorithms anew each time), while a GPU runs the dense transposed conv in microseconds."""
-    return grad.device.type == "cpu"
+    return devices.host_reads_free(grad)
 
 
 def nonzero_box(grad: Tensor) -> tuple[int, int, int, int] | None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import devices
 from ..errors import DeepVisError
 
 VIEWS = ("raw", "gray", "norm", "normblur")
@@ -55,7 +56,7 @@ def _scale(values: Tensor, percentile: float) -> Tensor:
     flat = values.flatten()
     if flat.numel() > 4_000_000:  # a strided sample is plenty
         flat = flat[:: flat.numel() // 4_000_000 + 1]
-    if flat.device.type == "cpu":
+    if devices.host_reads_free(flat):
         return _percentile_top(flat, percentile).clamp_min(tiny)
     return percentile_sorted(flat, percentile).clamp_min(tiny)
 

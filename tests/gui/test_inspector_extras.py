@@ -73,7 +73,7 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store, ref_vm):
     patches = [t.array.copy() for t in panel.tiles]
 
     panel.set_kind("deconv")  # the toggle: the same neurons' deconvnet images, rendered on first view
-    qtbot.waitUntil(lambda: all(t.array is not None for t in panel.tiles), timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.tiles and all(t.array is not None for t in panel.tiles), timeout=WAIT)
     for tile, e, patch in zip(panel.tiles, entries, patches, strict=True):
         deconv = store.crop(LAYER, 1, e.rank, "deconv")  # written into the store by the viewer
         assert deconv is not None and np.array_equal(tile.array, deconv) and not np.array_equal(tile.array, patch)
@@ -86,7 +86,7 @@ def test_topk_panel_from_store(qtbot, make_window, tiny_store, ref_vm):
     full = render_view(grad, "norm")
     assert np.abs(crop_box(full, e0.box)[0].astype(int) - panel.tiles[0].array.astype(int)).max() <= 1
     panel.set_kind("guided")
-    qtbot.waitUntil(lambda: all(t.array is not None for t in panel.tiles), timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.tiles and all(t.array is not None for t in panel.tiles), timeout=WAIT)
     assert np.array_equal(panel.tiles[0].array, store.crop(LAYER, 1, 0, "guided"))
     panel.set_kind("input")
 
