@@ -63,3 +63,28 @@ def test_errors_become_one_line_and_other_slots_run_alongside(qtbot):
     jobs.start("c", lambda _abort: 42, on_done=done.append)
     qtbot.waitUntil(lambda: len(errors) == 2 and done == [42], timeout=5000)
     assert sorted(errors) == ["ValueError: bad value", "no such layer 'x'"]
+
+
+def test_a_finished_jobs_inputs_and_callbacks_are_freed(qtbot):
+    """What a job captured (a frame, a map) and the callbacks given to it are freed once it has stopped: Qt holds
+    the connections on the C++ side, where Python's collector cannot break the job -> worker -> callback cycle,
+    so a window running a job per frame ("Where it looks") kept every frame's inputs."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    jobs = Jobs()
+    gone, handles = [], []
+    for i in range(5):
+        frame = np.full((64, 64, 3), i, np.uint8)
+        gone.append(weakref.ref(frame.base if frame.base is not None else frame))
+        on_done = type("Callback", (), {"__call__": lambda self, v: None})()
+        gone.append(weakref.ref(on_done))
+        handles.append(jobs.start("slot", lambda abort, frame=frame: int(frame.sum()), on_done=on_done))
+        del frame, on_done
+        qtbot.waitUntil(lambda: jobs.current("slot") is None, timeout=5000)
+    qtbot.waitUntil(lambda: all(job.stopped for job in handles), timeout=5000)
+    qtbot.wait(50)
+    gc.collect()
+    assert [r() is None for r in gone] == [True] * len(gone)
