@@ -1,6 +1,9 @@
-"""Window painted fps vs the headless pipeline, same source, model, layer and views, as `deepvis` runs each (the
-window: worker threads from `hand_threads_to_worker`; headless: `deepvis run --headless`'s `interactive_threads`;
-both with the program's malloc policy). Rounds alternate the two in child processes; medians.
+"""Window painted fps vs the headless pipeline, same source (the demo, unpaced: frames as fast as the network takes
+them), model, layer, unit and views, as `deepvis` runs each (the window: worker threads and GIL switch interval
+from `hand_threads_to_worker`; headless: `deepvis run --headless`'s `interactive_threads`; both with the program's
+malloc policy). A unit is always explained (the window picks one itself when none is chosen); the "" case shows
+its map without backprop views. Rounds alternate the two in child processes; medians. SWITCH=<seconds> in the
+environment sets another switch interval in the window, to compare.
 
 The window child also reports what its GUI thread spends per painted result (`LiveSession.paint_ms`), the worker's
 own rate inside the window (results produced / s: painted <= produced) and, with --profile, the GUI thread's top
@@ -28,8 +31,7 @@ from children import child_json, rerun_under_xvfb
 def _request(layer: str, views: tuple[str, ...]):
     from deepvis_app.values import Unit, ViewRequest
 
-    if not views:
-        return ViewRequest(layer=layer)
+    # a unit is always explained: the window selects one on its own (the layer's strongest) when none is chosen
     return ViewRequest(layer=layer, unit=Unit(layer, 5), attribution=views)
 
 
@@ -38,9 +40,9 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
     from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
 
     keep_freed_memory()
-    if os.environ.get("SWITCH"):
+    threads = hand_threads_to_worker()  # also the GUI process's GIL switch interval
+    if os.environ.get("SWITCH"):  # another switch interval, to compare
         sys.setswitchinterval(float(os.environ["SWITCH"]))
-    threads = hand_threads_to_worker()
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -53,19 +55,16 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
     app = QApplication(sys.argv[:1])
     vm = load_model("efficientnet_lite0", device="cpu")
     settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(vm, open_source("demo"), _request(layer, views), fps=None, device="cpu", settings=settings,
+    win = MainWindow(vm, open_source("demo"), _request(layer, views), fps=0, device="cpu", settings=settings,
                      worker_threads=threads)
     win.resize(1600, 1000)
     win.show()
     live = win.live
     from deepvis_app.values import Unit
 
-    # the case exactly (the window may restore a selected unit): no unit, or unit 5 with these views
-    if views:
-        mode = "all" if len(views) == 3 else views[0]
-        win.ctx.state.update(layer=layer, unit=Unit(layer, 5), backprop_mode=mode)
-    else:
-        win.ctx.state.update(layer=layer, unit=None)
+    # the case exactly: unit 5 with these views ("off": the unit's map and value, no backprop view)
+    mode = ("all" if len(views) == 3 else views[0]) if views else "off"
+    win.ctx.state.update(layer=layer, unit=Unit(layer, 5), backprop_mode=mode)
 
     from PySide6.QtCore import QTimer
 
@@ -124,9 +123,9 @@ def headless_child(layer: str, views: tuple[str, ...], seconds: float) -> dict:
     from deepvis_app.sources import open_source
 
     vm = load_model("efficientnet_lite0", device="cpu")
-    run_headless(vm, open_source("demo"), frames=30, request=_request(layer, views), warmup=5)  # warm-up
+    run_headless(vm, open_source("demo"), frames=30, request=_request(layer, views), warmup=5, fps=0)  # warm-up
     rep = run_headless(vm, open_source("demo"), frames=1_000_000, request=_request(layer, views), warmup=5,
-                       timeout=seconds)  # as many as arrive in `seconds`
+                       timeout=seconds, fps=0)  # as many as arrive in `seconds`
     return {"pipeline_fps": round(rep.pipeline_fps, 2), "frames": rep.frames_processed,
             "stage_ms_mean": {k: round(v, 2) for k, v in rep.stage_ms_mean.items()},
             "torch_threads": torch.get_num_threads()}

@@ -1,11 +1,13 @@
 """GUI soak: the real window (xcb under Xvfb) on the demo source with guided backprop on, for N minutes.
 
-Reports, as JSON lines on stdout, every minute: RSS, the window's smoothed inference / display rates, painted
-results, Python objects and the refcount of None (on Python < 3.12 a falling count is the PySide6 6.12.0 leak that
-aborted the app); then a summary: still alive, RSS growth after warm-up, fps trend. Not part of the test suite.
+Reports, as JSON lines on stdout, every minute: RSS (all, anonymous, file-backed; with --floor again right
+after handing the arenas' free pages back: the floor a leak raises), glibc's heap accounting, the window's
+smoothed inference / display rates, painted results, Python objects and the refcount of None (on Python < 3.12 a
+falling count is the PySide6 6.12.0 leak that aborted the app); then a summary: still alive, RSS growth after
+warm-up, fps trend. Not part of the test suite.
 
 Usage: python benchmarks/gui_soak.py [--minutes 30] [--fps 0] [--layer _blocks.3] [--unit 5]
-       [--panels where,heatmap,embedding] [--trace 10]
+       [--panels where,heatmap,embedding] [--trace 10] [--floor] [--hard-exit]
 (`--panels` opens those tool panels, live, as a user would from the Tools menu; `--trace N` prints the N Python
 allocation sites that grew most since the previous report, from tracemalloc)
 (re-runs itself under `xvfb-run` when there is no display)
@@ -14,7 +16,6 @@ allocation sites that grew most since the previous report, from tracemalloc)
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -26,31 +27,30 @@ import time
 from collections import Counter
 
 
-def rss_mb() -> float:
+def rss_mb(kind: str = "VmRSS") -> float:
+    """Resident MB: all (VmRSS), anonymous (RssAnon: the heaps, tensors) or file-backed (RssFile: libraries)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(kind + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
 def heap_mb() -> dict[str, float]:
-    """glibc's own account over all arenas: bytes in use (a leak grows this), free but kept (fragmentation or the
-    kept heap grows this) and in mmapped blocks; empty where there is no mallinfo2 (musl, macOS, glibc < 2.33)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        m = libc.mallinfo2()
-    except (OSError, AttributeError):
-        return {}
-    mb = 1 / 2**20
-    return {"heap_in_use_mb": round(m.uordblks * mb, 1), "heap_free_mb": round(m.fordblks * mb, 1),
-            "mmapped_mb": round(m.hblkhd * mb, 1)}
+    """glibc's account (`heap.accounting`) in MB; empty where there is no mallinfo2."""
+    from deepvis_app.heap import accounting
+
+    return {f"heap_{k}_mb" if k != "mmapped" else "mmapped_mb": round(v / 2**20, 1) for k, v in accounting().items()}
+
+
+def trimmed() -> dict[str, float]:
+    """RSS right after handing the arenas' free pages back (`devices.release_freed_memory`, as the worker does every
+    30 s) and what that took: a leak raises this floor, kept free memory only the figure before it."""
+    from deepvis_app.devices import release_freed_memory
+
+    t = time.perf_counter()
+    release_freed_memory()
+    return {"rss_trimmed_mb": round(rss_mb(), 1), "trim_ms": round((time.perf_counter() - t) * 1000, 1)}
 
 
 def main() -> int:
@@ -63,6 +63,12 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=60.0, help="seconds between reports")
     ap.add_argument("--panels", default="where", help="tool panels to open, comma-separated ('' for none)")
     ap.add_argument("--trace", type=int, default=0, help="report the N Python allocation sites that grew most")
+    ap.add_argument("--floor", action="store_true",
+                    help="also trim at each report and give the RSS after it (a leak raises that floor); the extra "
+                         "trims change what the window keeps, so leave it off to measure the window's own policy")
+    ap.add_argument("--hard-exit", action="store_true",
+                    help="end with os._exit, the window still open: under heaptrack, everything alive then counts as "
+                         "leaked, so two runs' difference (heaptrack_print -d) is what grew")
     args = ap.parse_args()
     if not os.environ.get("DISPLAY") and not os.environ.get("DEEPVIS_SOAK_CHILD"):
         if not shutil.which("xvfb-run"):
@@ -123,7 +129,9 @@ def main() -> int:
         now = Counter(type(o).__name__ for o in gc.get_objects())
         grew_kinds = {k: n for k, n in (now - kinds[0]).most_common(5)}
         kinds[0] = now
-        row = {"minute": round((time.monotonic() - t0) / 60, 2), "rss_mb": round(rss_mb(), 1), **heap_mb(),
+        row = {"minute": round((time.monotonic() - t0) / 60, 2), "rss_mb": round(rss_mb(), 1),
+               "anon_mb": round(rss_mb("RssAnon"), 1), "file_mb": round(rss_mb("RssFile"), 1), **heap_mb(),
+               **(trimmed() if args.floor else {}),
                "inference_fps": round(live.stats["inference_fps"], 2),
                "attribution_fps": round(live.stats["attribution_fps"], 2),
                "display_fps": round(live.stats["display_fps"], 2), "painted": live.paint_count,
@@ -148,7 +156,8 @@ def main() -> int:
     timer.timeout.connect(report)
     timer.start(int(args.every * 1000))
     app.exec()
-    win.close()
+    if not args.hard_exit:
+        win.close()
     warm = [r for r in rows if r["minute"] >= 2] or rows
     # RSS swings with the heap the malloc policy keeps (up to 1 GiB free before trimming), so growth compares the
     # medians of the first and the last fifth after warm-up, beside the least-squares slope
@@ -164,6 +173,10 @@ def main() -> int:
                "rss_mb_median_first_fifth": first, "rss_mb_median_last_fifth": last,
                "rss_growth_after_warmup_pct": round(100 * (last / first - 1), 2) if first else None,
                "rss_mb_min_max_after_warmup": [min(r["rss_mb"] for r in warm), max(r["rss_mb"] for r in warm)],
+               "rss_trimmed_growth_after_warmup_pct": _growth([r["rss_trimmed_mb"] for r in warm], k)
+               if args.floor else None,
+               "trims_by_the_worker": win.live.worker.kept.trims,
+               "anon_mb_first_last": [warm[0]["anon_mb"], rows[-1]["anon_mb"]] if warm else None,
                "heap_in_use_mb_per_minute_after_warmup": round(_slope(in_use) or 0, 2)
                if len(in_use) > 1 else None,
                "objects_per_minute_after_warmup": round(_slope([(r["minute"], r["objects"]) for r in warm]) or 0, 1),
@@ -172,6 +185,8 @@ def main() -> int:
                "inference_fps_second_half": _mean([r["inference_fps"] for r in warm[len(warm) // 2:]]),
                "none_refcount_change": rows[-1]["none_refcount"] - rows[0]["none_refcount"] if rows else None}
     print(json.dumps(summary), flush=True)
+    if args.hard_exit:
+        os._exit(0)
     return 0
 
 
@@ -183,6 +198,12 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
     my = sum(p[1] for p in points) / len(points)
     den = sum((p[0] - mx) ** 2 for p in points)
     return sum((p[0] - mx) * (p[1] - my) for p in points) / den if den else None
+
+
+def _growth(xs: list[float], k: int) -> float | None:
+    """Percent from the median of the first k values to that of the last k."""
+    first, last = _median(xs[:k]), _median(xs[-k:])
+    return round(100 * (last / first - 1), 2) if first else None
 
 
 def _median(xs: list[float]) -> float | None:

@@ -9,6 +9,7 @@ worker runs on its own high-priority stream and background jobs on low-priority 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -266,6 +267,9 @@ def interactive_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
+GIL_SWITCH_S = 0.001
+
+
 def hand_threads_to_worker() -> int:
     """Keep torch in the calling thread to one intra-op thread; return the count the inference worker should
     set in its own thread (`InferenceWorker(threads=...)`): `interactive_threads()`.
@@ -275,9 +279,15 @@ def hand_threads_to_worker() -> int:
     loop on the main thread. With the GUI/main thread held to one thread, the worker has its cores (all but
     the one left for the GUI thread).
     Call it before the main thread runs any torch op (model loading included).
+
+    Also shortens the interpreter's switch interval to `GIL_SWITCH_S`: an eager forward takes the GIL back after
+    every op, and whenever the GUI thread held it the worker waited up to Python's default 5 ms for it (the
+    window's painted rate over the headless pipeline's with guided backprop, `benchmarks/gui_paint.py` on 2 cores:
+    0.76-0.89x at 5 ms, 0.92-0.97x at 1 ms; docs/development.md).
     """
     threads = interactive_threads()
     torch.set_num_threads(1)
+    sys.setswitchinterval(GIL_SWITCH_S)
     return threads
 
 
@@ -385,7 +395,8 @@ def release_freed_memory() -> bool:
     blocks of many sizes from several threads (the worker's frames, occlusion batches, saliency, jobs), and the
     free memory the arenas keep then grows without bound (the window with guided backprop and "Where it looks"
     live: in use flat at ~0.5 GB, free 0.86 -> 1.34 GB in 9 minutes, RSS rising with it). The live worker calls
-    this every TRIM_EVERY_S seconds: the next frame faults its pages in once again. False where there is nothing
+    this through `heap.KeptMemory` once the kept memory outgrows a bound (every TRIM_EVERY_S seconds where glibc
+    cannot say how much it keeps): the next frame faults its pages in once again. False where there is nothing
     to trim (the system policy, another libc)."""
     if _malloc_policy != "keep":
         return False

@@ -82,3 +82,19 @@ def test_settled_objects_leave_the_gc_walks_and_dead_cycles_go_at_the_next_settl
         assert gone() is None  # thawed, collected
     finally:
         gc.unfreeze()
+
+
+def test_the_window_hands_the_worker_its_threads_and_the_gil_sooner(one_thread_here, monkeypatch) -> None:
+    """`hand_threads_to_worker` (the window, before the model loads): one torch thread on the GUI thread, the
+    interactive count for the worker, and a 1 ms GIL switch interval so the worker's eager ops do not wait Python's
+    default 5 ms behind the painting GUI thread."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default (a GUI test in this process may have set the window's)
+    try:
+        assert devices.hand_threads_to_worker() == devices.interactive_threads()
+        assert torch.get_num_threads() == 1
+        assert sys.getswitchinterval() == pytest.approx(devices.GIL_SWITCH_S) and devices.GIL_SWITCH_S < 0.005
+    finally:
+        sys.setswitchinterval(interval)

@@ -23,6 +23,7 @@ from ..render import Grid, finish_predictions, grid_parts, prediction_parts, to_
 from ..values import ATTRIBUTION_METHODS, LIVE_CAMS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
 from ..zoo import VisModel
 from .frames import Frame
+from .traced import SplitChoice, TracedForward
 from .views import AttentionView, OverlayView, attention_view, needs_gradient, overlay_view, recorder_for
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class FrameProcessor:
         self._means = None  # interventions.RecentMeans: per-unit means over recent frames (mode "mean")
         self._clean: tuple[int, list] | None = None  # (frame id, predictions without interventions)
         self._rollout: tuple[tuple, int, AttentionView] | None = None  # (block, query, layer), frame id, view
+        self.traced: TracedForward | None = None  # the plain forward's graphs (CPU; see `traced`)
+        self.split = SplitChoice()  # per unit and layers: is the traced graph + a short eager forward faster?
 
     def info(self, layer: str) -> LayerInfo:
         """The model's facts about `layer` (layout, grid, channels), looked up once per processor."""
@@ -271,26 +274,56 @@ class FrameProcessor:
 
                 # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
                 # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph
-                # -- unless a live Grad-CAM needs the head's graph too.
-                x.requires_grad_(True)
+                # -- unless a live Grad-CAM needs the head's graph too. Or split, where `traced.SplitChoice`
+                # measures it faster: the whole net as the traced graph, then the rule-recording forward stopped
+                # at the unit's layer.
                 cut = None if grad_cam else unit.layer
-                # Several views: the frame's work is three backward passes' worth, batched (`stacked`), so its
-                # forward takes every spare core too (`devices.batch_threads`: only while no other program wants
-                # them); a plain frame keeps the measured one-thread policy.
-                wide = batch_threads(x.device) if len(methods) >= 2 else nullcontext()
-                with wide, AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut,
-                                                                   example=x) as probe:
-                    logits = probe.run(x)
-                acts, cam_leaf = dict(probe.activations), probe.activations.get(cam_layer) if grad_cam else None
+
+                def wide():
+                    """Several views: the frame's work is three backward passes' worth, batched (`stacked`), so
+                    its forward takes every spare core too (`devices.batch_threads`: only while no other program
+                    wants them); a plain frame keeps the measured one-thread policy."""
+                    return batch_threads(x.device) if len(methods) >= 2 else nullcontext()
+
+                split, whole = None, None
+                if not grad_cam and recorder is None and intervened is None and net is self._net:
+                    self.traced = self.traced or TracedForward(net)
+                    split = (tuple(layers), unit.layer, methods)
+                    if self.split.wants(split):
+                        with wide():
+                            whole = self.traced.run(x, layers)
+                x.requires_grad_(True)
+                if whole is not None:
+                    logits, acts = whole
+                    with wide(), AttributionContext(net) as ctx, Capture(net, [unit.layer], stop=True,
+                                                                       example=x) as probe:
+                        probe.run(x)
+                    acts[unit.layer] = probe[unit.layer]
+                else:
+                    with wide(), AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut,
+                                                                       example=x) as probe:
+                        logits = probe.run(x)
+                    acts = dict(probe.activations)
+                cam_leaf = probe.activations.get(cam_layer) if grad_cam else None
+                if split is not None:
+                    self.split.record(split, whole is not None, time.perf_counter() - t1)
             elif grad_cam:
                 # Only the head records a graph: from the CAM layer (a fresh leaf) to the logits.
                 with torch.no_grad(), Capture(net, layers, grad_from=cam_layer, example=x) as probe:
                     logits = probe.run(x)
                 acts, cam_leaf = dict(probe.activations), probe.leaves.get(cam_layer)
             else:
-                with Probe(net, layers, detach=True) as probe, torch.inference_mode():
-                    logits = net(x)
-                    acts = dict(probe.activations)
+                # a traced graph once the layers hold still (the CPU copy only; no per-frame hooks on the net)
+                plain = None
+                if recorder is None and intervened is None and net is self._net:
+                    self.traced = self.traced or TracedForward(net)
+                    plain = self.traced.run(x, layers)
+                if plain is not None:
+                    logits, acts = plain
+                else:
+                    with Probe(net, layers, detach=True) as probe, torch.inference_mode():
+                        logits = net(x)
+                        acts = dict(probe.activations)
                 cam_leaf = None
         # No device-wide sync: the live stream's work is waited for once, at the frame's one read-back (`to_host`
         # below). On a GPU the stage times before it measure queueing; the wait is counted where it happens.

@@ -6,14 +6,14 @@ The GUI (or the headless runner) only swaps references on it; nothing it calls w
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..devices import TRIM_EVERY_S, live_stream, release_freed_memory, wait_for_other_streams
+from ..devices import live_stream, wait_for_other_streams
 from ..errors import DeepVisError
+from ..heap import KeptMemory
 from ..values import ViewRequest
 from ..zoo import VisModel
 from .frames import Frame, LatestSlot, StatusFn
@@ -45,7 +45,7 @@ class InferenceWorker(threading.Thread):
         self._pending: tuple[VisModel, ViewRequest] | None = None
         self._lock = threading.Lock()  # guards only the hand-over of `_pending`
         self._halt = threading.Event()
-        self._trimmed = time.monotonic()  # when `release_freed_memory` last ran
+        self.kept = KeptMemory()  # the process's kept free memory, checked between frames
         self.frames_done = 0
 
     @property
@@ -132,7 +132,5 @@ class InferenceWorker(threading.Thread):
             last_error = ""
             self.frames_done += 1
             self.publish(result)
-            if time.monotonic() - self._trimmed >= TRIM_EVERY_S:
-                self._trimmed = time.monotonic()
-                release_freed_memory()  # between frames: what the arenas kept free goes back to the kernel
+            self.kept.check()  # between frames: what the arenas keep free beyond a bound goes back to the kernel
         return None

@@ -48,7 +48,8 @@ def video_path(tmp_path_factory) -> str:
 
 @pytest.fixture
 def make_window(qtbot, vm, tmp_path):
-    """Factory: a shown MainWindow on a source (opened here), paced at a low fps; closed in teardown."""
+    """Factory: a shown MainWindow on a source (opened here), paced at a low fps, on the session's model unless
+    `model` is given; closed in teardown (its worker checked stopped)."""
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -60,10 +61,10 @@ def make_window(qtbot, vm, tmp_path):
     pg.setConfigOptions(imageAxisOrder="row-major")
     windows = []
 
-    def make(source="demo", request: ViewRequest | None = None, fps: float = 8.0, **kw):
+    def make(source="demo", request: ViewRequest | None = None, fps: float = 8.0, model=None, **kw):
         src = open_source(source) if isinstance(source, str) else source
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-        win = MainWindow(vm, src, request or ViewRequest(layer="_blocks.3"), fps=fps, device="cpu",
+        win = MainWindow(model or vm, src, request or ViewRequest(layer="_blocks.3"), fps=fps, device="cpu",
                          settings=settings, **kw)
         win.key_filter = KeyFilter(win)
         QApplication.instance().installEventFilter(win.key_filter)

@@ -24,29 +24,8 @@ def deit():
 
 
 @pytest.fixture
-def deit_window(qtbot, deit, tmp_path):
-    import pyqtgraph as pg
-    from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
-
-    from deepvis_app.gui.main_window import KeyFilter, MainWindow
-    from deepvis_app.sources import open_source
-
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(deit, open_source("demo"), ViewRequest(layer="blocks.5.mlp.act"), fps=6.0, device="cpu",
-                     settings=settings)
-    win.key_filter = KeyFilter(win)
-    QApplication.instance().installEventFilter(win.key_filter)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    QApplication.instance().removeEventFilter(win.key_filter)
-    win.close()
-    win.shutdown()
-    assert not win.live.worker.is_alive()
+def deit_window(make_window, deit):
+    return make_window(request=ViewRequest(layer="blocks.5.mlp.act"), fps=6.0, model=deit)
 
 
 def test_heads_rollout_patch_query_and_class_token_row(qtbot, deit_window, deit):
