@@ -187,6 +187,14 @@ class FrameProcessor:
             self._net = fast_copy(self.model.net, x, fold=False)
         return self._net, x.contiguous(memory_format=torch.channels_last)
 
+    def _graphs(self, net: torch.nn.Module, recorder, intervened) -> TracedForward | None:
+        """The traced graphs of this processor's CPU copy (made on first use), or None where a frame's forward
+        must run eagerly: on a GPU, and with per-frame hooks on the net (attention recorder, interventions)."""
+        if recorder is not None or intervened is not None or net is not self._net:
+            return None
+        self.traced = self.traced or TracedForward(net)
+        return self.traced
+
     def _update_erf(self, ctx, x: torch.Tensor, activation: torch.Tensor, unit: Unit,
                     info: LayerInfo) -> tuple[torch.Tensor, int]:
         """Add this frame's |gradient| of the channel's centre unit (plain rule) to the running mean; returns the
@@ -286,12 +294,12 @@ class FrameProcessor:
                     return batch_threads(x.device) if len(methods) >= 2 else nullcontext()
 
                 split, whole = None, None
-                if not grad_cam and recorder is None and intervened is None and net is self._net:
-                    self.traced = self.traced or TracedForward(net)
+                graphs = None if grad_cam else self._graphs(net, recorder, intervened)
+                if graphs is not None:
                     split = (tuple(layers), unit.layer, methods)
                     if self.split.wants(split):
                         with wide():
-                            whole = self.traced.run(x, layers)
+                            whole = graphs.run(x, layers)
                 x.requires_grad_(True)
                 if whole is not None:
                     logits, acts = whole
@@ -314,10 +322,8 @@ class FrameProcessor:
                 acts, cam_leaf = dict(probe.activations), probe.leaves.get(cam_layer)
             else:
                 # a traced graph once the layers hold still (the CPU copy only; no per-frame hooks on the net)
-                plain = None
-                if recorder is None and intervened is None and net is self._net:
-                    self.traced = self.traced or TracedForward(net)
-                    plain = self.traced.run(x, layers)
+                graphs = self._graphs(net, recorder, intervened)
+                plain = graphs.run(x, layers) if graphs is not None else None
                 if plain is not None:
                     logits, acts = plain
                 else:
