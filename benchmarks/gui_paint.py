@@ -6,8 +6,11 @@ its map without backprop views. Rounds alternate the two in child processes; med
 environment sets another switch interval in the window, to compare.
 
 The window child also reports what its GUI thread spends per painted result (`LiveSession.paint_ms`), the worker's
-own rate inside the window (results produced / s: painted <= produced) and, with --profile, the GUI thread's top
-functions (cProfile on that thread only) over the counted seconds.
+own rate inside the window (results produced / s: painted <= produced), where each thread's time went ("cores":
+per thread [cores on a CPU, cores' worth waiting runnable for one] from schedstat, and the rest of the machine's
+busy time: Xvfb), the worker's trims, the request it ran, and, with --profile, the GUI thread's top functions
+(cProfile on that thread only; PROFILE_OUT=<file> keeps the whole profile) over the counted seconds. Both sides
+run the CPU worker as `deepvis` does: explained frames in two stages unless DEEPVIS_STAGES=1 (`pipeline.stages`).
 
 Goal (issue 30): painted fps >= 0.9x the headless pipeline's. Prints JSON.
 
@@ -35,6 +38,47 @@ def _request(layer: str, views: tuple[str, ...]):
     return ViewRequest(layer=layer, unit=Unit(layer, 5), attribution=views)
 
 
+def _cpu_sample(roles: dict[int, str] | None = None) -> dict:
+    """Each of this process's threads (/proc/self/task: seconds on a CPU and seconds waiting for one, from
+    schedstat), the whole machine's busy time (/proc/stat) and the clock, to tell the GUI thread's, the worker's,
+    its OpenMP helpers' and other programs' (Xvfb) shares. `roles` names threads by native id."""
+    roles = {os.getpid(): "main", **(roles or {})}
+    threads: dict[str, tuple[float, float]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                run_ns, wait_ns = (int(v) for v in f.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        threads[roles.get(int(tid), f"t{tid}")] = (run_ns / 1e9, wait_ns / 1e9)
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:9]]
+    busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+    return {"t": time.monotonic(), "threads": threads, "busy": busy}
+
+
+def _cpu_share(a: dict, b: dict) -> dict:
+    """Per thread between two samples: [cores used, cores' worth of time it waited runnable for a CPU]; this
+    process's total and the rest of the machine's (cores)."""
+    wall = b["t"] - a["t"]
+    per = {k: [round((v[0] - a["threads"].get(k, (0.0, 0.0))[0]) / wall, 3),
+               round((v[1] - a["threads"].get(k, (0.0, 0.0))[1]) / wall, 3)] for k, v in b["threads"].items()}
+    mine = sum(v[0] for v in per.values())
+    return {"threads": {k: v for k, v in sorted(per.items(), key=lambda kv: -kv[1][0]) if v[0] + v[1] >= 0.005},
+            "process": round(mine, 3), "others": round((b["busy"] - a["busy"]) / wall - mine, 3)}
+
+
+def _changed(req) -> dict:
+    """The request's fields that differ from a default ViewRequest (what the worker was asked to do)."""
+    from dataclasses import fields
+
+    from deepvis_app.values import ViewRequest
+
+    base = ViewRequest()
+    return {f.name: str(getattr(req, f.name)) for f in fields(req)
+            if f.name != "request_id" and getattr(req, f.name) != getattr(base, f.name)}
+
+
 def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bool) -> dict:
     os.environ.setdefault("QT_API", "pyside6")
     from deepvis_app.devices import hand_threads_to_worker, keep_freed_memory
@@ -52,6 +96,7 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
     from deepvis_app.sources import open_source
 
     pg.setConfigOptions(imageAxisOrder="row-major")
+
     app = QApplication(sys.argv[:1])
     vm = load_model("efficientnet_lite0", device="cpu")
     settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.Format.IniFormat)
@@ -78,6 +123,8 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
 
     live.painted.connect(on_paint)
 
+    roles = {live.worker.native_id: "worker"}
+
     def begin() -> None:
         if profile:
             import cProfile
@@ -85,24 +132,35 @@ def window_child(layer: str, views: tuple[str, ...], seconds: float, profile: bo
             marks["prof"] = cProfile.Profile()
             marks["prof"].enable()
         live.paint_ms.clear()
-        marks.update(p0=live.paint_count, d0=live.worker.frames_done, t0=time.monotonic())
-        QTimer.singleShot(int(seconds * 1000), app.quit)
+        marks.update(p0=live.paint_count, d0=live.worker.frames_done, k0=live.worker.kept.trims,
+                     t0=time.monotonic(), cpu0=_cpu_sample(roles))
+        QTimer.singleShot(int(seconds * 1000), end)
+
+    def end() -> None:  # counted while the worker still runs (quitting stops it, and its thread's CPU goes)
+        marks.update(p1=live.paint_count, d1=live.worker.frames_done, k1=live.worker.kept.trims,
+                     t1=time.monotonic(), cpu1=_cpu_sample(roles))
+        app.quit()
 
     QTimer.singleShot(6000, begin)  # model copy, first frames, layouts; then the window's own event loop
     app.exec()
+    cores = _cpu_share(marks["cpu0"], marks["cpu1"])
     prof = marks.get("prof")
     p0, d0, t0 = marks["p0"], marks["d0"], marks["t0"]
-    span = time.monotonic() - t0
-    painted, produced = (live.paint_count - p0) / span, (live.worker.frames_done - d0) / span
+    span = marks["t1"] - t0
+    painted, produced = (marks["p1"] - p0) / span, (marks["d1"] - d0) / span
     out = {"painted_fps": round(painted, 2), "produced_fps": round(produced, 2),
            "paint_ms_median": round(statistics.median(live.paint_ms), 2) if live.paint_ms else None,
            "paint_ms_p90": round(sorted(live.paint_ms)[int(0.9 * (len(live.paint_ms) - 1))], 2)
            if live.paint_ms else None, "worker_threads": threads,
-           "worker_stage_ms": {k: round(statistics.median(v), 2) for k, v in stages.items()}}
+           "worker_stage_ms": {k: round(statistics.median(v), 2) for k, v in stages.items()}, "cores": cores,
+           "trims_per_s": round((marks["k1"] - marks["k0"]) / span, 2),
+           "request": _changed(live.request)}
     if prof is not None:
         import pstats
 
         prof.disable()
+        if os.environ.get("PROFILE_OUT"):  # the whole profile, for pstats
+            prof.dump_stats(os.environ["PROFILE_OUT"])
         stats = pstats.Stats(prof)
         rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # by own time
         out["gui_thread_top"] = [{"fn": f"{k[0].rsplit('/', 2)[-1]}:{k[1]} {k[2]}", "own_ms_per_paint":
@@ -124,11 +182,13 @@ def headless_child(layer: str, views: tuple[str, ...], seconds: float) -> dict:
 
     vm = load_model("efficientnet_lite0", device="cpu")
     run_headless(vm, open_source("demo"), frames=30, request=_request(layer, views), warmup=5, fps=0)  # warm-up
+    cpu0 = _cpu_sample()
     rep = run_headless(vm, open_source("demo"), frames=1_000_000, request=_request(layer, views), warmup=5,
                        timeout=seconds, fps=0)  # as many as arrive in `seconds`
     return {"pipeline_fps": round(rep.pipeline_fps, 2), "frames": rep.frames_processed,
             "stage_ms_mean": {k: round(v, 2) for k, v in rep.stage_ms_mean.items()},
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "request": _changed(_request(layer, views)),
+            "cores": _cpu_share(cpu0, _cpu_sample())}
 
 
 def run_child(kind: str, args: argparse.Namespace) -> dict:

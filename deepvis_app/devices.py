@@ -328,6 +328,21 @@ def cores_to_spare(*, every: float = 1.0) -> bool:
         return spare
 
 
+_SOLO = threading.local()
+
+
+@contextmanager
+def solo_threads() -> Iterator[None]:
+    """Inside, this thread's `batch_threads` stretches keep its own thread count: a thread that shares the cores
+    with another stage of the same pipeline (`pipeline.worker`) must not grow an OpenMP team over them."""
+    before = getattr(_SOLO, "on", False)
+    _SOLO.on = True
+    try:
+        yield
+    finally:
+        _SOLO.on = before
+
+
 @contextmanager
 def batch_threads(device: torch.device) -> Iterator[None]:
     """Every core for a batched stretch inside single-image work -- the stacked backprop views (`attribution.
@@ -339,7 +354,8 @@ def batch_threads(device: torch.device) -> Iterator[None]:
     set OMP_NUM_THREADS, and where the thread already has them all."""
     have = torch.get_num_threads()
     want = os.cpu_count() or 1
-    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS") or have >= want or not cores_to_spare():
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS") or have >= want or getattr(_SOLO, "on", False) \
+            or not cores_to_spare():
         yield
         return
     torch.set_num_threads(want)

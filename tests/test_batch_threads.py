@@ -34,6 +34,32 @@ def test_every_core_while_spare_and_restored(one_thread_here, monkeypatch) -> No
     assert torch.get_num_threads() == 1  # restored after an exception too
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_a_pipeline_stage_keeps_its_own_threads(one_thread_here, monkeypatch) -> None:
+    """Inside `solo_threads` (a stage of the two-stage worker) no team grows over the other stage's core; the
+    stretch is the thread's own again after it, and other threads never see the flag."""
+    import threading
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "cores_to_spare", lambda **_: True)
+    with devices.solo_threads():
+        with devices.batch_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        seen = []
+
+        def other() -> None:
+            torch.set_num_threads(1)
+            with devices.batch_threads(torch.device("cpu")):
+                seen.append(torch.get_num_threads())
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert seen == [os.cpu_count()]
+    with devices.batch_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == os.cpu_count()
+
+
 def test_one_thread_when_busy_on_a_gpu_or_set_by_the_user(one_thread_here, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(devices, "cores_to_spare", lambda **_: False)

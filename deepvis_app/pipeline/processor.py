@@ -98,6 +98,39 @@ def whole_frame_units(info: LayerInfo) -> bool:
     return info.layout in (Layout.VECTOR, Layout.TOKENS) or info.grid is None
 
 
+@dataclass
+class Begun:
+    """A frame after `FrameProcessor.begin` (its forward): what `finish` needs, nothing `begin` changes later."""
+
+    frame: Frame
+    req: ViewRequest
+    fitted: np.ndarray
+    x: torch.Tensor
+    layer: str
+    unit: Unit | None
+    uinfo: LayerInfo | None
+    methods: tuple[str, ...]
+    ctx: object  # attribution.AttributionContext holding the recorded graph, or None
+    acts: dict[str, torch.Tensor]
+    parts: object  # render's grid parts (finished with the host copy)
+    send: dict[str, torch.Tensor | None]
+    position: tuple[int, int] | None
+    umaps: torch.Tensor | None
+    overlay: OverlayView | None
+    attention: AttentionView | None
+    clean: list | None
+    interventions: tuple
+    timings: dict[str, float]
+    t0: float
+
+
+
+def explains(req: ViewRequest) -> bool:
+    """Whether a frame of `req` records the rules' graph and `finish` backpropagates through it (a unit's views or
+    its ERF): a backward's worth of work, worth a thread of its own (`pipeline.worker`)."""
+    return req.unit is not None and (any(req.attribution) or req.erf)
+
+
 class FrameProcessor:
     """Turns one frame + one request into a FrameResult with a single forward pass (no threads here)."""
 
@@ -248,6 +281,13 @@ class FrameProcessor:
         return tiles
 
     def process(self, frame: Frame, req: ViewRequest) -> FrameResult:
+        """The frame's whole work on this thread: `finish(begin(frame, req))`."""
+        return self.finish(self.begin(frame, req))
+
+    def begin(self, frame: Frame, req: ViewRequest) -> Begun:
+        """Stage one: preprocess, the one forward (recording the rules' graph up to the unit's layer when a unit is
+        explained) and the grid's and predictions' tensors. The CPU worker may run `finish` of this frame on
+        another thread while this one begins the next frame (`InferenceWorker`, `Begun.explains`)."""
         vm = self.model
         layer = req.layer or vm.default_layer
         info = self.info(layer)
@@ -372,7 +412,19 @@ class FrameProcessor:
                 self._rollout = (key, frame.frame_id, attention)
         t3 = time.perf_counter()
         timings["render"] = t3 - t2
-        attributions: dict[str, np.ndarray] = {}
+        return Begun(frame=frame, req=req, fitted=fitted, x=x, layer=layer, unit=unit, uinfo=uinfo,
+                     methods=methods, ctx=ctx, acts=acts, parts=parts, send=send, position=position, umaps=umaps,
+                     overlay=overlay, attention=attention, clean=clean,
+                     interventions=tuple(iv for iv in self._iv_key if iv.enabled), timings=timings, t0=t0)
+
+    def finish(self, begun: Begun) -> FrameResult:
+        """Stage two: the unit's backprop views and ERF from the graph `begin` recorded, the frame's one copy to
+        the host, the live top-k, the FrameResult. Keeps the state only it touches (deconv cache, ERF, live top-k),
+        so `begin` of the next frame may run beside it."""
+        vm, frame, req, x, acts, send, timings = (self.model, begun.frame, begun.req, begun.x, begun.acts,
+                                                  begun.send, begun.timings)
+        ctx, unit, uinfo, methods, position = begun.ctx, begun.unit, begun.uinfo, begun.methods, begun.position
+        t3 = time.perf_counter()
         erf_map, erf_frames = None, 0
         if ctx is not None and req.erf:
             send["erf"], erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit, uinfo)
@@ -392,7 +444,7 @@ class FrameProcessor:
         t_read = time.perf_counter()
         host = to_host(send)  # the frame's one copy to the host: everything it shows
         timings["read"] = time.perf_counter() - t_read
-        grid = parts.finish(host)
+        grid = begun.parts.finish(host)
         prefix = host.get("prefix")
         predictions = finish_predictions(host["predictions"], vm.categories) if "predictions" in host else []
         unit_map = host.get("unit_map")
@@ -405,19 +457,19 @@ class FrameProcessor:
             erf_map = host["erf"]
         attributions = {m: host[f"view.{m}"] for m in methods if f"view.{m}" in host}
         live_tiles = None
-        if req.live_topk and umaps is not None:
+        if req.live_topk and begun.umaps is not None:
             t4 = time.perf_counter()
-            live_tiles = self._update_live_topk(frame.frame_id, fitted, req, umaps[0], uinfo)
+            live_tiles = self._update_live_topk(frame.frame_id, begun.fitted, req, begun.umaps[0], uinfo)
             timings["live_topk"] = time.perf_counter() - t4
         t_done = time.perf_counter()
-        timings["total"] = t_done - t0
-        return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=layer,
-                           image=fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
+        timings["total"] = t_done - begun.t0
+        return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=begun.layer,
+                           image=begun.fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
                            unit_value=unit_value, unit_position=position, attributions=attributions,
                            live_topk=live_tiles, live_topk_frames=self.live.image_count if self.live else 0,
-                           erf_map=erf_map, erf_frames=erf_frames, prefix=prefix, overlay=overlay,
-                           attention=attention, predictions_clean=clean,
-                           interventions=tuple(iv for iv in self._iv_key if iv.enabled),
+                           erf_map=erf_map, erf_frames=erf_frames, prefix=prefix, overlay=begun.overlay,
+                           attention=begun.attention, predictions_clean=begun.clean,
+                           interventions=begun.interventions,
                            timings=timings,
                            t_capture=frame.t_capture, t_done=t_done)
 

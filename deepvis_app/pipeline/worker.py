@@ -1,6 +1,8 @@
 """The inference thread: owns the model, takes the newest frame, processes it with the newest request, publishes.
 
-The GUI (or the headless runner) only swaps references on it; nothing it calls waits on inference.
+The GUI (or the headless runner) only swaps references on it; nothing it calls waits on inference. On a CPU an
+explained frame runs in two stages (`stages`): its forward here, its backprop views on the finisher's thread while
+the next frame's forward runs here.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..devices import live_stream, wait_for_other_streams
+from ..devices import live_stream, solo_threads, wait_for_other_streams
 from ..errors import DeepVisError
 from ..heap import KeptMemory
 from ..values import ViewRequest
 from ..zoo import VisModel
 from .frames import Frame, LatestSlot, StatusFn
-from .processor import FrameProcessor, FrameResult
+from .processor import FrameProcessor, FrameResult, explains
+from .stages import Finisher, stage_threads, two_stages
 
 if TYPE_CHECKING:
     from ..topk.live import LiveTopK
@@ -47,6 +50,8 @@ class InferenceWorker(threading.Thread):
         self._halt = threading.Event()
         self.kept = KeptMemory()  # the process's kept free memory, checked between frames
         self.frames_done = 0
+        self._finisher: Finisher | None = None  # stage two on its own thread (`two_stages`), made on first use
+        self._last_error = ""
 
     @property
     def model(self) -> VisModel:
@@ -85,18 +90,64 @@ class InferenceWorker(threading.Thread):
         if self.threads:
             torch.set_num_threads(self.threads)
         frame: Frame | None = None
-        while not self._halt.is_set():
-            device = self._processor.model.device
-            with live_stream(device):
-                wait_for_other_streams(device)
-                frame = self._loop(device, frame)
-            if frame is None:
-                return
+        try:
+            while not self._halt.is_set():
+                device = self._processor.model.device
+                with live_stream(device):
+                    wait_for_other_streams(device)
+                    frame = self._loop(device, frame)
+                if frame is None:
+                    return
+        finally:
+            if self._finisher is not None:
+                self._finisher.stop()
+                if self._finisher is not threading.current_thread():
+                    self._finisher.join(5)  # not left inside torch at the interpreter's exit
+
+    def _report(self, err: BaseException) -> None:
+        """One line per new error (the same error every frame is said once); the loop goes on."""
+        msg = str(err) if isinstance(err, DeepVisError) else f"inference failed: {type(err).__name__}: {err}"
+        if msg != self._last_error:
+            self.on_error(msg)
+            self._last_error = msg
+
+    def _published(self) -> None:
+        """After a result went out (from either stage's thread)."""
+        self._last_error = ""
+        self.frames_done += 1
+        self.kept.check()  # between frames: what the arenas keep free beyond a bound goes back to the kernel
+
+    def _stage_two(self, device: torch.device, req: ViewRequest) -> Finisher | None:
+        """The finisher thread when this frame's second stage runs there (an explained frame on a CPU with the
+        cores for it, `two_stages`), started on first use; else None."""
+        if not explains(req) or not two_stages(device):
+            return None
+        if self._finisher is None:
+            self._finisher = Finisher(self.publish, self._report, threads=stage_threads(), done=self._published,
+                                      newest=lambda: self._request.request_id)
+            self._finisher.start()
+        return self._finisher
+
+    def _process(self, device: torch.device, frame: Frame, req: ViewRequest) -> FrameResult | None:
+        """The frame's work: both stages here, or its forward here and the rest handed to the finisher (None)."""
+        finisher = self._stage_two(device, req)
+        if finisher is None:
+            if self._finisher is not None:
+                self._finisher.drain()  # its frames first: results go out in order
+            return self._processor.process(frame, req)
+        with solo_threads():
+            have = torch.get_num_threads()
+            torch.set_num_threads(min(have, stage_threads()))
+            try:
+                begun = self._processor.begin(frame, req)
+            finally:
+                torch.set_num_threads(have)
+        finisher.put(self._processor, begun)
+        return None
 
     def _loop(self, device: torch.device, carried: Frame | None) -> Frame | None:
         """Process frames on `device` until halted (returns None) or a new model lives on another device (returns
         the frame taken for it: the caller re-enters that device's stream and hands it back)."""
-        last_error = ""
         while not self._halt.is_set():
             slot = self.slot
             frame, carried = (carried, None) if carried is not None else (slot.take(timeout=0.5), None)
@@ -107,6 +158,8 @@ class InferenceWorker(threading.Thread):
             with self._lock:
                 pending, self._pending = self._pending, None
             if pending is not None:
+                if self._finisher is not None:
+                    self._finisher.drain()  # the old model's frames go out before the new model's
                 self._processor = FrameProcessor(pending[0])
                 if pending[1].request_id >= self._request.request_id:  # a newer set_request wins
                     self._request = pending[1]
@@ -117,20 +170,11 @@ class InferenceWorker(threading.Thread):
             if req.paused:
                 continue
             try:
-                result = self._processor.process(frame, req)
-            except DeepVisError as err:
-                if str(err) != last_error:
-                    self.on_error(str(err))
-                    last_error = str(err)
-                continue
+                result = self._process(device, frame, req)
             except Exception as err:  # noqa: BLE001 - a bad frame must not kill the live loop
-                msg = f"inference failed: {type(err).__name__}: {err}"
-                if msg != last_error:
-                    self.on_error(msg)
-                    last_error = msg
+                self._report(err)
                 continue
-            last_error = ""
-            self.frames_done += 1
-            self.publish(result)
-            self.kept.check()  # between frames: what the arenas keep free beyond a bound goes back to the kernel
+            if result is not None:
+                self.publish(result)
+                self._published()
         return None

@@ -11,6 +11,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from .images import indexed_qimage, to_qimage
+from .scaled import ScreenCache, bgra_lut
 
 BG = QColor(14, 15, 19)
 BOX_COLOR = QColor(255, 214, 10)  # receptive-field boxes (the grid's selection colour)
@@ -25,6 +26,8 @@ class ImageCanvas(QWidget):
         super().__init__(parent)
         self._array: np.ndarray | None = None  # keeps the QImage's memory alive
         self._image: QImage | None = None
+        self._lut: np.ndarray | None = None  # the array's colours (`scaled.bgra_lut`) when it holds indices
+        self._screen = ScreenCache()  # the image at its drawn size: painting is a blit (`scaled`)
         self.placeholder = placeholder
         self.caption = ""  # small text drawn over the image's top-left corner
         self.footer = ""  # small text at the bottom-left
@@ -49,11 +52,14 @@ class ImageCanvas(QWidget):
 
     def set_image(self, arr: np.ndarray | None, lut: np.ndarray | None = None) -> None:
         if arr is None:
-            self._array = self._image = None
+            self._array = self._image = self._lut = None
+            self._screen.clear()
         else:
             arr = np.ascontiguousarray(arr)
             self._array = arr
-            self._image = indexed_qimage(arr, lut) if (lut is not None and arr.ndim == 2) else to_qimage(arr)
+            indexed = lut is not None and arr.ndim == 2
+            self._image = indexed_qimage(arr, lut) if indexed else to_qimage(arr)
+            self._lut = bgra_lut(lut) if indexed else None
         self.update()
 
     def clear(self, placeholder: str | None = None) -> None:
@@ -100,9 +106,10 @@ class ImageCanvas(QWidget):
         p = QPainter(self)
         p.fillRect(self.rect(), BG)
         if self._image is not None:
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
             rect = self.image_rect()
-            p.drawImage(rect, self._image)
+            at = rect.toRect()  # whole pixels: the image made at this size is copied, not sampled
+            p.drawImage(at.topLeft(), self._screen.image(self._array, (at.width(), at.height()), lut=self._lut,
+                                                         smooth=self.smooth))
             if self.marker is not None:
                 mx = rect.left() + self.marker[0] * rect.width()
                 my = rect.top() + self.marker[1] * rect.height()

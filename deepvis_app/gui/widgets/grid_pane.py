@@ -37,6 +37,7 @@ from .colorbar import ColorBar
 from .combo import compact_combo
 from .flow import FlowLayout
 from .images import BORDER_RGB, SIGNED_COLORMAP, make_lut
+from .screen_item import ScreenImageItem
 from .shortened_label import ShortenedLabel
 
 SELECT_COLOR = QColor(255, 214, 10)
@@ -198,7 +199,7 @@ class GridPane(QWidget):
         self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.vb.setDefaultPadding(0.01)
         self.view.setCentralItem(self.vb)
-        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image = ScreenImageItem(axisOrder="row-major")  # painted as a copy (`screen_item`)
         self.image.setLevels((0, 255))
         self.image.setLookupTable(self._luts[self.cmap])
         self.vb.addItem(self.image)

@@ -1,0 +1,84 @@
+"""The CPU worker's second stage: an explained frame's backprop views, ERF and host copy (`FrameProcessor.finish`)
+on a thread of their own, while the worker's thread runs the next frame's forward (`FrameProcessor.begin`).
+
+Measured on 2 cores (`benchmarks/gui_paint.py`, docs/development.md): a two-thread OpenMP team inside each frame
+stalls at every op whenever the GUI thread takes one of its cores, so the window painted 0.70x the headless
+pipeline's rate with three views; two single-thread stages only share the cores (the GUI's work fits in the
+finisher's idle time) and lift both the window and the headless pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+import torch
+
+from ..devices import solo_threads
+from .processor import Begun, FrameProcessor, FrameResult
+
+
+def stage_threads(cores: int | None = None) -> int:
+    """Intra-op threads of each stage when the CPU pipeline runs in two stages: the cores but one (the GUI's)
+    shared by the two stages, at least one each. 2 cores: one each (measured, docs/development.md); larger
+    machines follow the same reasoning, unmeasured."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, (cores - 1) // 2)
+
+
+def two_stages(device: torch.device) -> bool:
+    """Whether the worker finishes explained frames on a second thread: on a CPU with two cores or more (a GPU
+    runs a frame's stages as queued kernels; one core has nothing to overlap). DEEPVIS_STAGES=1 turns it off."""
+    return device.type == "cpu" and (os.cpu_count() or 1) >= 2 and os.environ.get("DEEPVIS_STAGES", "2") != "1"
+
+
+class Finisher(threading.Thread):
+    """Stage two of the CPU pipeline: `FrameProcessor.finish` of explained frames (their backprop views, the
+    host copy) on its own thread, while the worker's thread runs the next frame's forward (`begin`).
+
+    On 2 cores this replaces a two-thread OpenMP team inside each frame: a team stalls at every op whenever the
+    GUI thread takes one of its cores, while two single-thread stages only share the cores (docs/development.md).
+    Holds at most one frame: `put` waits while one is queued, so stage one runs at most a frame ahead."""
+
+    def __init__(self, publish: Callable[[FrameResult], None], report: Callable[[BaseException], None], *,
+                 threads: int, done: Callable[[], None], newest: Callable[[], int] = lambda: 0) -> None:
+        super().__init__(name="deepvis-finisher", daemon=True)
+        self.publish, self.report, self.threads, self.done = publish, report, threads, done
+        self.newest = newest  # the worker's newest request id: a frame made for an older one is not finished
+        self.skipped = 0
+        self._queue: queue.Queue[tuple[FrameProcessor, Begun] | None] = queue.Queue(maxsize=1)
+
+    def put(self, processor: FrameProcessor, begun: Begun) -> None:
+        self._queue.put((processor, begun))
+
+    def drain(self) -> None:
+        """Wait until every frame handed over was published (or reported): before stage one finishes a frame
+        itself, so results never arrive out of order, and before a model switch."""
+        self._queue.join()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        torch.set_num_threads(self.threads)
+        with solo_threads():
+            while True:
+                item = self._queue.get()
+                try:
+                    if item is None:
+                        return
+                    processor, begun = item
+                    if begun.req.request_id < self.newest():
+                        self.skipped += 1  # superseded while it waited: its result would be dropped anyway
+                        continue
+                    try:
+                        result = processor.finish(begun)
+                    except Exception as err:  # noqa: BLE001 - a bad frame must not kill the live loop
+                        self.report(err)
+                        continue
+                    self.publish(result)
+                    self.done()
+                finally:
+                    self._queue.task_done()
