@@ -149,3 +149,18 @@ def test_canvas_shows_each_colour_where_it_belongs(qapp):
         y, x = int(cy + dy * r.height() / 4), int(cx + dx * r.width() / 4)
         assert tuple(shot[y, x]) == colour
     assert tuple(shot[5, 5]) == (14, 15, 19)  # outside the image: the background (300x200 fits a 200x200 image)
+
+
+def test_canvas_badges_follow_the_canvas_size(qapp):
+    """Badge layouts are kept between frames, but a resized canvas gets its own: the caption stays inside it."""
+    canvas = ImageCanvas()
+    canvas.set_image(np.zeros((50, 50, 3), np.uint8))
+    canvas.caption = "guided backprop, norm, RF 35x35 px"
+    canvas.resize(400, 300)
+    wide, wide_font, _ = canvas.badge_layout(canvas.caption)
+    canvas.resize(120, 300)
+    narrow, narrow_font, _ = canvas.badge_layout(canvas.caption)
+    assert canvas.rect().toRectF().contains(narrow) and narrow.width() < wide.width()
+    assert narrow_font.pointSizeF() < wide_font.pointSizeF() or narrow.height() > wide.height()
+    canvas.resize(400, 300)
+    assert canvas.badge_layout(canvas.caption)[0] == wide

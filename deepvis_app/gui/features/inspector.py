@@ -127,7 +127,10 @@ class InspectorFeature(Feature):
             if res.unit_position is not None and grid is not None:
                 y, x = res.unit_position  # the neuron the attributions explain, in layer cells
                 canvas.marker = ((x + 0.5) / grid[1], (y + 0.5) / grid[0])
-            canvas.set_image(overlay(res.image, res.unit_map, lut) if view == "overlay" else lut[res.unit_map])
+            if view == "overlay":
+                canvas.set_image(overlay(res.image, res.unit_map, lut))
+            else:  # coloured where it is scaled for the screen, off the GIL (`widgets.scaled`)
+                canvas.set_image(res.unit_map, lut)
         else:
             canvas.clear(f"fully-connected unit: no spatial map\nvalue {value}")
         box = self._crop_box(res) if res.attributions and grid is not None else None
@@ -241,7 +244,7 @@ class InspectorFeature(Feature):
         else:
             # sqrt: the gradient mass is concentrated near the centre; its faint tails are the point of an ERF
             canvas.caption = f"ERF (sqrt), {res.erf_frames} frame{'s' if res.erf_frames != 1 else ''}"
-            canvas.set_image(self._lut()[SQRT_LUT[res.erf_map]])
+            canvas.set_image(SQRT_LUT[res.erf_map], self._lut())
 
     # -- what the window gathers
     def panels(self) -> list[Panel]:

@@ -27,7 +27,9 @@ class ImageCanvas(QWidget):
         self._array: np.ndarray | None = None  # keeps the QImage's memory alive
         self._image: QImage | None = None
         self._lut: np.ndarray | None = None  # the array's colours (`scaled.bgra_lut`) when it holds indices
+        self._lut_of: np.ndarray | None = None  # the RGB table `_lut` was made from
         self._screen = ScreenCache()  # the image at its drawn size: painting is a blit (`scaled`)
+        self._badges: dict[tuple, tuple[QRectF, QFont, int]] = {}  # badge_layout's last results
         self.placeholder = placeholder
         self.caption = ""  # small text drawn over the image's top-left corner
         self.footer = ""  # small text at the bottom-left
@@ -52,14 +54,17 @@ class ImageCanvas(QWidget):
 
     def set_image(self, arr: np.ndarray | None, lut: np.ndarray | None = None) -> None:
         if arr is None:
-            self._array = self._image = self._lut = None
+            self._array = self._image = self._lut = self._lut_of = None
             self._screen.clear()
         else:
             arr = np.ascontiguousarray(arr)
             self._array = arr
             indexed = lut is not None and arr.ndim == 2
             self._image = indexed_qimage(arr, lut) if indexed else to_qimage(arr)
-            self._lut = bgra_lut(lut) if indexed else None
+            if not indexed:
+                self._lut = self._lut_of = None
+            elif lut is not self._lut_of:  # the same colour map frame after frame: its table is made once
+                self._lut, self._lut_of = bgra_lut(lut), lut
         self.update()
 
     def clear(self, placeholder: str | None = None) -> None:
@@ -162,7 +167,18 @@ class ImageCanvas(QWidget):
 
     def badge_layout(self, text: str, top: bool = True) -> tuple[QRectF, QFont, int]:
         """Where a caption (top) or footer badge goes, in which font: the whole text inside the widget (a narrow
-        canvas gets a smaller font, then a second line), never cut at the widget's edge ("step 10/6")."""
+        canvas gets a smaller font, then a second line), never cut at the widget's edge ("step 10/6"). The last
+        few layouts are kept: every live frame repaints the same captions at the same size."""
+        rect = self.image_rect() if self._image is not None else QRectF(self.rect())
+        key = (text, top, self.width(), self.height(), rect.getRect(), self.font().toString())
+        hit = self._badges.get(key)
+        if hit is None:
+            if len(self._badges) >= 8:
+                self._badges.clear()
+            hit = self._badges[key] = self._badge_layout(text, top, rect)
+        return QRectF(hit[0]), QFont(hit[1]), hit[2]
+
+    def _badge_layout(self, text: str, top: bool, rect: QRectF) -> tuple[QRectF, QFont, int]:
         from PySide6.QtGui import QFontMetricsF
 
         room = max(10.0, self.width() - 4.0)
@@ -180,7 +196,6 @@ class ImageCanvas(QWidget):
             flags |= int(Qt.TextFlag.TextWordWrap)
             br = fm.boundingRect(QRectF(0, 0, room - 10, 1000), flags, text)
             w, h = room, br.height() + 4
-        rect = self.image_rect() if self._image is not None else QRectF(self.rect())
         x = min(max(2.0, rect.left() + 4), self.width() - 2.0 - w)
         y = rect.top() + 4 if top else rect.bottom() - h - 2
         y = min(max(0.0, y), max(0.0, self.height() - h))
