@@ -204,3 +204,28 @@ def test_a_frame_superseded_while_it_waited_is_not_finished(lite0, photos):
         finisher.stop()
         finisher.join(10)
     assert not errors and [r.frame_id for r in published] == [0, 2] and finisher.skipped == 1
+
+
+def test_a_staged_split_frame_takes_its_predictions_from_the_graph_in_stage_two(lite0, photos):
+    """In two stages a split frame runs only the rules' forward to the unit's layer in `begin` and the traced
+    whole net in `finish`: its predictions, grid and views are the one-thread processor's, and `SplitChoice`
+    settles on the way whose longer stage is shorter."""
+    staged, alone = FrameProcessor(lite0), FrameProcessor(lite0)
+    req = _explained(attribution=("guided",))
+    names = sorted(photos)
+    deferred = 0
+    for i in range(60):
+        rgb = photos[names[i % len(names)]]
+        begun = staged.begin(Frame(i, rgb, 0.0), req, staged=True)
+        got = staged.finish(begun)
+        if begun.deferred is None:
+            continue
+        deferred += 1
+        assert "graph" in got.timings and "predictions" in begun.send
+        want = alone.process(Frame(i, rgb, 0.0), req)
+        assert [p[:2] for p in got.predictions] == [p[:2] for p in want.predictions]
+        assert np.allclose([p[2] for p in got.predictions], [p[2] for p in want.predictions], rtol=1e-4)
+        assert np.array_equal(got.grid.image, want.grid.image)
+        assert _close(got.attributions["guided"], want.attributions["guided"])
+    key = (("_blocks.3",), "_blocks.3", ("guided",))
+    assert deferred >= 5 and key in staged.split.chosen

@@ -122,6 +122,11 @@ class Begun:
     interventions: tuple
     timings: dict[str, float]
     t0: float
+    net: torch.nn.Module | None = None  # what the forward ran through
+    deferred: TracedForward | None = None  # a split frame's graph, run by `finish` (the predictions)
+    split: tuple | None = None  # the SplitChoice key `finish` records this frame's stage time under (two stages)
+    split_ran: bool = False  # whether the frame ran split (graph + the eager forward to the unit's layer)
+    staged_s: float = 0.0  # seconds `begin` took
 
 
 
@@ -284,10 +289,11 @@ class FrameProcessor:
         """The frame's whole work on this thread: `finish(begin(frame, req))`."""
         return self.finish(self.begin(frame, req))
 
-    def begin(self, frame: Frame, req: ViewRequest) -> Begun:
+    def begin(self, frame: Frame, req: ViewRequest, *, staged: bool = False) -> Begun:
         """Stage one: preprocess, the one forward (recording the rules' graph up to the unit's layer when a unit is
         explained) and the grid's and predictions' tensors. The CPU worker may run `finish` of this frame on
-        another thread while this one begins the next frame (`InferenceWorker`, `Begun.explains`)."""
+        another thread while this one begins the next frame (`staged`: `pipeline.stages`); then a split frame
+        leaves its traced graph (the predictions) to `finish`, and `SplitChoice` times the longer stage."""
         vm = self.model
         layer = req.layer or vm.default_layer
         info = self.info(layer)
@@ -316,6 +322,7 @@ class FrameProcessor:
                 or frame.frame_id < kept[1]
             recorder.last_only = not fresh  # the heads only: one block's hook
         intervened = self.interventions(req, net)
+        split = deferred = whole = None
         with recorder or nullcontext(), intervened or nullcontext():
             if methods or (req.erf and unit is not None):
                 from ..attribution import AttributionContext  # loaded only when a unit is explained
@@ -338,10 +345,18 @@ class FrameProcessor:
                 if graphs is not None:
                     split = (tuple(layers), unit.layer, methods)
                     if self.split.wants(split):
-                        with wide():
-                            whole = graphs.run(x, layers)
+                        if staged and layers == [unit.layer] and not req.overlay and graphs.ready(layers):
+                            deferred = graphs  # the eager forward to the unit here; the graph in `finish`
+                        else:
+                            with wide():
+                                whole = graphs.run(x, layers)
                 x.requires_grad_(True)
-                if whole is not None:
+                if deferred is not None:
+                    with wide(), AttributionContext(net) as ctx, Capture(net, layers, stop=True,
+                                                                       example=x) as probe:
+                        probe.run(x)
+                    logits, acts = None, dict(probe.activations)
+                elif whole is not None:
                     logits, acts = whole
                     with wide(), AttributionContext(net) as ctx, Capture(net, [unit.layer], stop=True,
                                                                        example=x) as probe:
@@ -353,7 +368,7 @@ class FrameProcessor:
                         logits = probe.run(x)
                     acts = dict(probe.activations)
                 cam_leaf = probe.activations.get(cam_layer) if grad_cam else None
-                if split is not None:
+                if split is not None and not staged:
                     self.split.record(split, whole is not None, time.perf_counter() - t1)
             elif grad_cam:
                 # Only the head records a graph: from the CAM layer (a fresh leaf) to the logits.
@@ -380,7 +395,7 @@ class FrameProcessor:
         send: dict[str, torch.Tensor | None] = dict(parts.tensors())
         extra = prefix_tokens(act, info)
         send["prefix"] = extra[0].float() if extra is not None else None
-        send["predictions"] = prediction_parts(logits[0]) if logits.dim() == 2 else None
+        send["predictions"] = prediction_parts(logits[0]) if logits is not None and logits.dim() == 2 else None
         position = None
         umaps = None
         if unit is not None:
@@ -415,7 +430,21 @@ class FrameProcessor:
         return Begun(frame=frame, req=req, fitted=fitted, x=x, layer=layer, unit=unit, uinfo=uinfo,
                      methods=methods, ctx=ctx, acts=acts, parts=parts, send=send, position=position, umaps=umaps,
                      overlay=overlay, attention=attention, clean=clean,
-                     interventions=tuple(iv for iv in self._iv_key if iv.enabled), timings=timings, t0=t0)
+                     interventions=tuple(iv for iv in self._iv_key if iv.enabled), timings=timings, t0=t0,
+                     net=net, deferred=deferred, split=split if staged else None,
+                     split_ran=deferred is not None or whole is not None, staged_s=t3 - t0)
+
+    def _deferred_predictions(self, begun: Begun) -> torch.Tensor | None:
+        """The predictions' tensor of a split frame from its traced graph (the whole net, no rules); the plain
+        eager forward where the graph declines this frame (dropped, or found to disagree)."""
+        x = begun.x.detach()
+        out = begun.deferred.run(x, [begun.layer])
+        if out is not None:
+            logits = out[0]
+        else:
+            with torch.inference_mode():
+                logits = begun.net(x)
+        return prediction_parts(logits[0]) if logits.dim() == 2 else None
 
     def finish(self, begun: Begun) -> FrameResult:
         """Stage two: the unit's backprop views and ERF from the graph `begin` recorded, the frame's one copy to
@@ -424,7 +453,11 @@ class FrameProcessor:
         vm, frame, req, x, acts, send, timings = (self.model, begun.frame, begun.req, begun.x, begun.acts,
                                                   begun.send, begun.timings)
         ctx, unit, uinfo, methods, position = begun.ctx, begun.unit, begun.uinfo, begun.methods, begun.position
-        t3 = time.perf_counter()
+        t_finish = t3 = time.perf_counter()
+        if begun.deferred is not None:  # the split frame's graph, left here by `begin(staged=True)`
+            send["predictions"] = self._deferred_predictions(begun)
+            timings["graph"] = time.perf_counter() - t3
+            t3 = time.perf_counter()
         erf_map, erf_frames = None, 0
         if ctx is not None and req.erf:
             send["erf"], erf_frames = self._update_erf(ctx, x, acts[unit.layer], unit, uinfo)
@@ -463,6 +496,8 @@ class FrameProcessor:
             timings["live_topk"] = time.perf_counter() - t4
         t_done = time.perf_counter()
         timings["total"] = t_done - begun.t0
+        if begun.split is not None:  # two stages: what bounds the rate is the longer one
+            self.split.record(begun.split, begun.split_ran, max(begun.staged_s, t_done - t_finish))
         return FrameResult(frame_id=frame.frame_id, request_id=req.request_id, model=vm.name, layer=begun.layer,
                            image=begun.fitted, grid=grid, predictions=predictions, unit=unit, unit_map=unit_map,
                            unit_value=unit_value, unit_position=position, attributions=attributions,

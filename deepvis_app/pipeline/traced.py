@@ -31,6 +31,7 @@ net no longer runs op by op through Python), dearer when it comes late (the earl
 from __future__ import annotations
 
 import statistics
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -85,9 +86,19 @@ class TracedForward:
         self.refused: set[tuple[str, ...]] = set()  # layer sets that cannot be traced or disagreed
         self._streak: tuple[tuple[str, ...], int] = ((), 0)  # (layer set, frames in a row)
         self._runs = 0
+        self._lock = threading.Lock()  # the worker's two stages may both run graphs (`pipeline.stages`)
+
+    def ready(self, layers: list[str]) -> bool:
+        """Whether a graph of this layer set is made (a `run` now would not wait for a trace)."""
+        key = tuple(layers)
+        return key in self.graphs and key not in self.refused
 
     def run(self, x: torch.Tensor, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """(logits, {layer: activation}) from the graph, or None (eager forward this frame)."""
+        with self._lock:
+            return self._run(x, layers)
+
+    def _run(self, x: torch.Tensor, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         key = tuple(layers)
         last, count = self._streak
         count = count + 1 if key == last else 1
@@ -138,7 +149,8 @@ class TracedForward:
 
 class SplitChoice:
     """Per key (layers, unit layer, methods): run split or whole? Alternates until `TRIAL` frames of each are
-    timed, then keeps the one with the lower median forward time."""
+    timed, then keeps the one with the lower median time: the forward's, or in the worker's two stages the longer
+    stage's (what bounds the frame rate there; "split" then runs the graph in the second stage)."""
 
     def __init__(self) -> None:
         self.chosen: dict[tuple, bool] = {}  # key -> split?

@@ -139,7 +139,7 @@ class InferenceWorker(threading.Thread):
             have = torch.get_num_threads()
             torch.set_num_threads(min(have, stage_threads()))
             try:
-                begun = self._processor.begin(frame, req)
+                begun = self._processor.begin(frame, req, staged=True)
             finally:
                 torch.set_num_threads(have)
         finisher.put(self._processor, begun)
