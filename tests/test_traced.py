@@ -14,7 +14,7 @@ from helpers import hooks_left, tiny_conv_net
 from torch import nn
 
 from deepvis_app.pipeline import Frame, FrameProcessor, traced
-from deepvis_app.pipeline.traced import STABLE_FRAMES, TRIAL, SplitChoice, TracedForward
+from deepvis_app.pipeline.traced import RETRY_EVERY, STABLE_FRAMES, TRIAL, SplitChoice, TracedForward
 from deepvis_app.probe import Probe
 from deepvis_app.values import Unit, ViewRequest
 
@@ -149,6 +149,14 @@ def test_split_choice_alternates_then_keeps_the_faster():
         split = choice.wants(slow)
         choice.record(slow, split, 0.030 if split else 0.020)
     assert choice.chosen[slow] is False and not choice.wants(slow)
+    # after RETRY_EVERY frames both ways are timed again, and a changed balance changes the choice
+    for _ in range(RETRY_EVERY - 2):
+        assert not choice.wants(slow)
+    assert choice.wants(slow) and slow not in choice.chosen  # timing both again, the split first
+    for _ in range(2 * TRIAL + 1):
+        split = choice.wants(slow)
+        choice.record(slow, split, 0.010 if split else 0.020)
+    assert choice.chosen[slow] is True
 
 
 @pytest.mark.parametrize("methods", [("guided",), ("gradient", "deconv", "guided")])

@@ -25,7 +25,9 @@ up to the unit's layer only. So it can run split: the whole net as the graph (lo
 stopped at the unit's layer -- cheaper when that layer comes early (the eager part is short, and the rest of the
 net no longer runs op by op through Python), dearer when it comes late (the early layers run twice).
 `SplitChoice` times `TRIAL` frames of each way per unit and layers and keeps the faster, measured where it runs
-(headless, or beside the painting window, where the eager ops also wait for the GIL).
+(headless, or beside the painting window, where the eager ops also wait for the GIL), and times both again every
+`RETRY_EVERY` frames. In the worker's two stages (`stages`) a split frame runs its graph in the second stage,
+and the longer stage is what is timed.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ from torch import nn
 from ..probe import Probe
 
 STABLE_FRAMES = 12
-TRIAL = 5
+TRIAL = 8
+# a choice is timed again after this many frames: it was made in the first seconds (warm-up, a window still laying
+# itself out), and the load beside the worker changes (panels opened, other programs)
+RETRY_EVERY = 500
 RECHECK_EVERY = 300
 KEEP = 4
 # how close the graph's outputs must be to the eager forward's (relative to each output's largest magnitude):
@@ -155,11 +160,16 @@ class SplitChoice:
     def __init__(self) -> None:
         self.chosen: dict[tuple, bool] = {}  # key -> split?
         self._times: dict[tuple, tuple[list[float], list[float]]] = {}  # key -> (split times, whole times)
+        self._used: dict[tuple, int] = {}  # key -> frames run the chosen way
 
     def wants(self, key: tuple) -> bool:
         """True: try the split forward this frame (it runs whole anyway while the graph is not ready)."""
         if key in self.chosen:
-            return self.chosen[key]
+            used = self._used[key] = self._used.get(key, 0) + 1
+            if used < RETRY_EVERY:
+                return self.chosen[key]
+            del self.chosen[key]  # time both ways again
+            self._used[key] = 0
         split, whole = self._times.setdefault(key, ([], []))
         return len(split) <= len(whole)
 
