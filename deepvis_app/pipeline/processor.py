@@ -340,7 +340,6 @@ class FrameProcessor:
                     wants them); a plain frame keeps the measured one-thread policy."""
                     return batch_threads(x.device) if len(methods) >= 2 else nullcontext()
 
-                split, whole = None, None
                 graphs = None if grad_cam else self._graphs(net, recorder, intervened)
                 if graphs is not None:
                     split = (tuple(layers), unit.layer, methods)

@@ -38,26 +38,26 @@ class ScreenImageItem(pg.ImageItem):
             self._key, self._held = key, (img, lut)
         return self._bgra
 
-    def _copyable(self, painter) -> np.ndarray | None:
-        """The lookup table (or an empty one for RGB) when this paint can be a copy, else None."""
+    def _copyable(self, painter) -> tuple[bool, np.ndarray | None]:
+        """(whether this paint can be a copy, the lookup table of a grey image or None for RGB)."""
         img, lut = self.image, self.lut
         if img is None or img.dtype != np.uint8 or self.axisOrder != "row-major" or self.paintMode is not None \
                 or self.border is not None or painter.worldTransform().isRotating():
-            return None
+            return False, None
         levels = self.getLevels()
         if levels is None or np.ndim(levels) != 1 or tuple(float(v) for v in levels) != (0.0, 255.0):
-            return None
+            return False, None
         device = painter.device()
         if device is None or device.devicePixelRatioF() != 1.0:
-            return None
+            return False, None
         if img.ndim == 2:
             ok = isinstance(lut, np.ndarray) and lut.shape == (256, 3) and lut.dtype == np.uint8
-            return lut if ok else None
-        return np.empty((0, 3), np.uint8) if img.ndim == 3 and img.shape[2] == 3 else None
+            return ok, lut if ok else None
+        return img.ndim == 3 and img.shape[2] == 3, None
 
     def paint(self, painter, *args) -> None:
-        lut = self._copyable(painter)
-        if lut is None:
+        ok, lut = self._copyable(painter)
+        if not ok:
             super().paint(painter, *args)
             return
         img = self.image
@@ -73,8 +73,7 @@ class ScreenImageItem(pg.ImageItem):
         y0, y1 = max(0, math.ceil(target.top() - 0.5)), min(device.height(), math.ceil(target.bottom() - 0.5))
         if x1 <= x0 or y1 <= y0:
             return
-        shown = warp_window(self._coloured(img, lut if img.ndim == 2 else None), (sx, sy), (tx, ty),
-                            (x0, y0, x1, y1))
+        shown = warp_window(self._coloured(img, lut), (sx, sy), (tx, ty), (x0, y0, x1, y1))
         painter.save()
         painter.resetTransform()
         painter.drawImage(QPoint(x0, y0), rgb32(shown))
