@@ -43,6 +43,15 @@ def heap_mb() -> dict[str, float]:
     return {f"heap_{k}_mb" if k != "mmapped" else "mmapped_mb": round(v / 2**20, 1) for k, v in accounting().items()}
 
 
+def kept_mb(kept) -> dict[str, float | None]:
+    """The worker's `heap.KeptMemory`: resident private memory beyond malloc's bytes in use now, and that excess
+    right after its last trim (its floor). A floor that climbs is memory no trim gives back (fragmentation, or
+    memory outside malloc); an excess that swings above a flat floor is free memory kept between trims."""
+    excess, floor = kept.excess(), kept.floor
+    return {"excess_mb": None if excess is None else round(excess / 2**20, 1),
+            "kept_floor_mb": None if floor is None else round(floor / 2**20, 1)}
+
+
 def trimmed() -> dict[str, float]:
     """RSS right after handing the arenas' free pages back (`devices.release_freed_memory`, as the worker does every
     30 s) and what that took: a leak raises this floor, kept free memory only the figure before it."""
@@ -131,7 +140,7 @@ def main() -> int:
         kinds[0] = now
         row = {"minute": round((time.monotonic() - t0) / 60, 2), "rss_mb": round(rss_mb(), 1),
                "anon_mb": round(rss_mb("RssAnon"), 1), "file_mb": round(rss_mb("RssFile"), 1), **heap_mb(),
-               **(trimmed() if args.floor else {}),
+               **kept_mb(win.live.worker.kept), **(trimmed() if args.floor else {}),
                "inference_fps": round(live.stats["inference_fps"], 2),
                "attribution_fps": round(live.stats["attribution_fps"], 2),
                "display_fps": round(live.stats["display_fps"], 2), "painted": live.paint_count,
@@ -179,6 +188,8 @@ def main() -> int:
                "anon_mb_first_last": [warm[0]["anon_mb"], rows[-1]["anon_mb"]] if warm else None,
                "heap_in_use_mb_per_minute_after_warmup": round(_slope(in_use) or 0, 2)
                if len(in_use) > 1 else None,
+               "kept_floor_mb_per_minute_after_warmup": _slope_of(warm, "kept_floor_mb"),
+               "excess_mb_per_minute_after_warmup": _slope_of(warm, "excess_mb"),
                "objects_per_minute_after_warmup": round(_slope([(r["minute"], r["objects"]) for r in warm]) or 0, 1),
                "rss_mb_per_minute_after_warmup": round(slope, 2) if slope is not None else None,
                "inference_fps_first_half": _mean([r["inference_fps"] for r in warm[:len(warm) // 2 or 1]]),
@@ -198,6 +209,12 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
     my = sum(p[1] for p in points) / len(points)
     den = sum((p[0] - mx) ** 2 for p in points)
     return sum((p[0] - mx) * (p[1] - my) for p in points) / den if den else None
+
+
+def _slope_of(rows: list[dict], key: str) -> float | None:
+    """`_slope` of one reported figure over the rows that have it, rounded."""
+    slope = _slope([(r["minute"], r[key]) for r in rows if r.get(key) is not None])
+    return None if slope is None else round(slope, 2)
 
 
 def _growth(xs: list[float], k: int) -> float | None:

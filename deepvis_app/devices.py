@@ -365,6 +365,28 @@ def batch_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(have)
 
 
+_JOBS = {"running": 0}
+_JOBS_LOCK = threading.Lock()
+
+
+@contextmanager
+def background_job() -> Iterator[None]:
+    """Marks a background job (an optimized image, occlusion, an attack, ...) running on the calling thread, so
+    the live worker knows the cores are not all its own (`background_jobs`)."""
+    with _JOBS_LOCK:
+        _JOBS["running"] += 1
+    try:
+        yield
+    finally:
+        with _JOBS_LOCK:
+            _JOBS["running"] -= 1
+
+
+def background_jobs() -> int:
+    """How many background jobs run now (`background_job`)."""
+    return _JOBS["running"]
+
+
 def job_threads() -> int:
     """Intra-op threads for a background job (optimized images, attacks, occlusion, ...) next to the live worker:
     a quarter of the cores, at least one. Each job thread gets its own OpenMP team; on a small machine a second

@@ -4,6 +4,8 @@ thread makes from the same frames, in frame order, errors of either stage are sa
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
 
@@ -229,3 +231,63 @@ def test_a_staged_split_frame_takes_its_predictions_from_the_graph_in_stage_two(
         assert _close(got.attributions["guided"], want.attributions["guided"])
     key = (("_blocks.3",), "_blocks.3", ("guided",))
     assert deferred >= 5 and key in staged.split.chosen
+
+
+def _niceness(tid: int) -> int:
+    import os
+
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+@pytest.mark.parametrize("setting, spare, jobs, want", [(None, True, 0, 10), ("4", True, 0, 4),
+                                                         (None, False, 0, None), (None, True, 1, None),
+                                                         ("0", True, 0, None)])
+def test_stage_one_gives_the_cpu_to_stage_two_and_the_gui(lite0, photos, monkeypatch, setting, spare, jobs, want):
+    """While the cores are spare and no background job runs, the window's worker hands stage one to a thread at
+    nice 10 (DEEPVIS_STAGE_NICE sets another, 0 none) and waits for it; next to busy programs or jobs it runs
+    stage one itself. The worker, the finisher and the calling thread keep their priority."""
+    import deepvis_app.pipeline.worker as worker_module
+    from deepvis_app.devices import background_job
+
+    if setting is not None:
+        monkeypatch.setenv("DEEPVIS_STAGE_NICE", setting)
+    monkeypatch.setattr(worker_module, "cores_to_spare", lambda: spare)
+
+    me = _niceness(threading.get_native_id())
+    slot, results, errors = LatestSlot(), [], []
+    seen: dict[str, set] = {"begin": set(), "finish": set()}
+    begin, finish = FrameProcessor.begin, FrameProcessor.finish
+
+    def begin_here(self, *args, **kw):
+        seen["begin"].add((threading.current_thread().name, _niceness(threading.get_native_id())))
+        return begin(self, *args, **kw)
+
+    def finish_here(self, begun):
+        seen["finish"].add((threading.current_thread().name, _niceness(threading.get_native_id())))
+        return finish(self, begun)
+
+    monkeypatch.setattr(FrameProcessor, "begin", begin_here)
+    monkeypatch.setattr(FrameProcessor, "finish", finish_here)
+    worker = InferenceWorker(lite0, slot, results.append, on_error=errors.append, request=_explained(), threads=1)
+    with background_job() if jobs else contextlib.nullcontext():  # a job running, as `gui.jobs` marks one
+        _feed(worker, slot, photos, 4, results)
+    assert not errors and results
+    staged = seen["begin"] - {("deepvis-inference", me)}  # the first frame begins on the worker (no helper yet)
+    if want is None:
+        assert staged == set() and worker.stage_one[1] == 0
+    else:
+        assert staged == {("deepvis-stage-one", max(me, want))}
+        assert worker.stage_one[0] == max(me, want) and worker.stage_one[1] >= 1
+    assert seen["finish"] == {("deepvis-finisher", me)} and _niceness(threading.get_native_id()) == me
+    assert not any(t.name == "deepvis-stage-one" and t.is_alive() for t in threading.enumerate())
+
+
+def test_an_inline_worker_keeps_its_callers_priority(lite0, photos):
+    """Run inline (the headless runner), the worker has no GUI thread to give way to: the caller's niceness stays."""
+    from deepvis_app.pipeline import run_headless
+    from deepvis_app.sources import open_source
+
+    me = _niceness(threading.get_native_id())
+    run_headless(lite0, open_source("demo"), frames=3, request=_explained(), warmup=0, fps=0)
+    assert _niceness(threading.get_native_id()) == me

@@ -49,9 +49,10 @@ class Job:
 
 
 def _small_team(fn: Callable, gen: bool) -> Callable:
-    """`fn` run with the job thread's torch team held to `devices.job_threads()` (the live worker keeps the cores)
-    and, on a GPU, on the thread's low-priority stream (`devices.job_stream`: the live worker's kernels go first)."""
-    from ..devices import job_stream, job_threads
+    """`fn` run with the job thread's torch team held to `devices.job_threads()` (the live worker keeps the cores),
+    on a GPU on the thread's low-priority stream (`devices.job_stream`: the live worker's kernels go first), and
+    counted as running (`devices.background_job`: the worker's stage one then keeps its priority)."""
+    from ..devices import background_job, job_stream, job_threads
 
     # `fn` is held in a box emptied once it has run: the job's inputs (frames, models, maps) are then free even if
     # the thread pool or Qt keeps the finished runnable a while longer
@@ -62,7 +63,7 @@ def _small_team(fn: Callable, gen: bool) -> Callable:
 
             torch.set_num_threads(job_threads())
             try:
-                with job_stream():
+                with job_stream(), background_job():
                     return (yield from box[0](abort))
             finally:
                 box.clear()
@@ -73,7 +74,7 @@ def _small_team(fn: Callable, gen: bool) -> Callable:
 
         torch.set_num_threads(job_threads())
         try:
-            with job_stream():
+            with job_stream(), background_job():
                 return box[0](abort)
         finally:
             box.clear()

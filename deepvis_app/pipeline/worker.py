@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..devices import live_stream, solo_threads, wait_for_other_streams
+from ..devices import background_jobs, cores_to_spare, live_stream, solo_threads, wait_for_other_streams
 from ..errors import DeepVisError
 from ..heap import KeptMemory
 from ..values import ViewRequest
 from ..zoo import VisModel
 from .frames import Frame, LatestSlot, StatusFn
 from .processor import FrameProcessor, FrameResult, explains
-from .stages import Finisher, stage_threads, two_stages
+from .stages import Finisher, StageOne, stage_one_nice, stage_threads, two_stages
 
 if TYPE_CHECKING:
     from ..topk.live import LiveTopK
@@ -51,6 +51,7 @@ class InferenceWorker(threading.Thread):
         self.kept = KeptMemory()  # the process's kept free memory, checked between frames
         self.frames_done = 0
         self._finisher: Finisher | None = None  # stage two on its own thread (`two_stages`), made on first use
+        self._stage_one: StageOne | None = None  # stage one at a lower priority while the cores are spare
         self._last_error = ""
 
     @property
@@ -65,6 +66,13 @@ class InferenceWorker(threading.Thread):
         with self._lock:
             self._pending = (model, request or ViewRequest(request_id=self._request.request_id + 1,
                                                              layer=model.default_layer))
+
+    @property
+    def stage_one(self) -> tuple[int, int]:
+        """(niceness of the thread that runs stage one while the cores are spare, frames it began): (0, 0) where
+        stage one runs only on this thread."""
+        helper = self._stage_one
+        return (helper.nice, helper.calls) if helper is not None else (0, 0)
 
     def live_topk_snapshot(self) -> LiveTopK | None:
         """A copy of the live top-k that another thread may save (`.save(path)`) while this one goes on."""
@@ -99,6 +107,9 @@ class InferenceWorker(threading.Thread):
                 if frame is None:
                     return
         finally:
+            if self._stage_one is not None:
+                self._stage_one.stop()
+                self._stage_one.join(5)
             if self._finisher is not None:
                 self._finisher.stop()
                 if self._finisher is not threading.current_thread():
@@ -126,6 +137,9 @@ class InferenceWorker(threading.Thread):
             self._finisher = Finisher(self.publish, self._report, threads=stage_threads(), done=self._published,
                                       newest=lambda: self._request.request_id)
             self._finisher.start()
+            if threading.current_thread() is self and stage_one_nice() > 0:  # the window's worker: run inline
+                self._stage_one = StageOne(stage_threads())  # (headless) there is no GUI thread to give way to
+                self._stage_one.start()
         return self._finisher
 
     def _process(self, device: torch.device, frame: Frame, req: ViewRequest) -> FrameResult | None:
@@ -135,14 +149,18 @@ class InferenceWorker(threading.Thread):
             if self._finisher is not None:
                 self._finisher.drain()  # its frames first: results go out in order
             return self._processor.process(frame, req)
-        with solo_threads():
-            have = torch.get_num_threads()
-            torch.set_num_threads(min(have, stage_threads()))
-            try:
-                begun = self._processor.begin(frame, req, staged=True)
-            finally:
-                torch.set_num_threads(have)
-        finisher.put(self._processor, begun)
+        processor = self._processor
+        if self._stage_one is not None and not background_jobs() and cores_to_spare():
+            begun = self._stage_one.call(lambda: processor.begin(frame, req, staged=True))
+        else:
+            with solo_threads():
+                have = torch.get_num_threads()
+                torch.set_num_threads(min(have, stage_threads()))
+                try:
+                    begun = processor.begin(frame, req, staged=True)
+                finally:
+                    torch.set_num_threads(have)
+        finisher.put(processor, begun)
         return None
 
     def _loop(self, device: torch.device, carried: Frame | None) -> Frame | None:

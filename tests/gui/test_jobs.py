@@ -88,3 +88,29 @@ def test_a_finished_jobs_inputs_and_callbacks_are_freed(qtbot):
     qtbot.wait(50)
     gc.collect()
     assert [r() is None for r in gone] == [True] * len(gone)
+
+
+def test_a_running_job_is_counted_for_the_live_worker(qtbot):
+    """While a job runs (plain or generator) `devices.background_jobs` counts it, so the live worker keeps its
+    stage one at its own priority; once every job ended the count is back to none."""
+    from deepvis_app.devices import background_jobs
+
+    jobs = Jobs()
+    seen, done = [], []
+
+    def plain(_abort):
+        seen.append(background_jobs())
+        return "plain"
+
+    def gen(_abort):
+        seen.append(background_jobs())
+        yield 1
+        seen.append(background_jobs())
+        return "gen"
+
+    before = background_jobs()
+    jobs.start("a", plain, on_done=done.append)
+    jobs.start("b", gen, on_done=done.append)
+    qtbot.waitUntil(lambda: sorted(done) == ["gen", "plain"], timeout=5000)
+    assert len(seen) == 3 and all(n >= before + 1 for n in seen)
+    qtbot.waitUntil(lambda: background_jobs() == before, timeout=5000)

@@ -194,6 +194,31 @@ def test_prediction_plot_shows_only_labels_that_fit(qtbot, height):
         assert len(pane.y_ticks) == 6  # a roomy plot keeps the 0.2 steps
 
 
+def test_prediction_curves_follow_the_rows_and_redraw_only_when_asked(qtbot):
+    """The history plot draws the top three classes, each in its row's colour; `refresh(curves=False)` moves the
+    bars only; a curve's pen is made again only when its class changed rank (a new pen re-renders the curve)."""
+    pane = PredictionsPane()
+    qtbot.addWidget(pane)
+    rows = [(1, "beacon", 0.5), (2, "park bench", 0.3), (3, "mitten", 0.1)]
+    for k in range(10):
+        pane.add(rows, t=k * 0.1)
+    pane.refresh()
+    pens = {i: c.opts["pen"] for i, c in pane.curves.items()}
+    assert set(pens) == {1, 2, 3} and pens[1].color() != pens[2].color()
+    assert list(pane.curves[1].getData()[1]) == [0.5] * 10
+    pane.add(rows, t=1.0)
+    pane.refresh()
+    assert {i: c.opts["pen"] for i, c in pane.curves.items()} == pens  # same pen objects: nothing re-rendered
+    assert len(pane.curves[1].getData()[1]) == 11
+    swapped = [(2, "park bench", 0.6), (1, "beacon", 0.2), (3, "mitten", 0.1)]
+    pane.add(swapped, t=1.1)
+    pane.refresh(curves=False)
+    assert pane.bars.rows == swapped and len(pane.curves[1].getData()[1]) == 11  # bars moved, curves did not
+    pane.refresh()
+    assert pane.curves[2].opts["pen"].color() == pens[1].color()  # the new first row took the first colour
+    assert pane.curves[1].opts["pen"].color() == pens[2].color() and pane.curves[3].opts["pen"] is pens[3]
+
+
 def test_status_facts_are_shortened_not_cut_on_a_small_screen(qtbot, make_window, tmp_path):
     """At 983x658 (a 1024x700 screen) the status bar's facts keep their ends and a dozen letters: a long source name
     is shortened at its start ("...camera_roll.png"; Qt cut "source chelsea.png" to "helsea.png", clipping letters),

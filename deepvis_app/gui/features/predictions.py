@@ -11,7 +11,8 @@ from ...values import Unit
 from ..feature import Feature, Panel
 from ..widgets.predictions_pane import PredictionsPane
 
-PLOT_EVERY_S = 0.1
+PLOT_EVERY_S = 0.1  # the bars
+CURVES_EVERY_S = 0.2  # the history plot (15 s wide: a 5 Hz redraw moves it a few pixels; ~3 ms each)
 
 
 class PredictionsFeature(Feature):
@@ -20,7 +21,7 @@ class PredictionsFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.pane = PredictionsPane()
-        self._last_plot = 0.0
+        self._last_plot = self._last_curves = 0.0
         self.pane.class_clicked.connect(lambda idx, _name: self.choose_class(idx))
         ctx.live.painted.connect(self.paint)
         ctx.live.model_changed.connect(lambda _vm: self.pane.clear())
@@ -37,7 +38,10 @@ class PredictionsFeature(Feature):
         now = time.perf_counter()
         if now - self._last_plot > PLOT_EVERY_S:
             self._last_plot = now
-            self.pane.refresh()
+            curves = now - self._last_curves > CURVES_EVERY_S
+            if curves:
+                self._last_curves = now
+            self.pane.refresh(curves=curves)
 
     def panels(self) -> list[Panel]:
         return [Panel("predictions", "Predictions", self.pane, area="right", pinned=True)]

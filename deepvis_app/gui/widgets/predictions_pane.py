@@ -202,6 +202,7 @@ class PredictionsPane(QWidget):
         self._layout = layout
         self.history: deque[tuple[float, dict[int, float]]] = deque()
         self._curves: dict[int, pg.PlotDataItem] = {}
+        self._pen_colors: dict[int, object] = {}  # class -> the colour its curve's pen has
         self._names: dict[int, str] = {}
         self.rows: list[tuple[int, str, float]] = []
 
@@ -249,11 +250,17 @@ class PredictionsPane(QWidget):
             self.fit_ticks(self.plot.height())
         return False
 
+    @property
+    def curves(self) -> dict[int, pg.PlotDataItem]:
+        """The history plot's curve of each class drawn now (the top three rows at the last redraw)."""
+        return dict(self._curves)
+
     def clear(self) -> None:
         self.history.clear()
         for curve in self._curves.values():
             self.plot.removeItem(curve)
         self._curves.clear()
+        self._pen_colors.clear()
         self.rows = []
         self.bars.set_rows([], {})
 
@@ -274,11 +281,13 @@ class PredictionsPane(QWidget):
         while self.history and t - self.history[0][0] > HISTORY_SECONDS:
             self.history.popleft()
 
-    def refresh(self) -> None:
+    def refresh(self, curves: bool = True) -> None:
+        """Redraw the bars from the newest rows and, with `curves`, the history plot (the costlier part: ~3 ms of
+        the GUI thread through pyqtgraph, so the live view redraws it less often than the bars)."""
         top = [i for i, _n, _p in self.rows[:3]]
         colors = {i: COLORS[k] for k, i in enumerate(i for i, _n, _p in self.rows)}
         self.bars.set_rows(self.rows, colors)
-        if not self.history:
+        if not self.history or not curves:
             return
         now = self.history[-1][0]
         ts = np.array([t - now for t, _ in self.history])
@@ -287,13 +296,16 @@ class PredictionsPane(QWidget):
         for idx in list(self._curves):
             if idx not in top:
                 self.plot.removeItem(self._curves.pop(idx))
+                self._pen_colors.pop(idx, None)
         for idx in top:
             ys = np.array([probs.get(idx, np.nan) for _, probs in self.history], dtype=float)
             curve = self._curves.get(idx)
             if curve is None:
                 curve = self.plot.plot(name=self._names.get(idx, str(idx)))
                 self._curves[idx] = curve
-            curve.setPen(pg.mkPen(colors[idx], width=2))
+            if self._pen_colors.get(idx) != colors[idx]:  # a new pen re-renders the curve: only on a change
+                curve.setPen(pg.mkPen(colors[idx], width=2))
+                self._pen_colors[idx] = colors[idx]
             if sparse:
                 curve.setData(ts, ys, connect="finite", symbol="o", symbolSize=5, symbolBrush=colors[idx],
                               symbolPen=None)
