@@ -1,8 +1,9 @@
 """The inference thread: owns the model, takes the newest frame, processes it with the newest request, publishes.
 
 The GUI (or the headless runner) only swaps references on it; nothing it calls waits on inference. On a CPU an
-explained frame runs in two stages (`stages`): its forward here, its backprop views on the finisher's thread while
-the next frame's forward runs here.
+explained frame runs in two stages (`stages`): its forward here (in the window, while the cores are the live
+view's, on a lower-priority helper this thread waits for), its backprop views on the finisher's thread while the
+next frame's forward runs.
 """
 
 from __future__ import annotations
