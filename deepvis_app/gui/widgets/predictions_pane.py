@@ -202,7 +202,6 @@ class PredictionsPane(QWidget):
         self._layout = layout
         self.history: deque[tuple[float, dict[int, float]]] = deque()
         self._curves: dict[int, pg.PlotDataItem] = {}
-        self._pen_colors: dict[int, object] = {}  # class -> the colour its curve's pen has
         self._names: dict[int, str] = {}
         self.rows: list[tuple[int, str, float]] = []
 
@@ -260,7 +259,6 @@ class PredictionsPane(QWidget):
         for curve in self._curves.values():
             self.plot.removeItem(curve)
         self._curves.clear()
-        self._pen_colors.clear()
         self.rows = []
         self.bars.set_rows([], {})
 
@@ -296,16 +294,14 @@ class PredictionsPane(QWidget):
         for idx in list(self._curves):
             if idx not in top:
                 self.plot.removeItem(self._curves.pop(idx))
-                self._pen_colors.pop(idx, None)
         for idx in top:
             ys = np.array([probs.get(idx, np.nan) for _, probs in self.history], dtype=float)
             curve = self._curves.get(idx)
             if curve is None:
                 curve = self.plot.plot(name=self._names.get(idx, str(idx)))
                 self._curves[idx] = curve
-            if self._pen_colors.get(idx) != colors[idx]:  # a new pen re-renders the curve: only on a change
+            if pg.mkPen(curve.opts["pen"]).color() != colors[idx]:  # a new pen re-renders the curve: on a change
                 curve.setPen(pg.mkPen(colors[idx], width=2))
-                self._pen_colors[idx] = colors[idx]
             if sparse:
                 curve.setData(ts, ys, connect="finite", symbol="o", symbolSize=5, symbolBrush=colors[idx],
                               symbolPen=None)
