@@ -53,13 +53,14 @@ class Stopped(Exception):
 def resolve_calls(net: nn.Module, layers: Iterable[str], example: torch.Tensor | None) -> dict[str, tuple[str, int]]:
     """`layer -> (module name, call index)` for Probe names; a bare name of a reused module means its last call
     (counted once per net from one forward of `example`). Unknown names raise one line listing the valid ones."""
-    modules = dict(net.named_modules())
     out: dict[str, tuple[str, int]] = {}
     counts: dict[str, int] | None = None
     for layer in dict.fromkeys(layers):
         name, call = split_layer(layer)
-        if name not in modules or name == "":
-            raise DeepVisError(unknown_layer_message(layer, [n for n in modules if n]))
+        # by path: the live view resolves its layers every frame, and walking all of a net's modules took 1 ms of
+        # EfficientNet-Lite0's stage one, with the GIL held (the window's scarcest resource, docs/development.md)
+        if _submodule(net, name) is None:
+            raise DeepVisError(unknown_layer_message(layer, [n for n, _ in net.named_modules() if n]))
         if call is None:
             if example is None:
                 raise DeepVisError(f"layer {layer!r}: a bare name needs an example input to find its last call")

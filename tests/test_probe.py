@@ -92,6 +92,22 @@ def test_unknown_layer_lists_valid_names():
         Probe(Reuse(), ["relu@x"])
 
 
+def test_exact_capture_finds_its_layers_by_path_not_by_walking_every_module(monkeypatch):
+    """The live view builds a Capture every frame: its layers are looked up by path (walking all of a net's modules
+    cost 1 ms of Lite0's stage one with the GIL held); the walk is left for the error's list of valid names."""
+    from deepvis_app.probe import Capture
+
+    net, x = Reuse(), torch.ones(1, 1, 4, 4)
+    walks = []
+    real = nn.Module.named_modules
+    monkeypatch.setattr(nn.Module, "named_modules", lambda self, *a, **k: walks.append(1) or real(self, *a, **k))
+    with Capture(net, ["relu@1"], stop=True, example=x) as cap:
+        cap.run(x)
+    assert cap["relu@1"].shape == (1, 2, 4, 4) and walks == []
+    with pytest.raises(DeepVisError, match="unknown layer 'nope'.*conv, relu, head"):
+        Capture(net, ["nope"], stop=True, example=x)
+
+
 def test_layer_table_lists_calls_in_forward_order():
     table = layer_table(Reuse(), torch.zeros(1, 1, 4, 4))
     assert [(i.name, i.shape) for i in table] == [

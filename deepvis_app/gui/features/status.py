@@ -1,5 +1,6 @@
 """The status bar's facts: model (and whether its weights are random), device, source, the smoothed capture /
-inference / attribution rates and the newest frame's latency. Fixed-width labels, so numbers do not jump.
+inference / attribution rates and the newest frame's latency (at most 4 times a second: read, not flicker, and a
+label repainted 30 times a second costs the GUI thread). Fixed-width labels, so numbers do not jump.
 
 On a small screen the model and source names give way first, shortened where they say least ("model
 convnex...ndom weights)", "...chelsea.png"; full text in the tooltip), never cut through their letters; the device
@@ -7,11 +8,14 @@ name is short and never shortened."""
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
 from ...pipeline import FrameResult
 from ..feature import Feature
+from ..widgets.opaque import LiveLabel
 from ..widgets.shortened_label import ShortenedLabel
 
 RATE_LABELS = ("capture", "inference", "attribution")
@@ -20,6 +24,7 @@ SHRINKS = {"model": Qt.TextElideMode.ElideMiddle,  # "model convnex...ndom weigh
            "source": Qt.TextElideMode.ElideLeft}  # "...chelsea.png": the file's own name
 MIN_CHARS = 14  # what a shortened model or source name keeps, about
 PAD = 16  # px beside a rate's text (the style sheet pads labels by 12): a small screen has no room to spare
+LATENCY_EVERY_S = 0.25  # the latency label shows the newest painted frame's, this often
 
 
 class StatusFeature(Feature):
@@ -28,8 +33,10 @@ class StatusFeature(Feature):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.labels: dict[str, QLabel] = {}
+        self._latency_at = -LATENCY_EVERY_S  # when the latency label was last set (monotonic s)
         for key in (*ROOMY, *RATE_LABELS, "latency"):
-            label = ShortenedLabel(mode=SHRINKS[key]) if key in SHRINKS else QLabel("")
+            label = ShortenedLabel(mode=SHRINKS[key]) if key in SHRINKS else LiveLabel("") if key == "latency" \
+                else QLabel("")
             label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.labels[key] = label
         for key in SHRINKS:  # give way (shortened) when the bar is full; else as wide as their texts
@@ -67,6 +74,10 @@ class StatusFeature(Feature):
             self.labels[key].setText(f"{key} {stats[key + '_fps']:.1f} fps")
 
     def _latency(self, res: FrameResult) -> None:
+        now = time.monotonic()
+        if now - self._latency_at < LATENCY_EVERY_S:
+            return
+        self._latency_at = now
         t = res.timings
         detail = f"forward {t.get('forward', 0) * 1000:.0f}"
         if "attribution" in t:

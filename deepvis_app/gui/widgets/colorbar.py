@@ -1,4 +1,5 @@
-"""A thin colour bar: the colour table the grid (or a map) is drawn with, and what its ends mean."""
+"""A thin colour bar: the colour table the grid (or a map) is drawn with, and what its ends mean. Set every frame:
+repainted only when its table or labels change, and alone (`opaque`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from .opaque import make_opaque, paint_background
+
 
 class ColorBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.lut: np.ndarray | None = None
         self.labels: tuple[str, ...] = ()
+        self._lut_of: np.ndarray | None = None  # the table `lut` was made from
+        make_opaque(self)
         self.setMinimumWidth(90)
         self.setMaximumWidth(220)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
@@ -23,15 +28,19 @@ class ColorBar(QWidget):
 
     def set_scale(self, lut: np.ndarray, labels: tuple[str, ...], tip: str = "") -> None:
         """`lut`: 256x3 (entry 0 is the grid border, 1..255 the scale); `labels` spread from left to right."""
-        self.lut = np.ascontiguousarray(lut[1:] if len(lut) == 256 else lut, np.uint8)
+        if lut is self._lut_of and labels == self.labels and tip == self.toolTip():
+            return
+        self.lut, self._lut_of = np.ascontiguousarray(lut[1:] if len(lut) == 256 else lut, np.uint8), lut
         self.labels = labels
         self.setToolTip(tip)
         self.update()
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt naming
-        if self.lut is None:
-            return
         p = QPainter(self)
+        paint_background(self, p)
+        if self.lut is None:
+            p.end()
+            return
         strip = np.ascontiguousarray(self.lut[None, :, :])
         img = QImage(strip.data, strip.shape[1], 1, strip.strides[0], QImage.Format.Format_RGB888)
         bar = QRectF(0, 0, self.width(), 5)

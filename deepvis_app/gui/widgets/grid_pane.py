@@ -37,6 +37,7 @@ from .colorbar import ColorBar
 from .combo import compact_combo
 from .flow import FlowLayout
 from .images import BORDER_RGB, SIGNED_COLORMAP, make_lut
+from .opaque import make_opaque
 from .screen_item import ScreenImageItem
 from .shortened_label import ShortenedLabel
 
@@ -196,6 +197,9 @@ class GridPane(QWidget):
         # the view
         self.view = pg.GraphicsView()
         self.view.setBackground(QColor(14, 15, 19))
+        # the view paints every pixel of its viewport (the background brush, then the grid): nothing behind it
+        # needs painting first (`opaque`)
+        make_opaque(self.view.viewport())
         self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.vb.setDefaultPadding(0.01)
         self.view.setCentralItem(self.vb)

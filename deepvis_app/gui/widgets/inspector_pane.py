@@ -22,6 +22,7 @@ from ...state import BACKPROP_MODES, BACKPROP_VIEWS, MAP_VIEWS
 from .canvas import ImageCanvas
 from .combo import compact_combo
 from .flow import FlowLayout
+from .opaque import LiveLabel
 
 METHOD_TITLES = {"gradient": "gradient", "deconv": "deconvnet", "guided": "guided backprop"}
 METHOD_TIPS = {
@@ -178,7 +179,7 @@ class InspectorPane(QWidget):
         layout.setSpacing(3)
         # The unit's value changes every frame: a label of fixed size beside the header, so setting it asks for no
         # new layout (a changed header text re-laid the dock and the main window out on every frame).
-        self.value = QLabel("")
+        self.value = LiveLabel("")
         self.value.setObjectName("inspectorValue")
         fm = self.value.fontMetrics()
         self.value.setFixedSize(fm.horizontalAdvance(VALUE_SAMPLE) + 6, fm.height() + 2)
