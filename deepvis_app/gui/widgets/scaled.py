@@ -29,13 +29,16 @@ def bgra_lut(lut: np.ndarray) -> np.ndarray:
 def screen_image(arr: np.ndarray, size: tuple[int, int], *, lut: np.ndarray | None = None,
                  smooth: bool = False) -> np.ndarray:
     """uint8 HxW (grey, or indices into `lut`, a `bgra_lut` table) or HxWx3 RGB -> (h, w, 4) B, G, R, 255 at
-    `size` = (w, h): nearest neighbour, or (`smooth`) area averaging down and bilinear up."""
+    `size` = (w, h): nearest neighbour, or (`smooth`) bilinear, with area averaging where it shrinks by more than
+    half (bilinear's 2x2 taps would then skip pixels). Down to half size bilinear reads every source pixel, and
+    OpenCV's area averaging at a fractional factor cost 8x as much (0.33 vs 0.04 ms for a 224-px unit map shown at
+    150 px, each frame)."""
     w, h = max(1, int(size[0])), max(1, int(size[1]))
     src_h, src_w = arr.shape[:2]
     if not smooth:
         how = NEAREST
     else:
-        how = cv2.INTER_AREA if w < src_w and h < src_h else cv2.INTER_LINEAR
+        how = cv2.INTER_AREA if 2 * w < src_w and 2 * h < src_h else cv2.INTER_LINEAR
     if arr.ndim == 2 and lut is not None:
         if smooth:  # colours first, so the scaling blends colours, not indices
             return cv2.resize(cv2.LUT(cv2.cvtColor(arr, cv2.COLOR_GRAY2BGRA), lut), (w, h), interpolation=how)
