@@ -12,7 +12,8 @@ busy time: Xvfb), the worker's trims, the request it ran, and, with --profile, t
 (cProfile on that thread only; PROFILE_OUT=<file> keeps the whole profile) over the counted seconds. Both sides
 run the CPU worker as `deepvis` does: explained frames in two stages unless DEEPVIS_STAGES=1 (`pipeline.stages`).
 
-Goal (issue 30): painted fps >= 0.9x the headless pipeline's. Prints JSON.
+Goal (issue 30): painted fps >= 0.9x the headless pipeline's. Prints JSON: per case the medians and their ratio,
+and each round's ratio (window / the headless run just before it) with their mean.
 
 Usage: python benchmarks/gui_paint.py [--rounds 3] [--seconds 12] [--views "",guided,gradient+deconv+guided]
        [--layer _blocks.3] [--profile]   (re-runs itself under `xvfb-run` at 1600x1000 when there is no display)
@@ -235,8 +236,14 @@ def main() -> int:
         if ok and hk:
             painted = statistics.median(r["painted_fps"] for r in ok)
             headless = statistics.median(r["pipeline_fps"] for r in hk)
+            # each round's window over the headless run just before it: the host's speed drifts between rounds,
+            # so their spread says how far one run's medians can be trusted
+            rounds = [round(w["painted_fps"] / h["pipeline_fps"], 3) for h, w in zip(runs["headless"],
+                                                                                     runs["window"], strict=True)
+                      if "painted_fps" in w and "pipeline_fps" in h]
             row.update(painted_fps=painted, headless_fps=headless, ratio=round(painted / headless, 3),
-                       produced_fps=statistics.median(r["produced_fps"] for r in ok))
+                       produced_fps=statistics.median(r["produced_fps"] for r in ok), round_ratios=rounds,
+                       round_ratio_mean=round(statistics.fmean(rounds), 3) if rounds else None)
         result["cases"][case or "none"] = row
         print(json.dumps({case or "none": {k: v for k, v in row.items() if k != "runs"}}), flush=True)
     print(json.dumps(result, indent=1))
