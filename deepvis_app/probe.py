@@ -50,17 +50,23 @@ class Stopped(Exception):
     """Raised from a hook once every wanted layer is captured (`Capture(stop=True)`); `Capture.run` catches it."""
 
 
+def _known_layer(net: nn.Module, layer: str) -> tuple[str, int | None]:
+    """`split_layer(layer)` once its module is found by path; unknown: one line listing the valid names. By path,
+    not by walking `named_modules()`: the live view resolves its layers every frame, and the walk took 1 ms of
+    EfficientNet-Lite0's stage one with the GIL held (the window's scarcest resource, docs/development.md)."""
+    name, call = split_layer(layer)
+    if _submodule(net, name) is None:
+        raise DeepVisError(unknown_layer_message(layer, [n for n, _ in net.named_modules() if n]))
+    return name, call
+
+
 def resolve_calls(net: nn.Module, layers: Iterable[str], example: torch.Tensor | None) -> dict[str, tuple[str, int]]:
     """`layer -> (module name, call index)` for Probe names; a bare name of a reused module means its last call
     (counted once per net from one forward of `example`). Unknown names raise one line listing the valid ones."""
     out: dict[str, tuple[str, int]] = {}
     counts: dict[str, int] | None = None
     for layer in dict.fromkeys(layers):
-        name, call = split_layer(layer)
-        # by path: the live view resolves its layers every frame, and walking all of a net's modules took 1 ms of
-        # EfficientNet-Lite0's stage one, with the GIL held (the window's scarcest resource, docs/development.md)
-        if _submodule(net, name) is None:
-            raise DeepVisError(unknown_layer_message(layer, [n for n, _ in net.named_modules() if n]))
+        name, call = _known_layer(net, layer)
         if call is None:
             if example is None:
                 raise DeepVisError(f"layer {layer!r}: a bare name needs an example input to find its last call")
@@ -123,9 +129,7 @@ class Capture:
         else:  # a bare name is captured at every call (-1), so the last call wins
             calls = {}
             for layer in named:
-                name, call = split_layer(layer)
-                if _submodule(net, name) is None:
-                    raise DeepVisError(unknown_layer_message(layer, [n for n, _ in net.named_modules() if n]))
+                name, call = _known_layer(net, layer)
                 calls[layer] = (name, -1 if call is None else call)
         # module name -> {call index (-1: any) -> [(role, layer)]}
         self._plan: dict[str, dict[int, list[tuple[str, str]]]] = {}
