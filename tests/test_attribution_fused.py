@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from helpers import random_bn
 from torch import nn
 
-from deepvis_app.attribution import RULES, AttributionContext, DeconvCache, fused
+from deepvis_app.attribution import RULES, AttributionContext, DeconvCache, fused, kernels
 from deepvis_app.probe import Probe
 from deepvis_app.values import Unit
 
@@ -105,35 +105,23 @@ def test_small_fan_in_stems_equal_the_unfused_backward(stride, padding, dilation
         torch.testing.assert_close(got[rule], plain[rule], rtol=1e-5, atol=1e-6 * float(plain[rule].abs().max()))
 
 
-def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads() -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "autograd"])
+def test_a_neurons_backward_is_cropped_to_its_nonzero_box_until_it_spreads(compiled: bool) -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), random_bn(4, 1), nn.ReLU(),
                         nn.Conv2d(4, 4, 3, padding=1, bias=False), random_bn(4, 2), nn.ReLU()).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
-    boxes: list[tuple[int, int]] = []
-    searched: list[tuple] = []
-    real, real_search = fused.Chain.box_backward, fused.nonzero_box
-
-    def spy(self, part, r0, c0):
-        boxes.append(tuple(part.shape[-2:]))
-        return real(self, part, r0, c0)
-
-    def spy_search(grad):
-        searched.append(tuple(grad.shape))
-        return real_search(grad)
-
-    with AttributionContext(net) as ac, Probe(net, ["5"]) as probe:
+    with AttributionContext(net, compile_backward=compiled) as ac, Probe(net, ["5"]) as probe:
         net(x)
-    try:
-        fused.Chain.box_backward = spy
-        fused.nonzero_box = spy_search
-        got = ac.explain(x, probe["5"], Unit("5", 1, 16, 16), ("guided",))["guided"]
-    finally:
-        fused.Chain.box_backward, fused.nonzero_box = real, real_search
-    assert boxes == [(1, 1), (3, 3)]  # one pixel, then its 3x3 spread
-    assert len(searched) == 1  # the unit's gradient is searched; the crop's output carries its box to the next
+    got = ac.explain(x, probe["5"], Unit("5", 1, 16, 16), ("guided",), retain_graph=True)["guided"]
+    assert ac.compiled_walks == int(compiled)
+    # the unit's one-pixel gradient is searched for its box, then the crop's 3x3 output carries its box on
+    assert ac.chain_steps == [kernels.SEARCHED, kernels.CROPPED]
     assert got[0].abs().sum(dim=0).nonzero().min() >= 14 and got[0].abs().sum(dim=0).nonzero().max() <= 18
+    whole = ac.explain(x, probe["5"], Unit("5", 1), ("guided",), objective="channel")["guided"]
+    assert ac.chain_steps == [kernels.SPREAD, kernels.DENSE]  # a whole channel: no crop from the first chain on
+    assert whole.abs().amax() > 0
 
 
 def test_the_fused_nodes_are_the_ones_in_the_graph() -> None:

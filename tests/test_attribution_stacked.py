@@ -71,9 +71,10 @@ class TokenNet(nn.Module):
         return t + self.fc2(self.act(self.fc1(self.norm(t))))
 
 
-def _forward(net, x, layer):
+def _forward(net, x, layer, *, compiled: bool = False):
+    """The forward recorded for `layer`; `explain` walks the stacked views unless `compiled` (`program`)."""
     xin = x.clone().requires_grad_(True)
-    ac = AttributionContext(net)
+    ac = AttributionContext(net, compile_backward=compiled)
     with ac, Capture(net, [layer], no_grad_after=layer, example=x) as cap:
         cap.run(xin)
     return ac, xin, cap[layer]
@@ -147,7 +148,7 @@ def test_explain_walks_once_for_several_rules(monkeypatch) -> None:
     ac, xin, act = _forward(net, x, "relu@2")
     exp = ac.explain(xin, act, Unit("relu@2", 2), RULES)
     assert ac.stacked_walks == 1 and calls == []
-    old = AttributionContext(net, stack_views=False)
+    old = AttributionContext(net, stack_views=False, compile_backward=False)
     xin2 = x.clone().requires_grad_(True)
     with old, Capture(net, ["relu@2"], no_grad_after="relu@2", example=x) as cap:
         cap.run(xin2)

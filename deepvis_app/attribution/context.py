@@ -7,8 +7,10 @@ deconvnet maps of nets where they cannot depend on the image.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,7 @@ from ..devices import batch_threads
 from ..errors import DeepVisError
 from ..layouts import as_maps
 from ..values import ClassTarget, LayerInfo, Unit
+from . import program
 from .objectives import Target, activation_info, check_target, resolve_unit, unit_objective
 from .rules import RULES, RectifierMode, RuleState
 from .stacked import stacked_grads
@@ -55,12 +58,21 @@ class AttributionContext:
     Forwards with grad disabled or an input that does not require grad pass through untouched.
     """
 
-    def __init__(self, net: nn.Module | None = None, *, stack_views: bool = True) -> None:
+    def __init__(self, net: nn.Module | None = None, *, stack_views: bool = True,
+                 compile_backward: bool | None = None) -> None:
         self.net = net
         # Two or more rules of one unit: one walk of the graph with the views stacked (`stacked`), not one
         # backward per rule. False: one backward per rule (the benchmark's before).
         self.stack_views = stack_views
+        # On the CPU, `explain` runs the rules' backward as one compiled program (`program`) where the graph
+        # allows: no Python between its ops, so a thread running Python beside it (the window's GUI) cannot
+        # hold it up. False: autograd with the Python rule nodes (the benchmarks' before); None: on unless the
+        # environment says DEEPVIS_COMPILED_BACKWARD=0 (to compare the two in the live window).
+        if compile_backward is None:
+            compile_backward = os.environ.get("DEEPVIS_COMPILED_BACKWARD", "1") != "0"
+        self.compile_backward = compile_backward
         self.stacked_walks = 0  # how many `rule_grads` calls ran as one stacked walk
+        self.compiled_walks = 0  # how many `explain` backward passes ran as one compiled program
         self._state = RuleState()
         self._mode: RectifierMode | None = None
 
@@ -68,6 +80,12 @@ class AttributionContext:
     def rectifier_calls(self) -> int:
         """How many ReLU-family calls got the switchable rule in forwards run inside this context."""
         return self._state.calls
+
+    @property
+    def chain_steps(self) -> list[int]:
+        """What each conv chain did in the last backward, in the order run (`kernels.chain_backward`'s codes:
+        DENSE, CROPPED, SEARCHED, ZERO, SPREAD): how far a neuron's gradient was cropped to its nonzero box."""
+        return list(self._state.chain_steps)
 
     @property
     def deconv_static(self) -> bool:
@@ -100,6 +118,7 @@ class AttributionContext:
         with self._state.lock:
             self._state.rule = rule
             self._state.dense = False
+            self._state.chain_steps = []
             try:
                 return torch.autograd.grad(objective, inputs, retain_graph=retain_graph, allow_unused=True)
             finally:
@@ -187,6 +206,14 @@ class AttributionContext:
                 rules.remove("deconv")
                 static_key = None
         cam_grad = None
+        if rules and not want_cam and self.compile_backward and x.device.type == "cpu":
+            with self._state.lock, batch_threads(x.device) if len(rules) >= 2 else nullcontext():
+                self._state.chain_steps = []
+                compiled = program.grads(target, activation, x, rules, self._state.chain_steps)
+            if compiled is not None:
+                self.compiled_walks += 1
+                grads.update(compiled)
+                rules = []
         if len(rules) >= 2 and not want_cam:
             grads.update(self.rule_grads(target, x, rules, retain_graph=retain_graph))
             rules = []

@@ -9,7 +9,7 @@ ops (values bit-identical); `rules.RectifierMode` decides which calls get these 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .. import devices
+from . import kernels
 
 if TYPE_CHECKING:
     from .rules import RuleState
@@ -88,27 +89,21 @@ class Chain:
     state: RuleState | None = None  # the context's, for its `dense` flag
 
     def backward(self, grad: Tensor) -> Tensor:
-        """The conv's input gradient. A neuron's gradient starts as one pixel and spreads a kernel per layer: while
-        it covers at most a quarter of the map, only its nonzero box is transposed-convolved (exact: the rest is
-        zero). Two shapes take a matrix product instead of `convolution_backward`, which measured 1.3-8x slower
-        for them on the CPU: 1x1 convs, and convs reading a few channels (an RGB stem, 3x3 or 7x7), whose columns
-        are added back tap by tap (`_fold_taps`). The crop is for the CPU only (`box_crops`)."""
-        h, w = grad.shape[-2:]
-        if self.state is not None and not self.state.dense and h * w >= _BOX_MIN_AREA and box_crops(grad):
-            box = known_box(grad) or nonzero_box(grad)
-            if box is None:
-                return self._input_zeros(grad.shape[0], grad.dtype)
-            r0, r1, c0, c1 = box
-            if 4 * (r1 - r0) * (c1 - c0) <= h * w:
-                return self.box_backward(grad[:, :, r0:r1, c0:c1], r0, c0)
-            self.state.dense = True
-        return self._dense_backward(grad)
-
-    @property
-    def pointwise(self) -> bool:
-        """A plain 1x1 conv: its transposed conv is one matrix product."""
-        return (self.groups == 1 and self.weight.shape[-2:] == (1, 1) and self.stride == (1, 1)
-                and self.padding == (0, 0) and self.pad is None)
+        """The conv's input gradient (`kernels.chain_backward`: cropped to the gradient's nonzero box while it is
+        small, on the CPU only (`box_crops`); a matrix product for 1x1 and few-channel convs; the flipped kernel's
+        conv for stride-1 depthwise ones)."""
+        state = self.state
+        crop = state is not None and not state.dense and box_crops(grad)
+        flip = self.flipped
+        box = known_box(grad)
+        out, out_box, how = kernels.compiled(kernels.chain_backward)(
+            grad, list(box) if box is not None else [], crop, self.x, self.weight, flip[0] if flip else None,
+            flip[1] if flip else [0, 0], list(self.stride), list(self.padding), list(self.dilation), self.groups,
+            list(self.pad) if self.pad is not None else [], grad.device.type == "cpu")
+        if state is not None:
+            state.chain_steps.append(how)
+            state.dense = state.dense or how == kernels.SPREAD
+        return _with_box(out, tuple(out_box)) if out_box else out
 
     @property
     def flipped(self) -> tuple[Tensor, list[int]] | None:
@@ -128,135 +123,12 @@ class Chain:
             return None
         return self.weight.flip(-2, -1), pad
 
-    def box_backward(self, part: Tensor, r0: int, c0: int) -> Tensor:
-        """Input gradient of an output gradient that is zero outside `part` (its top-left at output (r0, c0))."""
-        kh, kw = self.weight.shape[-2:]
-        extent = [(part.shape[2 + i] - 1) * self.stride[i] + self.dilation[i] * ((kh, kw)[i] - 1) + 1
-                  for i in range(2)]
-        if self.pointwise:
-            n, co, bh, bw = part.shape
-            spread = torch.matmul(self.weight.view(co, -1).t(), part.reshape(n, co, bh * bw)).view(n, -1, bh, bw)
-        else:
-            mf = _memory_format(self.x)
-            like = torch.empty((part.shape[0], self.x.shape[1], *extent), dtype=part.dtype, device=part.device,
-                               memory_format=mf)
-            part = part.contiguous(memory_format=mf)
-            spread = torch.ops.aten.convolution_backward(  # = conv_transpose2d, without its slow grouped CPU path
-                part, like, self.weight, None, list(self.stride), [0, 0], list(self.dilation), False, [0, 0],
-                self.groups, [True, False, False])[0]
-        top, left = (self.pad[2], self.pad[0]) if self.pad is not None else (0, 0)
-        y = r0 * self.stride[0] - self.padding[0] - top  # where spread's first row lands in the input
-        x = c0 * self.stride[1] - self.padding[1] - left
-        h, w = self.x.shape[-2:]
-        full = self._input_zeros(part.shape[0], part.dtype)  # in the input's layout
-        y0, y1 = max(y, 0), min(y + spread.shape[-2], h)
-        x0, x1 = max(x, 0), min(x + spread.shape[-1], w)
-        if y0 < y1 and x0 < x1:
-            full[:, :, y0:y1, x0:x1] = spread[:, :, y0 - y:y1 - y, x0 - x:x1 - x]
-            return _with_box(full, (y0, y1, x0, x1))
-        return full
-
-    def _dense_backward(self, grad: Tensor) -> Tensor:
-        n, co = grad.shape[:2]  # n: the input's batch, or several views of it stacked (`stacked`)
-        ci, kh, kw = self.weight.shape[1:]
-        h, w = self.x.shape[-2:]
-        shape = (n, *self.x.shape[1:])
-        left, right, top, bottom = self.pad if self.pad is not None else (0, 0, 0, 0)
-        padded = (h + top + bottom, w + left + right)  # the shape the kernel read (an uneven pad: cut out after)
-        cpu = grad.device.type == "cpu"
-        if cpu and self.pointwise:
-            # one matrix product per image, written straight in the input's layout: the rule that reads this
-            # gradient next (with the saved activation, in that layout) runs 1.5x slower on mixed layouts
-            w2 = self.weight.view(co, ci)
-            if grad.is_contiguous():
-                chans = grad.view(n, co, -1)
-            elif grad.is_contiguous(memory_format=torch.channels_last):
-                chans = grad.permute(0, 2, 3, 1).reshape(n, -1, co).mT
-            else:
-                chans = None
-            if chans is not None:
-                if _memory_format(self.x) == torch.channels_last:
-                    return torch.matmul(chans.mT, w2).view(n, h, w, ci).permute(0, 3, 1, 2)
-                return torch.matmul(w2.t(), chans).view(shape)
-        if cpu and self.groups == 1 and ci <= _FEW_INPUT_CHANNELS:
-            if grad.is_contiguous():
-                cols = torch.matmul(self.weight.reshape(co, -1).t(), grad.view(n, co, -1))
-            elif grad.is_contiguous(memory_format=torch.channels_last):  # pixels x channels, read transposed
-                cols = torch.matmul(self.weight.reshape(co, -1).t(), grad.permute(0, 2, 3, 1).reshape(n, -1, co).mT)
-            else:
-                cols = None
-            if cols is not None:
-                g = _fold_taps(cols, (ci, kh, kw), grad.shape[-2:], padded, self.padding, self.stride, self.dilation)
-                return g if self.pad is None else g[:, :, top:top + h, left:left + w]
-        if cpu and self.flipped is not None:
-            # depthwise, stride 1: the transposed conv is a conv with the kernel flipped, which runs the faster
-            # forward kernel (measured 5-10% below convolution_backward's input gradient)
-            weight, pad = self.flipped
-            return F.conv2d(grad, weight, None, 1, pad, self.dilation, self.groups)
-        if self.pad is not None:
-            like = torch.empty((n, self.x.shape[1], *padded), dtype=grad.dtype, device=grad.device,
-                               memory_format=_memory_format(self.x))
-            g = torch.ops.aten.convolution_backward(
-                grad, like, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
-                [0, 0], self.groups, [True, False, False])[0]
-            return g[:, :, top:top + h, left:left + w]
-        like = self.x if self.x.shape[0] == n else torch.empty(shape, dtype=self.x.dtype, device=self.x.device,
-                                                                memory_format=_memory_format(self.x))
-        return torch.ops.aten.convolution_backward(
-            grad, like, self.weight, None, list(self.stride), list(self.padding), list(self.dilation), False,
-            [0, 0], self.groups, [True, False, False])[0]
-
-    def _input_zeros(self, n: int, dtype: torch.dtype) -> Tensor:
-        """Zeros shaped like the conv's input with batch `n`, in its layout."""
-        if n == self.x.shape[0]:
-            return torch.zeros_like(self.x, dtype=dtype)
-        return torch.empty((n, *self.x.shape[1:]), dtype=dtype, device=self.x.device,
-                           memory_format=_memory_format(self.x)).zero_()
-
-
-def _fold_taps(cols: Tensor, kernel: tuple[int, int, int], out_hw: Sequence[int], size: tuple[int, int],
-               padding: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
-    """`F.fold` (col2im) as one strided add per kernel tap: the same sums (each tap adds to its own strided
-    grid of the map), measured 1.1-1.7x faster than col2im for the stem's 27 x 12544 columns."""
-    ci, kh, kw = kernel
-    ho, wo = out_hw
-    n = cols.shape[0]
-    ph, pw = padding
-    out = cols.new_zeros(n, ci, size[0] + 2 * ph, size[1] + 2 * pw)
-    taps = cols.view(n, ci, kh, kw, ho, wo)
-    (sy, sx), span_y, span_x = stride, stride[0] * (ho - 1) + 1, stride[1] * (wo - 1) + 1
-    for i in range(kh):
-        for j in range(kw):
-            y, x = i * dilation[0], j * dilation[1]
-            out[:, :, y:y + span_y:sy, x:x + span_x:sx] += taps[:, :, i, j]
-    return out[:, :, ph:ph + size[0], pw:pw + size[1]] if ph or pw else out
-
-
-# A conv reading at most this many channels (an RGB stem) has its input gradient made by a matrix product and one
-# strided add per tap (`_fold_taps`): ResNet's 7x7 stem on 2 threads 3.98 -> 2.06 ms for one image, 11.6 -> 7.2 ms
-# for three stacked views; 1 thread 8.7 -> 3.8 ms (EfficientNet-Lite0's 3x3 stem: 1.3-8x, docs/attribution.md).
-_FEW_INPUT_CHANNELS = 4
-
-# Smallest map whose backward is cropped: below it, finding the box and pasting it into a zeroed map cost as much
-# as the whole transposed conv (measured in place on EfficientNet-Lite0's 14x14 stage: no gain, 0.4 ms lost).
-_BOX_MIN_AREA = 28 * 28
-
 
 def box_crops(grad: Tensor) -> bool:
     """Whether a backward may be cropped to the gradient's nonzero box: on the CPU only. Finding the box reads it
     on the host (a few device syncs per chain on a GPU) and gives every frame new shapes (cuDNN would plan its
     algorithms anew each time), while a GPU runs the dense transposed conv in microseconds."""
     return devices.host_reads_free(grad)
-
-
-def nonzero_box(grad: Tensor) -> tuple[int, int, int, int] | None:
-    """(row0, row1, col0, col1) of the nonzero part of a [N, C, H, W] gradient, or None when it is all zero."""
-    m = grad.abs().amax(dim=(0, 1))
-    rows = torch.nonzero(m.amax(dim=1)).flatten()
-    if not len(rows):
-        return None
-    cols = torch.nonzero(m.amax(dim=0)).flatten()
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _pair(v: object) -> tuple[int, int]:
@@ -289,11 +161,6 @@ def conv_chain(args: tuple, kwargs: dict, state: RuleState | None = None) -> Cha
             pad = (left, right, top, bottom)
     return Chain(x, w, _pair(p.get("stride", 1)), padding, _pair(p.get("dilation", 1)),
                   int(p.get("groups", 1)), pad, state)
-
-
-def _memory_format(t: Tensor) -> torch.memory_format:
-    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
 
 
 _PADDED = "_deepvis_padded"  # attribute on a zero-padded 4-d tensor: (unpadded input, (l, r, t, b), version)

@@ -21,7 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from . import fused  # called through the module: `fused.conv_chain` can be switched off to measure the unfused path
+from . import (
+    fused,  # called through the module: `fused.conv_chain` can be switched off to measure the unfused path
+    kernels,
+)
 
 RULES = ("gradient", "deconv", "guided")
 
@@ -34,6 +37,7 @@ class RuleState:
         self.calls = 0  # rectifier calls routed to _Rectifier (a check that the rules are in the graph)
         self.deconv_static = True  # no recorded op makes the deconvnet backward depend on the input
         self.dense = False  # this backward's gradients have spread over most of a map: stop looking for a box
+        self.chain_steps: list[int] = []  # what each conv chain did in this backward (`kernels.chain_backward`)
         self.lock = threading.Lock()  # one rule-switching backward at a time per context
 
 
@@ -58,30 +62,11 @@ class _Rectifier(torch.autograd.Function):
         return rule_backward(grad, out, ctx.state.rule, ctx.upper), None, None, None
 
 
-def rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None, *, into: Tensor | None = None) -> Tensor:
-    """A rectifier's input gradient under `rule`, in one new tensor (or written into `into`, a slice of the
-    stacked views of `stacked`); the clamp of guided is done in place on it: on the CPU each fresh
-    activation-sized tensor costs more than the arithmetic. Every rule keeps zeros zero, so a known nonzero box
-    of `grad` carries over."""
-    if rule == "deconv":
-        res = grad.clamp(min=0) if into is None else torch.clamp(grad, min=0, out=into)
-    elif rule == "guided":
-        # Guided backprop keeps Springenberg's ReLU mask [x > 0] at every rectifier, also at ReLU6: a unit
-        # saturated at the ceiling (common in EfficientNet-Lite) would otherwise explain nothing.
-        res = _threshold_backward(grad, out, into).clamp_(min=0)
-    elif upper is None:
-        res = _threshold_backward(grad, out, into)
-    elif into is None:
-        res = torch.ops.aten.hardtanh_backward(grad, out, 0.0, upper)
-    else:
-        res = torch.ops.aten.hardtanh_backward.grad_input(grad, out, 0.0, upper, grad_input=into)
+def rule_backward(grad: Tensor, out: Tensor, rule: str, upper: float | None) -> Tensor:
+    """A rectifier's input gradient under `rule` (`kernels.rule_grad`). Every rule keeps zeros zero, so a known
+    nonzero box of `grad` carries over."""
+    res = kernels.compiled(kernels.rule_grad)(grad, out, kernels.RULE_CODES[rule], -1.0 if upper is None else upper)
     return fused.carry_box(grad, res)
-
-
-def _threshold_backward(grad: Tensor, out: Tensor, into: Tensor | None) -> Tensor:
-    if into is None:
-        return torch.ops.aten.threshold_backward(grad, out, 0)
-    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=into)
 
 
 class _ChainRectifier(torch.autograd.Function):

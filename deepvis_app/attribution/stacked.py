@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import fused
-from .rules import RuleState, rule_backward
+from . import fused, kernels
+from .graph import add_alpha, leaf_node, needed_nodes
+from .rules import RuleState
 
 # Nodes of ours whose backward reads only their ctx (`rules`, `fused`): run on the stacked views at once.
 _RULED = {"_RectifierBackward", "_ChainRectifierBackward", "_ChainBatchNormBackward", "_EvalBatchNormBackward"}
@@ -71,15 +72,16 @@ def stacked_grads(target: Tensor, x: Tensor, rules: Sequence[str], state: RuleSt
     root = target.grad_fn
     if root is None or len(rules) < 2:
         return None
-    end = x.grad_fn if x.grad_fn is not None else _leaf_node(root, x)
+    end = x.grad_fn if x.grad_fn is not None else leaf_node(root, x)
     if end is None:
         return None
-    order = _needed_nodes(root, end)
+    order = needed_nodes(root, end)
     if order is None:
         return None
     views = len(rules)
     pending: dict[object, _Views] = {root: _Views(views, parts=[torch.ones_like(target)] * views)}
     state.dense = False
+    state.chain_steps = []
     for node in order:
         grad = pending.pop(node, None)
         if node is end:
@@ -100,66 +102,6 @@ def stacked_grads(target: Tensor, x: Tensor, rules: Sequence[str], state: RuleSt
     return None
 
 
-def _leaf_node(root, x: Tensor):
-    """The AccumulateGrad node of the leaf `x` in root's graph, or None."""
-    seen, stack = set(), [root]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if type(node).__name__ == "AccumulateGrad" and getattr(node, "variable", None) is x:
-            return node
-        stack.extend(n for n, _ in node.next_functions)
-    return None
-
-
-def _needed_nodes(root, end) -> list | None:
-    """The nodes on some path from `root` to `end`, in an order where each comes after every node that feeds it
-    a gradient (as autograd's engine runs them); None when a node there has several outputs."""
-    reaches: dict[int, bool] = {}
-    nodes: dict[int, object] = {}
-    post: list = []
-    stack: list[tuple[object, bool]] = [(root, False)]
-    while stack:  # iterative post-order: a node's `reaches` after all its inputs'
-        node, done = stack.pop()
-        key = id(node)
-        if done:
-            reaches[key] = node is end or any(n is not None and reaches.get(id(n), False)
-                                              for n, _ in node.next_functions)
-            post.append(node)
-            continue
-        if key in nodes:
-            continue
-        nodes[key] = node
-        stack.append((node, True))
-        if node is not end:
-            stack.extend((n, False) for n, _ in node.next_functions if n is not None and id(n) not in nodes)
-    order = [n for n in reversed(post) if reaches[id(n)]]
-    indeg: dict[int, int] = {id(n): 0 for n in order}
-    for n in order:
-        if n is end:
-            continue
-        for nxt, slot in n.next_functions:
-            if nxt is not None and id(nxt) in indeg:
-                if slot != 0:
-                    return None  # a node with several outputs: its gradients would need their own slots
-                indeg[id(nxt)] += 1
-    ready = [root]
-    out = []
-    while ready:  # Kahn: a node runs once every gradient into it is summed
-        node = ready.pop()
-        out.append(node)
-        if node is end:
-            continue
-        for nxt, _slot in node.next_functions:
-            if nxt is not None and id(nxt) in indeg:
-                indeg[id(nxt)] -= 1
-                if indeg[id(nxt)] == 0:
-                    ready.append(nxt)
-    return out if len(out) == len(order) else None
-
-
 def _backward(node, grad: _Views, rules: Sequence[str]) -> list[_Views | None] | None:
     """The node's input gradients for every view."""
     kind = type(node).__name__
@@ -178,7 +120,7 @@ def _backward(node, grad: _Views, rules: Sequence[str]) -> list[_Views | None] |
         return [_Views(views, stack=res)]
     if kind in _PASS:
         return [grad]
-    if kind == "AddBackward0" and _alpha(node) == 1:
+    if kind == "AddBackward0" and add_alpha(node) == 1:
         return [grad, grad]
     per_view = [_as_tuple(node(g)) for g in grad.split()]
     outs: list[_Views | None] = []
@@ -197,18 +139,8 @@ def _as_tuple(r) -> tuple:
     return tuple(r) if isinstance(r, (tuple, list)) else (r,)
 
 
-def _alpha(node) -> float:
-    try:
-        return float(node._saved_alpha)
-    except (AttributeError, RuntimeError, TypeError):
-        return 1.0
-
-
 def _rules_stacked(g: Tensor, out: Tensor, rules: Sequence[str], upper: float | None) -> Tensor:
-    """Each view's rectifier rule on its slice of the stacked gradient (`rules.rule_backward` per slice, written
-    into one result tensor)."""
-    views = len(rules)
-    res = torch.empty_like(g)
-    for gv, rv, rule in zip(g.chunk(views, 0), res.chunk(views, 0), rules, strict=True):
-        rule_backward(gv, out, rule, upper, into=rv)
+    """Each view's rectifier rule on its slice of the stacked gradient (`kernels.rules_grad`)."""
+    codes = [kernels.RULE_CODES[r] for r in rules]
+    res = kernels.compiled(kernels.rules_grad)(g, out, codes, -1.0 if upper is None else upper)
     return fused.carry_box(g, res)

@@ -1,0 +1,145 @@
+"""The rules' backward as one compiled program (`attribution.program`): equal to autograd's backward through the
+Python rule nodes on every graph shape it takes (conv chains of every kind, residual sums in place, max-pooling,
+plain convs with a bias, channels-last, a batch of two, one rule or three stacked), equal to Captum, run without
+calling a Python rule node, and declined (autograd runs) where the graph holds another kind of node."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_attribution_fused import ChainNet
+from test_attribution_stacked import ResidualNet
+from torch import nn
+
+from deepvis_app.attribution import RULES, AttributionContext, fused, program, rules
+from deepvis_app.probe import Probe
+from deepvis_app.values import Unit
+
+
+def _vgg() -> nn.Module:
+    """Plain convs with a bias and in-place ReLUs between max-pools (VGG's pattern: the conv's own node)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True),
+                        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(inplace=True)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _explain(net, x, layer, unit, methods, *, compiled: bool):
+    xin = x.clone().requires_grad_(True)
+    ac = AttributionContext(net, compile_backward=compiled, stack_views=False)
+    with ac, Probe(net, [layer]) as probe:
+        net(xin)
+    return ac, ac.explain(xin, probe[layer], unit, methods)
+
+
+NETS = {"chain": (ChainNet, (2, 3, 21, 19), ["b6", "c5", "b4", "b7", "b2"]),
+        "residual": (ResidualNet, (1, 3, 40, 40), ["relu@2", "b4", "relu@1"]),
+        "vgg": (_vgg, (1, 3, 30, 30), ["7", "4", "1"])}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", list(NETS))
+def test_the_compiled_backward_equals_autograds_through_the_rule_nodes(name: str, layout: str) -> None:
+    make, shape, layers = NETS[name]
+    net = make()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(11))
+    if layout == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    for layer in layers:
+        with torch.no_grad(), Probe(net, [layer]) as probe:
+            net(x)
+        h, w = probe[layer].shape[-2:]
+        for (y, xx), methods in (((h // 2, w // 3), RULES), ((0, w - 1), ("guided",)), ((h - 1, 0), ("deconv",)),
+                                 ((h // 2, w // 2), ("gradient", "guided"))):
+            unit = Unit(layer, 1, y, xx)
+            ac, got = _explain(net, x, layer, unit, methods, compiled=True)
+            assert ac.compiled_walks == 1, (layer, methods)
+            _, want = _explain(net, x, layer, unit, methods, compiled=False)
+            for m in methods:
+                scale = float(want[m].abs().max())
+                assert scale > 0 or m != "deconv", (layer, m)  # the others may be zero (a unit at 0)
+                assert got[m].shape == want[m].shape
+                torch.testing.assert_close(got[m], want[m], rtol=1e-5, atol=1e-6 * max(scale, 1e-12),
+                                           msg=f"{name} {layer} {unit} {m}")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_compiled_backward_equals_captum() -> None:
+    from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop
+
+    net = _vgg()
+    plain = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) else m for m in net])  # Captum's hooks: no inplace
+    x = torch.randn(1, 3, 30, 30, generator=torch.Generator().manual_seed(4))
+    unit = (2, 3, 4)
+    for method, cls in (("guided", NeuronGuidedBackprop), ("deconv", NeuronDeconvolution)):
+        ac, ours = _explain(net, x, "7", Unit("7", *unit), (method,), compiled=True)
+        assert ac.compiled_walks == 1
+        theirs = cls(plain, plain[7]).attribute(x.clone(), neuron_selector=unit)
+        assert theirs.abs().max() > 0
+        torch.testing.assert_close(ours[method], theirs, rtol=1e-5, atol=1e-6)  # float summation order only
+
+
+def test_no_python_rule_node_runs_in_a_compiled_backward(monkeypatch) -> None:
+    """Autograd would call the Python nodes (each op inside hands the GIL back); the program never does."""
+    net = ChainNet()
+    x = torch.randn(1, 3, 21, 19, generator=torch.Generator().manual_seed(5))
+    called = []
+
+    def refuse(ctx, *grads):
+        called.append(type(ctx).__name__)
+        raise AssertionError("a Python rule node ran")
+
+    for node in (rules._Rectifier, rules._ChainRectifier, fused._ChainBatchNorm, fused._EvalBatchNorm):
+        monkeypatch.setattr(node, "backward", staticmethod(refuse))
+    ac, exp = _explain(net, x, "b6", Unit("b6", 2, 1, 1), RULES, compiled=True)
+    assert ac.compiled_walks == 1 and not called and all(exp[m].abs().max() > 0 for m in ("deconv", "guided"))
+    with pytest.raises(AssertionError, match="Python rule node"):  # the same explain through autograd calls them
+        _explain(net, x, "b6", Unit("b6", 2, 1, 1), RULES, compiled=False)
+
+
+class _Gated(nn.Module):
+    """A squeeze-excitation gate (sigmoid, a product of two activations): nodes the program does not run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(8, 4, 3, padding=1, bias=False)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        a = F.relu(self.conv(x))
+        a = a * torch.sigmoid(self.fc(a.mean((2, 3), keepdim=True)))
+        return F.relu(self.out(a))
+
+
+def test_a_graph_with_other_nodes_is_declined_and_explained_by_autograd() -> None:
+    net = _Gated()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(8))
+    ac, got = _explain(net, x, "out", Unit("out", 1, 5, 6), RULES, compiled=True)
+    assert ac.compiled_walks == 0  # declined: autograd ran
+    _, want = _explain(net, x, "out", Unit("out", 1, 5, 6), RULES, compiled=False)
+    for m in RULES:
+        torch.testing.assert_close(got[m], want[m])
+    xin = x.clone().requires_grad_(True)
+    with AttributionContext(net), Probe(net, ["out"]) as probe:
+        net(xin)
+    act = probe["out"]
+    assert program.grads(act[0, 1, 5, 6], act, xin, ["guided"]) is None
+
+
+def test_an_input_outside_the_graph_is_declined() -> None:
+    net = _vgg()
+    xin = torch.randn(1, 3, 30, 30, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    with AttributionContext(net), Probe(net, ["7"]) as probe:
+        net(xin)
+    act = probe["7"]
+    assert program.grads(act[0, 1, 2, 2], act, xin, ["guided"]) is not None
+    other = torch.zeros_like(xin, requires_grad=True)
+    assert program.grads(act[0, 1, 2, 2], act, other, ["guided"]) is None
