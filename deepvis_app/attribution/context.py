@@ -124,6 +124,21 @@ class AttributionContext:
             finally:
                 self._state.rule = "gradient"
 
+    def compiled_grads(self, objective: Tensor, start: Tensor, x: Tensor,
+                       rules: Sequence[str]) -> dict[str, Tensor] | None:
+        """d objective / d x under each rule as one compiled program (`program`), where `objective` reads only
+        `start` (a unit's activation) and the graph from there to x allows it; None otherwise (run `grad` or
+        `rule_grads` then), on a GPU, or with `compile_backward` off. The graph is kept."""
+        if not self.compile_backward or x.device.type != "cpu":
+            return None
+        rules = list(dict.fromkeys(rules))
+        with self._state.lock, batch_threads(x.device) if len(rules) >= 2 else nullcontext():
+            self._state.chain_steps = []
+            got = program.grads(objective, start, x, rules, self._state.chain_steps)
+        if got is not None:
+            self.compiled_walks += 1
+        return got
+
     def rule_grads(self, objective: Tensor, x: Tensor, rules: Sequence[str], *,
                    retain_graph: bool = True) -> dict[str, Tensor]:
         """d objective / d x under each rule: one walk of the graph with the views stacked (`stacked`) when
@@ -206,12 +221,9 @@ class AttributionContext:
                 rules.remove("deconv")
                 static_key = None
         cam_grad = None
-        if rules and not want_cam and self.compile_backward and x.device.type == "cpu":
-            with self._state.lock, batch_threads(x.device) if len(rules) >= 2 else nullcontext():
-                self._state.chain_steps = []
-                compiled = program.grads(target, activation, x, rules, self._state.chain_steps)
+        if rules and not want_cam:
+            compiled = self.compiled_grads(target, activation, x, rules)
             if compiled is not None:
-                self.compiled_walks += 1
                 grads.update(compiled)
                 rules = []
         if len(rules) >= 2 and not want_cam:

@@ -245,7 +245,12 @@ class FrameProcessor:
         if info.spatial:
             maps = as_maps(activation, info)
             cy, cx = maps.shape[2] // 2, maps.shape[3] // 2
-            (grad,) = ctx.grad(maps[:, unit.channel, cy, cx].sum(), x, "gradient", retain_graph=True)
+            objective = maps[:, unit.channel, cy, cx].sum()
+            compiled = ctx.compiled_grads(objective, activation, x, ["gradient"])  # no Python per op (`program`)
+            if compiled is not None:
+                grad = compiled["gradient"]
+            else:
+                (grad,) = ctx.grad(objective, x, "gradient", retain_graph=True)
             self._erf.add(torch.zeros_like(x) if grad is None else grad)
         heat = self._erf.map if self._erf.count else torch.zeros(x.shape[-2:], device=x.device)
         heat = heat / heat.amax().clamp_min(torch.finfo(torch.float32).tiny)
