@@ -3,11 +3,13 @@ three ways to compute them: our compiled program (`attribution.program`: one cal
 autograd path (Python rule nodes: the GIL handed back around every op), and Captum's `NeuronGuidedBackprop`
 (module hooks in Python) on the model as loaded. Prints one JSON object.
 
-The forward is recorded before each timed backward (as the live pipeline's first stage does) and not timed. The
-"GUI" is a thread that runs pure Python for `hold` ms and sleeps the rest of every 5 ms (1/4: a light window,
-2/3: a busy one). Medians over --reps of alternating rounds; the unit moves every repetition (new crop boxes).
-Captum runs guided backprop only (one view), with torch's default threads like its users; ours with the live
-worker's one thread.
+Ours: the forward is recorded before each timed `explain` (as the live pipeline's first stage does) and not
+timed. Captum (guided backprop only, one view; torch's default threads, as its users run it) cannot reuse a
+forward: its time includes its own. "autograd" is today's Python nodes, which call the same compiled kernels per
+node (one GIL hand-over per node instead of one per op). The "GUI" is a thread that runs pure Python for `hold`
+ms and sleeps the rest of every 5 ms (1 of 5: a light window, 2 of 5: a busy one). Medians over --reps rounds
+that alternate the loads; the unit moves every repetition (new crop boxes). Ours runs one torch thread, as the
+live worker does.
 
 Usage: .venv/bin/python benchmarks/gil_backward.py [--model efficientnet_lite0] [--layer _blocks.3]
        [--views guided | gradient+deconv+guided] [--reps 30] [--weights random] [--device cpu]
