@@ -194,3 +194,25 @@ def test_the_live_pipeline_explains_through_the_program(lite0, photos, monkeypat
         assert a.shape == (224, 224, 3) and np.abs(a - b).max() <= 1, m
         assert a.std() > 5, m  # an image, not a blank pane
     assert np.abs(shown["1"].erf_map.astype(int) - shown["0"].erf_map.astype(int)).max() <= 1
+
+
+def test_without_torchscript_the_same_code_runs_as_python(monkeypatch) -> None:
+    """Where TorchScript cannot compile, the kernels and the program run as plain Python: same maps."""
+    from deepvis_app.attribution import kernels
+
+    net = _PadNet()
+    x = torch.randn(1, 3, 40, 36, generator=torch.Generator().manual_seed(12))
+    _, want = _explain(net, x, "c3", Unit("c3", 2, 20, 12), RULES, compiled=True)
+
+    def refuse(fn):
+        raise RuntimeError("TorchScript is not available here")
+
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "SCRIPT_ERRORS", {})
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    ac, got = _explain(net, x, "c3", Unit("c3", 2, 20, 12), RULES, compiled=True)
+    assert ac.compiled_walks == 1 and kernels.compiled(program._run) is program._run
+    assert "RuntimeError: TorchScript is not available here" in kernels.SCRIPT_ERRORS.values()
+    for m in RULES:
+        assert want[m].abs().max() > 0
+        torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-7 * float(want[m].abs().max()))

@@ -242,17 +242,27 @@ _COMPILED: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
+SCRIPT_ERRORS: dict[str, str] = {}  # function -> why TorchScript could not compile it (it then runs as Python)
+
+
 def compiled(fn: Any) -> Any:
     """`fn` compiled by TorchScript (once per process; the compiler's deprecation notice silenced: it is the one
     way to run a Python-written sequence of ops with the GIL released, and `torch.compile` needs a C++ toolchain
-    at run time)."""
+    at run time). Where it cannot compile (a torch without TorchScript, sources not shipped), `fn` itself: the
+    same values, with the GIL handed back around each op as before; `SCRIPT_ERRORS` says why."""
     name = f"{fn.__module__}.{fn.__qualname__}"
     got = _COMPILED.get(name)
     if got is None:
         with _LOCK:
             got = _COMPILED.get(name)
             if got is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    got = _COMPILED[name] = torch.jit.script(fn)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        got = torch.jit.script(fn)
+                except Exception as err:  # noqa: BLE001 - any failure to compile leaves the Python function
+                    first = (str(err).strip().splitlines() or [""])[0]
+                    SCRIPT_ERRORS[name] = f"{type(err).__name__}: {first}"
+                    got = fn
+                _COMPILED[name] = got
     return got
