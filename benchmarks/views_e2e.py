@@ -5,8 +5,9 @@ torch's defaults (what its users run), same model, layer, unit and photos; each 
 rounds alternating; medians.
 
 A view's cost is the frame time it adds: 1/fps_k - 1/fps_0; `ratio_three_vs_captum` = the three views' cost over
-Captum's one attribution (issue 30's goal: <= 1.0 on ResNet-18 and VGG-16). `three_unstacked` is the pipeline with
-one backward per rule (the stacked walk of `attribution.stacked` switched off): the before.
+Captum's one attribution (issue 30's goal: <= 1.0 on ResNet-18 and VGG-16). The befores: `one_autograd` /
+`three_autograd` run the backward through autograd's Python rule nodes (the compiled program of
+`attribution.program` switched off), `three_unstacked` also one backward per rule (`attribution.stacked` off).
 
 Usage: python benchmarks/views_e2e.py [--models resnet18,vgg16] [--layer-of resnet18=layer3,vgg16=features.22]
        [--frames 40] [--rounds 3] [--device cpu]   (random weights: nothing pretrained is cached offline)
@@ -51,28 +52,32 @@ def pipeline_child(model: str, layer: str, frames: int) -> dict:
     from deepvis_app.attribution import AttributionContext
     from deepvis_app.pipeline import FrameProcessor
     from deepvis_app.pipeline.frames import Frame
+    from deepvis_app.pipeline.traced import TRIAL
     from deepvis_app.values import Unit, ViewRequest
 
     vm = load_model(model, weights=_weights(model))
     imgs = _photos(frames)
     proc = FrameProcessor(vm)
     unit = Unit(layer, CHANNEL)
-    cases = {"none": (ViewRequest(layer=layer), True),
-             "one": (ViewRequest(layer=layer, unit=unit, attribution=("guided",)), True),
-             "three": (ViewRequest(layer=layer, unit=unit, attribution=("gradient", "deconv", "guided")), True),
-             "three_unstacked": (ViewRequest(layer=layer, unit=unit, attribution=("gradient", "deconv", "guided")),
-                                 False)}
+    three = ("gradient", "deconv", "guided")
+    # (request, stacked views, compiled backward): the last three are the befores
+    cases = {"none": (ViewRequest(layer=layer), True, True),
+             "one": (ViewRequest(layer=layer, unit=unit, attribution=("guided",)), True, True),
+             "three": (ViewRequest(layer=layer, unit=unit, attribution=three), True, True),
+             "one_autograd": (ViewRequest(layer=layer, unit=unit, attribution=("guided",)), True, False),
+             "three_autograd": (ViewRequest(layer=layer, unit=unit, attribution=three), True, False),
+             "three_unstacked": (ViewRequest(layer=layer, unit=unit, attribution=three), False, False)}
     defaults = AttributionContext.__init__.__kwdefaults__
     out = {"threads": torch.get_num_threads()}
-    for name, (req, stack) in cases.items():
-        defaults["stack_views"] = stack
-        for i in range(3):
-            proc.process(Frame(i, imgs[i], 0.0), req)  # warm-up: copies, layouts
+    for name, (req, stack, compiled) in cases.items():
+        defaults["stack_views"], defaults["compile_backward"] = stack, compiled
+        for i in range(3 + 2 * TRIAL):  # warm-up: copies, layouts, compiling, and the split-or-whole trials
+            proc.process(Frame(i, imgs[i % len(imgs)], 0.0), req)
         t = time.perf_counter()
         for i, img in enumerate(imgs):
             proc.process(Frame(10 + i, img, 0.0), req)
         out[name] = len(imgs) / (time.perf_counter() - t)
-    defaults["stack_views"] = True
+    defaults["stack_views"], defaults["compile_backward"] = True, None
     return out
 
 
@@ -151,15 +156,18 @@ def _measure(args: argparse.Namespace, models: list[str], layers: dict[str, str]
         cap = [r["captum_ms"] for r in runs["captum"] if "captum_ms" in r]
         row: dict = {"layer": layers[model], "runs": runs}
         if ok and cap:
-            fps = {k: statistics.median(r[k] for r in ok) for k in ("none", "one", "three", "three_unstacked")}
+            kinds = ("one", "three", "one_autograd", "three_autograd", "three_unstacked")
+            fps = {k: statistics.median(r[k] for r in ok) for k in ("none", *kinds)}
             base = 1000 / fps["none"]
-            cost = {k: 1000 / fps[k] - base for k in ("one", "three", "three_unstacked")}
+            cost = {k: 1000 / fps[k] - base for k in kinds}
             captum_ms = statistics.median(cap)
             row.update({"fps": {k: round(v, 2) for k, v in fps.items()},
                         "view_cost_ms": {k: round(v, 1) for k, v in cost.items()},
                         "captum_ms": round(captum_ms, 1),
                         "ratio_one_vs_captum": round(cost["one"] / captum_ms, 3),
                         "ratio_three_vs_captum": round(cost["three"] / captum_ms, 3),
+                        "ratio_one_autograd_vs_captum": round(cost["one_autograd"] / captum_ms, 3),
+                        "ratio_three_autograd_vs_captum": round(cost["three_autograd"] / captum_ms, 3),
                         "ratio_three_unstacked_vs_captum": round(cost["three_unstacked"] / captum_ms, 3),
                         "threads": {"ours": ok[0]["threads"], "captum": runs["captum"][0].get("threads")}})
         result["models"][model] = row
