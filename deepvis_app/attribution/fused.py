@@ -121,7 +121,8 @@ class Chain:
         if (self.groups != self.weight.shape[0] or self.weight.shape[1] != 1 or self.groups != self.x.shape[1]
                 or self.stride != (1, 1) or self.pad is not None or min(pad) < 0):
             return None
-        return self.weight.flip(-2, -1), pad
+        weight = self.weight  # the folded weight, itself made once per set of tensors
+        return _cached(_FLIPS, weight, (_stamp(weight),), lambda: weight.flip(-2, -1)), pad
 
 
 def box_crops(grad: Tensor) -> bool:
@@ -222,6 +223,7 @@ _BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training"
 # 21 ms EfficientNet-Lite0 forward).
 _SCALES: WeakIdKeyDictionary = WeakIdKeyDictionary()  # running_var -> (stamp, scale)
 _FOLDS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # conv weight -> (stamp, folded weight)
+_FLIPS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # depthwise weight -> (stamp, kernel flipped): asked every frame
 _CACHE_LOCK = threading.Lock()
 
 
