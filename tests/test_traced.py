@@ -13,7 +13,7 @@ import torch
 from helpers import hooks_left, tiny_conv_net
 from torch import nn
 
-from deepvis_app.pipeline import Frame, FrameProcessor, traced
+from deepvis_app.pipeline import Frame, FrameProcessor, replayed, traced
 from deepvis_app.pipeline.traced import RETRY_EVERY, STABLE_FRAMES, TRIAL, SplitChoice, TracedForward
 from deepvis_app.probe import Probe
 from deepvis_app.values import Unit, ViewRequest
@@ -167,6 +167,7 @@ def test_processor_views_equal_split_or_whole(lite0, photos, methods, monkeypatc
     from deepvis_app import devices
 
     monkeypatch.setattr(devices, "cores_to_spare", lambda **_: False)
+    monkeypatch.setattr(replayed, "STABLE_FRAMES", 10**9)  # never replayed (`test_replay` compares that way)
     req = ViewRequest(layer="_blocks.5", unit=Unit("_blocks.3", 5), attribution=methods, attribution_view="raw")
     key = (("_blocks.5", "_blocks.3"), "_blocks.3", methods)
     frames = [Frame(i, photos[k], time.perf_counter()) for i, k in enumerate(["chelsea", "coffee"] * 8)]

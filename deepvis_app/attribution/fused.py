@@ -242,6 +242,13 @@ def _cached(cache: WeakIdKeyDictionary, key: Tensor, stamp: tuple, make: Callabl
     return value
 
 
+def cached_tensors() -> list[Tensor]:
+    """The scales, folded weights and flipped kernels made so far: the constants a recorded graph may hold besides
+    the model's own parameters (`replay` tells them from the frame's tensors)."""
+    with _CACHE_LOCK:
+        return [hit[1] for cache in (_SCALES, _FOLDS, _FLIPS) for hit in cache.values()]
+
+
 def _bn_scale(var: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     """weight / sqrt(var + eps): inference BatchNorm's per-channel input gradient."""
     def make() -> Tensor:

@@ -236,6 +236,13 @@ def grads(objective: Tensor, start: Tensor, x: Tensor, rules: Sequence[str],
     program = plan(start.grad_fn, x)
     if program is None:
         return None
+    return seeded_grads(program, objective, start, x, rules, steps)
+
+
+def seeded_grads(program: Program, objective: Tensor, start: Tensor, x: Tensor, rules: Sequence[str],
+                 steps: list[int] | None = None) -> dict[str, Tensor]:
+    """d objective / d x under each rule by `program` (from `start` down to an input shaped like x); the seed,
+    d objective / d start, by autograd (the objective reads only `start`)."""
     (seed,) = torch.autograd.grad(objective, start, retain_graph=True)
     got = program.run(seed, rules, crop=fused.box_crops(seed))
     if steps is not None:

@@ -23,6 +23,7 @@ from ..render import Grid, finish_predictions, grid_parts, prediction_parts, to_
 from ..values import ATTRIBUTION_METHODS, LIVE_CAMS, LayerInfo, Layout, TopKTile, Unit, ViewRequest
 from ..zoo import VisModel
 from .frames import Frame
+from .replayed import REPLAYABLE, ReplayedForward
 from .traced import SplitChoice, TracedForward
 from .views import AttentionView, OverlayView, attention_view, needs_gradient, overlay_view, recorder_for
 
@@ -157,6 +158,7 @@ class FrameProcessor:
         self._rollout: tuple[tuple, int, AttentionView] | None = None  # (block, query, layer), frame id, view
         self.traced: TracedForward | None = None  # the plain forward's graphs (CPU; see `traced`)
         self.split = SplitChoice()  # per unit and layers: is the traced graph + a short eager forward faster?
+        self.replayed: ReplayedForward | None = None  # explained frames without an eager forward (`replayed`)
 
     def info(self, layer: str) -> LayerInfo:
         """The model's facts about `layer` (layout, grid, channels), looked up once per processor."""
@@ -332,11 +334,12 @@ class FrameProcessor:
             if methods or (req.erf and unit is not None):
                 from ..attribution import AttributionContext  # loaded only when a unit is explained
 
-                # The one forward: grad is recorded only up to the unit's layer (every attribution method and the
-                # ERF backpropagate from there); the rest of the net, predictions included, runs without a graph
-                # -- unless a live Grad-CAM needs the head's graph too. Or split, where `traced.SplitChoice`
-                # measures it faster: the whole net as the traced graph, then the rule-recording forward stopped
-                # at the unit's layer.
+                # Replayed once learned (`pipeline.replayed`): the traced forward returns what the compiled
+                # backward reads, and no graph is recorded. Else the one eager forward: grad is recorded only up to
+                # the unit's layer (every attribution method and the ERF backpropagate from there); the rest of the
+                # net, predictions included, runs without a graph -- unless a live Grad-CAM needs the head's graph
+                # too. Or split, where `traced.SplitChoice` measures it faster: the whole net as the traced graph,
+                # then the rule-recording forward stopped at the unit's layer.
                 cut = None if grad_cam else unit.layer
 
                 def wide():
@@ -346,34 +349,49 @@ class FrameProcessor:
                     return batch_threads(x.device) if len(methods) >= 2 else nullcontext()
 
                 graphs = None if grad_cam else self._graphs(net, recorder, intervened)
-                if graphs is not None:
-                    split = (tuple(layers), unit.layer, methods)
-                    if self.split.wants(split):
-                        if staged and layers == [unit.layer] and not req.overlay and graphs.ready(layers):
-                            deferred = graphs  # the eager forward to the unit here; the graph in `finish`
-                        else:
-                            with wide():
-                                whole = graphs.run(x, layers)
-                x.requires_grad_(True)
-                if deferred is not None:
-                    with wide(), AttributionContext(net) as ctx, Capture(net, layers, stop=True,
-                                                                       example=x) as probe:
-                        probe.run(x)
-                    logits, acts = None, dict(probe.activations)
-                elif whole is not None:
-                    logits, acts = whole
-                    with wide(), AttributionContext(net) as ctx, Capture(net, [unit.layer], stop=True,
-                                                                       example=x) as probe:
-                        probe.run(x)
-                    acts[unit.layer] = probe[unit.layer]
+                replayed = calls = None
+                if graphs is not None and REPLAYABLE.issuperset(methods):
+                    # replayed: the traced forward feeding the compiled backward, no eager forward at all
+                    # (`pipeline.replayed`); `calls` when this frame's eager forward learns or checks it
+                    self.replayed = self.replayed or ReplayedForward(net)
+                    with wide():
+                        replayed, calls = self.replayed.run(x, layers, unit.layer)
+                cam_leaf = None
+                if replayed is not None:
+                    logits, acts, ctx = replayed
+                    x.requires_grad_(True)  # explain's check (the program computes d unit / d x)
                 else:
-                    with wide(), AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut,
-                                                                       example=x) as probe:
-                        logits = probe.run(x)
-                    acts = dict(probe.activations)
-                cam_leaf = probe.activations.get(cam_layer) if grad_cam else None
-                if split is not None and not staged:
-                    self.split.record(split, whole is not None, time.perf_counter() - t1)
+                    if graphs is not None and calls is None:  # a learning frame runs the plain eager forward
+                        split = (tuple(layers), unit.layer, methods)
+                        if self.split.wants(split):
+                            if staged and layers == [unit.layer] and not req.overlay and graphs.ready(layers):
+                                deferred = graphs  # the eager forward to the unit here; the graph in `finish`
+                            else:
+                                with wide():
+                                    whole = graphs.run(x, layers)
+                    x.requires_grad_(True)
+                    if deferred is not None:
+                        with wide(), AttributionContext(net) as ctx, Capture(net, layers, stop=True,
+                                                                             example=x) as probe:
+                            probe.run(x)
+                        logits, acts = None, dict(probe.activations)
+                    elif whole is not None:
+                        logits, acts = whole
+                        with wide(), AttributionContext(net) as ctx, Capture(net, [unit.layer], stop=True,
+                                                                             example=x) as probe:
+                            probe.run(x)
+                        acts[unit.layer] = probe[unit.layer]
+                    else:
+                        with wide(), AttributionContext(net) as ctx, Capture(net, layers, no_grad_after=cut,
+                                                                             example=x) as probe:
+                            with calls or nullcontext():  # entered last: it sees the model's own calls
+                                logits = probe.run(x)
+                        acts = dict(probe.activations)
+                    cam_leaf = probe.activations.get(cam_layer) if grad_cam else None
+                    if calls is not None:
+                        self.replayed.learn(x, layers, unit.layer, calls, acts, ctx.deconv_static)
+                    if split is not None and not staged:
+                        self.split.record(split, whole is not None, time.perf_counter() - t1)
             elif grad_cam:
                 # Only the head records a graph: from the CAM layer (a fresh leaf) to the logits.
                 with torch.no_grad(), Capture(net, layers, grad_from=cam_layer, example=x) as probe:
