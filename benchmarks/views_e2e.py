@@ -5,9 +5,11 @@ torch's defaults (what its users run), same model, layer, unit and photos; each 
 rounds alternating; medians.
 
 A view's cost is the frame time it adds: 1/fps_k - 1/fps_0; `ratio_three_vs_captum` = the three views' cost over
-Captum's one attribution (issue 30's goal: <= 1.0 on ResNet-18 and VGG-16). The befores: `one_autograd` /
-`three_autograd` run the backward through autograd's Python rule nodes (the compiled program of
-`attribution.program` switched off), `three_unstacked` also one backward per rule (`attribution.stacked` off).
+Captum's one attribution (issue 30's goal: <= 1.0 on ResNet-18 and VGG-16). The befores: `one_eager` /
+`three_eager` record the rules' graph in an eager forward every frame (`pipeline.replayed` off: session 7's
+pipeline), `one_autograd` / `three_autograd` also run the backward through autograd's Python rule nodes (the
+compiled program of `attribution.program` off), `three_unstacked` also one backward per rule (`attribution.stacked`
+off).
 
 Usage: python benchmarks/views_e2e.py [--models resnet18,vgg16] [--layer-of resnet18=layer3,vgg16=features.22]
        [--frames 40] [--rounds 3] [--device cpu]   (random weights: nothing pretrained is cached offline)
@@ -60,17 +62,19 @@ def pipeline_child(model: str, layer: str, frames: int) -> dict:
     proc = FrameProcessor(vm)
     unit = Unit(layer, CHANNEL)
     three = ("gradient", "deconv", "guided")
-    # (request, stacked views, compiled backward): the last three are the befores
-    cases = {"none": (ViewRequest(layer=layer), True, True),
-             "one": (ViewRequest(layer=layer, unit=unit, attribution=("guided",)), True, True),
-             "three": (ViewRequest(layer=layer, unit=unit, attribution=three), True, True),
-             "one_autograd": (ViewRequest(layer=layer, unit=unit, attribution=("guided",)), True, False),
-             "three_autograd": (ViewRequest(layer=layer, unit=unit, attribution=three), True, False),
-             "three_unstacked": (ViewRequest(layer=layer, unit=unit, attribution=three), False, False)}
+    one = ViewRequest(layer=layer, unit=unit, attribution=("guided",))
+    all3 = ViewRequest(layer=layer, unit=unit, attribution=three)
+    # (request, replayed, stacked views, compiled backward): the last five are the befores
+    cases = {"none": (ViewRequest(layer=layer), True, True, True), "one": (one, True, True, True),
+             "three": (all3, True, True, True), "one_eager": (one, False, True, True),
+             "three_eager": (all3, False, True, True), "one_autograd": (one, False, True, False),
+             "three_autograd": (all3, False, True, False), "three_unstacked": (all3, False, False, False)}
     defaults = AttributionContext.__init__.__kwdefaults__
     out = {"threads": torch.get_num_threads()}
-    for name, (req, stack, compiled) in cases.items():
+    for name, (req, replay, stack, compiled) in cases.items():
         defaults["stack_views"], defaults["compile_backward"] = stack, compiled
+        if proc.replayed is not None:
+            proc.replayed.enabled = replay
         for i in range(3 + 2 * TRIAL):  # warm-up: copies, layouts, compiling, and the split-or-whole trials
             proc.process(Frame(i, imgs[i % len(imgs)], 0.0), req)
         t = time.perf_counter()
@@ -156,7 +160,7 @@ def _measure(args: argparse.Namespace, models: list[str], layers: dict[str, str]
         cap = [r["captum_ms"] for r in runs["captum"] if "captum_ms" in r]
         row: dict = {"layer": layers[model], "runs": runs}
         if ok and cap:
-            kinds = ("one", "three", "one_autograd", "three_autograd", "three_unstacked")
+            kinds = ("one", "three", "one_eager", "three_eager", "one_autograd", "three_autograd", "three_unstacked")
             fps = {k: statistics.median(r[k] for r in ok) for k in ("none", *kinds)}
             base = 1000 / fps["none"]
             cost = {k: 1000 / fps[k] - base for k in kinds}
@@ -166,6 +170,8 @@ def _measure(args: argparse.Namespace, models: list[str], layers: dict[str, str]
                         "captum_ms": round(captum_ms, 1),
                         "ratio_one_vs_captum": round(cost["one"] / captum_ms, 3),
                         "ratio_three_vs_captum": round(cost["three"] / captum_ms, 3),
+                        "ratio_one_eager_vs_captum": round(cost["one_eager"] / captum_ms, 3),
+                        "ratio_three_eager_vs_captum": round(cost["three_eager"] / captum_ms, 3),
                         "ratio_one_autograd_vs_captum": round(cost["one_autograd"] / captum_ms, 3),
                         "ratio_three_autograd_vs_captum": round(cost["three_autograd"] / captum_ms, 3),
                         "ratio_three_unstacked_vs_captum": round(cost["three_unstacked"] / captum_ms, 3),
