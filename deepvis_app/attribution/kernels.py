@@ -106,10 +106,11 @@ def is_pointwise(weight: Tensor, stride: list[int], padding: list[int], groups: 
             and padding[0] == 0 and padding[1] == 0 and len(pad) == 0)
 
 
-def box_backward(part: Tensor, r0: int, c0: int, x: Tensor, weight: Tensor, stride: list[int],
-                 padding: list[int], dilation: list[int], groups: int, pad: list[int]) -> tuple[Tensor, list[int]]:
+def box_spread(part: Tensor, r0: int, c0: int, x: Tensor, weight: Tensor, stride: list[int],
+               padding: list[int], dilation: list[int], groups: int, pad: list[int]) -> tuple[Tensor, list[int]]:
     """A conv's input gradient of an output gradient that is zero outside `part` (top-left at output (r0, c0)),
-    and that gradient's box. x: the conv's input (before a pad folded in as `pad` = [left, right, top, bottom])."""
+    as its nonzero part and that part's box in the input (an empty box: it falls outside). x: the conv's input
+    (before a pad folded in as `pad` = [left, right, top, bottom])."""
     kh, kw = weight.shape[2], weight.shape[3]
     eh = (part.shape[2] - 1) * stride[0] + dilation[0] * (kh - 1) + 1
     ew = (part.shape[3] - 1) * stride[1] + dilation[1] * (kw - 1) + 1
@@ -130,13 +131,26 @@ def box_backward(part: Tensor, r0: int, c0: int, x: Tensor, weight: Tensor, stri
     y = r0 * stride[0] - padding[0] - top  # where spread's first row lands in the input
     xx = c0 * stride[1] - padding[1] - left
     h, w = x.shape[2], x.shape[3]
-    full = input_zeros(x, part.shape[0], part.dtype)
     y0, y1 = max(y, 0), min(y + spread.shape[2], h)
     x0, x1 = max(xx, 0), min(xx + spread.shape[3], w)
     if y0 < y1 and x0 < x1:
-        full[:, :, y0:y1, x0:x1] = spread[:, :, y0 - y:y1 - y, x0 - xx:x1 - xx]
-        return full, [y0, y1, x0, x1]
-    return full, empty_box()
+        return spread[:, :, y0 - y:y1 - y, x0 - xx:x1 - xx], [y0, y1, x0, x1]
+    return spread[:, :, 0:0, 0:0], empty_box()
+
+
+def paste(part: Tensor, box: list[int], like: Tensor) -> Tensor:
+    """A map shaped like `like` (batch: part's), zero but for `part` at `box` (empty: all zero)."""
+    full = input_zeros(like, part.shape[0], part.dtype)
+    if len(box) == 4:
+        full[:, :, box[0]:box[1], box[2]:box[3]] = part
+    return full
+
+
+def box_backward(part: Tensor, r0: int, c0: int, x: Tensor, weight: Tensor, stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int, pad: list[int]) -> tuple[Tensor, list[int]]:
+    """`box_spread` pasted into the whole input map, and its box."""
+    spread, box = box_spread(part, r0, c0, x, weight, stride, padding, dilation, groups, pad)
+    return paste(spread, box, x), box
 
 
 def fold_taps(cols: Tensor, ci: int, kh: int, kw: int, ho: int, wo: int, size: list[int], padding: list[int],
@@ -236,6 +250,37 @@ def chain_backward(grad: Tensor, box: list[int], crop: bool, x: Tensor, weight: 
                 empty_box(), 4)
     return (dense_backward(grad, x, weight, flipped, flip_pad, stride, padding, dilation, groups, pad, cpu),
             empty_box(), 0)
+
+
+def chain_parts(grad: Tensor, box: list[int], is_part: bool, size: list[int], crop: bool, x: Tensor,
+                weight: Tensor, flipped: Tensor | None, flip_pad: list[int], stride: list[int], padding: list[int],
+                dilation: list[int], groups: int, pad: list[int], cpu: bool) -> tuple[Tensor, list[int], int, bool]:
+    """`chain_backward` for the program, which keeps a neuron's gradient as its nonzero part while it is small:
+    `grad` may be that part (is_part: at `box` of a `size` = [h, w] map), and the result is a part too unless
+    the gradient spread (then a whole map). Returns (gradient, its box, what was done, whether a part)."""
+    h, w = size[0], size[1]
+    how = 1
+    if is_part and len(box) == 0:
+        return grad.new_zeros([grad.shape[0], x.shape[1], 0, 0]), empty_box(), 3, True
+    if not is_part:
+        if not (crop and h * w >= box_min_area()):
+            return (dense_backward(grad, x, weight, flipped, flip_pad, stride, padding, dilation, groups, pad, cpu),
+                    empty_box(), 0, False)
+        if len(box) == 0:
+            box = nonzero_box(grad)
+            how = 2
+        if len(box) == 0:
+            return grad.new_zeros([grad.shape[0], x.shape[1], 0, 0]), empty_box(), 3, True
+    if 4 * (box[1] - box[0]) * (box[3] - box[2]) > h * w:
+        if is_part:
+            full = grad.new_zeros([grad.shape[0], grad.shape[1], h, w])
+            full[:, :, box[0]:box[1], box[2]:box[3]] = grad
+            grad = full
+        return (dense_backward(grad, x, weight, flipped, flip_pad, stride, padding, dilation, groups, pad, cpu),
+                empty_box(), 4, False)
+    part = grad if is_part else grad[:, :, box[0]:box[1], box[2]:box[3]]
+    spread, out_box = box_spread(part, box[0], box[2], x, weight, stride, padding, dilation, groups, pad)
+    return spread, out_box, how, True
 
 
 _COMPILED: dict[str, Any] = {}

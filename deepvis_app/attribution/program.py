@@ -32,8 +32,8 @@ _KINDS = {"_RectifierBackward": RECT, "_ChainRectifierBackward": CHAIN_RECT, "_C
 _NO_BOX: list[int] = []
 
 
-def _chain_step(g: Tensor, box: list[int], crop: bool, t: list[Tensor], p: list[int],
-                cpu: bool) -> tuple[Tensor, list[int], int]:
+def _chain_step(g: Tensor, box: list[int], part: bool, size: list[int], crop: bool, t: list[Tensor], p: list[int],
+                cpu: bool) -> tuple[Tensor, list[int], int, bool]:
     """A conv chain's backward from its encoded step: t = [x, weight(, flipped)], p as `_chain_ints`."""
     flipped: Tensor | None = None
     if p[12] == 1:
@@ -41,8 +41,36 @@ def _chain_step(g: Tensor, box: list[int], crop: bool, t: list[Tensor], p: list[
     pad = kernels.empty_box()
     if p[7] == 1:
         pad = p[8:12]
-    return kernels.chain_backward(g, box, crop, t[0], t[1], flipped, p[13:15], p[0:2], p[2:4], p[4:6], p[6], pad,
-                                  cpu)
+    return kernels.chain_parts(g, box, part, size, crop, t[0], t[1], flipped, p[13:15], p[0:2], p[2:4], p[4:6], p[6],
+                               pad, cpu)
+
+
+def _whole(g: Tensor, box: list[int], part: bool, size: list[int], last: bool) -> Tensor:
+    """The whole map of a gradient kept as its nonzero part (`part`: g sits at `box` of a `size` map, in
+    channels-last layout where `last`); a whole map as it is."""
+    if not part:
+        return g
+    shape = [g.shape[0], g.shape[1], size[0], size[1]]
+    if last:
+        full = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=torch.channels_last).zero_()
+    else:
+        full = torch.zeros(shape, dtype=g.dtype, device=g.device)
+    if len(box) == 4:
+        full[:, :, box[0]:box[1], box[2]:box[3]] = g
+    return full
+
+
+def _sum_parts(a: Tensor, abox: list[int], b: Tensor, bbox: list[int], last: bool) -> tuple[Tensor, list[int]]:
+    """Two nonzero parts of one map added: the part over the union of their boxes."""
+    u = kernels.union_box(abox, bbox)
+    shape = [a.shape[0], a.shape[1], u[1] - u[0], u[3] - u[2]]
+    if last:
+        out = torch.empty(shape, dtype=a.dtype, device=a.device, memory_format=torch.channels_last).zero_()
+    else:
+        out = torch.zeros(shape, dtype=a.dtype, device=a.device)
+    out[:, :, abox[0] - u[0]:abox[1] - u[0], abox[2] - u[2]:abox[3] - u[2]] += a
+    out[:, :, bbox[0] - u[0]:bbox[1] - u[0], bbox[2] - u[2]:bbox[3] - u[2]] += b
+    return out, u
 
 
 def _unpadded_box(box: list[int], pad: list[int], h: int, w: int) -> list[int]:
@@ -59,11 +87,18 @@ def _unpadded_box(box: list[int], pad: list[int], h: int, w: int) -> list[int]:
 def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[list[Tensor]], ints: list[list[int]],
          uppers: list[float], rules: list[int], end: int, crop: bool, cpu: bool) -> tuple[Tensor | None, list[int]]:
     """Run the steps in order; step i takes the gradient summed in slot i and sends its result to slots outs[i].
-    Returns the input's gradient and what each conv chain did (`kernels.chain_backward`'s codes)."""
+    While a neuron's gradient is small it travels as its nonzero part (`parts`: the tensor is the part at the
+    slot's box of a map of `sizes`, laid out channels-last where `lasts`): the rules and BN scales then touch
+    only that part, and no zeroed map is made per conv. Returns the input's gradient and what each conv chain
+    did (`kernels.chain_backward`'s codes)."""
     done: list[int] = []
     views = len(rules)
-    pending: list[Tensor | None] = [None for _ in range(len(kinds) + 1)]
-    boxes: list[list[int]] = [kernels.empty_box() for _ in range(len(kinds) + 1)]
+    slots = len(kinds) + 1
+    pending: list[Tensor | None] = [None for _ in range(slots)]
+    boxes: list[list[int]] = [kernels.empty_box() for _ in range(slots)]
+    parts: list[bool] = [False for _ in range(slots)]
+    sizes: list[list[int]] = [kernels.empty_box() for _ in range(slots)]
+    lasts: list[bool] = [False for _ in range(slots)]
     pending[0] = seed
     dense = False
     for i in range(len(kinds)):
@@ -74,19 +109,28 @@ def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[li
             continue  # no path into it carried a gradient
         g = torch.jit._unwrap_optional(got)
         pending[i] = None
-        box = boxes[i]
+        box, part, size, last = boxes[i], parts[i], sizes[i], lasts[i]
         kind, t, p = kinds[i], tensors[i], ints[i]
+        if part and (kind == 6 or kind == 7 or kind == 8):  # these read the whole map
+            g, part = _whole(g, box, part, size, last), False
         res = g
         if kind == 0 or kind == 1:  # RECT, CHAIN_RECT
-            res = kernels.rules_grad(g, t[-1], rules, uppers[i])
+            out = t[-1]
+            if part:
+                out = out[:, :, box[0]:box[1], box[2]:box[3]]
+            res = kernels.rules_grad(g, out, rules, uppers[i])
             if kind == 1:
-                res, box, how = _chain_step(res, box, crop and not dense, t, p, cpu)
+                full = size if part else [g.shape[2], g.shape[3]]
+                res, box, how, part = _chain_step(res, box, part, full, crop and not dense, t, p, cpu)
                 dense = dense or how == 4
                 done.append(how)
+                size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
         elif kind == 2:  # CHAIN_BN
-            res, box, how = _chain_step(g, box, crop and not dense, t, p, cpu)
+            full = size if part else [g.shape[2], g.shape[3]]
+            res, box, how, part = _chain_step(g, box, part, full, crop and not dense, t, p, cpu)
             dense = dense or how == 4
             done.append(how)
+            size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
         elif kind == 3:  # EVAL_BN
             res = g * t[0]
         elif kind == 6:  # CONV: the input's gradient only
@@ -97,22 +141,31 @@ def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[li
                                                       [True, False, False])[0]
             box = kernels.empty_box()
         elif kind == 7:  # MAXPOOL, once per view (the switches are the image's)
-            parts = g.chunk(views, 0)
+            chunks = g.chunk(views, 0)
             res = torch.cat([torch.ops.aten.max_pool2d_with_indices_backward(
-                parts[v], t[0], p[0:2], p[2:4], p[4:6], p[6:8], p[8] == 1, t[1]) for v in range(views)], 0)
+                chunks[v], t[0], p[0:2], p[2:4], p[4:6], p[6:8], p[8] == 1, t[1]) for v in range(views)], 0)
             box = kernels.empty_box()
         elif kind == 8:  # PAD: the padded border cut off again (a zero pad's backward)
             res = torch.constant_pad_nd(g, [-v for v in p], 0.0)
             box = _unpadded_box(box, p, res.shape[2], res.shape[3])
+        if part and len(box) == 0:
+            continue  # the gradient fell outside the map: nothing to send
         for s in outs[i]:
             have = pending[s]
             if have is None:
-                pending[s] = res
-                boxes[s] = box
+                pending[s], boxes[s], parts[s], sizes[s], lasts[s] = res, box, part, size, last
+            elif parts[s] and part:
+                pending[s], boxes[s] = _sum_parts(have, boxes[s], res, box, last)
             else:
-                pending[s] = have + res
-                boxes[s] = kernels.union_box(boxes[s], box)
-    return pending[end], done
+                mine = _whole(res, box, part, size, last)
+                theirs = _whole(have, boxes[s], parts[s], sizes[s], lasts[s])
+                pending[s] = theirs + mine
+                boxes[s] = kernels.union_box(boxes[s], box)  # a part's box is known: the sum's is the union
+                parts[s] = False
+    got = pending[end]
+    if got is None:
+        return None, done
+    return _whole(got, boxes[end], parts[end], sizes[end], lasts[end]), done
 
 
 def _chain_ints(chain: fused.Chain) -> tuple[list[int], list[Tensor]]:
