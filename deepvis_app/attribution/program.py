@@ -7,7 +7,10 @@ times per guided backward of EfficientNet-Lite0's `_blocks.3` (gdb), each a chan
 and keep the backward waiting. Here the graph is walked once in Python (a few dozen nodes), and every step --
 the rules, the conv chains with their box crops, residual sums, plain convs and max-pooling -- runs in one
 compiled call through the same kernels (`kernels`) the Python nodes use. Several rules run stacked along the
-batch, as `stacked` does.
+batch, as `stacked` does. A neuron's gradient travels as its nonzero part while it covers under a quarter of a
+map (the rules on whole maps, a zeroed map per conv and the views' concatenations were most of the time: Lite0
+`_blocks.3`, two rules, 7.3 -> 1.9 ms). The tensors it reads may come from a traced forward instead of the
+recorded graph (`replay`).
 
 A graph holding a node of any other kind (or a node with several outputs on the way) is declined: `grads` returns
 None and the caller runs autograd as before. The results equal autograd's up to float summation order (tests).
