@@ -216,3 +216,51 @@ def test_without_torchscript_the_same_code_runs_as_python(monkeypatch) -> None:
     for m in RULES:
         assert want[m].abs().max() > 0
         torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-7 * float(want[m].abs().max()))
+
+
+class _PartsNet(nn.Module):
+    """Maps large enough to be cropped, where a neuron's gradient meets itself as a part (a 1x1 chain) and as a
+    whole map (a conv with a trainable weight: autograd's own node, whose backward makes whole maps) at the stem's
+    output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), random_bn(8, 11)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 1, bias=False), random_bn(8, 12)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c4, self.b4 = nn.Conv2d(8, 6, 3, padding=1, bias=False), random_bn(6, 13)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.c3.weight.requires_grad_(True)  # not a chain: its own node
+
+    def forward(self, x):
+        a = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b4(self.c4(F.relu6(self.b2(self.c2(a))) + self.c3(a))))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", ["residual", "parts"])
+def test_parts_of_a_neurons_gradient_on_large_maps_equal_autograd(name: str, layout: str) -> None:
+    """On maps the program crops (32x32 and over), with a batch of two and three stacked rules: the gradient kept
+    as its nonzero part through chains, rules and BN, two parts summed (ResNet's identity and its block), a part
+    summed with a whole map, equal to autograd's backward; and the chains did crop (a regression to whole maps
+    would still be equal)."""
+    net, shape, layer = ((ResidualNet(), (2, 3, 256, 256), "b4") if name == "residual"
+                         else (_PartsNet(), (2, 3, 64, 64), "b4"))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(12))
+    if layout == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), Probe(net, [layer]) as probe:
+        net(x)
+    h, w = probe[layer].shape[-2:]
+    unit = Unit(layer, 3, h // 2, w // 3)
+    ac, got = _explain(net, x, layer, unit, RULES, compiled=True)
+    assert ac.compiled_walks == 1
+    assert {1, 2} & set(ac.chain_steps), ac.chain_steps  # cropped to a known or searched box
+    _, want = _explain(net, x, layer, unit, RULES, compiled=False)
+    for m in RULES:
+        scale = float(want[m].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(got[m], want[m], rtol=1e-5, atol=1e-6 * scale, msg=f"{name} {m}")

@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_bn
 from test_attribution_fused import ChainNet
 from test_attribution_program import _PadNet, _vgg
 from test_attribution_stacked import ResidualNet, TokenNet
+from torch import nn
 
 from deepvis_app.attribution import AttributionContext, fused
 from deepvis_app.attribution.replay import Calls, ReplayedRules, learn
 from deepvis_app.pipeline import Frame, FrameProcessor, replayed
 from deepvis_app.pipeline.replayed import ReplayedForward
-from deepvis_app.probe import Probe
+from deepvis_app.probe import Capture, Probe
 from deepvis_app.values import Unit, ViewRequest
 
 VIEWS = ("gradient", "deconv", "guided", "saliency", "input_x_gradient")
@@ -229,3 +231,86 @@ def test_grad_cam_and_interventions_are_not_replayed(lite0, photos):
     proc = FrameProcessor(lite0)
     for f in _frames(photos, 16):
         assert not isinstance(proc.begin(f, req).ctx, ReplayedRules)
+
+
+class _LooseBN(nn.Module):
+    """A BatchNorm after a rectifier (no conv before it: its own node, whose scale is a view of a cached one) and
+    one ReLU module called twice (a reused module: its bare name means its last call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.c1, self.bn, self.c2 = nn.Conv2d(3, 6, 3, padding=1), random_bn(6, 9), nn.Conv2d(6, 6, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.relu(self.c2(self.bn(self.relu(self.c1(x)))))
+
+
+def test_a_loose_batchnorm_and_a_reused_module_replay():
+    """The standalone BatchNorm's scale is a constant (a view of the one `fused` cached), and the layer named by a
+    reused module's bare name is captured at the same call in the eager frame (`Capture(example=)`, as the live
+    processor runs it) and in the traced forward: learned, and equal to the eager rules on another image."""
+    net, layer = _LooseBN(), "relu"
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 3, 30, 30, generator=g).requires_grad_(True)
+    calls = Calls(hold=True)
+    with AttributionContext(net) as ctx, Capture(net, [layer], no_grad_after=layer, example=x) as probe:
+        with calls:
+            probe.run(x)
+    replay, why = learn(net, x, [layer], calls, probe[layer], dict(probe.activations),
+                        deconv_static=ctx.deconv_static)
+    assert replay is not None, why
+    x2 = torch.randn(1, 3, 30, 30, generator=g)
+    xe, ectx, acts = _eager(net, x2, layer)
+    assert acts[layer].shape == (1, 6, 30, 30)  # the second call's output
+    want = ectx.explain(xe, acts[layer], Unit(layer, 2), VIEWS)
+    _, racts, rctx = replay.run(x2, layer)
+    got = rctx.explain(x2.clone().requires_grad_(True), racts[layer], Unit(layer, 2), VIEWS)
+    for m in VIEWS:
+        torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-7)
+
+
+class _GradMode(nn.Module):
+    """A forward that runs other calls when grad is on (the eager rules frame) than when it is off (the trace)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            x = x.clone()  # a node the program runs (it passes the gradient on)
+        return torch.relu(self.c(x))
+
+
+def test_calls_that_differ_between_the_frames_refuse_the_replay():
+    replay, why = _learned(_GradMode(), torch.randn(1, 3, 12, 12), "c")
+    assert replay is None and "calls differ" in why
+
+
+def test_a_failure_while_learning_or_replaying_leaves_the_eager_forward(monkeypatch):
+    """An exception inside `learn` is its reason, not a crash; a replay that fails on a frame is refused and the
+    frame runs eagerly."""
+    from deepvis_app.attribution import replay as replay_mod
+
+    net, layer = ResidualNet(), "b4"
+    good, _ = _learned(net, torch.randn(1, 3, 32, 32), layer)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("one of the variables needed for gradient computation has been modified")
+
+    monkeypatch.setattr(replay_mod, "plan", broken)
+    replay, why = _learned(net, torch.randn(1, 3, 32, 32), layer)
+    assert replay is None and why.startswith("learning failed (RuntimeError")
+    rf = ReplayedForward(net)
+    rf.replays[((layer,), layer)] = good
+    good.graph = None  # calling it raises
+    got, calls = rf.run(torch.randn(1, 3, 32, 32), [layer], layer)
+    assert got is None and calls is None and "failed" in rf.refused[((layer,), layer)]

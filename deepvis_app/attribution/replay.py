@@ -31,14 +31,15 @@ from torch.overrides import TorchFunctionMode
 
 from ..devices import batch_threads
 from ..errors import DeepVisError
-from ..probe import Probe
+from ..probe import Probe, resolve_calls
 from . import fused
 from .context import AttributionContext
 from .program import Program, plan, seeded_grads
 
 CONSTANT, INPUT = -1, -2  # a program tensor's source besides the graph's outputs (their indices, >= 0)
 # how close the graph's tensors must be to the eager forward's, relative to each tensor's largest magnitude (the
-# same kernels run: only float rounding of a fused or reordered op could differ); switches must be equal
+# same kernels run: they are equal in practice; only float rounding of a fused or reordered op could differ);
+# switches must be equal
 TOLERANCE = 1e-4
 # calls that return a tensor but are not the model's computation (a capture hook's detach), and queries that
 # return tensors only while tracing (sizes)
@@ -86,21 +87,23 @@ class Calls(TorchFunctionMode):
 
 class _Traced(nn.Module):
     """`net` returning (logits, *activations of `layers`, *the calls' outputs `keep` names): what the tracer
-    records."""
+    records. `calls`: each layer's module call, as the eager frame's `Capture(example=)` resolved it, so both
+    forwards capture (and copy) the same calls."""
 
-    def __init__(self, net: nn.Module, layers: tuple[str, ...], keep: list[tuple[int, int]]) -> None:
+    def __init__(self, net: nn.Module, calls: dict[str, tuple[str, int]], keep: list[tuple[int, int]]) -> None:
         super().__init__()
-        self.net, self.layers, self.keep = net, layers, keep
+        self.net, self.keep = net, keep
+        self.names = {layer: f"{name}@{call}" for layer, (name, call) in calls.items()}
         self.signature: list[tuple[str, tuple]] = []
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        with Probe(self.net, self.layers) as probe:
+        with Probe(self.net, list(self.names.values())) as probe:
             with Calls(keep=self.keep) as calls:
                 out = self.net(x)
             self.signature = calls.signature
             if not isinstance(out, Tensor) or any(t is None for t in calls.kept):
                 raise TypeError("the forward returns no tensor, or a call to keep did not run")
-            return (out, *[probe[layer] for layer in self.layers], *calls.kept)
+            return (out, *[probe[name] for name in self.names.values()], *calls.kept)
 
 
 def _key(t: Tensor) -> tuple:
@@ -115,7 +118,7 @@ def _close(a: Tensor, b: Tensor) -> bool:
     if not a.is_floating_point():
         return bool(torch.equal(a, b))
     scale = float(b.abs().amax()) if b.numel() else 0.0
-    return not b.numel() or float((a - b).abs().amax()) <= TOLERANCE * max(scale, 1.0)
+    return not b.numel() or float((a - b).abs().amax()) <= TOLERANCE * scale
 
 
 class Replay:
@@ -158,9 +161,18 @@ def learn(net: nn.Module, x: Tensor, layers: Sequence[str], calls: Calls, activa
           acts: dict[str, Tensor], *, deconv_static: bool,
           graph: torch.jit.ScriptModule | None = None) -> tuple[Replay | None, str]:
     """The replay of the frame just run eagerly (inside `AttributionContext` with `calls` entered last, holding):
-    x its input, `activation` the unit layer's output with its graph, `acts` the layers it captured. graph: one
-    learned before (a check: its tensors must equal this frame's); None traces one. Returns (replay, "") or
-    (None, why not)."""
+    x its input, `activation` the unit layer's output with its graph, `acts` the layers it captured (bare names of
+    a reused module meaning its last call, as `Capture(example=)` takes them). graph: one learned before (a check:
+    its tensors must equal this frame's); None traces one. Returns (replay, "") or (None, why not)."""
+    try:
+        return _learn(net, x, tuple(layers), calls, activation, acts, deconv_static, graph)
+    except Exception as exc:  # noqa: BLE001 - whatever fails here, the eager forward serves, as before
+        return None, f"learning failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
+
+
+def _learn(net: nn.Module, x: Tensor, layers: tuple[str, ...], calls: Calls, activation: Tensor,
+           acts: dict[str, Tensor], deconv_static: bool,
+           graph: torch.jit.ScriptModule | None) -> tuple[Replay | None, str]:
     program = plan(activation.grad_fn, x) if activation.grad_fn is not None else None
     if program is None:
         return None, "a node between the unit's layer and the input is not one the program runs"
@@ -169,7 +181,9 @@ def learn(net: nn.Module, x: Tensor, layers: Sequence[str], calls: Calls, activa
         for out, t in enumerate(outs):
             if isinstance(t, Tensor):
                 writers[_key(t)] = (call, out)  # the last writer wins: in-place calls rewrite a tensor's memory
-    constants = {_key(t) for t in (*net.parameters(), *net.buffers(), *fused.cached_tensors())}
+    # constants by storage: a view of one (a BN scale shaped to broadcast) is one too
+    constants = {t.untyped_storage().data_ptr()
+                 for t in (*net.parameters(), *net.buffers(), *fused.cached_tensors())}
     keep: list[tuple[int, int]] = []
     sources: list[list[int]] = []
     template: list[list[Tensor | None]] = []
@@ -185,16 +199,15 @@ def learn(net: nn.Module, x: Tensor, layers: Sequence[str], calls: Calls, activa
                     keep.append(writers[k])
                 srcs.append(keep.index(writers[k]))
                 kept.append(None)
-            elif k in constants:
+            elif t.untyped_storage().data_ptr() in constants:
                 srcs.append(CONSTANT)
                 kept.append(t)
             else:
                 return None, f"the program reads a tensor of shape {tuple(t.shape)} made by no call of the forward"
         sources.append(srcs)
         template.append(kept)
-    layers = tuple(layers)
     if graph is None:
-        traced = _Traced(net, layers, keep)
+        traced = _Traced(net, resolve_calls(net, layers, x), keep)
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # TracerWarnings and the API's deprecation notice

@@ -58,7 +58,12 @@ class ReplayedForward:
         self._runs += 1
         if self._runs % RECHECK_EVERY == 0:
             return None, Calls(hold=True)
-        return replay.run(x, unit_layer), None
+        try:
+            return replay.run(x, unit_layer), None
+        except Exception as exc:  # noqa: BLE001 - a graph that fails on a frame: the eager forward from now on
+            self.refused[key] = f"the replay failed ({type(exc).__name__})"
+            self.replays.pop(key, None)
+            return None, None
 
     def learn(self, x: torch.Tensor, layers: list[str], unit_layer: str, calls: Calls,
               acts: dict[str, torch.Tensor], deconv_static: bool) -> None:
