@@ -122,18 +122,6 @@ def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[li
             if part:
                 out = out[:, :, box[0]:box[1], box[2]:box[3]]
             res = kernels.rules_grad(g, out, rules, uppers[i])
-            if kind == 1:
-                full = size if part else [g.shape[2], g.shape[3]]
-                res, box, how, part = _chain_step(res, box, part, full, crop and not dense, t, p, cpu)
-                dense = dense or how == 4
-                done.append(how)
-                size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
-        elif kind == 2:  # CHAIN_BN
-            full = size if part else [g.shape[2], g.shape[3]]
-            res, box, how, part = _chain_step(g, box, part, full, crop and not dense, t, p, cpu)
-            dense = dense or how == 4
-            done.append(how)
-            size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
         elif kind == 3:  # EVAL_BN
             res = g * t[0]
         elif kind == 6:  # CONV: the input's gradient only
@@ -151,6 +139,12 @@ def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[li
         elif kind == 8:  # PAD: the padded border cut off again (a zero pad's backward)
             res = torch.constant_pad_nd(g, [-v for v in p], 0.0)
             box = _unpadded_box(box, p, res.shape[2], res.shape[3])
+        if kind == 1 or kind == 2:  # CHAIN_RECT (after its rule), CHAIN_BN: the conv chain's backward
+            full = size if part else [res.shape[2], res.shape[3]]
+            res, box, how, part = _chain_step(res, box, part, full, crop and not dense, t, p, cpu)
+            dense = dense or how == 4
+            done.append(how)
+            size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
         if part and len(box) == 0:
             continue  # the gradient fell outside the map: nothing to send
         for s in outs[i]:

@@ -187,11 +187,12 @@ def _learn(net: nn.Module, x: Tensor, layers: tuple[str, ...], calls: Calls, act
     keep: list[tuple[int, int]] = []
     sources: list[list[int]] = []
     template: list[list[Tensor | None]] = []
+    x_key = _key(x)
     for step in program.tensors:
         srcs, kept = [], []
         for t in step:
             k = _key(t)
-            if k == _key(x):
+            if k == x_key:
                 srcs.append(INPUT)
                 kept.append(None)
             elif k in writers:
