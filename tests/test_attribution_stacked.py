@@ -182,3 +182,39 @@ def test_a_graph_it_does_not_walk_falls_back() -> None:
     assert ac.stacked_walks == 0  # declined: one backward per rule
     for rule in RULES:
         assert torch.allclose(exp[rule], want[rule]), rule
+
+
+class _Excited(nn.Module):
+    """Squeeze-excitation as MobileNetV3, EfficientNet-B0 and RegNetY have it: a [N, C, 1, 1] gate (pooled,
+    two 1x1 convs, a sigmoid) times the map, broadcast over its positions, then a ReLU6 chain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), random_bn(8, 21)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.c2, self.b2 = nn.Conv2d(8, 6, 3, padding=1, bias=False), random_bn(6, 22)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        a = F.relu(self.b1(self.c1(x)))
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(a, 1)))))
+        return F.relu6(self.b2(self.c2(a * gate)))
+
+
+def test_a_broadcast_gate_is_walked_as_autograd_does() -> None:
+    """The product's gradient for the [N, C, 1, 1] gate comes out of its node shaped like the map; autograd's engine
+    sums it back to the gate's shape, and so must the walker (it crashed on these nets with two views or more)."""
+    net = _Excited()
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(6))
+    ac, xin, act = _forward(net, x, "b2")
+    info = layer_info(net, "b2", x)
+    unit = resolve_unit(act, Unit("b2", 4), info)
+    want = _per_rule(ac, xin, act, unit, info, RULES)
+    got = ac.rule_grads(unit_objective(act, unit, "neuron", info), xin, RULES)
+    assert ac.stacked_walks == 1
+    for rule in RULES:
+        scale = float(want[rule].abs().max())
+        assert scale > 0 and torch.allclose(got[rule], want[rule], atol=1e-6 * scale, rtol=0), rule

@@ -122,7 +122,7 @@ def _backward(node, grad: _Views, rules: Sequence[str]) -> list[_Views | None] |
         return [grad]
     if kind == "AddBackward0" and add_alpha(node) == 1:
         return [grad, grad]
-    per_view = [_as_tuple(node(g)) for g in grad.split()]
+    per_view = [_fitted(node, _as_tuple(node(g))) for g in grad.split()]
     outs: list[_Views | None] = []
     for i in range(len(node.next_functions)):
         parts = [r[i] if i < len(r) else None for r in per_view]
@@ -137,6 +137,21 @@ def _backward(node, grad: _Views, rules: Sequence[str]) -> list[_Views | None] |
 
 def _as_tuple(r) -> tuple:
     return tuple(r) if isinstance(r, (tuple, list)) else (r,)
+
+
+def _fitted(node, grads: tuple) -> tuple:
+    """A node's outputs as autograd's engine passes them on (`validate_outputs`): the gradient of an input that was
+    broadcast comes out broadcast and is summed back to that input's shape (squeeze-excitation's [N, C, 1, 1]
+    gate times a map). Called directly, a node leaves that to the caller."""
+    out = list(grads)
+    for i, (nxt, slot) in enumerate(node.next_functions[:len(out)]):
+        g = out[i]
+        if nxt is None or g is None:
+            continue
+        shape = tuple(nxt._input_metadata[slot].shape)
+        if tuple(g.shape) != shape:
+            out[i] = g.sum_to_size(shape)
+    return tuple(out)
 
 
 def _rules_stacked(g: Tensor, out: Tensor, rules: Sequence[str], upper: float | None) -> Tensor:
