@@ -58,10 +58,31 @@ def _explain(net, x, layer, unit, methods, *, compiled: bool):
     return ac, ac.explain(xin, probe[layer], unit, methods)
 
 
+class _FireNet(nn.Module):
+    """SqueezeNet's Fire module after a max-pool: a 1x1 squeeze, then 1x1 and 3x3 expands concatenated along the
+    channels (one node sending each branch its own channels), then a conv-BN-ReLU6; maps large enough to crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(9)
+        self.stem, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2, ceil_mode=True)
+        self.squeeze, self.e1, self.e3 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 6, 1), nn.Conv2d(4, 6, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.out, self.bn = nn.Conv2d(12, 5, 3, padding=1, bias=False), random_bn(5, 14)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        s = self.relu(self.squeeze(self.pool(self.relu(self.stem(x)))))
+        return F.relu6(self.bn(self.out(torch.cat([self.relu(self.e1(s)), self.relu(self.e3(s))], 1))))
+
+
 NETS = {"chain": (ChainNet, (2, 3, 21, 19), ["b6", "c5", "b4", "b7", "b2"]),
         "residual": (ResidualNet, (1, 3, 40, 40), ["relu@2", "b4", "relu@1"]),
         "vgg": (_vgg, (1, 3, 30, 30), ["7", "4", "1"]),
-        "pads": (_PadNet, (1, 3, 40, 36), ["c3", "b2"])}
+        "pads": (_PadNet, (1, 3, 40, 36), ["c3", "b2"]),
+        "fire": (_FireNet, (2, 3, 64, 62), ["bn", "e3"])}
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

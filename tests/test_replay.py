@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import random_bn
 from test_attribution_fused import ChainNet
-from test_attribution_program import _PadNet, _vgg
+from test_attribution_program import _FireNet, _PadNet, _vgg
 from test_attribution_stacked import ResidualNet, TokenNet
 from torch import nn
 
@@ -50,6 +50,7 @@ NETS = {  # name -> (net, unit layer, channel, input size)
     "residual": (ResidualNet, "b4", 5, 32),  # max-pooling switches, in-place ReLU after `out += identity`
     "vgg": (_vgg, "5", 3, 20),  # plain convs with a bias, in-place ReLUs between max-pools (one ceil_mode)
     "pads": (_PadNet, "c3", 2, 40),  # uneven pads the chains do not fold, a residual sum of two padded sides
+    "fire": (_FireNet, "bn", 1, 64),  # SqueezeNet's Fire: branches concatenated along the channels, max-pooling
 }
 
 

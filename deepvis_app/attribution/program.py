@@ -27,11 +27,11 @@ from . import fused, kernels
 from .graph import add_alpha, leaf_node, needed_nodes
 
 # step kinds (their numbers are spelled out in `_run`, which TorchScript compiles)
-RECT, CHAIN_RECT, CHAIN_BN, EVAL_BN, PASS, ADD, CONV, MAXPOOL, PAD = range(9)
+RECT, CHAIN_RECT, CHAIN_BN, EVAL_BN, PASS, ADD, CONV, MAXPOOL, PAD, CAT = range(10)
 _KINDS = {"_RectifierBackward": RECT, "_ChainRectifierBackward": CHAIN_RECT, "_ChainBatchNormBackward": CHAIN_BN,
           "_EvalBatchNormBackward": EVAL_BN, "CloneBackward0": PASS, "AliasBackward0": PASS, "AddBackward0": ADD,
           "ConvolutionBackward0": CONV, "MaxPool2DWithIndicesBackward0": MAXPOOL,
-          "ConstantPadNdBackward0": PAD}
+          "ConstantPadNdBackward0": PAD, "CatBackward0": CAT}
 _NO_BOX: list[int] = []
 
 
@@ -85,6 +85,22 @@ def _unpadded_box(box: list[int], pad: list[int], h: int, w: int) -> list[int]:
     if out[0] >= out[1] or out[2] >= out[3]:
         return kernels.empty_box()
     return out
+
+
+def _send(pending: list[Tensor | None], boxes: list[list[int]], parts: list[bool], sizes: list[list[int]],
+          lasts: list[bool], s: int, res: Tensor, box: list[int], part: bool, size: list[int], last: bool) -> None:
+    """Add a step's result to slot s (a part to a part over their boxes' union; else as whole maps)."""
+    have = pending[s]
+    if have is None:
+        pending[s], boxes[s], parts[s], sizes[s], lasts[s] = res, box, part, size, last
+    elif parts[s] and part:
+        pending[s], boxes[s] = _sum_parts(have, boxes[s], res, box, last)
+    else:
+        mine = _whole(res, box, part, size, last)
+        theirs = _whole(torch.jit._unwrap_optional(have), boxes[s], parts[s], sizes[s], lasts[s])
+        pending[s] = theirs + mine
+        boxes[s] = kernels.union_box(boxes[s], box)  # a part's box is known: the sum's is the union
+        parts[s] = False
 
 
 def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[list[Tensor]], ints: list[list[int]],
@@ -147,18 +163,14 @@ def _run(seed: Tensor, kinds: list[int], outs: list[list[int]], tensors: list[li
             size, last = [t[0].shape[2], t[0].shape[3]], kernels.channels_last(t[0])
         if part and len(box) == 0:
             continue  # the gradient fell outside the map: nothing to send
+        if kind == 9:  # CAT along the channels: each input gets its own channels (outs: per input, -1 for none)
+            for k in range(len(outs[i])):
+                if outs[i][k] >= 0:
+                    _send(pending, boxes, parts, sizes, lasts, outs[i][k], res.narrow(1, p[1 + 2 * k], p[2 + 2 * k]),
+                          box, part, size, last)
+            continue
         for s in outs[i]:
-            have = pending[s]
-            if have is None:
-                pending[s], boxes[s], parts[s], sizes[s], lasts[s] = res, box, part, size, last
-            elif parts[s] and part:
-                pending[s], boxes[s] = _sum_parts(have, boxes[s], res, box, last)
-            else:
-                mine = _whole(res, box, part, size, last)
-                theirs = _whole(have, boxes[s], parts[s], sizes[s], lasts[s])
-                pending[s] = theirs + mine
-                boxes[s] = kernels.union_box(boxes[s], box)  # a part's box is known: the sum's is the union
-                parts[s] = False
+            _send(pending, boxes, parts, sizes, lasts, s, res, box, part, size, last)
     got = pending[end]
     if got is None:
         return None, done
@@ -214,6 +226,14 @@ def _step(node, kind: int) -> tuple[list[Tensor], list[int], float, int] | None:
         ints = [*_two(node._saved_stride), *_two(node._saved_padding), *_two(node._saved_dilation),
                 int(node._saved_groups), *_two(node._saved_output_padding)]
         return [x, w], ints, upper, 1
+    if kind == CAT:  # along the channels of 4-d maps, every input with a gradient (their sizes known)
+        dim, ints = int(node._saved_dim), []
+        for n, k in node.next_functions:
+            shape = None if n is None else list(n._input_metadata[k].shape)
+            if shape is None or len(shape) != 4 or dim not in (1, -3):
+                return None
+            ints += [sum(ints[1::2]), shape[1]]
+        return [], [1, *ints], upper, len(node.next_functions)
     if kind == MAXPOOL:
         x = node._saved_self
         if x.dim() != 4:
@@ -272,7 +292,10 @@ def plan(start, x: Tensor) -> Program | None:
         tensors.append(t)
         ints.append(p)
         uppers.append(upper)
-        outs.append([slot[id(n)] for n, _ in nexts[:edges] if n is not None and id(n) in slot])
+        if kind == CAT:  # one slot per input, in order (-1: no gradient needed there)
+            outs.append([slot[id(n)] if n is not None and id(n) in slot else -1 for n, _ in nexts])
+        else:
+            outs.append([slot[id(n)] for n, _ in nexts[:edges] if n is not None and id(n) in slot])
     return Program(kinds, outs, tensors, ints, uppers, len(order) - 1)
 
 
